@@ -1,3 +1,6 @@
+use clap::Parser;
+
 fn main() {
-    println!("recover: under construction");
+    let cli = recover::cli::Cli::parse();
+    std::process::exit(recover::app::main(cli));
 }

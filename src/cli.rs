@@ -1,0 +1,135 @@
+//! Command-line interface.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0    success
+  1    a step failed (the run stopped; the journal says which step and why)
+  2    usage or runbook error: nothing was run
+  3    aborted by an abort condition: off the timeline, follow the abort procedure
+  130  interrupted (Ctrl-C); the journal is flushed and the resume command printed";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "recover",
+    version,
+    about = "Bring a self-hosted AI box back to full service after a power failure.",
+    long_about = "Bring a self-hosted AI box back to full service after a power failure.\n\n\
+recover executes a YAML runbook of timed phases over SSH against the target: wait for SSH, \
+check the kernel log and the filesystem, drop the page cache, start units in dependency order \
+behind health gates, smoke-test the real work and post \"we are back\", all against a time budget.",
+    after_help = EXIT_CODES
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Execute a runbook against its target (or print its plan with --dry-run)
+    #[command(after_help = EXIT_CODES)]
+    Run(RunArgs),
+    /// Run the read-only steps against the live target and verify the runbook against it
+    #[command(after_help = EXIT_CODES)]
+    Rehearse(RehearseArgs),
+    /// Validate and lint a runbook; errors carry file:line:column and a snippet
+    #[command(
+        after_help = "Exit codes:\n  0    valid (warnings allowed unless --strict)\n  2    errors, or warnings with --strict"
+    )]
+    Check(CheckArgs),
+    /// Print the runbook as a binder copy, complete enough to recover by hand
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct Resolve {
+    /// Set or override a var: `--var api=http://10.0.0.5:8000` (repeatable)
+    #[arg(long = "var", value_name = "KEY=VALUE", value_parser = key_value)]
+    pub vars: Vec<(String, String)>,
+    /// Point a target at another host, e.g. a rehearsal lab: `--target spark=127.0.0.1` (repeatable)
+    #[arg(long = "target", value_name = "NAME=HOST", value_parser = key_value)]
+    pub targets: Vec<(String, String)>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The runbook (YAML)
+    pub runbook: PathBuf,
+    /// Print the fully resolved plan (exact commands, timeouts, what changes state) and contact nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Continue the last unfinished run of this runbook from its failed or interrupted step
+    #[arg(long, conflicts_with = "from")]
+    pub resume: bool,
+    /// Start at this step: its number or its name (see --dry-run)
+    #[arg(long, value_name = "STEP")]
+    pub from: Option<String>,
+    /// Confirm manual steps without asking (required when there is no terminal)
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// With --resume: accept a runbook that changed since the journal was written
+    #[arg(long)]
+    pub force: bool,
+    /// Write the journal here instead of $XDG_STATE_HOME/recover/
+    #[arg(long, value_name = "PATH")]
+    pub journal: Option<PathBuf>,
+    /// Print events as JSON lines on stdout, for machines
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub resolve: Resolve,
+}
+
+#[derive(Debug, Args)]
+pub struct RehearseArgs {
+    /// The runbook (YAML)
+    pub runbook: PathBuf,
+    /// Also write the rehearsal report as Markdown to FILE
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Print events as JSON lines on stdout, for machines
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub resolve: Resolve,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The runbook (YAML)
+    pub runbook: PathBuf,
+    /// Treat warnings as errors (exit 2)
+    #[arg(long)]
+    pub strict: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ExportFormat {
+    Md,
+    Html,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The runbook (YAML)
+    pub runbook: PathBuf,
+    /// Markdown for a forge, or one self-contained HTML file to print
+    #[arg(long, value_enum, default_value = "md")]
+    pub format: ExportFormat,
+    /// Write to FILE instead of standard output
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub resolve: Resolve,
+}
+
+fn key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
+        _ => Err(format!("`{s}` is not KEY=VALUE")),
+    }
+}

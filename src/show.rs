@@ -1,0 +1,274 @@
+//! The plan as text: what `run --dry-run` prints. Secrets are shown as `***`.
+
+use std::fmt::Write;
+
+use crate::plan::{
+    Action, Command, Plan, Probe, Request, Step, TargetSpec, fmt_duration, fmt_window,
+};
+use crate::verdict::{HttpExpect, Matcher};
+
+pub fn plan_text(plan: &Plan) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "Plan: {} ({})", plan.title, plan.name);
+    let _ = writeln!(
+        o,
+        "  runbook   {}  sha256 {}",
+        plan.source.display(),
+        &plan.sha256
+    );
+    let mut budget = format!("  budget    {}", fmt_duration(plan.budget));
+    if let Some(r) = plan.rehearse_every {
+        let _ = write!(budget, "; rehearse every {}", fmt_duration(r));
+    }
+    let _ = writeln!(o, "{budget}");
+    for (i, t) in plan.targets.iter().enumerate() {
+        let _ = writeln!(
+            o,
+            "  target    {}{}",
+            target_line(t),
+            if i == 0 { "  (default)" } else { "" }
+        );
+    }
+    for c in &plan.channels {
+        let _ = writeln!(
+            o,
+            "  notify    {}: {:?} webhook {}",
+            c.name, c.format, c.url
+        );
+    }
+    match &plan.abort.channel {
+        Some(c) => {
+            let _ = writeln!(
+                o,
+                "  on abort  notify {c}, show the abort message, stop with exit 3"
+            );
+        }
+        None => {
+            let _ = writeln!(o, "  on abort  show the abort message, stop with exit 3");
+        }
+    }
+    let total: usize = plan.phases.iter().map(|p| p.steps.len()).sum();
+    let changing: usize = plan
+        .phases
+        .iter()
+        .flat_map(|p| &p.steps)
+        .filter(|s| s.mutates)
+        .count();
+    let _ = writeln!(
+        o,
+        "  steps     {total} in {} phases; {changing} change state",
+        plan.phases.len()
+    );
+
+    for (i, ph) in plan.phases.iter().enumerate() {
+        let _ = writeln!(o);
+        let _ = writeln!(
+            o,
+            "Phase {}  {}  [{}]",
+            i + 1,
+            ph.name,
+            fmt_window(&ph.window)
+        );
+        for s in &ph.steps {
+            step_text(&mut o, plan, s);
+        }
+    }
+    if !plan.abort.message.trim().is_empty() {
+        let _ = writeln!(o);
+        let _ = writeln!(o, "Abort procedure:");
+        for l in plan.abort.message.trim_end().lines() {
+            let _ = writeln!(o, "  {l}");
+        }
+    }
+    if !plan.secrets.missing.is_empty() {
+        let _ = writeln!(o);
+        let _ = writeln!(
+            o,
+            "Not set in this environment (a real run refuses to start without them): {}",
+            plan.secrets.missing.join(", ")
+        );
+    }
+    plan.secrets.redact(&o)
+}
+
+fn target_line(t: &TargetSpec) -> String {
+    let mut s = format!("{}  {}", t.name, t.destination());
+    if let Some(p) = t.port {
+        let _ = write!(s, ":{p}");
+    }
+    let mut extra = Vec::new();
+    if let Some(i) = &t.identity {
+        extra.push(format!("identity {}", i.display()));
+    }
+    if let Some(k) = &t.known_hosts {
+        extra.push(format!("known_hosts {}", k.display()));
+    }
+    if let Some(c) = &t.ssh_config {
+        extra.push(format!("ssh_config {}", c.display()));
+    }
+    extra.push("strict host key checking".into());
+    let _ = write!(s, "  ({})", extra.join(", "));
+    s
+}
+
+fn step_text(o: &mut String, plan: &Plan, s: &Step) {
+    let state = if s.mutates {
+        "changes state"
+    } else {
+        "read-only"
+    };
+    let _ = writeln!(o, "  {:>2}. {}", s.number, s.name);
+    let target = plan
+        .targets
+        .get(s.target)
+        .map(|t| t.name.as_str())
+        .unwrap_or("?");
+    let mut meta = format!(
+        "{}, {state}, timeout {}",
+        s.action.kind(),
+        fmt_duration(s.timeout)
+    );
+    if let Some(r) = &s.retry {
+        let _ = write!(
+            meta,
+            ", retry every {} for up to {}",
+            fmt_duration(r.every),
+            fmt_duration(r.timeout)
+        );
+    }
+    let _ = writeln!(o, "      {meta}");
+    let line = |o: &mut String, label: &str, text: &str| {
+        let mut lines = text.lines();
+        let _ = writeln!(o, "      {label:<9} {}", lines.next().unwrap_or(""));
+        for l in lines {
+            let _ = writeln!(o, "      {:<9} {l}", "");
+        }
+    };
+    match &s.action {
+        Action::Manual { text } => line(o, "operator", text.trim_end()),
+        Action::Run(c) => line(o, &format!("on {target}"), &c.wire),
+        Action::Local(c) => line(o, "local", &c.wire),
+        Action::WaitSsh { every, timeout } => {
+            line(o, &format!("on {target}"), crate::plan::BOOT_ID_COMMAND);
+            line(
+                o,
+                "until",
+                &format!(
+                    "it answers: try every {}, give up after {}",
+                    fmt_duration(*every),
+                    fmt_duration(*timeout)
+                ),
+            );
+        }
+        Action::DropCaches(c) => line(o, &format!("on {target}"), &c.wire),
+        Action::Start { start, health, .. } => {
+            line(o, &format!("on {target}"), &start.wire);
+            match health {
+                Some(g) => {
+                    line(
+                        o,
+                        "gate",
+                        &format!(
+                            "unit active and probe passing {} time(s) in a row; probe every {}, give up after {}",
+                            g.successes,
+                            fmt_duration(g.every),
+                            fmt_duration(g.timeout)
+                        ),
+                    );
+                    match &g.probe {
+                        Probe::Http(r) => request_lines(o, &line, r, target),
+                        Probe::Run { command, expect } => {
+                            line(o, "probe", &command.wire);
+                            if let Some(m) = expect {
+                                line(o, "expect", &matcher_text(m));
+                            }
+                        }
+                    }
+                }
+                None => line(o, "gate", "unit active (no health probe)"),
+            }
+        }
+        Action::Http(r) => request_lines(o, &line, r, target),
+        Action::Notify { channel, message } => {
+            line(o, "post to", channel);
+            line(o, "message", message.trim_end());
+        }
+    }
+    if let Some(m) = &s.expect {
+        line(o, "expect", &matcher_text(m));
+    } else if matches!(
+        s.action,
+        Action::Run(_) | Action::Local(_) | Action::DropCaches(_)
+    ) {
+        line(o, "expect", "exit 0");
+    }
+    if let Some(m) = &s.abort_if {
+        line(o, "abort if", &matcher_text(m));
+    }
+    match s.on_fail {
+        crate::runbook::model::OnFail::Stop => {}
+        crate::runbook::model::OnFail::Abort => line(o, "on fail", "abort (off the timeline)"),
+        crate::runbook::model::OnFail::Continue => {
+            line(o, "on fail", "continue with the next step")
+        }
+    }
+    if let Some(m) = &s.abort_message {
+        line(o, "if abort", m.trim_end());
+    }
+}
+
+fn request_lines(
+    o: &mut String,
+    line: &dyn Fn(&mut String, &str, &str),
+    r: &Request,
+    target: &str,
+) {
+    let from = if r.from_target {
+        format!("on {target}")
+    } else {
+        "from here".to_owned()
+    };
+    line(o, &from, &r.curl());
+    line(o, "expect", &http_expect_text(&r.expect));
+}
+
+pub fn matcher_text(m: &Matcher) -> String {
+    let mut parts = Vec::new();
+    if let Some(e) = &m.exit {
+        let codes: Vec<String> = e.iter().map(i32::to_string).collect();
+        parts.push(format!("exit {}", codes.join(" or ")));
+    }
+    if let Some(r) = &m.stdout {
+        parts.push(format!("stdout matches /{}/", r.as_str()));
+    }
+    if let Some(r) = &m.stderr {
+        parts.push(format!("stderr matches /{}/", r.as_str()));
+    }
+    parts.join(", ")
+}
+
+pub fn http_expect_text(e: &HttpExpect) -> String {
+    let mut parts = Vec::new();
+    match &e.status {
+        Some(s) => parts.push(format!(
+            "HTTP {}",
+            s.iter()
+                .map(u16::to_string)
+                .collect::<Vec<_>>()
+                .join(" or ")
+        )),
+        None => parts.push("HTTP 2xx".to_owned()),
+    }
+    if let Some(b) = &e.body {
+        parts.push(format!("body matches /{}/", b.as_str()));
+    }
+    parts.join(", ")
+}
+
+/// The exact command for a remote command step, as typed by hand.
+pub fn by_hand(plan: &Plan, s: &Step, c: &Command) -> String {
+    match plan.targets.get(s.target) {
+        Some(t) => t.ssh_line(&c.wire),
+        None => c.wire.clone(),
+    }
+}
