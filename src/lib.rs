@@ -2,6 +2,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod engine;
 pub mod plan;
 pub mod runbook;
 pub mod show;

@@ -1,0 +1,204 @@
+//! What the engine says happened. Reporters (terminal, plain lines, JSON, journal, summary)
+//! consume these and decide nothing.
+
+use serde::{Deserialize, Serialize};
+
+/// How a step ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepOutcome {
+    Passed,
+    Failed,
+    /// Failed, but `on_fail: continue` (or a notify post) let the run go on.
+    FailedContinued,
+    Aborted,
+    Interrupted,
+    /// Not run: before `--from`/`--resume`'s step, or skipped by the operator.
+    Skipped,
+    /// Rehearsal: a step that changes state, shown and not run.
+    WouldRun,
+}
+
+impl StepOutcome {
+    pub fn word(self) -> &'static str {
+        match self {
+            StepOutcome::Passed => "ok",
+            StepOutcome::Failed => "FAILED",
+            StepOutcome::FailedContinued => "failed, continuing",
+            StepOutcome::Aborted => "ABORT",
+            StepOutcome::Interrupted => "interrupted",
+            StepOutcome::Skipped => "skipped",
+            StepOutcome::WouldRun => "would run",
+        }
+    }
+}
+
+/// How the whole run ended; maps to the exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunOutcome {
+    Success,
+    Failed,
+    Aborted,
+    Interrupted,
+}
+
+impl RunOutcome {
+    pub fn exit_code(self) -> i32 {
+        match self {
+            RunOutcome::Success => 0,
+            RunOutcome::Failed => 1,
+            RunOutcome::Aborted => 3,
+            RunOutcome::Interrupted => 130,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    Run,
+    Rehearse,
+}
+
+/// One thing that happened. Times are seconds on the run's timeline (`at`), which a
+/// resumed run continues from where the interrupted one stopped.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    RunStarted {
+        run_id: String,
+        mode: Mode,
+        runbook: String,
+        path: String,
+        sha256: String,
+        budget: f64,
+        steps: usize,
+        phases: usize,
+        /// Set when this run continues an earlier one.
+        resumed_from: Option<String>,
+        first_step: usize,
+        targets: Vec<TargetInfo>,
+    },
+    Connected {
+        target: String,
+        destination: String,
+        boot_id: String,
+        reconnect: bool,
+    },
+    BootIdChanged {
+        target: String,
+        old: String,
+        new: String,
+    },
+    ConnectionLost {
+        target: String,
+        error: String,
+    },
+    PhaseStarted {
+        phase: usize,
+        name: String,
+        window_start: f64,
+        window_end: f64,
+        at: f64,
+    },
+    /// The phase is still running and its window has closed.
+    PhaseOverrun {
+        phase: usize,
+        name: String,
+        window_end: f64,
+        at: f64,
+    },
+    PhaseFinished {
+        phase: usize,
+        name: String,
+        started: f64,
+        at: f64,
+        window_start: f64,
+        window_end: f64,
+        result: StepOutcome,
+    },
+    StepStarted {
+        step: usize,
+        phase: usize,
+        name: String,
+        kind: String,
+        target: String,
+        mutates: bool,
+        /// The exact command or request, secrets redacted.
+        command: Option<String>,
+        timeout: f64,
+        at: f64,
+    },
+    /// The latest line of output, or the gate's latest probe result: for spinners.
+    StepProgress {
+        step: usize,
+        line: String,
+    },
+    StepFinished {
+        step: usize,
+        phase: usize,
+        name: String,
+        outcome: StepOutcome,
+        exit: Option<i32>,
+        duration: f64,
+        at: f64,
+        /// Why it failed or aborted, or what a rehearsal would have run.
+        reason: Option<String>,
+        /// Truncated output, secrets redacted.
+        stdout: Option<String>,
+        stderr: Option<String>,
+    },
+    Warning {
+        step: Option<usize>,
+        message: String,
+    },
+    Notified {
+        channel: String,
+        ok: bool,
+        attempts: u32,
+        error: Option<String>,
+    },
+    /// The abort handler ran: the operator must follow `message`.
+    AbortProcedure {
+        step: usize,
+        reason: String,
+        step_message: Option<String>,
+        message: String,
+    },
+    RunFinished {
+        outcome: RunOutcome,
+        exit_code: i32,
+        at: f64,
+        budget: f64,
+        failed_step: Option<usize>,
+        /// One sentence for the operator: what happened, and what to do next.
+        message: String,
+        /// For interrupted and failed runs: the exact command that continues.
+        resume: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TargetInfo {
+    pub name: String,
+    pub destination: String,
+    pub port: Option<u16>,
+}
+
+/// Where events go. The engine calls `emit` in order, from one task.
+pub trait Sink: Send {
+    fn emit(&mut self, event: &Event);
+}
+
+/// Several sinks, each seeing every event.
+#[derive(Default)]
+pub struct Fanout(pub Vec<Box<dyn Sink>>);
+
+impl Sink for Fanout {
+    fn emit(&mut self, event: &Event) {
+        for s in &mut self.0 {
+            s.emit(event);
+        }
+    }
+}
