@@ -21,7 +21,8 @@ pub fn main(cli: Cli) -> i32 {
     match cli.command {
         Cmd::Check(a) => check(&a),
         Cmd::Run(a) if a.dry_run => dry_run(&a),
-        Cmd::Run(_) | Cmd::Rehearse(_) | Cmd::Export(_) => {
+        Cmd::Run(a) => run(&a),
+        Cmd::Rehearse(_) | Cmd::Export(_) => {
             eprintln!("recover: this command is not built yet; `run --dry-run` and `check` are.");
             exit::USAGE
         }
@@ -143,4 +144,277 @@ fn dry_run(a: &RunArgs) -> i32 {
     };
     print!("{}", crate::show::plan_text(&plan));
     exit::OK
+}
+
+/// Which step `--from` names: a number, a name (any case), or a unique part of a name.
+pub fn find_step(plan: &Plan, want: &str) -> Result<usize, String> {
+    let steps: Vec<&plan::Step> = plan.phases.iter().flat_map(|p| &p.steps).collect();
+    if let Ok(n) = want.trim().parse::<usize>() {
+        if steps.iter().any(|s| s.number == n) {
+            return Ok(n);
+        }
+        return Err(format!(
+            "--from {n}: the runbook has steps 1 to {}",
+            steps.len()
+        ));
+    }
+    let w = want.trim().to_lowercase();
+    if let Some(s) = steps.iter().find(|s| s.name.to_lowercase() == w) {
+        return Ok(s.number);
+    }
+    let hits: Vec<&&plan::Step> = steps
+        .iter()
+        .filter(|s| s.name.to_lowercase().contains(&w))
+        .collect();
+    match hits.as_slice() {
+        [one] => Ok(one.number),
+        [] => Err(format!(
+            "--from {want:?}: no step has that name; `recover run --dry-run` lists them"
+        )),
+        many => Err(format!(
+            "--from {want:?} matches {} steps ({}); give the step number",
+            many.len(),
+            many.iter()
+                .map(|s| format!("{} {}", s.number, s.name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
+/// The exact command that continues this run.
+fn resume_command(a: &RunArgs) -> String {
+    let mut parts = vec![
+        "recover".to_owned(),
+        "run".to_owned(),
+        crate::template::shell_quote(&a.runbook.display().to_string()),
+        "--resume".to_owned(),
+    ];
+    if let Some(j) = &a.journal {
+        parts.push(format!(
+            "--journal {}",
+            crate::template::shell_quote(&j.display().to_string())
+        ));
+    }
+    if a.yes {
+        parts.push("--yes".into());
+    }
+    for (k, v) in &a.resolve.vars {
+        parts.push(format!(
+            "--var {}",
+            crate::template::shell_quote(&format!("{k}={v}"))
+        ));
+    }
+    for (k, v) in &a.resolve.targets {
+        parts.push(format!(
+            "--target {}",
+            crate::template::shell_quote(&format!("{k}={v}"))
+        ));
+    }
+    if a.json {
+        parts.push("--json".into());
+    }
+    parts.join(" ")
+}
+
+fn run(a: &RunArgs) -> i32 {
+    let opts = options(&a.resolve);
+    let (_, plan) = match load_plan(&a.runbook, &opts) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    if !plan.secrets.missing.is_empty() {
+        eprintln!(
+            "error: the runbook reads {} from the environment, and {} not set: export {} and run again. Nothing was run.",
+            plan.secrets.missing.join(", "),
+            if plan.secrets.missing.len() == 1 {
+                "it is"
+            } else {
+                "they are"
+            },
+            if plan.secrets.missing.len() == 1 {
+                "it"
+            } else {
+                "them"
+            },
+        );
+        return exit::USAGE;
+    }
+
+    // Where to start: --resume, --from, or the beginning.
+    let mut first_step = 1;
+    let mut resumed_from = None;
+    let mut elapsed_offset = std::time::Duration::ZERO;
+    let mut known_boot_ids = std::collections::BTreeMap::new();
+    if a.resume {
+        let path = a
+            .journal
+            .clone()
+            .or_else(|| crate::journal::latest(&plan.name));
+        let Some(path) = path else {
+            eprintln!(
+                "error: nothing to resume: no journal of `{}` under {}. Start the run without --resume.",
+                plan.name,
+                crate::journal::runs_dir().display()
+            );
+            return exit::USAGE;
+        };
+        match crate::journal::unfinished(&path) {
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::USAGE;
+            }
+            Ok(None) => {
+                eprintln!(
+                    "error: nothing to resume: the last run of `{}` ({}) finished successfully.",
+                    plan.name,
+                    path.display()
+                );
+                return exit::USAGE;
+            }
+            Ok(Some(u)) => {
+                if u.sha256 != plan.sha256 && !a.force {
+                    eprintln!(
+                        "error: {} changed since the run being resumed (sha256 {} then, {} now). \
+                         Resuming would mix two procedures. Check the change with --dry-run, then resume with --force, or start afresh without --resume.",
+                        a.runbook.display(),
+                        &u.sha256[..12.min(u.sha256.len())],
+                        &plan.sha256[..12]
+                    );
+                    return exit::USAGE;
+                }
+                eprintln!(
+                    "Resuming run {} from step {}{} (journal {}).",
+                    u.run_id,
+                    u.step,
+                    if u.step_name.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", u.step_name)
+                    },
+                    path.display()
+                );
+                first_step = u.step;
+                resumed_from = Some(u.run_id.clone());
+                elapsed_offset = std::time::Duration::from_secs_f64(u.elapsed.max(0.0));
+                known_boot_ids = u.boot_ids.clone();
+            }
+        }
+    } else if let Some(f) = &a.from {
+        match find_step(&plan, f) {
+            Ok(n) => first_step = n,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::USAGE;
+            }
+        }
+    }
+
+    // Manual steps need someone to ask, or --yes: decided before anything runs.
+    let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+    let manual: Vec<String> = plan
+        .phases
+        .iter()
+        .flat_map(|p| &p.steps)
+        .filter(|s| s.number >= first_step && matches!(s.action, plan::Action::Manual { .. }))
+        .map(|s| format!("{} ({})", s.number, s.name))
+        .collect();
+    if !manual.is_empty() && !a.yes && !interactive {
+        eprintln!(
+            "error: there is no terminal to confirm the manual steps {}: do them, then run again with --yes. Nothing was run.",
+            manual.join(", ")
+        );
+        return exit::USAGE;
+    }
+
+    let run_id = crate::journal::new_run_id();
+    let journal_path = a
+        .journal
+        .clone()
+        .unwrap_or_else(|| crate::journal::Journal::new_path(&plan.name, &run_id));
+    let journal = match crate::journal::Journal::open(&journal_path) {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!(
+                "error: cannot write the journal {}: {e}. Nothing was run.",
+                journal_path.display()
+            );
+            return exit::USAGE;
+        }
+    };
+    let mut sinks: Vec<Box<dyn crate::engine::Sink>> = vec![Box::new(journal)];
+    sinks.extend(crate::report::for_terminal(a.json));
+    let out = crate::engine::Emitter::new(
+        Box::new(crate::engine::event::Fanout(sinks)),
+        plan.secrets.clone(),
+    );
+
+    let prompt: Option<crate::engine::Prompt> =
+        (interactive && !a.yes).then(|| Box::new(ask) as crate::engine::Prompt);
+    let settings = crate::engine::Settings {
+        mode: crate::engine::Mode::Run,
+        run_id,
+        first_step,
+        yes: a.yes,
+        prompt,
+        resumed_from,
+        elapsed_offset,
+        known_boot_ids,
+        resume_command: resume_command(a),
+    };
+    let code = execute(&plan, settings, out);
+    eprintln!("journal: {}", journal_path.display());
+    code
+}
+
+/// Run the engine on a runtime, with Ctrl-C wired to cancellation.
+pub fn execute(plan: &Plan, settings: crate::engine::Settings, out: crate::engine::Emitter) -> i32 {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return exit::USAGE;
+        }
+    };
+    rt.block_on(async move {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                let _ = tx.send(true);
+                eprintln!(
+                    "\nInterrupted: stopping the current step (Ctrl-C again to quit at once)…"
+                );
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(exit::INTERRUPTED);
+                }
+            }
+        });
+        let engine = crate::engine::Engine::new(plan, settings, out, rx);
+        engine.run().await.exit_code()
+    })
+}
+
+/// Ask the operator at a manual step, on the terminal.
+fn ask(name: &str, text: &str) -> crate::engine::Answer {
+    use crate::engine::Answer;
+    let mut err = std::io::stderr();
+    let _ = writeln!(err, "\n== Manual step: {name}\n{}\n", text.trim_end());
+    loop {
+        let _ = write!(err, "Done? [d]one / [s]kip / [a]bort: ");
+        let _ = err.flush();
+        let mut line = String::new();
+        if std::io::stdin().read_line(&mut line).unwrap_or(0) == 0 {
+            return Answer::Abort;
+        }
+        match line.trim().to_lowercase().as_str() {
+            "d" | "done" | "y" | "yes" => return Answer::Done,
+            "s" | "skip" => return Answer::Skip,
+            "a" | "abort" => return Answer::Abort,
+            _ => {}
+        }
+    }
 }

@@ -3,8 +3,11 @@
 pub mod app;
 pub mod cli;
 pub mod engine;
+pub mod journal;
 pub mod plan;
+pub mod report;
 pub mod runbook;
 pub mod show;
+pub mod target;
 pub mod template;
 pub mod verdict;

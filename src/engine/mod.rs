@@ -1,1 +1,457 @@
+//! The engine walks the Plan phase by phase, step by step. It alone owns time, retries,
+//! gates, deadlines and cancellation, and it never prints: it emits Events.
+
 pub mod event;
+mod gate;
+mod http;
+mod step;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+pub(crate) use crate::target::ExecError as ExecErrorAlias;
+pub use event::{Event, Mode, RunOutcome, Sink, StepOutcome, TargetInfo};
+
+use crate::plan::{Plan, Secrets};
+use crate::target::ssh::{Note, Ssh};
+
+/// What the operator answered at a manual step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    Done,
+    Skip,
+    Abort,
+}
+
+/// Asks the operator about a manual step: (step name, instructions) -> answer.
+pub type Prompt = Box<dyn FnMut(&str, &str) -> Answer + Send>;
+
+/// How this run goes.
+pub struct Settings {
+    pub mode: Mode,
+    pub run_id: String,
+    /// The first step to run (1-based); earlier steps are reported as skipped.
+    pub first_step: usize,
+    /// Confirm manual steps without asking.
+    pub yes: bool,
+    /// When set, manual steps ask here; otherwise they need `yes`.
+    pub prompt: Option<Prompt>,
+    /// The run this one continues, and where its timeline stood.
+    pub resumed_from: Option<String>,
+    pub elapsed_offset: Duration,
+    /// Boot ids recorded by the run this one continues, per target name.
+    pub known_boot_ids: BTreeMap<String, String>,
+    /// The command that continues this run, printed when it stops early.
+    pub resume_command: String,
+}
+
+/// Events out, secrets redacted, from any task.
+#[derive(Clone)]
+pub struct Emitter {
+    sink: Arc<Mutex<Box<dyn Sink>>>,
+    secrets: Arc<Secrets>,
+}
+
+impl Emitter {
+    pub fn new(sink: Box<dyn Sink>, secrets: Secrets) -> Self {
+        Emitter {
+            sink: Arc::new(Mutex::new(sink)),
+            secrets: Arc::new(secrets),
+        }
+    }
+
+    pub fn emit(&self, event: Event) {
+        let event = self.redact(event);
+        let mut sink = self.sink.lock().unwrap_or_else(|e| e.into_inner());
+        sink.emit(&event);
+    }
+
+    /// Every string in the event, secrets replaced by `***`, including JSON-escaped forms.
+    fn redact(&self, event: Event) -> Event {
+        if self.secrets.values.is_empty() {
+            return event;
+        }
+        let Ok(json) = serde_json::to_string(&event) else {
+            return event;
+        };
+        let mut red = json.clone();
+        for (_, v) in &self.secrets.values {
+            if v.len() < 3 {
+                continue;
+            }
+            if let Ok(esc) = serde_json::to_string(v) {
+                let esc = &esc[1..esc.len() - 1];
+                red = red.replace(esc, "***");
+            }
+            red = red.replace(v.as_str(), "***");
+        }
+        if red == json {
+            return event;
+        }
+        serde_json::from_str(&red).unwrap_or(event)
+    }
+}
+
+/// What came of one step, before the engine decides what to do next.
+pub(crate) struct StepResult {
+    pub outcome: StepOutcome,
+    pub exit: Option<i32>,
+    pub reason: Option<String>,
+    pub stdout: Option<String>,
+    pub stderr: Option<String>,
+}
+
+impl StepResult {
+    pub fn passed() -> Self {
+        StepResult {
+            outcome: StepOutcome::Passed,
+            exit: None,
+            reason: None,
+            stdout: None,
+            stderr: None,
+        }
+    }
+    pub fn with(outcome: StepOutcome, reason: impl Into<String>) -> Self {
+        StepResult {
+            outcome,
+            reason: Some(reason.into()),
+            ..StepResult::passed()
+        }
+    }
+}
+
+pub struct Engine<'a> {
+    pub(crate) plan: &'a Plan,
+    pub(crate) settings: Settings,
+    pub(crate) out: Emitter,
+    pub(crate) targets: Vec<Ssh>,
+    pub(crate) http: reqwest::Client,
+    pub(crate) cancel: watch::Receiver<bool>,
+    clock: Instant,
+}
+
+/// Output kept in events and the journal, per stream.
+pub const JOURNAL_OUTPUT: usize = 4000;
+
+pub fn truncate(s: &str) -> Option<String> {
+    if s.trim().is_empty() {
+        return None;
+    }
+    if s.len() <= JOURNAL_OUTPUT {
+        return Some(s.to_owned());
+    }
+    let mut cut = s.len() - JOURNAL_OUTPUT;
+    while !s.is_char_boundary(cut) {
+        cut += 1;
+    }
+    Some(format!("[… {cut} bytes before …]\n{}", &s[cut..]))
+}
+
+impl<'a> Engine<'a> {
+    pub fn new(
+        plan: &'a Plan,
+        settings: Settings,
+        out: Emitter,
+        cancel: watch::Receiver<bool>,
+    ) -> Self {
+        let targets = plan
+            .targets
+            .iter()
+            .cloned()
+            .map(Ssh::new)
+            .collect::<Vec<_>>();
+        for t in &targets {
+            if let Some(id) = settings.known_boot_ids.get(&t.spec.name) {
+                t.set_known_boot_id(Some(id.clone()));
+            }
+        }
+        Engine {
+            plan,
+            settings,
+            out,
+            targets,
+            http: http::client(),
+            cancel,
+            clock: Instant::now(),
+        }
+    }
+
+    /// Seconds on the run's timeline.
+    pub(crate) fn at(&self) -> f64 {
+        (self.settings.elapsed_offset + self.clock.elapsed()).as_secs_f64()
+    }
+
+    pub(crate) fn elapsed(&self) -> Duration {
+        self.settings.elapsed_offset + self.clock.elapsed()
+    }
+
+    pub(crate) fn cancelled(&self) -> bool {
+        *self.cancel.borrow()
+    }
+
+    /// Report what happened to the SSH connections since the last look.
+    pub(crate) fn drain_notes(&self) {
+        for t in &self.targets {
+            for n in t.take_notes() {
+                let e = match n {
+                    Note::Connected { boot_id, reconnect } => Event::Connected {
+                        target: t.spec.name.clone(),
+                        destination: t.spec.destination(),
+                        boot_id,
+                        reconnect,
+                    },
+                    Note::BootIdChanged { old, new } => Event::BootIdChanged {
+                        target: t.spec.name.clone(),
+                        old,
+                        new,
+                    },
+                    Note::Lost { error } => Event::ConnectionLost {
+                        target: t.spec.name.clone(),
+                        error,
+                    },
+                };
+                self.out.emit(e);
+            }
+        }
+    }
+
+    /// Walk the plan. Returns how the run ended; every event has been emitted.
+    pub async fn run(mut self) -> RunOutcome {
+        let plan = self.plan;
+        let total: usize = plan.phases.iter().map(|p| p.steps.len()).sum();
+        self.out.emit(Event::RunStarted {
+            run_id: self.settings.run_id.clone(),
+            mode: self.settings.mode,
+            runbook: plan.name.clone(),
+            path: plan.source.display().to_string(),
+            sha256: plan.sha256.clone(),
+            budget: plan.budget.as_secs_f64(),
+            steps: total,
+            phases: plan.phases.len(),
+            resumed_from: self.settings.resumed_from.clone(),
+            first_step: self.settings.first_step,
+            targets: plan
+                .targets
+                .iter()
+                .map(|t| TargetInfo {
+                    name: t.name.clone(),
+                    destination: t.destination(),
+                    port: t.port,
+                })
+                .collect(),
+        });
+
+        let mut outcome = RunOutcome::Success;
+        let mut failed_step = None;
+        let mut message = String::new();
+
+        'phases: for (pi, phase) in plan.phases.iter().enumerate() {
+            let pnum = pi + 1;
+            if phase
+                .steps
+                .iter()
+                .all(|s| s.number < self.settings.first_step)
+            {
+                for s in &phase.steps {
+                    self.skipped(pnum, s, "already done before this run");
+                }
+                continue;
+            }
+            let started = self.at();
+            let (ws, we) = (
+                phase.window.start.as_secs_f64(),
+                phase.window.end.as_secs_f64(),
+            );
+            self.out.emit(Event::PhaseStarted {
+                phase: pnum,
+                name: phase.name.clone(),
+                window_start: ws,
+                window_end: we,
+                at: started,
+            });
+            let overrun = self.watch_window(pnum, &phase.name, phase.window.end);
+            let mut phase_result = StepOutcome::Passed;
+            for s in &phase.steps {
+                if s.number < self.settings.first_step {
+                    self.skipped(pnum, s, "already done before this run");
+                    continue;
+                }
+                if self.cancelled() {
+                    outcome = RunOutcome::Interrupted;
+                    failed_step = Some(s.number);
+                    phase_result = StepOutcome::Interrupted;
+                    break;
+                }
+                let res = self.step(pnum, s).await;
+                self.drain_notes();
+                match res.outcome {
+                    StepOutcome::Passed
+                    | StepOutcome::Skipped
+                    | StepOutcome::WouldRun
+                    | StepOutcome::FailedContinued => {}
+                    StepOutcome::Failed => {
+                        outcome = RunOutcome::Failed;
+                        failed_step = Some(s.number);
+                        phase_result = StepOutcome::Failed;
+                        let target = self
+                            .plan
+                            .targets
+                            .get(s.target)
+                            .map(|t| t.name.as_str())
+                            .unwrap_or("?");
+                        message = format!(
+                            "Step {} ({}) failed on {target}: {}. Fix the cause, then continue from this step: {}",
+                            s.number,
+                            s.name,
+                            first_line(res.reason.as_deref().unwrap_or("see the output above")),
+                            self.settings.resume_command
+                        );
+                        break;
+                    }
+                    StepOutcome::Aborted => {
+                        outcome = RunOutcome::Aborted;
+                        failed_step = Some(s.number);
+                        phase_result = StepOutcome::Aborted;
+                        let reason = res
+                            .reason
+                            .clone()
+                            .unwrap_or_else(|| "abort condition met".into());
+                        self.abort(s, &reason).await;
+                        message = format!(
+                            "Aborted at step {} ({}): {}. Off the timeline: follow the abort procedure above.",
+                            s.number,
+                            s.name,
+                            first_line(&reason)
+                        );
+                        break;
+                    }
+                    StepOutcome::Interrupted => {
+                        outcome = RunOutcome::Interrupted;
+                        failed_step = Some(s.number);
+                        phase_result = StepOutcome::Interrupted;
+                        break;
+                    }
+                }
+            }
+            overrun.abort();
+            self.out.emit(Event::PhaseFinished {
+                phase: pnum,
+                name: phase.name.clone(),
+                started,
+                at: self.at(),
+                window_start: ws,
+                window_end: we,
+                result: phase_result,
+            });
+            if outcome != RunOutcome::Success {
+                break 'phases;
+            }
+        }
+
+        if outcome == RunOutcome::Interrupted {
+            message = format!(
+                "Interrupted at step {}. The remote command was stopped. To continue from this step: {}",
+                failed_step.unwrap_or(0),
+                self.settings.resume_command
+            );
+        } else if outcome == RunOutcome::Success {
+            message = match self.settings.mode {
+                Mode::Run => format!(
+                    "Recovered in {} of the {} budget.",
+                    crate::plan::fmt_duration(Duration::from_secs(self.elapsed().as_secs())),
+                    crate::plan::fmt_duration(plan.budget)
+                ),
+                Mode::Rehearse => "Rehearsal finished: every read-only step passed.".to_owned(),
+            };
+        }
+        let resume = matches!(outcome, RunOutcome::Failed | RunOutcome::Interrupted)
+            .then(|| self.settings.resume_command.clone());
+        self.out.emit(Event::RunFinished {
+            outcome,
+            exit_code: outcome.exit_code(),
+            at: self.at(),
+            budget: plan.budget.as_secs_f64(),
+            failed_step,
+            message,
+            resume,
+        });
+        for t in &self.targets {
+            t.close().await;
+        }
+        outcome
+    }
+
+    fn skipped(&self, phase: usize, s: &crate::plan::Step, why: &str) {
+        self.out.emit(Event::StepFinished {
+            step: s.number,
+            phase,
+            name: s.name.clone(),
+            outcome: StepOutcome::Skipped,
+            exit: None,
+            duration: 0.0,
+            at: self.at(),
+            reason: Some(why.to_owned()),
+            stdout: None,
+            stderr: None,
+        });
+    }
+
+    /// Emits `PhaseOverrun` the moment the window closes, unless aborted first.
+    fn watch_window(&self, phase: usize, name: &str, end: Duration) -> tokio::task::AbortHandle {
+        let out = self.out.clone();
+        let name = name.to_owned();
+        let now = self.elapsed();
+        let offset = self.settings.elapsed_offset;
+        let clock = self.clock;
+        let task = tokio::spawn(async move {
+            if end > now {
+                tokio::time::sleep(end - now).await;
+            }
+            out.emit(Event::PhaseOverrun {
+                phase,
+                name,
+                window_end: end.as_secs_f64(),
+                at: (offset + clock.elapsed()).as_secs_f64(),
+            });
+        });
+        task.abort_handle()
+    }
+
+    /// The abort handler: show the procedure, notify its channel.
+    async fn abort(&self, s: &crate::plan::Step, reason: &str) {
+        let plan = self.plan;
+        self.out.emit(Event::AbortProcedure {
+            step: s.number,
+            reason: reason.to_owned(),
+            step_message: s.abort_message.clone(),
+            message: plan.abort.message.clone(),
+        });
+        if let Some(ch) = &plan.abort.channel {
+            let mut text = format!(
+                "ABORT: {} stopped at step {} ({}) after {}: {}",
+                plan.title,
+                s.number,
+                s.name,
+                crate::plan::fmt_duration(Duration::from_secs(self.elapsed().as_secs())),
+                first_line(reason)
+            );
+            if let Some(m) = &s.abort_message {
+                text.push('\n');
+                text.push_str(m.trim());
+            }
+            text.push_str("\nOff the timeline: following the abort procedure.");
+            self.notify(ch, &text).await;
+        }
+    }
+}
+
+pub(crate) fn first_line(s: &str) -> String {
+    s.lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+        .to_owned()
+}

@@ -1,0 +1,314 @@
+//! `start` steps: `systemctl start --no-block`, then the health gate (Kubernetes probe
+//! model). The unit must be `active` and the probe must pass `successes` times in a row.
+//! A unit that reaches `failed` (start-limit-hit included) ends the gate at once.
+//!
+//! Probes are spaced by their own cost: after a probe that took `d`, the next comes after
+//! `clamp(10 * d, MIN_INTERVAL, every)`. A cheap refusal (a loading model answering 503 in a
+//! millisecond) is re-probed within half a second, so a healthy unit is seen within about a
+//! second whatever `every` says, while an expensive probe keeps the server under ~10% load.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use super::step::verdict_result;
+use super::{Engine, Event, StepOutcome, StepResult};
+use crate::plan::{Command, Gate, Probe, Step, remote_wire};
+use crate::template::shell_quote;
+use crate::verdict::judge_http;
+
+/// The shortest pause between two probes.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(500);
+/// A probe may take at most this share of the server's time.
+const DUTY: u32 = 10;
+
+/// The unit's state as `systemctl show` reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnitState {
+    pub load: String,
+    pub active: String,
+    pub sub: String,
+    pub result: String,
+}
+
+impl UnitState {
+    pub fn parse(text: &str) -> UnitState {
+        let kv: BTreeMap<&str, &str> = text.lines().filter_map(|l| l.split_once('=')).collect();
+        let get = |k: &str| kv.get(k).map(|v| v.trim().to_owned()).unwrap_or_default();
+        UnitState {
+            load: get("LoadState"),
+            active: get("ActiveState"),
+            sub: get("SubState"),
+            result: get("Result"),
+        }
+    }
+
+    /// Why the gate must end now, if it must.
+    pub fn fatal(&self) -> Option<String> {
+        if self.load == "not-found" {
+            return Some("the unit does not exist on the target (LoadState=not-found)".into());
+        }
+        if self.active == "failed" || self.result == "start-limit-hit" {
+            return Some(format!(
+                "the unit failed (state {}, result {})",
+                self.active, self.result
+            ));
+        }
+        None
+    }
+
+    pub fn summary(&self) -> String {
+        format!("{} ({})", self.active, self.sub)
+    }
+}
+
+/// Next pause between probes, given how long the last one took.
+pub fn next_interval(every: Duration, last_probe: Duration) -> Duration {
+    (last_probe * DUTY).clamp(MIN_INTERVAL, every.max(MIN_INTERVAL))
+}
+
+impl Engine<'_> {
+    pub(crate) async fn start(
+        &self,
+        s: &Step,
+        unit: &str,
+        start: &Command,
+        gate: Option<&Gate>,
+    ) -> StepResult {
+        let started = Instant::now();
+        let deadline = started + s.timeout;
+        let r = self.exec_remote(s, start, Duration::from_secs(10)).await;
+        match r {
+            Ok(f) if f.output.exit == Some(0) => {}
+            Ok(f) => {
+                let mut res = StepResult::with(
+                    StepOutcome::Failed,
+                    format!(
+                        "`systemctl start {unit}` failed (exit {}): {}",
+                        f.output
+                            .exit
+                            .map(|c| c.to_string())
+                            .unwrap_or_else(|| "none".into()),
+                        super::first_line(&f.output.stderr)
+                    ),
+                );
+                res.exit = f.output.exit;
+                res.stderr = Some(f.output.stderr);
+                return res;
+            }
+            Err(super::ExecErrorAlias::Interrupted) => {
+                return StepResult::with(StepOutcome::Interrupted, "interrupted");
+            }
+            Err(e) => return StepResult::with(StepOutcome::Failed, e.to_string()),
+        }
+
+        let gate_deadline = match gate {
+            Some(g) => deadline.min(started + g.timeout),
+            None => deadline,
+        };
+        let every = gate.map(|g| g.every).unwrap_or(Duration::from_secs(1));
+        let needed = gate.map(|g| g.successes).unwrap_or(1);
+        let show = Command {
+            script: String::new(),
+            sudo: false,
+            wire: remote_wire(
+                &format!(
+                    "systemctl show -p LoadState -p ActiveState -p SubState -p Result {}",
+                    shell_quote(unit)
+                ),
+                false,
+                Duration::from_secs(10),
+                &start.marker,
+            ),
+            marker: start.marker.clone(),
+        };
+        let mut successes = 0;
+        let mut probes = 0u32;
+        let mut last = String::from("not checked yet");
+        loop {
+            if self.cancelled() {
+                return StepResult::with(StepOutcome::Interrupted, "interrupted");
+            }
+            let tick = Instant::now();
+            let state = match self.exec_remote(s, &show, Duration::from_secs(10)).await {
+                Ok(f) => UnitState::parse(&f.output.stdout),
+                Err(super::ExecErrorAlias::Interrupted) => {
+                    return StepResult::with(StepOutcome::Interrupted, "interrupted");
+                }
+                Err(e) => {
+                    last = e.to_string();
+                    UnitState::default()
+                }
+            };
+            if let Some(why) = state.fatal() {
+                return self.unit_failed(s, unit, start, &state, &why).await;
+            }
+            let mut probe_took = Duration::ZERO;
+            if state.active == "active" {
+                match gate {
+                    None => {
+                        return StepResult::with(StepOutcome::Passed, format!("{unit} is active"));
+                    }
+                    Some(g) => {
+                        probes += 1;
+                        let p0 = Instant::now();
+                        let (ok, why) = self.probe(s, &g.probe).await;
+                        probe_took = p0.elapsed();
+                        if ok {
+                            successes += 1;
+                            last = format!("probe passed ({successes}/{needed})");
+                            if successes >= needed {
+                                return StepResult::with(
+                                    StepOutcome::Passed,
+                                    format!(
+                                        "{unit} active and healthy after {} ({probes} probes)",
+                                        crate::plan::fmt_duration(Duration::from_secs(
+                                            started.elapsed().as_secs()
+                                        ))
+                                    ),
+                                );
+                            }
+                        } else {
+                            successes = 0;
+                            last = why;
+                        }
+                    }
+                }
+            } else if !state.active.is_empty() {
+                successes = 0;
+                last = format!("unit is {}", state.summary());
+            }
+            self.out.emit(Event::StepProgress {
+                step: s.number,
+                line: last.clone(),
+            });
+            if Instant::now() >= gate_deadline {
+                let why = format!(
+                    "{unit} not healthy after {}: {last}",
+                    crate::plan::fmt_duration(Duration::from_secs(started.elapsed().as_secs()))
+                );
+                let mut res = StepResult::with(StepOutcome::Failed, why);
+                res.stdout = self.journal_lines(s, unit, start).await;
+                return res;
+            }
+            let pause = next_interval(every, probe_took.max(tick.elapsed() / 2))
+                .min(gate_deadline.saturating_duration_since(Instant::now()));
+            let mut cancel = self.cancel.clone();
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = cancel.wait_for(|c| *c) => return StepResult::with(StepOutcome::Interrupted, "interrupted"),
+            }
+        }
+    }
+
+    /// One probe: (passed, why not).
+    async fn probe(&self, s: &Step, probe: &Probe) -> (bool, String) {
+        match probe {
+            Probe::Http(req) => {
+                let marker = format!("recover:{}:{}", self.plan.name, s.number);
+                let r = self.send(req, s.target, &marker).await;
+                match r.status {
+                    Some(code) => {
+                        let res = verdict_result(judge_http(code, &r.body, Some(&req.expect)));
+                        (
+                            res.outcome == StepOutcome::Passed,
+                            res.reason.unwrap_or_default(),
+                        )
+                    }
+                    None => (false, r.error.unwrap_or_else(|| "no answer".into())),
+                }
+            }
+            Probe::Run { command, expect } => {
+                let t = Duration::from_secs(10);
+                match self.exec_remote(s, command, t).await {
+                    Ok(f) => {
+                        let res =
+                            verdict_result(crate::verdict::judge(&f.output, expect.as_ref(), None));
+                        (
+                            res.outcome == StepOutcome::Passed,
+                            res.reason.unwrap_or_default(),
+                        )
+                    }
+                    Err(e) => (false, e.to_string()),
+                }
+            }
+        }
+    }
+
+    async fn unit_failed(
+        &self,
+        s: &Step,
+        unit: &str,
+        start: &Command,
+        state: &UnitState,
+        why: &str,
+    ) -> StepResult {
+        let mut reason = format!("{unit}: {why}");
+        if state.result == "start-limit-hit" {
+            reason.push_str(&format!(
+                ". systemd will refuse to start it again until `sudo systemctl reset-failed {unit}` is run: fix the cause, reset it, then resume"
+            ));
+        }
+        let mut res = StepResult::with(StepOutcome::Failed, reason);
+        res.stdout = self.journal_lines(s, unit, start).await;
+        res
+    }
+
+    /// `journalctl -u UNIT -n 30`: what the unit said last.
+    async fn journal_lines(&self, s: &Step, unit: &str, start: &Command) -> Option<String> {
+        let cmd = Command {
+            script: String::new(),
+            sudo: start.sudo,
+            wire: remote_wire(
+                &format!("journalctl -u {} -n 30 --no-pager", shell_quote(unit)),
+                start.sudo,
+                Duration::from_secs(15),
+                &start.marker,
+            ),
+            marker: start.marker.clone(),
+        };
+        match self.exec_remote(s, &cmd, Duration::from_secs(15)).await {
+            Ok(f) => Some(format!(
+                "last journal lines of {unit}:\n{}",
+                f.output.stdout.trim_end()
+            )),
+            Err(_) => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_systemctl_show() {
+        let s = UnitState::parse(
+            "LoadState=loaded\nActiveState=failed\nSubState=failed\nResult=start-limit-hit\n",
+        );
+        assert_eq!(s.active, "failed");
+        assert!(s.fatal().unwrap().contains("start-limit-hit"));
+        let ok = UnitState::parse(
+            "LoadState=loaded\nActiveState=active\nSubState=running\nResult=success\n",
+        );
+        assert_eq!(ok.fatal(), None);
+        let missing = UnitState::parse(
+            "LoadState=not-found\nActiveState=inactive\nSubState=dead\nResult=success\n",
+        );
+        assert!(missing.fatal().unwrap().contains("does not exist"));
+    }
+
+    #[test]
+    fn probe_spacing_follows_probe_cost() {
+        let every = Duration::from_secs(10);
+        assert_eq!(next_interval(every, Duration::from_millis(2)), MIN_INTERVAL);
+        assert_eq!(
+            next_interval(every, Duration::from_millis(300)),
+            Duration::from_secs(3)
+        );
+        assert_eq!(next_interval(every, Duration::from_secs(5)), every);
+        assert_eq!(
+            next_interval(Duration::from_millis(100), Duration::ZERO),
+            MIN_INTERVAL
+        );
+    }
+}

@@ -1,0 +1,213 @@
+//! HTTP from the management host (reqwest, rustls, explicit timeouts, no proxies) or from
+//! the target (`curl` over SSH), and the status posts.
+
+use std::time::Duration;
+
+use super::{Engine, Event};
+use crate::plan::{Request, remote_wire};
+use crate::runbook::model::Format;
+
+/// Connecting must never eat a request's whole timeout.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A status post is tried this many times.
+pub const NOTIFY_ATTEMPTS: u32 = 3;
+
+pub fn client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .user_agent(concat!("recover/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new())
+}
+
+/// A response, or why there is none.
+pub(crate) struct Reply {
+    pub status: Option<u16>,
+    pub body: String,
+    pub error: Option<String>,
+}
+
+impl Engine<'_> {
+    /// Send a request from where the step says, within its timeout.
+    pub(crate) async fn send(&self, req: &Request, target: usize, marker: &str) -> Reply {
+        if req.from_target {
+            return self.send_from_target(req, target, marker).await;
+        }
+        let method =
+            reqwest::Method::from_bytes(req.method.as_bytes()).unwrap_or(reqwest::Method::GET);
+        let mut rb = self.http.request(method, &req.url).timeout(req.timeout);
+        for (k, v) in &req.headers {
+            rb = rb.header(k, v);
+        }
+        if let Some(b) = &req.body {
+            rb = rb.body(b.clone());
+        }
+        let mut cancel = self.cancel.clone();
+        let fut = async {
+            let resp = rb.send().await?;
+            let status = resp.status().as_u16();
+            let body = resp.text().await.unwrap_or_default();
+            Ok::<_, reqwest::Error>((status, body))
+        };
+        tokio::select! {
+            r = fut => match r {
+                Ok((status, body)) => Reply { status: Some(status), body, error: None },
+                Err(e) => Reply { status: None, body: String::new(), error: Some(describe(&e, req.timeout)) },
+            },
+            _ = cancel.wait_for(|c| *c) => Reply { status: None, body: String::new(), error: Some("interrupted".into()) },
+        }
+    }
+
+    async fn send_from_target(&self, req: &Request, target: usize, marker: &str) -> Reply {
+        let Some(t) = self.targets.get(target) else {
+            return Reply {
+                status: None,
+                body: String::new(),
+                error: Some("no such target".into()),
+            };
+        };
+        let wire = remote_wire(
+            &req.curl(),
+            false,
+            req.timeout + Duration::from_secs(2),
+            marker,
+        );
+        let mut cancel = self.cancel.clone();
+        let res = t
+            .exec(
+                &wire,
+                marker,
+                false,
+                req.timeout + Duration::from_secs(2),
+                &mut cancel,
+                &mut |_| {},
+            )
+            .await;
+        match res {
+            Ok(f) if f.output.exit == Some(0) => {
+                let text = f.output.stdout.trim_end_matches('\n');
+                let (body, code) = text.rsplit_once('\n').unwrap_or(("", text));
+                let status = code.trim().parse::<u16>().ok().filter(|s| *s != 0);
+                Reply {
+                    status,
+                    body: body.to_owned(),
+                    error: status.is_none().then(|| "no HTTP answer".to_owned()),
+                }
+            }
+            Ok(f) => Reply {
+                status: None,
+                body: String::new(),
+                error: Some(format!(
+                    "curl on {} failed (exit {}): {}",
+                    t.spec.name,
+                    f.output
+                        .exit
+                        .map(|c| c.to_string())
+                        .unwrap_or_else(|| "none".into()),
+                    super::first_line(&f.output.stderr)
+                )),
+            },
+            Err(e) => Reply {
+                status: None,
+                body: String::new(),
+                error: Some(e.to_string()),
+            },
+        }
+    }
+
+    /// Post a status message, retried; never fails the run. Returns whether it got through.
+    pub(crate) async fn notify(&self, channel: &str, text: &str) -> bool {
+        let Some(ch) = self.plan.channels.iter().find(|c| c.name == channel) else {
+            return false;
+        };
+        let (ctype, body) = payload(ch.format, &self.plan.name, text);
+        let req = Request {
+            method: "POST".into(),
+            url: ch.url.clone(),
+            headers: vec![("Content-Type".into(), ctype.into())],
+            body: Some(body),
+            expect: crate::verdict::HttpExpect::default(),
+            timeout: Duration::from_secs(10),
+            from_target: false,
+        };
+        let mut last = None;
+        for attempt in 1..=NOTIFY_ATTEMPTS {
+            if ch.url.contains("${") {
+                last = Some("the webhook URL's environment variable is not set".to_owned());
+                break;
+            }
+            let r = self.send(&req, 0, "").await;
+            match (r.status, r.error) {
+                (Some(s), _) if (200..300).contains(&s) => {
+                    self.out.emit(Event::Notified {
+                        channel: channel.to_owned(),
+                        ok: true,
+                        attempts: attempt,
+                        error: None,
+                    });
+                    return true;
+                }
+                (Some(s), _) => last = Some(format!("HTTP {s}: {}", super::first_line(&r.body))),
+                (None, e) => last = e,
+            }
+            if self.cancelled() {
+                break;
+            }
+            if attempt < NOTIFY_ATTEMPTS {
+                tokio::time::sleep(Duration::from_secs(attempt as u64)).await;
+            }
+        }
+        self.out.emit(Event::Notified {
+            channel: channel.to_owned(),
+            ok: false,
+            attempts: NOTIFY_ATTEMPTS,
+            error: last.clone(),
+        });
+        self.out.emit(Event::Warning {
+            step: None,
+            message: format!(
+                "could not post to `{channel}`: {}. Tell the operators another way.",
+                last.unwrap_or_else(|| "no answer".into())
+            ),
+        });
+        false
+    }
+}
+
+/// Content type and body of a status post in a channel's format.
+pub fn payload(format: Format, runbook: &str, text: &str) -> (&'static str, String) {
+    match format {
+        Format::Slack => (
+            "application/json",
+            serde_json::json!({ "text": text }).to_string(),
+        ),
+        Format::Discord => (
+            "application/json",
+            serde_json::json!({ "content": text }).to_string(),
+        ),
+        Format::Ntfy => ("text/plain; charset=utf-8", text.to_owned()),
+        Format::Json => (
+            "application/json",
+            serde_json::json!({ "runbook": runbook, "message": text, "source": "recover" })
+                .to_string(),
+        ),
+    }
+}
+
+fn describe(e: &reqwest::Error, timeout: Duration) -> String {
+    if e.is_timeout() {
+        format!("no answer within {}", crate::plan::fmt_duration(timeout))
+    } else if e.is_connect() {
+        let mut s = "cannot connect".to_owned();
+        let mut cur: Option<&dyn std::error::Error> = std::error::Error::source(e);
+        while let Some(c) = cur {
+            s = format!("cannot connect: {c}");
+            cur = c.source();
+        }
+        s
+    } else {
+        e.to_string()
+    }
+}

@@ -1,0 +1,371 @@
+//! Running one step: the kinds, retries and verdicts.
+
+use std::time::{Duration, Instant};
+
+use super::{Answer, Engine, Event, Mode, StepOutcome, StepResult, truncate};
+use crate::plan::{Action, Command, Step};
+use crate::runbook::model::OnFail;
+use crate::target::{ExecError, Finished, local};
+use crate::verdict::{Verdict, judge, judge_http};
+
+impl Engine<'_> {
+    /// Run a step and emit its start and end.
+    pub(crate) async fn step(&mut self, phase: usize, s: &Step) -> StepResult {
+        let target = self
+            .plan
+            .targets
+            .get(s.target)
+            .map(|t| t.name.clone())
+            .unwrap_or_default();
+        let started = Instant::now();
+        self.out.emit(Event::StepStarted {
+            step: s.number,
+            phase,
+            name: s.name.clone(),
+            kind: s.action.kind().to_owned(),
+            target,
+            mutates: s.mutates,
+            command: describe(s),
+            timeout: s.timeout.as_secs_f64(),
+            at: self.at(),
+        });
+        let mut res = if self.settings.mode == Mode::Rehearse && s.mutates {
+            StepResult::with(
+                StepOutcome::WouldRun,
+                describe(s).unwrap_or_else(|| s.name.clone()),
+            )
+        } else {
+            self.execute(s).await
+        };
+        if self.cancelled() && res.outcome != StepOutcome::Passed {
+            res.outcome = StepOutcome::Interrupted;
+            res.reason = Some("interrupted by the operator (Ctrl-C)".into());
+        }
+        if res.outcome == StepOutcome::Failed {
+            match s.on_fail {
+                OnFail::Stop => {}
+                OnFail::Abort => res.outcome = StepOutcome::Aborted,
+                OnFail::Continue => res.outcome = StepOutcome::FailedContinued,
+            }
+        }
+        self.out.emit(Event::StepFinished {
+            step: s.number,
+            phase,
+            name: s.name.clone(),
+            outcome: res.outcome,
+            exit: res.exit,
+            duration: started.elapsed().as_secs_f64(),
+            at: self.at(),
+            reason: res.reason.clone(),
+            stdout: res.stdout.as_deref().and_then(truncate),
+            stderr: res.stderr.as_deref().and_then(truncate),
+        });
+        res
+    }
+
+    async fn execute(&mut self, s: &Step) -> StepResult {
+        match &s.action {
+            Action::Manual { text } => self.manual(s, text),
+            Action::Run(c) | Action::DropCaches(c) => {
+                let c = c.clone();
+                self.with_retry(s, |e| Box::pin(e.remote(s, &c))).await
+            }
+            Action::Local(c) => {
+                let c = c.clone();
+                self.with_retry(s, |e| Box::pin(e.local(s, &c))).await
+            }
+            Action::WaitSsh { every, timeout } => self.wait_ssh(s, *every, *timeout).await,
+            Action::Start {
+                unit,
+                start,
+                health,
+            } => self.start(s, unit, start, health.as_ref()).await,
+            Action::Http(req) => {
+                let req = req.clone();
+                self.with_retry(s, |e| {
+                    let req = req.clone();
+                    Box::pin(async move {
+                        let marker = format!("recover:{}:{}", e.plan.name, s.number);
+                        let r = e.send(&req, s.target, &marker).await;
+                        match r.status {
+                            Some(code) => {
+                                let v = judge_http(code, &r.body, Some(&req.expect));
+                                let mut res = verdict_result(v);
+                                res.stdout = Some(r.body);
+                                res
+                            }
+                            None => StepResult::with(
+                                StepOutcome::Failed,
+                                r.error.unwrap_or_else(|| "no answer".into()),
+                            ),
+                        }
+                    })
+                })
+                .await
+            }
+            Action::Notify { channel, message } => {
+                let text = message.replace(
+                    "{{ run.elapsed }}",
+                    &crate::plan::fmt_duration(Duration::from_secs(self.elapsed().as_secs())),
+                );
+                if self.notify(channel, &text).await {
+                    StepResult::passed()
+                } else {
+                    StepResult::with(
+                        StepOutcome::FailedContinued,
+                        format!("the post to `{channel}` failed; the recovery goes on"),
+                    )
+                }
+            }
+        }
+    }
+
+    fn manual(&mut self, s: &Step, text: &str) -> StepResult {
+        if self.settings.yes {
+            return StepResult::with(StepOutcome::Passed, "confirmed with --yes");
+        }
+        let Some(prompt) = self.settings.prompt.as_mut() else {
+            return StepResult::with(
+                StepOutcome::Failed,
+                "a manual step needs a terminal to ask, or --yes",
+            );
+        };
+        match prompt(&s.name, text) {
+            Answer::Done => StepResult::with(StepOutcome::Passed, "confirmed by the operator"),
+            Answer::Skip => StepResult::with(StepOutcome::Skipped, "skipped by the operator"),
+            Answer::Abort => StepResult::with(StepOutcome::Aborted, "the operator chose to abort"),
+        }
+    }
+
+    /// Repeat an attempt per the step's `retry` until it passes, aborts, or time runs out.
+    async fn with_retry<'s, F>(&'s self, s: &'s Step, mut attempt: F) -> StepResult
+    where
+        F: FnMut(&'s Self) -> std::pin::Pin<Box<dyn std::future::Future<Output = StepResult> + 's>>,
+    {
+        let started = Instant::now();
+        let mut n = 0u32;
+        loop {
+            n += 1;
+            let res = attempt(self).await;
+            if res.outcome != StepOutcome::Failed || self.cancelled() {
+                return res;
+            }
+            let Some(r) = s.retry else { return res };
+            if started.elapsed() + r.every >= r.timeout {
+                let mut res = res;
+                res.reason = Some(format!(
+                    "{} (after {n} attempts over {})",
+                    res.reason.unwrap_or_default(),
+                    crate::plan::fmt_duration(Duration::from_secs(started.elapsed().as_secs()))
+                ));
+                return res;
+            }
+            self.out.emit(Event::StepProgress {
+                step: s.number,
+                line: format!(
+                    "attempt {n} failed: {}; next in {}",
+                    super::first_line(res.reason.as_deref().unwrap_or("")),
+                    crate::plan::fmt_duration(r.every)
+                ),
+            });
+            let mut cancel = self.cancel.clone();
+            tokio::select! {
+                _ = tokio::time::sleep(r.every) => {}
+                _ = cancel.wait_for(|c| *c) => return res,
+            }
+        }
+    }
+
+    pub(crate) async fn remote(&self, s: &Step, c: &Command) -> StepResult {
+        let out = self.exec_remote(s, c, s.timeout).await;
+        let mut res = match out {
+            Ok(f) => finished_result(s, &f),
+            Err(ExecError::Interrupted) => {
+                StepResult::with(StepOutcome::Interrupted, "interrupted")
+            }
+            Err(e) => StepResult::with(StepOutcome::Failed, e.to_string()),
+        };
+        if matches!(s.action, Action::DropCaches(_)) && res.outcome == StepOutcome::Passed {
+            match cache_sizes(res.stdout.as_deref().unwrap_or("")) {
+                Some((before, after)) => {
+                    res.reason = Some(format!(
+                        "page cache dropped: {} MB before, {} MB after",
+                        before / 1024,
+                        after / 1024
+                    ));
+                }
+                None => {
+                    res.outcome = StepOutcome::Failed;
+                    res.reason = Some("could not verify the page cache was dropped (no `Cached:` lines before and after)".into());
+                }
+            }
+        }
+        res
+    }
+
+    pub(crate) async fn exec_remote(
+        &self,
+        s: &Step,
+        c: &Command,
+        timeout: Duration,
+    ) -> Result<Finished, ExecError> {
+        let Some(t) = self.targets.get(s.target) else {
+            return Err(ExecError::Spawn("no such target".into()));
+        };
+        let mut cancel = self.cancel.clone();
+        let out = self.out.clone();
+        let number = s.number;
+        let mut progress = move |line: String| out.emit(Event::StepProgress { step: number, line });
+        let r = t
+            .exec(
+                &c.wire,
+                &c.marker,
+                c.sudo,
+                timeout,
+                &mut cancel,
+                &mut progress,
+            )
+            .await;
+        self.drain_notes();
+        r
+    }
+
+    async fn local(&self, s: &Step, c: &Command) -> StepResult {
+        let mut cancel = self.cancel.clone();
+        let out = self.out.clone();
+        let number = s.number;
+        let mut progress = move |line: String| out.emit(Event::StepProgress { step: number, line });
+        match local::run(&c.script, s.timeout, &mut cancel, &mut progress).await {
+            Ok(f) => finished_result(s, &f),
+            Err(ExecError::Interrupted) => {
+                StepResult::with(StepOutcome::Interrupted, "interrupted")
+            }
+            Err(e) => StepResult::with(StepOutcome::Failed, e.to_string()),
+        }
+    }
+
+    async fn wait_ssh(&self, s: &Step, every: Duration, timeout: Duration) -> StepResult {
+        let Some(t) = self.targets.get(s.target) else {
+            return StepResult::with(StepOutcome::Failed, "no such target");
+        };
+        let started = Instant::now();
+        let mut n = 0;
+        let mut last = String::new();
+        while started.elapsed() < timeout {
+            n += 1;
+            let tick = Instant::now();
+            let left = timeout.saturating_sub(started.elapsed());
+            let mut cancel = self.cancel.clone();
+            let attempt = t.connect(
+                every
+                    .min(crate::target::ssh::CONNECT_TIMEOUT)
+                    .min(left)
+                    .max(Duration::from_secs(1)),
+            );
+            let r = tokio::select! {
+                r = attempt => r,
+                _ = cancel.wait_for(|c| *c) => return StepResult::with(StepOutcome::Interrupted, "interrupted"),
+            };
+            self.drain_notes();
+            match r {
+                Ok(boot_id) => {
+                    let mut res = StepResult::with(
+                        StepOutcome::Passed,
+                        format!("SSH answered after {n} attempt(s); boot id {boot_id}"),
+                    );
+                    res.stdout = Some(boot_id);
+                    return res;
+                }
+                Err(ExecError::Connect { reason, .. }) if reason.contains("host key") => {
+                    return StepResult::with(StepOutcome::Failed, reason);
+                }
+                Err(e) => last = e.to_string(),
+            }
+            self.out.emit(Event::StepProgress {
+                step: s.number,
+                line: format!("attempt {n}: {}", super::first_line(&last)),
+            });
+            let next = every
+                .saturating_sub(tick.elapsed())
+                .min(timeout.saturating_sub(started.elapsed()));
+            let mut cancel = self.cancel.clone();
+            tokio::select! {
+                _ = tokio::time::sleep(next) => {}
+                _ = cancel.wait_for(|c| *c) => return StepResult::with(StepOutcome::Interrupted, "interrupted"),
+            }
+        }
+        StepResult::with(
+            StepOutcome::Aborted,
+            format!(
+                "no SSH after {} ({n} attempts); last error: {last}",
+                crate::plan::fmt_duration(timeout)
+            ),
+        )
+    }
+}
+
+/// A verdict as a step result.
+pub(crate) fn verdict_result(v: Verdict) -> StepResult {
+    match v {
+        Verdict::Pass => StepResult::passed(),
+        Verdict::Fail(r) => StepResult::with(StepOutcome::Failed, r),
+        Verdict::Abort(r) => StepResult::with(StepOutcome::Aborted, r),
+    }
+}
+
+fn finished_result(s: &Step, f: &Finished) -> StepResult {
+    let mut res = verdict_result(judge(&f.output, s.expect.as_ref(), s.abort_if.as_ref()));
+    res.exit = f.output.exit;
+    res.stdout = Some(f.output.stdout.clone());
+    res.stderr = Some(f.output.stderr.clone());
+    if res.outcome == StepOutcome::Failed
+        && f.output.stderr.contains("sudo: a password is required")
+    {
+        res.reason = Some(format!(
+            "{}; sudo asked for a password: give the user passwordless sudo for this command (NOPASSWD in sudoers)",
+            res.reason.unwrap_or_default()
+        ));
+    }
+    res
+}
+
+/// `Cached:` in kB before and after, from the drop_caches command's output.
+pub(crate) fn cache_sizes(out: &str) -> Option<(u64, u64)> {
+    let v: Vec<u64> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("Cached:"))
+        .filter_map(|r| r.split_whitespace().next()?.parse().ok())
+        .collect();
+    match v.as_slice() {
+        [b, a] => Some((*b, *a)),
+        _ => None,
+    }
+}
+
+/// The exact command or request a step sends, for the display and the journal.
+pub fn describe(s: &Step) -> Option<String> {
+    Some(match &s.action {
+        Action::Manual { text } => format!("ask the operator: {}", super::first_line(text)),
+        Action::Run(c) | Action::DropCaches(c) => c.wire.clone(),
+        Action::Local(c) => c.wire.clone(),
+        Action::WaitSsh { .. } => crate::plan::BOOT_ID_COMMAND.to_owned(),
+        Action::Start { start, .. } => start.wire.clone(),
+        Action::Http(r) => r.curl(),
+        Action::Notify { channel, message } => {
+            format!("post to {channel}: {}", super::first_line(message))
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cache_sizes;
+
+    #[test]
+    fn cache_sizes_reads_before_and_after() {
+        let out = "Cached:          1048576 kB\nCached:            20480 kB\n";
+        assert_eq!(cache_sizes(out), Some((1_048_576, 20_480)));
+        assert_eq!(cache_sizes("Cached: 5 kB\n"), None);
+        assert_eq!(cache_sizes(""), None);
+    }
+}

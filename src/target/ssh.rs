@@ -1,0 +1,386 @@
+//! The target over SSH: one multiplexed master connection (openssh, native-mux), strict host
+//! keys, keep-alives so a dead or rebooted target is noticed in seconds, reconnection with
+//! backoff, boot id recorded at each (re)connect.
+//!
+//! Dropping an ssh channel does not kill the remote process, so every remote command is
+//! wrapped (`timeout -k` on the target, see `plan::remote_wire`) and carries a marker word that
+//! `kill_remote` finds with `pkill -f`.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use openssh::{KnownHosts, Session, SessionBuilder};
+use tokio::io::AsyncReadExt;
+use tokio::sync::watch;
+
+use super::{Capture, ExecError, Finished, last_line};
+use crate::plan::{BOOT_ID_COMMAND, KILL_GRACE, TargetSpec};
+use crate::verdict::Output;
+
+/// Keep-alive interval; ssh gives up after three missed answers.
+pub const KEEPALIVE: Duration = Duration::from_secs(2);
+/// How long one connection attempt may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Something about the connection the engine should report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Note {
+    Connected { boot_id: String, reconnect: bool },
+    BootIdChanged { old: String, new: String },
+    Lost { error: String },
+}
+
+pub struct Ssh {
+    pub spec: TargetSpec,
+    control_dir: PathBuf,
+    session: tokio::sync::Mutex<Option<Arc<Session>>>,
+    boot_id: Mutex<Option<String>>,
+    notes: Mutex<Vec<Note>>,
+    connected_once: Mutex<bool>,
+}
+
+impl Ssh {
+    pub fn new(spec: TargetSpec) -> Self {
+        let control_dir = std::env::var_os("XDG_RUNTIME_DIR")
+            .map(PathBuf::from)
+            .filter(|p| p.is_dir())
+            .unwrap_or_else(std::env::temp_dir);
+        Ssh {
+            spec,
+            control_dir,
+            session: tokio::sync::Mutex::new(None),
+            boot_id: Mutex::new(None),
+            notes: Mutex::new(Vec::new()),
+            connected_once: Mutex::new(false),
+        }
+    }
+
+    /// What happened to the connection since the last call.
+    pub fn take_notes(&self) -> Vec<Note> {
+        std::mem::take(&mut *self.notes.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub fn boot_id(&self) -> Option<String> {
+        self.boot_id
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn note(&self, n: Note) {
+        self.notes.lock().unwrap_or_else(|e| e.into_inner()).push(n);
+    }
+
+    fn builder(&self, connect_timeout: Duration) -> SessionBuilder {
+        let mut b = SessionBuilder::default();
+        b.known_hosts_check(KnownHosts::Strict)
+            .server_alive_interval(KEEPALIVE)
+            .connect_timeout(connect_timeout.max(Duration::from_secs(1)))
+            .control_directory(&self.control_dir);
+        if let Some(u) = &self.spec.user {
+            b.user(u.clone());
+        }
+        if let Some(p) = self.spec.port {
+            b.port(p);
+        }
+        if let Some(k) = &self.spec.identity {
+            b.keyfile(k);
+        }
+        if let Some(k) = &self.spec.known_hosts {
+            b.user_known_hosts_file(k);
+        }
+        if let Some(c) = &self.spec.ssh_config {
+            b.config_file(c);
+        }
+        b
+    }
+
+    /// Open a fresh master connection and read the boot id over it.
+    pub async fn connect(&self, timeout: Duration) -> Result<String, ExecError> {
+        let mut guard = self.session.lock().await;
+        if let Some(old) = guard.take() {
+            drop(old);
+        }
+        let session = tokio::time::timeout(
+            timeout + Duration::from_secs(2),
+            self.builder(timeout).connect_mux(&self.spec.host),
+        )
+        .await
+        .map_err(|_| self.connect_error(format!("no answer within {}s", timeout.as_secs())))?
+        .map_err(|e| self.connect_error(error_chain(&e)))?;
+        let session = Arc::new(session);
+        let out = tokio::time::timeout(
+            timeout.max(Duration::from_secs(5)),
+            session.raw_command(BOOT_ID_COMMAND).output(),
+        )
+        .await
+        .map_err(|_| self.connect_error("connected, but reading the boot id timed out".into()))?
+        .map_err(|e| self.connect_error(error_chain(&e)))?;
+        if !out.status.success() {
+            return Err(self.connect_error(format!(
+                "connected, but `{BOOT_ID_COMMAND}` failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        let boot_id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let reconnect = {
+            let mut once = self
+                .connected_once
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            std::mem::replace(&mut *once, true)
+        };
+        let old = self
+            .boot_id
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .replace(boot_id.clone());
+        self.note(Note::Connected {
+            boot_id: boot_id.clone(),
+            reconnect,
+        });
+        if let Some(old) = old
+            && old != boot_id
+        {
+            self.note(Note::BootIdChanged {
+                old,
+                new: boot_id.clone(),
+            });
+        }
+        *guard = Some(session);
+        Ok(boot_id)
+    }
+
+    /// Forget the boot id recorded before (a resumed run sets the previous one here).
+    pub fn set_known_boot_id(&self, id: Option<String>) {
+        *self.boot_id.lock().unwrap_or_else(|e| e.into_inner()) = id;
+        *self
+            .connected_once
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = true;
+    }
+
+    fn connect_error(&self, reason: String) -> ExecError {
+        let reason = if reason.contains("Host key verification failed")
+            || reason.contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
+        {
+            format!(
+                "the host key does not match known_hosts{}. The machine may have been reinstalled, or something is impersonating it: compare the key fingerprint with the one in the binder, then fix known_hosts (ssh-keygen -R {}).",
+                self.spec
+                    .known_hosts
+                    .as_ref()
+                    .map(|k| format!(" ({})", k.display()))
+                    .unwrap_or_default(),
+                self.spec.host
+            )
+        } else {
+            reason
+        };
+        ExecError::Connect {
+            target: self.spec.name.clone(),
+            reason,
+        }
+    }
+
+    /// The live session, reconnecting with backoff until `deadline` when it is gone.
+    async fn session(&self, deadline: Instant) -> Result<Arc<Session>, ExecError> {
+        {
+            let guard = self.session.lock().await;
+            if let Some(s) = guard.as_ref() {
+                if s.check().await.is_ok() {
+                    return Ok(s.clone());
+                }
+                self.note(Note::Lost {
+                    error: "the master connection is gone".into(),
+                });
+            }
+        }
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self
+                .connect(CONNECT_TIMEOUT.min(left.max(Duration::from_secs(1))))
+                .await
+            {
+                Ok(_) => {
+                    let guard = self.session.lock().await;
+                    if let Some(s) = guard.as_ref() {
+                        return Ok(s.clone());
+                    }
+                }
+                Err(e) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let fatal = matches!(&e, ExecError::Connect { reason, .. } if reason.contains("host key"));
+                    if fatal || left <= backoff {
+                        return Err(e);
+                    }
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Run `wire` (already wrapped with the remote timeout) and wait for it, at most
+    /// `timeout` plus grace. On cancel or a local deadline the remote process is killed.
+    pub async fn exec(
+        &self,
+        wire: &str,
+        marker: &str,
+        sudo: bool,
+        timeout: Duration,
+        cancel: &mut watch::Receiver<bool>,
+        progress: &mut (dyn FnMut(String) + Send),
+    ) -> Result<Finished, ExecError> {
+        let started = Instant::now();
+        let session = self.session(started + timeout).await?;
+        let mut child = session
+            .raw_command(wire)
+            .stdin(openssh::Stdio::null())
+            .stdout(openssh::Stdio::piped())
+            .stderr(openssh::Stdio::piped())
+            .spawn()
+            .await
+            .map_err(|e| ExecError::Lost {
+                target: self.spec.name.clone(),
+                reason: error_chain(&e),
+            })?;
+        let mut out = child
+            .stdout()
+            .take()
+            .ok_or_else(|| ExecError::Spawn("no stdout".into()))?;
+        let mut err = child
+            .stderr()
+            .take()
+            .ok_or_else(|| ExecError::Spawn("no stderr".into()))?;
+        let (mut so, mut se) = (Capture::default(), Capture::default());
+        let (mut obuf, mut ebuf) = ([0u8; 8192], [0u8; 8192]);
+        let (mut odone, mut edone) = (false, false);
+        // The remote `timeout` ends the command itself; this is the backstop.
+        let backstop = tokio::time::sleep(timeout + KILL_GRACE + Duration::from_secs(5));
+        tokio::pin!(backstop);
+        let result = loop {
+            tokio::select! {
+                n = out.read(&mut obuf), if !odone => match n {
+                    Ok(0) | Err(_) => odone = true,
+                    Ok(n) => { so.push(&obuf[..n]); if let Some(l) = last_line(&obuf[..n]) { progress(l) } }
+                },
+                n = err.read(&mut ebuf), if !edone => match n {
+                    Ok(0) | Err(_) => edone = true,
+                    Ok(n) => se.push(&ebuf[..n]),
+                },
+                _ = &mut backstop => break Err(None),
+                _ = cancel.changed() => {
+                    if *cancel.borrow() { break Err(Some(ExecError::Interrupted)); }
+                },
+                _ = std::future::ready(()), if odone && edone => break Ok(()),
+            }
+        };
+        match result {
+            Ok(()) => {
+                let status = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+                let exit = match status {
+                    Ok(Ok(s)) => s.code(),
+                    Ok(Err(e)) => {
+                        let reason = error_chain(&e);
+                        self.note(Note::Lost {
+                            error: reason.clone(),
+                        });
+                        self.forget().await;
+                        return Err(ExecError::Lost {
+                            target: self.spec.name.clone(),
+                            reason,
+                        });
+                    }
+                    Err(_) => None,
+                };
+                let elapsed = started.elapsed();
+                let timed_out = matches!(exit, Some(124) | Some(137))
+                    && elapsed + Duration::from_secs(1) >= timeout;
+                Ok(Finished {
+                    output: Output {
+                        exit,
+                        stdout: so.text(),
+                        stderr: se.text(),
+                        timed_out,
+                    },
+                    duration: elapsed,
+                })
+            }
+            Err(e) => {
+                drop(child);
+                self.kill_remote(marker, sudo).await;
+                match e {
+                    Some(e) => Err(e),
+                    None => Ok(Finished {
+                        output: Output {
+                            exit: None,
+                            stdout: so.text(),
+                            stderr: se.text(),
+                            timed_out: true,
+                        },
+                        duration: started.elapsed(),
+                    }),
+                }
+            }
+        }
+    }
+
+    async fn forget(&self) {
+        self.session.lock().await.take();
+    }
+
+    /// Kill the remote process tree of a step, found by its marker word.
+    pub async fn kill_remote(&self, marker: &str, sudo: bool) -> bool {
+        let script = kill_script(marker);
+        let wire = if sudo {
+            format!("sudo -n {script}")
+        } else {
+            script
+        };
+        let session = { self.session.lock().await.clone() };
+        let Some(session) = session else { return false };
+        matches!(
+            tokio::time::timeout(Duration::from_secs(10), session.raw_command(&wire).output()).await,
+            Ok(Ok(o)) if o.status.success()
+        )
+    }
+
+    /// Close the master connection.
+    pub async fn close(&self) {
+        let s = self.session.lock().await.take();
+        if let Some(s) = s
+            && let Ok(s) = Arc::try_unwrap(s)
+        {
+            let _ = s.close().await;
+        }
+    }
+}
+
+/// `sh -c 'pkill -TERM -f PAT; sleep 1; pkill -KILL -f PAT; true'` where PAT matches the
+/// marker at the end of a command line but not itself (`[r]ecover:...`).
+pub fn kill_script(marker: &str) -> String {
+    let escaped = regex::escape(marker);
+    let pat = match escaped.split_at_checked(1) {
+        Some((first, rest)) => format!("[{first}]{rest}$"),
+        None => escaped,
+    };
+    let q = crate::template::shell_quote(&pat);
+    let inner = format!("pkill -TERM -f {q}; sleep 1; pkill -KILL -f {q}; true");
+    format!("sh -c {}", crate::template::shell_quote(&inner))
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s.trim().to_owned()
+}
