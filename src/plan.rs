@@ -1105,6 +1105,30 @@ impl Resolver<'_> {
             _ => explicit_timeout.unwrap_or(default_timeout),
         };
 
+        if let Some(a) = &s.abort_if {
+            let m = &a.value;
+            let everything = [&m.stdout, &m.stderr]
+                .into_iter()
+                .flatten()
+                .any(|p| p.0.is_match(""));
+            if everything {
+                self.err(
+                    Pos::of(&a.referenced),
+                    "this abort_if pattern matches empty output, so every run would abort",
+                    "make the pattern require text, e.g. `EXT4-fs error` rather than `(error)*`",
+                );
+            }
+        }
+        for m in [&s.expect, &s.abort_if].into_iter().flatten() {
+            if matches!(&m.value.exit, Some(e) if e.to_vec().is_empty()) {
+                self.err(
+                    Pos::of(&m.referenced),
+                    "`exit: []` lists no exit code",
+                    "list the codes, like `exit: 0` or `exit: [0, 1]`",
+                );
+            }
+        }
+
         if self.problems.len() > before {
             return None;
         }

@@ -98,7 +98,7 @@ pub struct Pattern(pub regex::Regex);
 impl<'de> Deserialize<'de> for Pattern {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        regex::Regex::new(&s).map(Pattern).map_err(|e| {
+        crate::verdict::pattern(&s).map(Pattern).map_err(|e| {
             let detail = e.to_string();
             let last = detail.lines().last().unwrap_or("invalid regex").trim();
             de::Error::custom(format!(
