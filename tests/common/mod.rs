@@ -1,0 +1,120 @@
+//! The integration-test harness: real servers on 127.0.0.1 and the `recover` binary in a clean
+//! environment. Included by each integration test file with `mod common;`.
+//!
+//! - [`Sshd`]: a real OpenSSH daemon with its own keys, known_hosts and ssh_config.
+//! - [`HttpServer`]: a small real HTTP/1.1 server with routes set at run time.
+//! - [`recover_in`]: the `recover` binary with `XDG_STATE_HOME` in the caller's directory.
+//!
+//! ```ignore
+//! mod common;
+//! use common::{HttpServer, Sshd, recover_in};
+//!
+//! #[test]
+//! fn a_run_step_reaches_the_target() {
+//!     let sshd = Sshd::start();
+//!     let api = HttpServer::start();
+//!     api.respond("GET", "/health", 200, "ok");
+//!     let dir = tempfile::tempdir().unwrap();
+//!     let runbook = dir.path().join("rb.yaml");
+//!     std::fs::write(&runbook, format!(
+//!         "name: t\nbudget: 5m\ntargets:\n{}vars:\n  api: {}\nphases: ...",
+//!         sshd.runbook_target_yaml("lab"), api.url())).unwrap();
+//!     recover_in(dir.path()).args(["run", "--yes"]).arg(&runbook).assert().success();
+//!     assert_eq!(sshd.ssh("cat /tmp/marker").stdout, b"done\n");
+//!     assert!(api.wait_for_requests("/health", 1, std::time::Duration::from_secs(5)));
+//! }
+//! ```
+
+// Each test file uses a different part of this module (and of its re-exports).
+#![allow(dead_code, unused_imports)]
+
+pub mod http;
+pub mod sshd;
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+pub use http::{HttpServer, Request, closed_port_url};
+pub use sshd::{ALIAS, Sshd, free_port, run_bounded};
+
+/// The bound put on every `recover` run unless the test sets its own `.timeout(..)`.
+pub const RECOVER_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Variables that would make the run depend on the developer's terminal or shell.
+const REMOVED_VARS: &[&str] = &[
+    "TERM",
+    "COLORTERM",
+    "CLICOLOR",
+    "CLICOLOR_FORCE",
+    "FORCE_COLOR",
+    "COLUMNS",
+    "LINES",
+    "TERM_PROGRAM",
+    "TERM_PROGRAM_VERSION",
+    "TMUX",
+    "STY",
+    "WT_SESSION",
+    "VTE_VERSION",
+    "SSH_AUTH_SOCK",
+    "SSH_AGENT_PID",
+    "XDG_STATE_HOME",
+];
+
+/// The `recover` binary with a clean environment and its state (journals) under `state_dir`:
+/// `XDG_STATE_HOME=state_dir`, `NO_COLOR=1`, terminal variables, the ssh agent and every
+/// `RECOVER_*` variable removed, stdin empty, and a 120 s timeout (override with `.timeout`).
+pub fn recover_in(state_dir: &Path) -> assert_cmd::Command {
+    let mut cmd =
+        assert_cmd::Command::from_std(clean_command(env!("CARGO_BIN_EXE_recover"), state_dir));
+    cmd.timeout(RECOVER_TIMEOUT);
+    cmd
+}
+
+/// Any program with the environment `recover_in` gives `recover` (see there).
+pub fn clean_command(program: impl AsRef<OsStr>, state_dir: &Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(program);
+    for var in REMOVED_VARS {
+        cmd.env_remove(var);
+    }
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("RECOVER_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("XDG_STATE_HOME", state_dir)
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null());
+    cmd
+}
+
+/// `recover_in` with a state directory shared by the whole test process (removed at exit):
+/// for runs whose state nobody inspects (`--help`, `check`, usage errors). Tests that read or
+/// depend on the journal must use their own directory with [`recover_in`].
+pub fn recover() -> assert_cmd::Command {
+    recover_in(&shared_state_dir())
+}
+
+fn shared_state_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("recover-state-")
+            .tempdir()
+            .expect("create a state tempdir")
+            .keep();
+        // Statics are never dropped: remove the directory when the test process exits.
+        extern "C" fn remove_shared_state() {
+            if let Some(dir) = DIR.get() {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+        // SAFETY: registers a plain function with atexit(3); it only reads a set OnceLock.
+        unsafe {
+            libc::atexit(remove_shared_state);
+        }
+        dir
+    })
+    .clone()
+}
