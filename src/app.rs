@@ -3,7 +3,7 @@
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 
-use crate::cli::{CheckArgs, Cli, Cmd, Resolve, RunArgs};
+use crate::cli::{CheckArgs, Cli, Cmd, RehearseArgs, Resolve, RunArgs};
 use crate::plan::{self, Options, Plan};
 use crate::runbook::diag::Problem;
 use crate::runbook::{self, Loaded, lint::lint};
@@ -22,7 +22,8 @@ pub fn main(cli: Cli) -> i32 {
         Cmd::Check(a) => check(&a),
         Cmd::Run(a) if a.dry_run => dry_run(&a),
         Cmd::Run(a) => run(&a),
-        Cmd::Rehearse(_) | Cmd::Export(_) => {
+        Cmd::Rehearse(a) => rehearse(&a),
+        Cmd::Export(_) => {
             eprintln!("recover: this command is not built yet; `run --dry-run` and `check` are.");
             exit::USAGE
         }
@@ -129,6 +130,8 @@ fn check(a: &CheckArgs) -> i32 {
         warnings.len(),
         if warnings.len() == 1 { "" } else { "s" }
     );
+    let (notice, stale) = crate::rehearsal::notice(&plan);
+    eprintln!("{}{notice}", if stale { "warning: " } else { "" });
     if a.strict && !warnings.is_empty() {
         eprintln!("--strict: warnings count as errors");
         return exit::USAGE;
@@ -240,6 +243,9 @@ fn run(a: &RunArgs) -> i32 {
         );
         return exit::USAGE;
     }
+
+    let (notice, stale) = crate::rehearsal::notice(&plan);
+    eprintln!("{}{notice}", if stale { "warning: " } else { "" });
 
     // Where to start: --resume, --from, or the beginning.
     let mut first_step = 1;
@@ -417,4 +423,74 @@ fn ask(name: &str, text: &str) -> crate::engine::Answer {
             _ => {}
         }
     }
+}
+
+fn rehearse(a: &RehearseArgs) -> i32 {
+    let opts = options(&a.resolve);
+    let (_, plan) = match load_plan(&a.runbook, &opts) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let run_id = crate::journal::new_run_id();
+    let journal_path =
+        crate::journal::Journal::new_path(&format!("{}-rehearsal", plan.name), &run_id);
+    let journal = match crate::journal::Journal::open(&journal_path) {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!(
+                "error: cannot write the journal {}: {e}. Nothing was run.",
+                journal_path.display()
+            );
+            return exit::USAGE;
+        }
+    };
+    let collector = crate::rehearsal::Collector::default();
+    let mut sinks: Vec<Box<dyn crate::engine::Sink>> =
+        vec![Box::new(journal), Box::new(collector.clone())];
+    sinks.extend(crate::report::for_terminal(a.json));
+    let out = crate::engine::Emitter::new(
+        Box::new(crate::engine::event::Fanout(sinks)),
+        plan.secrets.clone(),
+    );
+    let settings = crate::engine::Settings {
+        mode: crate::engine::Mode::Rehearse,
+        run_id,
+        first_step: 1,
+        yes: false,
+        prompt: None,
+        resumed_from: None,
+        elapsed_offset: std::time::Duration::ZERO,
+        known_boot_ids: Default::default(),
+        resume_command: format!(
+            "recover rehearse {}",
+            crate::template::shell_quote(&a.runbook.display().to_string())
+        ),
+    };
+    let code = execute(&plan, settings, out);
+    let events = collector.events();
+    if code == exit::INTERRUPTED {
+        eprintln!("Rehearsal interrupted: not recorded.");
+        return code;
+    }
+    let rec = crate::rehearsal::record(&plan, &events);
+    for p in rec.phases.iter().filter(|p| p.would_overrun) {
+        eprintln!(
+            "warning: phase `{}` took longer than its window: it would overrun in a real recovery",
+            p.name
+        );
+    }
+    match crate::rehearsal::save(&rec) {
+        Ok(p) => eprintln!("rehearsal recorded: {} ({})", p.display(), rec.result),
+        Err(e) => eprintln!("warning: cannot record the rehearsal: {e}"),
+    }
+    if let Some(path) = &a.report {
+        let md = crate::rehearsal::markdown(&plan, &rec, &events);
+        if let Err(e) = std::fs::write(path, md) {
+            eprintln!("error: cannot write the report {}: {e}", path.display());
+            return exit::USAGE;
+        }
+        eprintln!("report: {}", path.display());
+    }
+    eprintln!("journal: {}", journal_path.display());
+    code
 }

@@ -5,6 +5,7 @@ pub mod cli;
 pub mod engine;
 pub mod journal;
 pub mod plan;
+pub mod rehearsal;
 pub mod report;
 pub mod runbook;
 pub mod show;

@@ -61,6 +61,58 @@ impl UnitState {
     }
 }
 
+/// The unit's own ordering and dependencies, from `systemctl show`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnitDeps {
+    pub after: Vec<String>,
+    pub requires: Vec<String>,
+    pub wants: Vec<String>,
+}
+
+impl UnitDeps {
+    pub fn parse(text: &str) -> UnitDeps {
+        let list = |key: &str| -> Vec<String> {
+            text.lines()
+                .filter_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+                .flat_map(|v| v.split_whitespace().map(str::to_owned))
+                .collect()
+        };
+        UnitDeps {
+            after: list("After"),
+            requires: list("Requires"),
+            wants: list("Wants"),
+        }
+    }
+}
+
+/// Errors: `unit` is started before a unit it is ordered after. Warnings: a service it needs
+/// that the runbook never starts.
+pub fn order_problems(unit: &str, order: &[&str], deps: &UnitDeps) -> (Vec<String>, Vec<String>) {
+    let pos = |u: &str| order.iter().position(|x| *x == u);
+    let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+    if let Some(me) = pos(unit) {
+        for a in &deps.after {
+            if let Some(p) = pos(a)
+                && p > me
+            {
+                errors.push(format!("{unit} is ordered After={a}, but the runbook starts {a} later: move {a} before it"));
+            }
+        }
+    }
+    for d in deps.requires.iter().chain(&deps.wants) {
+        if d.ends_with(".service")
+            && pos(d).is_none()
+            && !warnings.iter().any(|w: &String| w.contains(d.as_str()))
+        {
+            warnings.push(format!(
+                "{unit} needs {d} (Requires=/Wants=), which the runbook never starts"
+            ));
+        }
+    }
+    (errors, warnings)
+}
+
 /// Next pause between probes, given how long the last one took.
 pub fn next_interval(every: Duration, last_probe: Duration) -> Duration {
     (last_probe * DUTY).clamp(MIN_INTERVAL, every.max(MIN_INTERVAL))
@@ -200,6 +252,89 @@ impl Engine<'_> {
         }
     }
 
+    /// Rehearsal of a `start` step: nothing is started. The unit must exist, its own ordering
+    /// must not contradict the runbook's, and its probe must answer now (the stack is up).
+    pub(crate) async fn rehearse_start(
+        &self,
+        s: &Step,
+        unit: &str,
+        gate: Option<&Gate>,
+    ) -> StepResult {
+        let marker = format!("recover:{}:{}", self.plan.name, s.number);
+        let show = Command {
+            script: String::new(),
+            sudo: false,
+            wire: remote_wire(
+                &format!(
+                    "systemctl show -p LoadState -p ActiveState -p SubState -p Result -p After -p Requires -p Wants {}",
+                    shell_quote(unit)
+                ),
+                false,
+                Duration::from_secs(10),
+                &marker,
+            ),
+            marker: marker.clone(),
+        };
+        let text = match self.exec_remote(s, &show, Duration::from_secs(10)).await {
+            Ok(f) if f.output.exit == Some(0) => f.output.stdout,
+            Ok(f) => {
+                return StepResult::with(
+                    StepOutcome::Failed,
+                    format!(
+                        "`systemctl show {unit}` failed: {}",
+                        super::first_line(&f.output.stderr)
+                    ),
+                );
+            }
+            Err(e) => return StepResult::with(StepOutcome::Failed, e.to_string()),
+        };
+        let state = UnitState::parse(&text);
+        if state.load == "not-found" {
+            return StepResult::with(
+                StepOutcome::Failed,
+                format!("{unit} does not exist on the target"),
+            );
+        }
+        let deps = UnitDeps::parse(&text);
+        let order: Vec<&str> = self
+            .plan
+            .phases
+            .iter()
+            .flat_map(|p| &p.steps)
+            .filter_map(|st| match &st.action {
+                crate::plan::Action::Start { unit, .. } => Some(unit.as_str()),
+                _ => None,
+            })
+            .collect();
+        let (errors, warnings) = order_problems(unit, &order, &deps);
+        for w in &warnings {
+            self.out.emit(Event::Warning {
+                step: Some(s.number),
+                message: w.clone(),
+            });
+        }
+        if !errors.is_empty() {
+            return StepResult::with(StepOutcome::Failed, errors.join("; "));
+        }
+        if let Some(g) = gate {
+            let (ok, why) = self.probe(s, &g.probe).await;
+            if !ok {
+                return StepResult::with(
+                    StepOutcome::Failed,
+                    format!("{unit}'s health probe does not pass on the live stack: {why}"),
+                );
+            }
+        }
+        StepResult::with(
+            StepOutcome::WouldRun,
+            format!(
+                "would run: {}; unit exists ({}), order agrees with its After=, probe passes now",
+                super::step::describe(s).unwrap_or_default(),
+                state.summary()
+            ),
+        )
+    }
+
     /// One probe: (passed, why not).
     async fn probe(&self, s: &Step, probe: &Probe) -> (bool, String) {
         match probe {
@@ -295,6 +430,32 @@ mod tests {
             "LoadState=not-found\nActiveState=inactive\nSubState=dead\nResult=success\n",
         );
         assert!(missing.fatal().unwrap().contains("does not exist"));
+    }
+
+    #[test]
+    fn order_contradictions_are_errors_and_missing_dependencies_warnings() {
+        let deps = UnitDeps::parse(
+            "After=vllm.service network.target\nRequires=vllm.service\nWants=redis.service\n",
+        );
+        let (e, w) = order_problems(
+            "dispatcher.service",
+            &["dispatcher.service", "vllm.service"],
+            &deps,
+        );
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].contains("After=vllm.service"));
+        assert_eq!(
+            w,
+            vec![
+                "dispatcher.service needs redis.service (Requires=/Wants=), which the runbook never starts"
+            ]
+        );
+        let (e, _) = order_problems(
+            "dispatcher.service",
+            &["vllm.service", "dispatcher.service"],
+            &deps,
+        );
+        assert!(e.is_empty());
     }
 
     #[test]

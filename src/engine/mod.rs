@@ -131,6 +131,8 @@ pub struct Engine<'a> {
     pub(crate) http: reqwest::Client,
     pub(crate) cancel: watch::Receiver<bool>,
     clock: Instant,
+    /// Rehearsal: steps that failed or would have aborted (the drill goes on).
+    pub(crate) rehearsal_problems: usize,
 }
 
 /// Output kept in events and the journal, per stream.
@@ -176,6 +178,7 @@ impl<'a> Engine<'a> {
             http: http::client(),
             cancel,
             clock: Instant::now(),
+            rehearsal_problems: 0,
         }
     }
 
@@ -351,6 +354,13 @@ impl<'a> Engine<'a> {
             }
         }
 
+        if outcome == RunOutcome::Success && self.rehearsal_problems > 0 {
+            outcome = RunOutcome::Failed;
+            message = format!(
+                "Rehearsal found {} problem(s): the runbook does not match the target. See the failed steps above.",
+                self.rehearsal_problems
+            );
+        }
         if outcome == RunOutcome::Interrupted {
             message = format!(
                 "Interrupted at step {}. The remote command was stopped. To continue from this step: {}",

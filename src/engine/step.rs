@@ -30,10 +30,18 @@ impl Engine<'_> {
             at: self.at(),
         });
         let mut res = if self.settings.mode == Mode::Rehearse && s.mutates {
-            StepResult::with(
-                StepOutcome::WouldRun,
-                describe(s).unwrap_or_else(|| s.name.clone()),
-            )
+            match &s.action {
+                Action::Start { unit, health, .. } => {
+                    self.rehearse_start(s, unit, health.as_ref()).await
+                }
+                _ => StepResult::with(
+                    StepOutcome::WouldRun,
+                    format!(
+                        "would run: {}",
+                        describe(s).unwrap_or_else(|| s.name.clone())
+                    ),
+                ),
+            }
         } else {
             self.execute(s).await
         };
@@ -41,7 +49,12 @@ impl Engine<'_> {
             res.outcome = StepOutcome::Interrupted;
             res.reason = Some("interrupted by the operator (Ctrl-C)".into());
         }
-        if res.outcome == StepOutcome::Failed {
+        if self.settings.mode == Mode::Rehearse
+            && matches!(res.outcome, StepOutcome::Failed | StepOutcome::Aborted)
+        {
+            self.rehearsal_problems += 1;
+            res.outcome = StepOutcome::FailedContinued;
+        } else if res.outcome == StepOutcome::Failed {
             match s.on_fail {
                 OnFail::Stop => {}
                 OnFail::Abort => res.outcome = StepOutcome::Aborted,
