@@ -129,11 +129,10 @@ pub fn record(plan: &Plan, events: &[Event]) -> Record {
                 ended: *at,
                 would_overrun: at - started > window_end - window_start,
             }),
-            Event::RunFinished { outcome, .. } => {
-                if *outcome == RunOutcome::Success {
-                    result = "passed";
-                }
-            }
+            Event::RunFinished {
+                outcome: RunOutcome::Success,
+                ..
+            } => result = "passed",
             _ => {}
         }
     }
