@@ -21,7 +21,8 @@ pub fn main(cli: Cli) -> i32 {
     match cli.command {
         Cmd::Check(a) => check(&a),
         Cmd::Run(a) if a.dry_run => dry_run(&a),
-        Cmd::Run(_) | Cmd::Rehearse(_) | Cmd::Export(_) => {
+        Cmd::Export(a) => crate::export::export(&a),
+        Cmd::Run(_) | Cmd::Rehearse(_) => {
             eprintln!("recover: this command is not built yet; `run --dry-run` and `check` are.");
             exit::USAGE
         }
@@ -61,7 +62,7 @@ fn handler() -> miette::GraphicalReportHandler {
     miette::GraphicalReportHandler::new_themed(theme).with_context_lines(2)
 }
 
-fn options(r: &Resolve) -> Options {
+pub(crate) fn options(r: &Resolve) -> Options {
     Options {
         vars: r.vars.clone(),
         targets: r.targets.clone(),

@@ -2,6 +2,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod export;
 pub mod plan;
 pub mod runbook;
 pub mod show;
