@@ -474,3 +474,55 @@ fn printed_pages_carry_every_command() {
         );
     }
 }
+
+#[test]
+fn status_posts_use_each_channel_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let rb = dir.path().join("formats.yaml");
+    let mut yaml =
+        String::from("name: formats\nbudget: 5m\ntargets:\n  box: { host: box.local }\nnotify:\n");
+    for f in ["slack", "discord", "ntfy", "json"] {
+        yaml.push_str(&format!(
+            "  {f}: {{ webhook: \"https://hooks.example/{f}\", format: {f} }}\n"
+        ));
+    }
+    yaml.push_str("phases:\n  - name: only\n    window: 0m-5m\n    steps:\n");
+    for f in ["slack", "discord", "ntfy", "json"] {
+        yaml.push_str(&format!(
+            "      - notify: {f}\n        message: \"it's back\"\n"
+        ));
+    }
+    std::fs::write(&rb, yaml).unwrap();
+    let md = export_ok(rb.to_str().unwrap(), "md", dir.path(), &[]);
+    for expected in [
+        r#"-H 'Content-Type: application/json' --data-raw '{"text":"it'\''s back"}' -w '\n%{http_code}\n' https://hooks.example/slack"#,
+        r#"-H 'Content-Type: application/json' --data-raw '{"content":"it'\''s back"}' -w '\n%{http_code}\n' https://hooks.example/discord"#,
+        r#"-H 'Content-Type: text/plain; charset=utf-8' --data-raw 'it'\''s back' -w '\n%{http_code}\n' https://hooks.example/ntfy"#,
+        r#"-H 'Content-Type: application/json' --data-raw '{"message":"it'\''s back","runbook":"formats"}' -w '\n%{http_code}\n' https://hooks.example/json"#,
+    ] {
+        assert!(md.contains(expected), "missing: {expected}\n{md}");
+    }
+}
+
+#[test]
+fn var_and_target_overrides_reach_the_binder() {
+    let state = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_recover"))
+        .current_dir(root())
+        .args(["export", RUNBOOK, "--format", "md"])
+        .args([
+            "--target",
+            "spark=10.9.8.7",
+            "--var",
+            "vllm=http://10.9.8.7:8000",
+        ])
+        .env("SOURCE_DATE_EPOCH", EPOCH)
+        .env("XDG_STATE_HOME", state.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let md = String::from_utf8(out.stdout).unwrap();
+    assert!(md.contains("ops@10.9.8.7 'sudo -n timeout"));
+    assert!(md.contains("http://10.9.8.7:8000/v1/chat/completions"));
+    assert!(!md.contains("ops@spark.local"));
+}
