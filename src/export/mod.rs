@@ -257,7 +257,6 @@ struct StepView {
     name: String,
     /// `run on spark · read-only · allow 30s`
     about: String,
-    changes_state: bool,
     /// The operator's instructions (manual) or the message (notify).
     text: Option<Labelled>,
     blocks: Vec<Block>,
@@ -642,7 +641,6 @@ impl Builder<'_> {
             number: s.number,
             name: self.text(&s.name),
             about: self.text(&about.join(" · ")),
-            changes_state: s.mutates,
             text,
             blocks,
             outcomes: self.outcomes(s),
