@@ -23,10 +23,7 @@ pub fn main(cli: Cli) -> i32 {
         Cmd::Run(a) if a.dry_run => dry_run(&a),
         Cmd::Run(a) => run(&a),
         Cmd::Rehearse(a) => rehearse(&a),
-        Cmd::Export(_) => {
-            eprintln!("recover: this command is not built yet; `run --dry-run` and `check` are.");
-            exit::USAGE
-        }
+        Cmd::Export(a) => crate::export::export(&a),
     }
 }
 
@@ -63,7 +60,7 @@ fn handler() -> miette::GraphicalReportHandler {
     miette::GraphicalReportHandler::new_themed(theme).with_context_lines(2)
 }
 
-fn options(r: &Resolve) -> Options {
+pub(crate) fn options(r: &Resolve) -> Options {
     Options {
         vars: r.vars.clone(),
         targets: r.targets.clone(),

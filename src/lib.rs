@@ -3,6 +3,7 @@
 pub mod app;
 pub mod cli;
 pub mod engine;
+pub mod export;
 pub mod journal;
 pub mod plan;
 pub mod rehearsal;
