@@ -4,6 +4,7 @@ pub mod app;
 pub mod cli;
 pub mod engine;
 pub mod plan;
+pub mod report;
 pub mod runbook;
 pub mod show;
 pub mod template;
