@@ -345,15 +345,19 @@ fn run(a: &RunArgs) -> i32 {
             return exit::USAGE;
         }
     };
-    let mut sinks: Vec<Box<dyn crate::engine::Sink>> = vec![Box::new(journal)];
-    sinks.extend(crate::report::for_terminal(a.json));
+    let term = crate::report::for_terminal(a.json);
+    let suspender = term.suspender();
+    let sinks: Vec<Box<dyn crate::engine::Sink>> = vec![Box::new(journal), Box::new(term)];
     let out = crate::engine::Emitter::new(
         Box::new(crate::engine::event::Fanout(sinks)),
         plan.secrets.clone(),
     );
 
-    let prompt: Option<crate::engine::Prompt> =
-        (interactive && !a.yes).then(|| Box::new(ask) as crate::engine::Prompt);
+    // The prompt draws above the progress bars; nothing is emitted while it waits.
+    let prompt: Option<crate::engine::Prompt> = (interactive && !a.yes).then(|| {
+        Box::new(move |name: &str, text: &str| suspender.suspend(|| ask(name, text)))
+            as crate::engine::Prompt
+    });
     let settings = crate::engine::Settings {
         mode: crate::engine::Mode::Run,
         run_id,
@@ -442,9 +446,11 @@ fn rehearse(a: &RehearseArgs) -> i32 {
         }
     };
     let collector = crate::rehearsal::Collector::default();
-    let mut sinks: Vec<Box<dyn crate::engine::Sink>> =
-        vec![Box::new(journal), Box::new(collector.clone())];
-    sinks.extend(crate::report::for_terminal(a.json));
+    let sinks: Vec<Box<dyn crate::engine::Sink>> = vec![
+        Box::new(journal),
+        Box::new(collector.clone()),
+        Box::new(crate::report::for_terminal(a.json)),
+    ];
     let out = crate::engine::Emitter::new(
         Box::new(crate::engine::event::Fanout(sinks)),
         plan.secrets.clone(),

@@ -23,19 +23,8 @@ pub fn runs_dir() -> PathBuf {
     state_dir().join("runs")
 }
 
-/// A journal line: the event with a wall-clock timestamp.
-pub fn record(event: &Event) -> serde_json::Value {
-    let mut v = serde_json::to_value(event).unwrap_or(serde_json::Value::Null);
-    if let serde_json::Value::Object(m) = &mut v {
-        m.insert(
-            "ts".into(),
-            serde_json::Value::String(
-                chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            ),
-        );
-    }
-    v
-}
+/// A journal line: the event with a wall-clock timestamp, as `--json` prints it.
+pub use crate::report::record;
 
 pub struct Journal {
     file: File,

@@ -1,0 +1,262 @@
+//! How the reporters write times and fit text: shared so every view says `4m02s` the same way.
+
+use std::time::Duration;
+
+use console::{measure_text_width, truncate_str};
+
+use crate::plan::fmt_duration;
+
+/// A measured duration: `0.4s`, `42s`, `4m02s`, `1h02m`. Like a stopwatch, it never rounds up,
+/// so it agrees with [`clock`].
+pub fn duration(secs: f64) -> String {
+    let secs = if secs.is_finite() { secs.max(0.0) } else { 0.0 };
+    // a hair of slack so that 0.3 (0.29999…) still reads 0.3s
+    let tenths = (secs * 10.0 + 1e-6).floor() as u64;
+    if tenths < 100 {
+        return format!("{}.{}s", tenths / 10, tenths % 10);
+    }
+    let s = tenths / 10;
+    if s < 60 {
+        format!("{s}s")
+    } else if s < 3600 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{}h{:02}m", s / 3600, s / 60 % 60)
+    }
+}
+
+/// Time still left before `deadline` at `now`, counting down: rounded up, so that it and the
+/// elapsed [`clock`] add up to the deadline.
+pub fn left(deadline: f64, now: f64) -> String {
+    let secs = (deadline - now).ceil();
+    if secs < 10.0 {
+        format!("{}s", secs.max(0.0))
+    } else {
+        duration(secs)
+    }
+}
+
+/// A position on the run's timeline: `12:34`, or `1:02:03` past an hour.
+pub fn clock(secs: f64) -> String {
+    let s = if secs.is_finite() {
+        secs.max(0.0) as u64
+    } else {
+        0
+    };
+    if s < 3600 {
+        format!("{:02}:{:02}", s / 60, s % 60)
+    } else {
+        format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+    }
+}
+
+/// A configured length (a window edge, a budget, a timeout) as the runbook writes it: `5m`, `1m30s`.
+pub fn span(secs: f64) -> String {
+    let secs = if secs.is_finite() { secs.max(0.0) } else { 0.0 };
+    fmt_duration(Duration::from_secs(secs.round() as u64))
+}
+
+/// A phase window: `10m-20m`.
+pub fn window(start: f64, end: f64) -> String {
+    format!("{}-{}", span(start), span(end))
+}
+
+/// Cut `s` to `width` columns, ending with `…` when cut. Escape codes are kept and not counted.
+pub fn fit(s: &str, width: usize) -> String {
+    truncate_str(s, width, "…").into_owned()
+}
+
+/// `left` and `right` on one line of at most `width` columns, two spaces apart; `left` gives way.
+pub fn fit_pair(left: &str, right: &str, width: usize) -> String {
+    let rw = measure_text_width(right);
+    if rw + 2 >= width {
+        return fit(&format!("{left}  {right}"), width);
+    }
+    format!("{}  {right}", fit(left, width - rw - 2))
+}
+
+/// One line of someone else's output made safe for a single terminal line: no escape codes,
+/// no control characters, tabs as spaces.
+pub fn one_line(s: &str) -> String {
+    console::strip_ansi_codes(s)
+        .chars()
+        .map(|c| match c {
+            '\t' | '\n' | '\r' => ' ',
+            c if c.is_control() => '?',
+            c => c,
+        })
+        .collect::<String>()
+        .trim()
+        .to_owned()
+}
+
+/// Text made safe to print as several lines: no escape codes, no control characters but newlines.
+pub fn clean(s: &str) -> String {
+    console::strip_ansi_codes(s)
+        .chars()
+        .map(|c| match c {
+            '\t' => ' ',
+            '\n' => '\n',
+            c if c.is_control() => '?',
+            c => c,
+        })
+        .collect()
+}
+
+/// The last `n` non-empty lines of some output, cleaned.
+pub fn tail(s: &str, n: usize) -> Vec<String> {
+    let lines: Vec<String> = s.lines().map(one_line).filter(|l| !l.is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..].to_vec()
+}
+
+/// Word-wrap `text` to `width` columns, keeping its own line breaks and indentation; the lines
+/// of a list item (`1.`, `-`, `*`) hang under its text. A word longer than the width stays whole.
+pub fn wrap(text: &str, width: usize) -> Vec<String> {
+    let width = width.max(20);
+    let mut out = Vec::new();
+    for para in text.lines() {
+        let indent = para.len() - para.trim_start().len();
+        let hang = list_marker(para).unwrap_or(0);
+        let cont = " ".repeat(indent + hang);
+        let mut line = String::new();
+        for word in para.split_whitespace() {
+            if line.is_empty() {
+                line = format!("{}{word}", &para[..indent]);
+            } else if measure_text_width(&line) + 1 + measure_text_width(word) <= width {
+                line.push(' ');
+                line.push_str(word);
+            } else {
+                out.push(std::mem::take(&mut line));
+                line = format!("{cont}{word}");
+            }
+        }
+        out.push(line);
+    }
+    out
+}
+
+/// `text` as its author wrapped it when every line fits `width`; otherwise re-flowed: the lines
+/// of a paragraph or of a list item are joined, then [`wrap`]ped, so a narrow terminal does not
+/// leave a short orphan after every long line.
+pub fn reflow(text: &str, width: usize) -> Vec<String> {
+    if text.lines().all(|l| measure_text_width(l) <= width) {
+        return text.lines().map(String::from).collect();
+    }
+    let mut paras: Vec<String> = Vec::new();
+    let mut open = false;
+    for line in text.lines() {
+        if line.trim().is_empty() {
+            paras.push(String::new());
+            open = false;
+        } else if open && list_marker(line).is_none() {
+            if let Some(p) = paras.last_mut() {
+                p.push(' ');
+                p.push_str(line.trim());
+            }
+        } else {
+            paras.push(line.trim_end().to_owned());
+            open = true;
+        }
+    }
+    paras.iter().flat_map(|p| wrap(p, width)).collect()
+}
+
+/// The width of the list marker (`1.`, `-`, `*`) that starts `line`, with its space.
+fn list_marker(line: &str) -> Option<usize> {
+    let first = line.split_whitespace().next()?;
+    let numbered = first.len() > 1
+        && first.ends_with('.')
+        && first[..first.len() - 1].bytes().all(|b| b.is_ascii_digit());
+    (first == "-" || first == "*" || numbered).then_some(first.len() + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_a_stopwatch() {
+        assert_eq!(duration(0.0), "0.0s");
+        assert_eq!(duration(0.42), "0.4s");
+        assert_eq!(duration(0.3), "0.3s");
+        assert_eq!(duration(9.96), "9.9s");
+        assert_eq!(duration(10.0), "10s");
+        assert_eq!(duration(42.9), "42s");
+        assert_eq!(duration(59.6), "59s");
+        assert_eq!(duration(242.0), "4m02s");
+        assert_eq!(duration(3599.0), "59m59s");
+        assert_eq!(duration(3720.0), "1h02m");
+        assert_eq!(duration(3779.0), "1h02m");
+        assert_eq!(left(1800.0, 754.4), "17m26s");
+        assert_eq!(left(1200.0, 1192.5), "8s");
+        assert_eq!(duration(-3.0), "0.0s");
+        assert_eq!(duration(f64::NAN), "0.0s");
+    }
+
+    #[test]
+    fn clock_positions() {
+        assert_eq!(clock(0.0), "00:00");
+        assert_eq!(clock(754.9), "12:34");
+        assert_eq!(clock(1800.0), "30:00");
+        assert_eq!(clock(3723.0), "1:02:03");
+    }
+
+    #[test]
+    fn windows_and_spans_as_the_runbook_writes_them() {
+        assert_eq!(window(600.0, 1200.0), "10m-20m");
+        assert_eq!(window(0.0, 300.0), "0s-5m");
+        assert_eq!(span(90.0), "1m30s");
+    }
+
+    #[test]
+    fn fitting_keeps_the_right_side() {
+        assert_eq!(fit("abcdef", 4), "abc…");
+        assert_eq!(fit("abc", 4), "abc");
+        assert_eq!(
+            fit_pair("start vllm-qwen36.service", "4m02s", 16),
+            "start vl…  4m02s"
+        );
+        assert_eq!(fit_pair("short", "4m02s", 40), "short  4m02s");
+    }
+
+    #[test]
+    fn foreign_output_is_made_harmless() {
+        assert_eq!(one_line("\x1b[31mred\x1b[0m\tx\r"), "red x");
+        assert_eq!(one_line("bell\x07"), "bell?");
+        assert_eq!(tail("a\n\nb\nc\n", 2), vec!["b", "c"]);
+    }
+
+    #[test]
+    fn wrapping_keeps_words_and_breaks() {
+        let w = wrap(
+            "one two three four five six\n\n  1. seven eight nine ten eleven",
+            20,
+        );
+        assert_eq!(
+            w,
+            vec![
+                "one two three four",
+                "five six",
+                "",
+                "  1. seven eight",
+                "     nine ten eleven"
+            ]
+        );
+        assert!(w.iter().all(|l| l.len() <= 20));
+    }
+
+    #[test]
+    fn reflow_joins_hard_wrapped_lines_only_when_needed() {
+        let text = "Follow this:\n1. Leave it idle. Do not\n   power-cycle it.\n2. Call.";
+        assert_eq!(reflow(text, 40), text.lines().collect::<Vec<_>>());
+        assert_eq!(
+            reflow(text, 22),
+            vec![
+                "Follow this:",
+                "1. Leave it idle. Do",
+                "   not power-cycle it.",
+                "2. Call."
+            ]
+        );
+    }
+}
