@@ -5,7 +5,6 @@
 //! every secret replaced by the variable to read), which one of two minijinja templates
 //! turns into Markdown or a self-contained, printable HTML page.
 
-mod rehearsal;
 mod shell;
 mod text;
 
@@ -17,7 +16,7 @@ use minijinja::value::Value;
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use serde::Serialize;
 
-pub use rehearsal::{Rehearsal, record_path};
+pub use crate::rehearsal::last::{Rehearsal, record_path};
 
 use crate::app::{exit, load_plan};
 use crate::cli::{ExportArgs, ExportFormat};
@@ -60,7 +59,7 @@ pub fn export(a: &ExportArgs) -> i32 {
         std::env::var_os("XDG_STATE_HOME"),
         std::env::var_os("HOME"),
     )
-    .map(|p| rehearsal::read(&p))
+    .map(|p| crate::rehearsal::last::read(&p))
     .unwrap_or(Rehearsal::Never);
     let format = match a.format {
         ExportFormat::Md => Format::Markdown,

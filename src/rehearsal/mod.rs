@@ -1,5 +1,7 @@
 //! Rehearsals: the record each one leaves, the "last rehearsed" notice, the Markdown report.
 
+pub mod last;
+
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -30,15 +32,18 @@ pub struct Record {
     pub phases: Vec<PhaseTiming>,
 }
 
+/// Where the rehearsal of `runbook` is recorded (see `last::record_path`).
 pub fn path(runbook: &str) -> PathBuf {
-    crate::journal::state_dir()
-        .join("rehearsals")
-        .join(format!("{runbook}.json"))
-}
-
-pub fn last(runbook: &str) -> Option<Record> {
-    let text = std::fs::read_to_string(path(runbook)).ok()?;
-    serde_json::from_str(&text).ok()
+    last::record_path(
+        runbook,
+        std::env::var_os("XDG_STATE_HOME"),
+        std::env::var_os("HOME"),
+    )
+    .unwrap_or_else(|| {
+        crate::journal::state_dir()
+            .join("rehearsals")
+            .join(format!("{runbook}.json"))
+    })
 }
 
 pub fn save(r: &Record) -> std::io::Result<PathBuf> {
@@ -52,40 +57,31 @@ pub fn save(r: &Record) -> std::io::Result<PathBuf> {
     Ok(p)
 }
 
-/// What `check` and `run` say about the last rehearsal; `warn` when it is due or stale.
+/// What `check` and `run` say about the last rehearsal; `warn` when it needs attention
+/// (never rehearsed, failed, overdue, or rehearsed on another version of the runbook).
 pub fn notice(plan: &Plan) -> (String, bool) {
-    let Some(r) = last(&plan.name) else {
-        return (
+    let now = chrono::Utc::now();
+    let last = last::read(&path(&plan.name));
+    let (text, warn) = last.describe(&plan.sha256, plan.rehearse_every, now);
+    match last {
+        last::Rehearsal::Done { date, .. } => {
+            let days = now.signed_duration_since(date).num_days();
+            (
+                format!(
+                    "last rehearsed {days} day{} ago: {text}",
+                    if days == 1 { "" } else { "s" }
+                ),
+                warn,
+            )
+        }
+        _ => (
             format!(
-                "`{}` has never been rehearsed: run `recover rehearse` against the live stack",
+                "`{}`: {text}; run `recover rehearse` against the live stack",
                 plan.name
             ),
-            plan.rehearse_every.is_some(),
-        );
-    };
-    let days = chrono::DateTime::parse_from_rfc3339(&r.date)
-        .map(|d| (chrono::Utc::now() - d.with_timezone(&chrono::Utc)).num_days())
-        .unwrap_or(i64::MAX);
-    let mut text = format!(
-        "last rehearsed {days} day{} ago ({})",
-        if days == 1 { "" } else { "s" },
-        r.result
-    );
-    let mut warn = r.result != "passed";
-    if let Some(every) = plan.rehearse_every
-        && days.saturating_mul(86_400) > every.as_secs() as i64
-    {
-        text.push_str(&format!(
-            "; due every {}: rehearse again",
-            fmt_duration(every)
-        ));
-        warn = true;
+            warn,
+        ),
     }
-    if r.sha256 != plan.sha256 {
-        text.push_str("; the runbook changed since: rehearse the new version");
-        warn = true;
-    }
-    (text, warn)
 }
 
 /// Collects every event for the record and the report.
