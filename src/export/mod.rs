@@ -742,8 +742,19 @@ impl Builder<'_> {
         }
         let manual = matches!(s.action, Action::Manual { .. });
         let notify = matches!(s.action, Action::Notify { .. });
-        let label = if manual { "If not" } else { "If it fails" };
-        let (text, abort) = if notify {
+        // A wait_ssh that runs out of time aborts, whatever `on_fail` says (SPEC: abort
+        // conditions); a manual step aborts when the operator says so.
+        let wait = matches!(s.action, Action::WaitSsh { .. });
+        let label = if manual {
+            "If not"
+        } else if wait {
+            "If no answer in time"
+        } else {
+            "If it fails"
+        };
+        let (text, abort) = if wait {
+            ("ABORT.".to_owned(), true)
+        } else if notify {
             (
                 "go on: a failed status post never stops a recovery. Tell the operators another way."
                     .to_owned(),
@@ -765,7 +776,8 @@ impl Builder<'_> {
             text,
             abort,
         });
-        let can_abort = s.abort_if.is_some() || (s.on_fail == OnFail::Abort && !notify);
+        let can_abort =
+            wait || manual || s.abort_if.is_some() || (s.on_fail == OnFail::Abort && !notify);
         if let Some(m) = &s.abort_message {
             out.push(Outcome {
                 label: if can_abort { "On abort" } else { "Note" }.into(),
