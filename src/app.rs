@@ -41,7 +41,7 @@ pub fn print_problems(problems: &[Problem]) {
             "error"
         };
         let _ = writeln!(err, "{kind}: {}: {}", p.place(), p.message);
-        let _ = write!(err, "{out}");
+        let _ = writeln!(err, "{out}");
     }
 }
 
@@ -80,11 +80,13 @@ pub fn load_plan(path: &Path, opts: &Options) -> Result<(Loaded, Plan), i32> {
         }
         Err(e) => {
             eprintln!("error: {e}");
+            eprintln!("{}: nothing was run.", path.display());
             return Err(exit::USAGE);
         }
     };
     if let Err(e) = plan::check_overrides(&loaded, opts) {
         eprintln!("error: {e}");
+        eprintln!("{}: nothing was run.", path.display());
         return Err(exit::USAGE);
     }
     match plan::resolve(&loaded, opts) {
