@@ -123,18 +123,23 @@ fn check(a: &CheckArgs) -> i32 {
     print_problems(&warnings);
     let steps: usize = plan.phases.iter().map(|p| p.steps.len()).sum();
     eprintln!(
-        "{}: ok: {} phases, {steps} steps, budget {}; {} warning{}",
+        "{}: ok: {}, {}, budget {}; {}",
         a.runbook.display(),
-        plan.phases.len(),
+        count(plan.phases.len(), "phase"),
+        count(steps, "step"),
         plan::fmt_duration(plan.budget),
-        warnings.len(),
-        if warnings.len() == 1 { "" } else { "s" }
+        count(warnings.len(), "warning"),
     );
     if a.strict && !warnings.is_empty() {
         eprintln!("--strict: warnings count as errors");
         return exit::USAGE;
     }
     exit::OK
+}
+
+/// "1 phase", "4 phases".
+fn count(n: usize, word: &str) -> String {
+    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
 }
 
 fn dry_run(a: &RunArgs) -> i32 {
