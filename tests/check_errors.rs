@@ -53,7 +53,7 @@ const CASES: &[Case] = &[
     with_help("unknown-http-key", 11, 11, "unknown key `header` in `http:`", "did you mean `headers`?"),
     with_help("unknown-health-key", 12, 11, "unknown key `interval` in a health gate", "did you mean `every`?"),
     with_help("unknown-retry-key", 10, 29, "unknown key `for` in `retry`", "`retry` takes: every, timeout"),
-    with_help("unknown-expect-key", 10, 19, "unknown key `exit_code` in `expect`/`abort_if`", "did you mean `exit`?"),
+    with_help("unknown-expect-key", 10, 19, "unknown key `exit_code` in `expect`", "did you mean `exit`?"),
     with_help("drop-caches-with-settings", 9, 24, "unknown key `level`: `drop_caches` takes no settings", "write `drop_caches: {}`"),
     // Duplicate keys: the second one is the mistake; the first is named.
     with_help("duplicate-top-level-key", 5, 1, "duplicate key `budget` (first written on line 2)", "each key may appear once"),
@@ -82,12 +82,12 @@ const CASES: &[Case] = &[
     with_help("run-elapsed-outside-message", 9, 30, "`run.elapsed` is only known while the run is going", "only notify and abort messages"),
     with_help("template-syntax-error", 11, 22, "template syntax error: unexpected `}`", "check the braces"),
     // The timeline.
-    with_help("reversed-window", 7, 13, "window 5m-0s ends before it starts", "START before END"),
+    with_help("reversed-window", 7, 13, "window 5m-0m ends before it starts", "START before END"),
     with_help("overlapping-windows", 11, 13, "window 4m-10m overlaps the previous phase `Boot`, which ends at 5m", "start this window at or after"),
     with_help("window-past-budget", 11, 13, "window 5m-45m runs past the budget of 30m", "raise `budget:`"),
     // Keys on the wrong kind of step.
     with_help("health-on-non-start-step", 10, 9, "`health` does not apply to a `run` step", "move the gate under a `start` step"),
-    with_help("expect-on-http-step", 10, 19, "unknown key `status` in `expect`/`abort_if`", "HTTP expectations go inside `http:`"),
+    with_help("expect-on-http-step", 10, 19, "unknown key `status` in `expect`", "HTTP expectations go inside `http:`"),
     with_help("expect-beside-http-probe", 12, 11, "`expect` beside an http probe: put it inside `http:`", "expect: { status: 200"),
     with_help("sudo-on-http-step", 10, 9, "`sudo` does not apply to an `http` step", "sudo applies to run, start and drop_caches"),
     with_help("on-fail-on-notify-step", 13, 9, "`on_fail` does not apply to a notify step", "remove `on_fail`"),

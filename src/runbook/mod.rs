@@ -319,13 +319,13 @@ fn syntax(source: &Source, pos: Pos, message: String) -> Described {
 /// Which part of the runbook an unknown key was found in, from the keys that part takes.
 fn part_of(expected: &[&str], parent: Option<String>) -> (String, String) {
     let (part, takes) = part_name(expected);
-    if part.is_empty() {
-        return match parent {
-            Some(p) => (format!("in `{p}`"), format!("`{p}` takes")),
-            None => ("here".into(), "This mapping takes".into()),
-        };
+    // Parts whose keys say less than the key they sit under (`expect` or `abort_if`?).
+    let shared = part.is_empty() || expected.contains(&"stdout");
+    match parent {
+        Some(p) if shared => (format!("in `{p}`"), format!("`{p}` takes")),
+        _ if part.is_empty() => ("here".into(), "This mapping takes".into()),
+        _ => (part.into(), takes.into()),
     }
-    (part.into(), takes.into())
 }
 
 fn part_name(expected: &[&str]) -> (&'static str, &'static str) {
