@@ -562,9 +562,10 @@ pub fn resolve(loaded: &Loaded, opts: &Options) -> Result<Plan, Vec<Problem>> {
     for (k, _) in rb.vars.iter() {
         r.var_names.push(k.value.clone());
     }
-    for (k, v) in rb.vars.iter() {
+    for (i, (k, v)) in rb.vars.iter().enumerate() {
         let value = match opts.vars.iter().rev().find(|(n, _)| *n == k.value) {
             Some((_, over)) => over.clone(),
+            None if r.uses_later_var(i, v) => v.value.clone(),
             None => {
                 let first = targets.first().cloned();
                 r.render(v, Context::Text, first.as_ref(), false)
@@ -691,8 +692,13 @@ pub fn resolve(loaded: &Loaded, opts: &Options) -> Result<Plan, Vec<Problem>> {
             secrets: r.secrets,
         })
     } else {
-        // Reported in the order they are written, as a compiler does.
+        // Reported in the order they are written, as a compiler does; a message that quotes a
+        // rendered value must not show an `env` secret.
         r.problems.sort_by_key(|p| (p.pos.line, p.pos.column));
+        for p in &mut r.problems {
+            p.message = r.secrets.redact(&p.message);
+            p.help = p.help.as_deref().map(|h| r.secrets.redact(h));
+        }
         Err(r.problems)
     }
 }
@@ -766,6 +772,53 @@ pub fn fmt_duration(d: Duration) -> String {
 }
 
 impl Resolver<'_> {
+    /// Whether var number `i` reads itself or a var defined below it (reported here): vars are
+    /// rendered in order, so it could only be undefined.
+    fn uses_later_var(&mut self, i: usize, v: &Spanned<String>) -> bool {
+        let Ok(names) = self.templates.names(&v.value) else {
+            return false;
+        };
+        let vars = &self.loaded.runbook.vars;
+        let this = vars
+            .0
+            .get(i)
+            .map(|(k, _)| k.value.clone())
+            .unwrap_or_default();
+        let mut found = false;
+        for n in names {
+            let Some(name) = n.strip_prefix("vars.") else {
+                continue;
+            };
+            let name = name.split('.').next().unwrap_or(name);
+            let Some(j) = vars.0.iter().position(|(k, _)| k.value == name) else {
+                continue;
+            };
+            if j < i {
+                continue;
+            }
+            found = true;
+            let pos = Pos::of(&v.referenced);
+            let at = self
+                .loaded
+                .source
+                .find_after(pos, &n, v.value.lines().count() + 1)
+                .unwrap_or(pos);
+            let (message, help) = if j == i {
+                (
+                    format!("var `{this}` reads itself"),
+                    "give it a value that does not depend on itself".to_owned(),
+                )
+            } else {
+                (
+                    format!("var `{this}` reads `vars.{name}`, which is defined below it"),
+                    format!("vars are read in order: move `{name}` above `{this}` under `vars:`"),
+                )
+            };
+            self.err(at, message, help);
+        }
+        found
+    }
+
     fn unknown_channel(&mut self, ch: &Spanned<String>) {
         let known: Vec<&str> = self.loaded.runbook.notify.keys().collect();
         let help = if known.is_empty() {
@@ -1045,8 +1098,11 @@ impl Resolver<'_> {
             }
             "start" => {
                 let u = s.start.as_ref()?;
+                let rendered_before = self.problems.len();
                 let unit = self.render(u, Context::Text, tref, false);
-                if unit.trim().is_empty() || unit.contains(char::is_whitespace) {
+                if self.problems.len() == rendered_before
+                    && (unit.trim().is_empty() || unit.contains(char::is_whitespace))
+                {
                     self.err(
                         Pos::of(&u.referenced),
                         format!("`{unit}` is not a unit name"),
@@ -1185,9 +1241,15 @@ impl Resolver<'_> {
         let v = &h.value;
         let before = self.problems.len();
         let url = self.render(&v.url, Context::Text, target, false);
-        if self.problems.len() == before
-            && !(url.starts_with("http://") || url.starts_with("https://"))
-        {
+        // An unset `env.X` at the front is only known when the run starts: not a check error.
+        let unset = self
+            .secrets
+            .missing
+            .iter()
+            .any(|n| url.starts_with(&placeholder(n)));
+        // A URL still holding `{{` comes from a var whose template failed: already reported.
+        let checkable = self.problems.len() == before && !unset && !url.contains("{{");
+        if checkable && !url.starts_with("http://") && !url.starts_with("https://") {
             self.err(
                 Pos::of(&v.url.referenced),
                 format!("`{url}` is not an http:// or https:// URL"),

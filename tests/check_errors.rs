@@ -79,6 +79,8 @@ const CASES: &[Case] = &[
     // Templates: pointed at the name itself, inside the value.
     with_help("undefined-var", 11, 26, "`vars.apj` is not defined: vars has `api`", "define it under `vars:`"),
     with_help("unknown-template-name", 9, 49, "`secrets.token` is not defined", "env.X (the environment, kept secret)"),
+    with_help("var-used-before-defined", 6, 12, "var `api` reads `vars.host`, which is defined below it", "move `host` above `api`"),
+    with_help("unquoted-template", 11, 16, "`start` must be text, not a mapping", "put the template in quotes"),
     with_help("run-elapsed-outside-message", 9, 30, "`run.elapsed` is only known while the run is going", "only notify and abort messages"),
     with_help("template-syntax-error", 11, 22, "template syntax error: unexpected `}`", "check the braces"),
     // The timeline.
@@ -275,4 +277,33 @@ fn a_directory_is_not_a_runbook() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("it is a directory"), "{stderr}");
+}
+
+#[test]
+fn an_unset_env_url_is_left_for_the_run_and_a_set_one_is_never_shown() {
+    let out = recover(&runbooks())
+        .env_remove("RECOVER_API")
+        .args(["check", "env-url.yaml"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+
+    let out = recover(&runbooks())
+        .env("RECOVER_API", "spark-secret:8000")
+        .args(["check", "env-url.yaml"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(
+            "error: env-url.yaml:10:22: `***/v1/models` is not an http:// or https:// URL"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("spark-secret"),
+        "the env value leaked:\n{stderr}"
+    );
 }

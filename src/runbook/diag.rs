@@ -236,16 +236,20 @@ impl Source {
     pub fn key_for(&self, pos: Pos) -> Option<String> {
         let text = self.line_text(pos.line)?;
         let before: String = text.chars().take(pos.column.saturating_sub(1)).collect();
-        // Inside `key: { ... }` on this line: the key before the open bracket.
-        let lead = match open_bracket(&before) {
-            Some(i) => before[..i].trim_end(),
-            None => before.trim_end(),
-        };
-        if let Some(k) = lead.strip_suffix(':') {
+        let key_before = |lead: &str| -> Option<String> {
+            let k = lead.trim_end().strip_suffix(':')?;
             let k = k.rsplit(['{', '[', ',', ' ']).next().unwrap_or(k).trim();
-            return (!k.is_empty()).then(|| k.to_owned());
+            (!k.is_empty()).then(|| k.to_owned())
+        };
+        // `key: value` on this line.
+        if let Some(k) = key_before(&before) {
+            return Some(k);
         }
-        if !lead.trim_start_matches(['-', ' ']).is_empty() {
+        // Inside `key: { ... }` on this line: the key before the open bracket.
+        if let Some(i) = open_bracket(&before) {
+            return key_before(&before[..i]);
+        }
+        if !before.trim_start_matches(['-', ' ']).is_empty() {
             return None;
         }
         let col = before.chars().count();
@@ -259,7 +263,8 @@ impl Source {
             if indent < col {
                 let item = trimmed.trim_start_matches(['-', ' ']);
                 let (k, _) = item.split_once(':')?;
-                return Some(k.trim().to_owned());
+                let k = k.trim();
+                return (!k.is_empty() && !k.starts_with(['{', '['])).then(|| k.to_owned());
             }
         }
         None

@@ -232,12 +232,14 @@ fn describe(e: &serde_saphyr::Error, source: &Source, pos: Pos, found: &Found) -
             source.key_for(pos),
             expected_kind(expected),
             unexpected_kind(unexpected),
+            found,
         ),
         E::Unexpected { expected, .. } => wrong_shape(
             pos,
             source.key_for(pos),
             expected_kind(expected),
             found.shape(),
+            found,
         ),
         E::SerdeUnknownVariant {
             variant, expected, ..
@@ -261,12 +263,21 @@ fn describe(e: &serde_saphyr::Error, source: &Source, pos: Pos, found: &Found) -
 }
 
 /// A value of the wrong shape: a list where text belongs, a mapping where a list belongs.
-fn wrong_shape(pos: Pos, key: Option<String>, expected: String, found: String) -> Described {
-    let message = match key {
-        Some(k) => format!("`{k}` must be {expected}, not {found}"),
-        None => format!("expected {expected} here, not {found}"),
+fn wrong_shape(
+    pos: Pos,
+    key: Option<String>,
+    expected: String,
+    shape: String,
+    found: &Found,
+) -> Described {
+    let message = match &key {
+        Some(k) => format!("`{k}` must be {expected}, not {shape}"),
+        None => format!("expected {expected} here, not {shape}"),
     };
-    let help = if expected.starts_with("a list") {
+    let help = if found.text.starts_with("{{") {
+        // `start: {{ vars.unit }}` is a flow mapping to YAML.
+        "YAML reads a value that starts with `{{` as a mapping: put the template in quotes, like \"{{ vars.unit }}\""
+    } else if expected.starts_with("a list") {
         "write the items one per line, each starting with `- `, or as `[a, b]`"
     } else if expected.starts_with("a mapping") {
         "write `key: value` lines indented under the key, or `{ key: value }`"
