@@ -118,6 +118,9 @@ const CASES: &[Case] = &[
     case("unknown-on-fail", 10, 18, "`ignore` is not one of: stop, abort, continue"),
     with_help("name-with-spaces", 1, 7, "runbook name `spark power` must be a single word", "put prose in `title:`"),
     // Empty or missing parts.
+    with_help("empty-value", 5, 9, "`host` has no value", "write the value after the colon"),
+    with_help("step-as-a-word", 9, 9, "each item of `steps` must be a mapping (`key: value`), not `drop_caches`", "like `- drop_caches: {}`"),
+    with_help("two-documents", 11, 1, "a second YAML document starts here", "remove the `---` line"),
     with_help("empty-phases", 5, 9, "no phases: nothing to run", "add at least one phase"),
     with_help("empty-steps", 8, 12, "phase `Boot` has no steps", "add steps, or remove the phase"),
     with_help("missing-budget", 1, 1, "missing key `budget`", "add `budget: 30m`"),

@@ -231,6 +231,25 @@ impl Source {
         None
     }
 
+    /// Whether the value at `pos` is an item of a list (`- x`, or inside `[ ... ]`) rather than
+    /// the value of a key.
+    pub fn in_list(&self, pos: Pos) -> bool {
+        let Some(text) = self.line_text(pos.line) else {
+            return false;
+        };
+        let before: String = text.chars().take(pos.column.saturating_sub(1)).collect();
+        if before.trim_end().ends_with(':') {
+            return false;
+        }
+        match open_bracket(&before) {
+            Some(i) => before[i..].starts_with('['),
+            None => {
+                before.trim_start().starts_with('-')
+                    && before.trim_start_matches([' ', '-']).is_empty()
+            }
+        }
+    }
+
     /// The key a value at `pos` belongs to: `name` for `name: [a, b]`, or for a value on the
     /// lines below its key, the nearest key indented less.
     pub fn key_for(&self, pos: Pos) -> Option<String> {
@@ -571,6 +590,12 @@ mod tests {
         assert_eq!(s.key_for(Pos::at(1, 7, 0)).as_deref(), Some("name"));
         assert_eq!(s.key_for(Pos::at(2, 21, 0)).as_deref(), Some("retry"));
         assert_eq!(s.key_for(Pos::at(4, 3, 0)).as_deref(), Some("steps"));
+        let s = src("phases: [foo, { a: 1 }]\nsteps:\n  - run\n  - x: [1]\n");
+        assert!(s.in_list(Pos::at(1, 10, 0)));
+        assert!(!s.in_list(Pos::at(1, 18, 0)));
+        assert!(s.in_list(Pos::at(3, 5, 0)));
+        assert!(!s.in_list(Pos::at(4, 8, 0)));
+        assert_eq!(s.key_for(Pos::at(3, 5, 0)).as_deref(), Some("steps"));
     }
 
     #[test]

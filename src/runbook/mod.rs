@@ -228,19 +228,32 @@ fn describe(e: &serde_saphyr::Error, source: &Source, pos: Pos, found: &Found) -
             expected,
             ..
         } => wrong_shape(
+            source,
             pos,
-            source.key_for(pos),
             expected_kind(expected),
             unexpected_kind(unexpected),
             found,
         ),
-        E::Unexpected { expected, .. } => wrong_shape(
+        E::Unexpected { expected, .. } => {
+            wrong_shape(source, pos, expected_kind(expected), found.shape(), found)
+        }
+        E::NullIntoString { .. } => {
+            // The place is the key's colon, or just after it.
+            let after = Pos {
+                column: pos.column + 1,
+                ..pos
+            };
+            let message = match source.key_for(pos).or_else(|| source.key_for(after)) {
+                Some(k) => format!("`{k}` has no value"),
+                None => "a value is missing here".to_owned(),
+            };
+            Described::new(pos, message).help("write the value after the colon, or remove the key")
+        }
+        E::MultipleDocuments { .. } => Described::new(
             pos,
-            source.key_for(pos),
-            expected_kind(expected),
-            found.shape(),
-            found,
-        ),
+            "a second YAML document starts here: a runbook is one document",
+        )
+        .help("remove the `---` line and what follows it, or merge the two"),
         E::SerdeUnknownVariant {
             variant, expected, ..
         } => {
@@ -264,16 +277,28 @@ fn describe(e: &serde_saphyr::Error, source: &Source, pos: Pos, found: &Found) -
 
 /// A value of the wrong shape: a list where text belongs, a mapping where a list belongs.
 fn wrong_shape(
+    source: &Source,
     pos: Pos,
-    key: Option<String>,
     expected: String,
     shape: String,
     found: &Found,
 ) -> Described {
-    let message = match &key {
-        Some(k) => format!("`{k}` must be {expected}, not {shape}"),
-        None => format!("expected {expected} here, not {shape}"),
+    let message = match (source.key_for(pos), source.in_list(pos)) {
+        (Some(k), true) => format!("each item of `{k}` must be {expected}, not {shape}"),
+        (Some(k), false) => format!("`{k}` must be {expected}, not {shape}"),
+        (None, _) => format!("expected {expected} here, not {shape}"),
     };
+    let kind = found.text.as_str();
+    if model::KINDS.contains(&kind) {
+        let example = if kind == "drop_caches" {
+            "`- drop_caches: {}`".to_owned()
+        } else {
+            format!("`- {kind}: ...`")
+        };
+        return Described::new(pos, message).help(format!(
+            "a step is a mapping: its kind is a key with a value, like {example}"
+        ));
+    }
     let help = if found.text.starts_with("{{") {
         // `start: {{ vars.unit }}` is a flow mapping to YAML.
         "YAML reads a value that starts with `{{` as a mapping: put the template in quotes, like \"{{ vars.unit }}\""
