@@ -84,15 +84,7 @@ fn yaml_problem(source: &Source, e: &serde_saphyr::Error) -> Problem {
     let e = innermost(e);
     let pos = e.location().map(|l| Pos::of(&l)).unwrap_or_default();
     let found = Found::new(source, pos);
-    let d = describe(e, source, pos, &found);
-    let mut p = Problem::error(source, d.pos, d.message);
-    if let Some(l) = d.label {
-        p = p.label(l);
-    }
-    if let Some(h) = d.help {
-        p = p.help(h);
-    }
-    p
+    describe(e, source, pos, &found)
 }
 
 /// The error itself, without the snippet or alias wrappers serde-saphyr puts around it.
@@ -101,33 +93,6 @@ fn innermost(e: &serde_saphyr::Error) -> &serde_saphyr::Error {
         serde_saphyr::Error::WithSnippet { error, .. }
         | serde_saphyr::Error::AliasError { error, .. } => innermost(error),
         other => other,
-    }
-}
-
-/// What a loader error says to the operator, and where.
-struct Described {
-    pos: Pos,
-    message: String,
-    label: Option<String>,
-    help: Option<String>,
-}
-
-impl Described {
-    fn new(pos: Pos, message: impl Into<String>) -> Self {
-        Described {
-            pos,
-            message: message.into(),
-            label: None,
-            help: None,
-        }
-    }
-    fn help(mut self, help: impl Into<String>) -> Self {
-        self.help = Some(help.into());
-        self
-    }
-    fn label(mut self, label: impl Into<String>) -> Self {
-        self.label = Some(label.into());
-        self
     }
 }
 
@@ -166,7 +131,7 @@ impl Found {
     }
 }
 
-fn describe(e: &serde_saphyr::Error, source: &Source, pos: Pos, found: &Found) -> Described {
+fn describe(e: &serde_saphyr::Error, source: &Source, pos: Pos, found: &Found) -> Problem {
     use serde_saphyr::Error as E;
     match e {
         // Our own messages (durations, regexes, codes): "message\nhelp".
@@ -175,7 +140,7 @@ fn describe(e: &serde_saphyr::Error, source: &Source, pos: Pos, found: &Found) -
                 Some((m, h)) => (m, Some(h)),
                 None => (msg.as_str(), None),
             };
-            let d = Described::new(pos, message);
+            let d = Problem::error(source, pos, message);
             match help {
                 Some(h) => d.help(h),
                 None => d,
@@ -184,6 +149,7 @@ fn describe(e: &serde_saphyr::Error, source: &Source, pos: Pos, found: &Found) -
         E::SerdeUnknownField {
             field, expected, ..
         } => unknown_key(
+            source,
             pos,
             field,
             expected,
@@ -197,7 +163,7 @@ fn describe(e: &serde_saphyr::Error, source: &Source, pos: Pos, found: &Found) -
             } else {
                 format!("this mapping has no `{field}`")
             };
-            Described::new(start, format!("missing key `{field}`"))
+            Problem::error(source, start, format!("missing key `{field}`"))
                 .label(label)
                 .help(missing_help(field, top))
         }
@@ -211,18 +177,20 @@ fn describe(e: &serde_saphyr::Error, source: &Source, pos: Pos, found: &Found) -
                 Some(f) => format!("duplicate key `{key}` (first written on line {})", f.line),
                 None => format!("duplicate key `{key}`"),
             };
-            Described::new(pos, message)
+            Problem::error(source, pos, message)
                 .label("written again here")
                 .help("each key may appear once in a mapping: remove one of them, or merge them")
         }
         E::InvalidScalar { ty, .. } => {
             let (what, help) = scalar_kind(ty);
-            Described::new(pos, format!("{} is not {what}", found.shape())).help(help)
+            Problem::error(source, pos, format!("{} is not {what}", found.shape())).help(help)
         }
-        E::InvalidBooleanStrict { .. } => {
-            Described::new(pos, format!("{} is not true or false", found.shape()))
-                .help("write `true` or `false`")
-        }
+        E::InvalidBooleanStrict { .. } => Problem::error(
+            source,
+            pos,
+            format!("{} is not true or false", found.shape()),
+        )
+        .help("write `true` or `false`"),
         E::SerdeInvalidType {
             unexpected,
             expected,
@@ -247,9 +215,11 @@ fn describe(e: &serde_saphyr::Error, source: &Source, pos: Pos, found: &Found) -
                 Some(k) => format!("`{k}` has no value"),
                 None => "a value is missing here".to_owned(),
             };
-            Described::new(pos, message).help("write the value after the colon, or remove the key")
+            Problem::error(source, pos, message)
+                .help("write the value after the colon, or remove the key")
         }
-        E::MultipleDocuments { .. } => Described::new(
+        E::MultipleDocuments { .. } => Problem::error(
+            source,
             pos,
             "a second YAML document starts here: a runbook is one document",
         )
@@ -257,7 +227,8 @@ fn describe(e: &serde_saphyr::Error, source: &Source, pos: Pos, found: &Found) -
         E::SerdeUnknownVariant {
             variant, expected, ..
         } => {
-            let d = Described::new(
+            let d = Problem::error(
+                source,
                 pos,
                 format!("`{variant}` is not one of: {}", expected.join(", ")),
             );
@@ -266,7 +237,7 @@ fn describe(e: &serde_saphyr::Error, source: &Source, pos: Pos, found: &Found) -
                 None => d.help(format!("use one of: {}", expected.join(", "))),
             }
         }
-        E::Eof { .. } => Described::new(pos, "the runbook ends in the middle of a value")
+        E::Eof { .. } => Problem::error(source, pos, "the runbook ends in the middle of a value")
             .help("check for an unclosed quote, bracket or brace"),
         other => {
             let message = clean_message(other, pos);
@@ -282,7 +253,7 @@ fn wrong_shape(
     expected: String,
     shape: String,
     found: &Found,
-) -> Described {
+) -> Problem {
     let message = match (source.key_for(pos), source.in_list(pos)) {
         (Some(k), true) => format!("each item of `{k}` must be {expected}, not {shape}"),
         (Some(k), false) => format!("`{k}` must be {expected}, not {shape}"),
@@ -295,7 +266,7 @@ fn wrong_shape(
         } else {
             format!("`- {kind}: ...`")
         };
-        return Described::new(pos, message).help(format!(
+        return Problem::error(source, pos, message).help(format!(
             "a step is a mapping: its kind is a key with a value, like {example}"
         ));
     }
@@ -311,7 +282,7 @@ fn wrong_shape(
     } else {
         "check the value against the runbook format in the README"
     };
-    Described::new(pos, message).help(help)
+    Problem::error(source, pos, message).help(help)
 }
 
 /// The error's own text, without the location serde-saphyr appends.
@@ -328,11 +299,11 @@ fn clean_message(e: &serde_saphyr::Error, pos: Pos) -> String {
 }
 
 /// YAML syntax errors: say what to look for, and find an unclosed quote where it opens.
-fn syntax(source: &Source, pos: Pos, message: String) -> Described {
+fn syntax(source: &Source, pos: Pos, message: String) -> Problem {
     let m = message.to_ascii_lowercase();
     if m.contains("quote") || m.contains("quoted scalar") {
         let open = source.unclosed_quote_before(pos).unwrap_or(pos);
-        return Described::new(open, "unclosed quote: this value has no closing quote")
+        return Problem::error(source, open, "unclosed quote: this value has no closing quote")
             .label("opens here")
             .help("close the quote at the end of the value, or remove it: a value needs quotes only when it contains `: ` or starts with a special character");
     }
@@ -344,12 +315,10 @@ fn syntax(source: &Source, pos: Pos, message: String) -> Described {
         "check the indentation: the keys of one mapping start in the same column, indented with spaces"
     } else if m.contains("expected ',' or ']'") || m.contains("expected ',' or '}'") {
         "check the brackets and commas: a flow list is `[a, b]`, a flow mapping `{ a: 1, b: 2 }`"
-    } else if m.contains("multiple documents") {
-        "a runbook is one YAML document: remove the `---` line and what follows, or merge it"
     } else {
         "this is a YAML syntax error: check the indentation, quotes and brackets on this line and the one before"
     };
-    Described::new(pos, format!("YAML syntax error: {message}")).help(help)
+    Problem::error(source, pos, format!("YAML syntax error: {message}")).help(help)
 }
 
 /// Which part of the runbook an unknown key was found in, from the keys that part takes.
@@ -391,10 +360,17 @@ fn part_name(expected: &[&str]) -> (&'static str, &'static str) {
     }
 }
 
-fn unknown_key(pos: Pos, field: &str, expected: &[&str], parent: Option<String>) -> Described {
+fn unknown_key(
+    source: &Source,
+    pos: Pos,
+    field: &str,
+    expected: &[&str],
+    parent: Option<String>,
+) -> Problem {
     if expected.is_empty() {
         let what = parent.map_or("this".to_owned(), |p| format!("`{p}`"));
-        return Described::new(
+        return Problem::error(
+            source,
             pos,
             format!("unknown key `{field}`: {what} takes no settings"),
         )
@@ -423,7 +399,7 @@ fn unknown_key(pos: Pos, field: &str, expected: &[&str], parent: Option<String>)
         Some(h) => format!("{h}\n{list}"),
         None => list,
     };
-    Described::new(pos, format!("unknown key `{field}` {part}")).help(help)
+    Problem::error(source, pos, format!("unknown key `{field}` {part}")).help(help)
 }
 
 /// The known word `word` was probably meant to be: same after `-`/case, a near miss,
