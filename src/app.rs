@@ -40,7 +40,7 @@ pub fn print_problems(problems: &[Problem]) {
             "error"
         };
         let _ = writeln!(err, "{kind}: {}: {}", p.place(), p.message);
-        let _ = write!(err, "{out}");
+        let _ = writeln!(err, "{out}");
     }
 }
 
@@ -79,11 +79,13 @@ pub fn load_plan(path: &Path, opts: &Options) -> Result<(Loaded, Plan), i32> {
         }
         Err(e) => {
             eprintln!("error: {e}");
+            eprintln!("{}: nothing was run.", path.display());
             return Err(exit::USAGE);
         }
     };
     if let Err(e) = plan::check_overrides(&loaded, opts) {
         eprintln!("error: {e}");
+        eprintln!("{}: nothing was run.", path.display());
         return Err(exit::USAGE);
     }
     match plan::resolve(&loaded, opts) {
@@ -118,22 +120,26 @@ fn check(a: &CheckArgs) -> i32 {
     };
     let warnings = lint(&loaded, &plan);
     print_problems(&warnings);
+    print_rehearsal_notice(&plan);
     let steps: usize = plan.phases.iter().map(|p| p.steps.len()).sum();
     eprintln!(
-        "{}: ok: {} phases, {steps} steps, budget {}; {} warning{}",
+        "{}: ok: {}, {}, budget {}; {}",
         a.runbook.display(),
-        plan.phases.len(),
+        count(plan.phases.len(), "phase"),
+        count(steps, "step"),
         plan::fmt_duration(plan.budget),
-        warnings.len(),
-        if warnings.len() == 1 { "" } else { "s" }
+        count(warnings.len(), "warning"),
     );
-    let (notice, stale) = crate::rehearsal::notice(&plan);
-    eprintln!("{}{notice}", if stale { "warning: " } else { "" });
     if a.strict && !warnings.is_empty() {
         eprintln!("--strict: warnings count as errors");
         return exit::USAGE;
     }
     exit::OK
+}
+
+/// "1 phase", "4 phases".
+fn count(n: usize, word: &str) -> String {
+    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
 }
 
 fn dry_run(a: &RunArgs) -> i32 {
@@ -241,8 +247,7 @@ fn run(a: &RunArgs) -> i32 {
         return exit::USAGE;
     }
 
-    let (notice, stale) = crate::rehearsal::notice(&plan);
-    eprintln!("{}{notice}", if stale { "warning: " } else { "" });
+    print_rehearsal_notice(&plan);
 
     // Where to start: --resume, --from, or the beginning.
     let mut first_step = 1;
@@ -496,4 +501,10 @@ fn rehearse(a: &RehearseArgs) -> i32 {
     }
     eprintln!("journal: {}", journal_path.display());
     code
+}
+
+/// "last rehearsed N days ago", with what needs attention (information, never a lint).
+fn print_rehearsal_notice(plan: &Plan) {
+    let (notice, attention) = crate::rehearsal::notice(plan);
+    eprintln!("rehearsal: {notice}{}", if attention { " (!)" } else { "" });
 }

@@ -12,6 +12,31 @@ Exit codes:
   3    aborted by an abort condition: off the timeline, follow the abort procedure
   130  interrupted (Ctrl-C); the journal is flushed and the resume command printed";
 
+const TOP_HELP: &str = "\
+Examples:
+  recover check spark-power.yaml              validate and lint, contact nothing
+  recover run spark-power.yaml --dry-run      every command exactly as it would be sent
+  recover run spark-power.yaml                after mains returns
+  recover run spark-power.yaml --resume       continue after a failure or Ctrl-C
+  recover rehearse spark-power.yaml           each quarter, against the live stack
+
+Exit codes:
+  0    success
+  1    a step failed (the run stopped; the journal says which step and why)
+  2    usage or runbook error: nothing was run
+  3    aborted by an abort condition: off the timeline, follow the abort procedure
+  130  interrupted (Ctrl-C); the journal is flushed and the resume command printed";
+
+const CHECK_EXIT_CODES: &str = "\
+Exit codes:
+  0    the runbook is valid (warnings are printed but allowed, unless --strict)
+  2    the runbook has errors or cannot be read, or --strict and it has warnings";
+
+const EXPORT_EXIT_CODES: &str = "\
+Exit codes:
+  0    the binder copy was written
+  2    usage or runbook error: nothing was written";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "recover",
@@ -21,7 +46,7 @@ Exit codes:
 recover executes a YAML runbook of timed phases over SSH against the target: wait for SSH, \
 check the kernel log and the filesystem, drop the page cache, start units in dependency order \
 behind health gates, smoke-test the real work and post \"we are back\", all against a time budget.",
-    after_help = EXIT_CODES
+    after_help = TOP_HELP
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -38,10 +63,20 @@ pub enum Cmd {
     Rehearse(RehearseArgs),
     /// Validate and lint a runbook; errors carry file:line:column and a snippet
     #[command(
-        after_help = "Exit codes:\n  0    valid (warnings allowed unless --strict)\n  2    errors, or warnings with --strict"
+        long_about = "Validate and lint a runbook, contacting nothing.\n\n\
+The runbook is read and resolved exactly as `run` would. Each error is reported as \
+file:line:column with a snippet and what to change: YAML syntax, unknown keys, wrong types, \
+bad durations, regexes and windows, undefined template names, unknown targets and channels. \
+Reading stops at the first YAML or type error; the mistakes found after that (targets, \
+channels, templates, windows, steps) are all reported at once, in file order.\n\n\
+Warnings flag what is legal but probably wrong: a unit started before the page cache is \
+dropped, a start without a health gate, a step timeout shorter than its gate, a webhook URL \
+written into the file, a gap in the timeline.",
+        after_help = CHECK_EXIT_CODES
     )]
     Check(CheckArgs),
     /// Print the runbook as a binder copy, complete enough to recover by hand
+    #[command(after_help = EXPORT_EXIT_CODES)]
     Export(ExportArgs),
 }
 
@@ -102,7 +137,7 @@ pub struct RehearseArgs {
 pub struct CheckArgs {
     /// The runbook (YAML)
     pub runbook: PathBuf,
-    /// Treat warnings as errors (exit 2)
+    /// Treat warnings as errors: exit 2 if there are any (for CI)
     #[arg(long)]
     pub strict: bool,
 }

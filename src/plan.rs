@@ -27,6 +27,8 @@ pub const DEFAULT_WAIT_SSH_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 pub const DEFAULT_GATE_EVERY: Duration = Duration::from_secs(5);
 pub const DEFAULT_GATE_TIMEOUT: Duration = Duration::from_secs(120);
 pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How far below a `json:` key its strings are looked for, to point an error at one.
+const JSON_SEARCH_LINES: usize = 50;
 /// Grace the remote `timeout` gives a command between TERM and KILL.
 pub const KILL_GRACE: Duration = Duration::from_secs(5);
 
@@ -335,6 +337,14 @@ impl<'a> Resolver<'a> {
         self.problems.push(p);
     }
 
+    /// Where `key:` is written in the mapping whose first key is at `block`, else `fallback`.
+    fn key_at(&self, block: Pos, key: &str, fallback: Pos) -> Pos {
+        self.loaded
+            .source
+            .key_in_block(block, key)
+            .unwrap_or(fallback)
+    }
+
     /// Render a template, reporting undefined names and syntax errors at `s`.
     fn render(
         &mut self,
@@ -358,26 +368,39 @@ impl<'a> Resolver<'a> {
         let names = match self.templates.names(src) {
             Ok(n) => n,
             Err(e) => {
+                let message = match e.strip_prefix("syntax error") {
+                    Some(rest) => format!("template syntax error{rest}"),
+                    None => format!("template error: {e}"),
+                };
                 self.err(
                     pos,
-                    format!("template error: {e}"),
-                    "templates look like `{{ vars.api }}`; check the braces",
+                    message,
+                    "templates look like `{{ vars.api }}`: check the braces",
                 );
                 return src.to_owned();
             }
         };
         let var_names = self.var_names.clone();
         let vars: Vec<&str> = var_names.iter().map(String::as_str).collect();
+        let mut in_order = names.clone();
+        in_order.sort_by_key(|n| src.find(n.as_str()).unwrap_or(usize::MAX));
         let mut ok = true;
-        for n in &names {
+        for n in &in_order {
             if let Err(e) = check_name(n, &vars, late_ok) {
                 ok = false;
                 let help = if n.starts_with("vars.") {
                     "define it under `vars:` at the top of the runbook, or pass --var KEY=VALUE"
+                } else if n.starts_with("run.") {
+                    "commands are fixed before the run starts; only notify and abort messages are rendered as they are sent"
                 } else {
-                    "templates can read vars.X, env.X, target.host/user/port/name and run.elapsed"
+                    "templates read vars.X (from `vars:`), env.X (the environment, kept secret), target.host/user/port/name and run.elapsed"
                 };
-                self.err(pos, e, help);
+                let at = self
+                    .loaded
+                    .source
+                    .find_after(pos, n, src.lines().count() + 1)
+                    .unwrap_or(pos);
+                self.err(at, e, help);
             }
         }
         if !ok {
@@ -526,7 +549,7 @@ pub fn resolve(loaded: &Loaded, opts: &Options) -> Result<Plan, Vec<Problem>> {
             name: tname.value.clone(),
             host,
             user: t.user.clone(),
-            port: t.port,
+            port: t.port.map(|p| p.0),
             identity: t.identity.as_deref().map(expand_home),
             known_hosts: t.known_hosts.as_deref().map(expand_home),
             ssh_config: t.ssh_config.as_deref().map(expand_home),
@@ -539,9 +562,10 @@ pub fn resolve(loaded: &Loaded, opts: &Options) -> Result<Plan, Vec<Problem>> {
     for (k, _) in rb.vars.iter() {
         r.var_names.push(k.value.clone());
     }
-    for (k, v) in rb.vars.iter() {
+    for (i, (k, v)) in rb.vars.iter().enumerate() {
         let value = match opts.vars.iter().rev().find(|(n, _)| *n == k.value) {
             Some((_, over)) => over.clone(),
+            None if r.uses_later_var(i, v) => v.value.clone(),
             None => {
                 let first = targets.first().cloned();
                 r.render(v, Context::Text, first.as_ref(), false)
@@ -668,6 +692,13 @@ pub fn resolve(loaded: &Loaded, opts: &Options) -> Result<Plan, Vec<Problem>> {
             secrets: r.secrets,
         })
     } else {
+        // Reported in the order they are written, as a compiler does; a message that quotes a
+        // rendered value must not show an `env` secret.
+        r.problems.sort_by_key(|p| (p.pos.line, p.pos.column));
+        for p in &mut r.problems {
+            p.message = r.secrets.redact(&p.message);
+            p.help = p.help.as_deref().map(|h| r.secrets.redact(h));
+        }
         Err(r.problems)
     }
 }
@@ -678,7 +709,7 @@ pub fn check_overrides(loaded: &Loaded, opts: &Options) -> Result<(), String> {
         if !loaded.runbook.targets.value.contains(n) {
             let known: Vec<&str> = loaded.runbook.targets.value.keys().collect();
             return Err(format!(
-                "--target {n}=…: the runbook has no target `{n}` (it has: {})",
+                "--target {n}=…: the runbook has no target `{n}`; its targets: {}",
                 known.join(", ")
             ));
         }
@@ -686,8 +717,34 @@ pub fn check_overrides(loaded: &Loaded, opts: &Options) -> Result<(), String> {
     Ok(())
 }
 
+/// "a `run`", "an `http`": a step kind with its article.
+fn a_kind(kind: &str) -> String {
+    let article = if kind == "http" { "an" } else { "a" };
+    format!("{article} `{kind}`")
+}
+
+/// `0m-5m`, `5m-10m`: a window as the runbook writes it (zero takes the other end's unit).
 pub fn fmt_window(w: &Window) -> String {
-    format!("{}-{}", fmt_duration(w.start), fmt_duration(w.end))
+    let zero_like = |other: Duration| -> String {
+        let other = fmt_duration(other);
+        let unit: String = other
+            .trim_start_matches(|c: char| c.is_ascii_digit())
+            .chars()
+            .take_while(char::is_ascii_alphabetic)
+            .collect();
+        format!("0{unit}")
+    };
+    let start = if w.start.is_zero() {
+        zero_like(w.end)
+    } else {
+        fmt_duration(w.start)
+    };
+    let end = if w.end.is_zero() {
+        zero_like(w.start)
+    } else {
+        fmt_duration(w.end)
+    };
+    format!("{start}-{end}")
 }
 
 /// `5m`, `1m30s`, `2h`, `90d`: the shortest exact human form.
@@ -715,6 +772,53 @@ pub fn fmt_duration(d: Duration) -> String {
 }
 
 impl Resolver<'_> {
+    /// Whether var number `i` reads itself or a var defined below it (reported here): vars are
+    /// rendered in order, so it could only be undefined.
+    fn uses_later_var(&mut self, i: usize, v: &Spanned<String>) -> bool {
+        let Ok(names) = self.templates.names(&v.value) else {
+            return false;
+        };
+        let vars = &self.loaded.runbook.vars;
+        let this = vars
+            .0
+            .get(i)
+            .map(|(k, _)| k.value.clone())
+            .unwrap_or_default();
+        let mut found = false;
+        for n in names {
+            let Some(name) = n.strip_prefix("vars.") else {
+                continue;
+            };
+            let name = name.split('.').next().unwrap_or(name);
+            let Some(j) = vars.0.iter().position(|(k, _)| k.value == name) else {
+                continue;
+            };
+            if j < i {
+                continue;
+            }
+            found = true;
+            let pos = Pos::of(&v.referenced);
+            let at = self
+                .loaded
+                .source
+                .find_after(pos, &n, v.value.lines().count() + 1)
+                .unwrap_or(pos);
+            let (message, help) = if j == i {
+                (
+                    format!("var `{this}` reads itself"),
+                    "give it a value that does not depend on itself".to_owned(),
+                )
+            } else {
+                (
+                    format!("var `{this}` reads `vars.{name}`, which is defined below it"),
+                    format!("vars are read in order: move `{name}` above `{this}` under `vars:`"),
+                )
+            };
+            self.err(at, message, help);
+        }
+        found
+    }
+
     fn unknown_channel(&mut self, ch: &Spanned<String>) {
         let known: Vec<&str> = self.loaded.runbook.notify.keys().collect();
         let help = if known.is_empty() {
@@ -762,17 +866,22 @@ impl Resolver<'_> {
         .collect();
         let kind = match present.as_slice() {
             [] => {
+                let which = match &s.name {
+                    Some(n) => format!("step {number} (`{}`)", n.value),
+                    None => format!("step {number}"),
+                };
                 self.err(
                     spos,
-                    format!("step {number} has no kind"),
+                    format!("{which} has no kind: it does not say what to do"),
                     format!("give it exactly one of: {}", model::KINDS.join(", ")),
                 );
                 return None;
             }
             [(k, _)] => *k,
             [(a, _), (b, p), ..] => {
+                let at = self.key_at(spos, b, *p);
                 self.err(
-                    *p,
+                    at,
                     format!("step {number} has two kinds, `{a}` and `{b}`"),
                     "a step does one thing: split it into two steps",
                 );
@@ -805,7 +914,8 @@ impl Resolver<'_> {
                 None
             } else {
                 Some(format!(
-                    "`{key}` does not apply to a `{kind}` step (it applies to: {})",
+                    "`{key}` does not apply to {} step (it applies to: {})",
+                    a_kind(kind),
                     allowed.join(", ")
                 ))
             }
@@ -841,33 +951,30 @@ impl Resolver<'_> {
                 "remove `abort_if`, or move the check into a `run` step",
             ),
         ];
-        for (pos, msg, help) in checks {
+        let keys = ["health", "message", "retry", "expect", "abort_if"];
+        for ((pos, msg, help), key) in checks.into_iter().zip(keys) {
             if let (Some(pos), Some(msg)) = (pos, msg) {
-                self.err(pos, msg, help);
+                let at = self.key_at(spos, key, pos);
+                self.err(at, msg, help);
             }
         }
         if s.sudo.is_some() && !["run", "start", "drop_caches"].contains(&kind) {
             self.err(
-                spos,
-                format!("`sudo` does not apply to a `{kind}` step"),
+                self.key_at(spos, "sudo", spos),
+                format!("`sudo` does not apply to {} step", a_kind(kind)),
                 "sudo applies to run, start and drop_caches, which run on the target",
             );
         }
         if kind == "notify" && s.on_fail.is_some() {
             self.err(
-                spos,
+                self.key_at(spos, "on_fail", spos),
                 "`on_fail` does not apply to a notify step: a failing post never stops a recovery",
                 "remove `on_fail`; a failed post is retried, then reported",
             );
         }
-        if kind == "wait_ssh" && s.timeout.is_some() {
+        if let (true, Some(t)) = (kind == "wait_ssh", &s.timeout) {
             self.err(
-                Pos::of(
-                    &s.timeout
-                        .as_ref()
-                        .map(|t| t.referenced)
-                        .unwrap_or(st.referenced),
-                ),
+                self.key_at(spos, "timeout", Pos::of(&t.referenced)),
                 "a wait_ssh step takes its timeout inside: `wait_ssh: { every: 15s, timeout: 5m }`",
                 "move `timeout` into the wait_ssh mapping",
             );
@@ -882,9 +989,10 @@ impl Resolver<'_> {
                 && f != m
             {
                 self.err(
-                    spos,
+                    self.key_at(spos, "mutates", spos),
                     format!(
-                        "a `{kind}` step {} state; `mutates: {m}` cannot change that",
+                        "{} step {} state; `mutates: {m}` cannot change that",
+                        a_kind(kind),
                         if f { "always changes" } else { "never changes" }
                     ),
                     "remove `mutates` from this step",
@@ -953,7 +1061,7 @@ impl Resolver<'_> {
                 let timeout = w.timeout.map(|d| d.0).unwrap_or(DEFAULT_WAIT_SSH_TIMEOUT);
                 if every.is_zero() || every > timeout {
                     self.err(
-                        Pos::of(&s.wait_ssh.as_ref()?.referenced),
+                        self.key_at(spos, "wait_ssh", spos),
                         format!(
                             "wait_ssh tries every {} but gives up after {}",
                             fmt_duration(every),
@@ -990,8 +1098,11 @@ impl Resolver<'_> {
             }
             "start" => {
                 let u = s.start.as_ref()?;
+                let rendered_before = self.problems.len();
                 let unit = self.render(u, Context::Text, tref, false);
-                if unit.trim().is_empty() || unit.contains(char::is_whitespace) {
+                if self.problems.len() == rendered_before
+                    && (unit.trim().is_empty() || unit.contains(char::is_whitespace))
+                {
                     self.err(
                         Pos::of(&u.referenced),
                         format!("`{unit}` is not a unit name"),
@@ -1004,14 +1115,10 @@ impl Resolver<'_> {
                 let start_timeout = DEFAULT_PROBE_TIMEOUT.min(step_timeout);
                 let wire = remote_wire(&script, sudo, start_timeout, &marker);
                 let health = match &s.health {
-                    Some(h) => self.gate(
-                        h,
-                        tref,
-                        sudo,
-                        &marker,
-                        step_timeout,
-                        explicit_timeout.is_some(),
-                    ),
+                    Some(h) => {
+                        let key = self.key_at(spos, "health", Pos::of(&h.referenced));
+                        self.gate(h, key, tref, sudo, &marker, explicit_timeout)
+                    }
                     None => None,
                 };
                 (
@@ -1034,7 +1141,7 @@ impl Resolver<'_> {
                 let h = s.http.as_ref()?;
                 if h.value.timeout.is_some() && s.timeout.is_some() {
                     self.err(
-                        spos,
+                        self.key_at(spos, "timeout", spos),
                         "this http step has two timeouts, one inside `http:` and one on the step",
                         "keep one of them",
                     );
@@ -1082,7 +1189,7 @@ impl Resolver<'_> {
             && (rs.every.is_zero() || rs.every > rs.timeout)
         {
             self.err(
-                Pos::of(&r.referenced),
+                self.key_at(spos, "retry", Pos::of(&r.referenced)),
                 format!(
                     "retry every {} but give up after {}",
                     fmt_duration(rs.every),
@@ -1156,8 +1263,17 @@ impl Resolver<'_> {
         step_timeout: Option<Duration>,
     ) -> Request {
         let v = &h.value;
+        let before = self.problems.len();
         let url = self.render(&v.url, Context::Text, target, false);
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
+        // An unset `env.X` at the front is only known when the run starts: not a check error.
+        let unset = self
+            .secrets
+            .missing
+            .iter()
+            .any(|n| url.starts_with(&placeholder(n)));
+        // A URL still holding `{{` comes from a var whose template failed: already reported.
+        let checkable = self.problems.len() == before && !unset && !url.contains("{{");
+        if checkable && !url.starts_with("http://") && !url.starts_with("https://") {
             self.err(
                 Pos::of(&v.url.referenced),
                 format!("`{url}` is not an http:// or https:// URL"),
@@ -1246,7 +1362,16 @@ impl Resolver<'_> {
     ) -> serde_json::Value {
         use serde_json::Value as J;
         match v {
-            J::String(s) => J::String(self.render_at(s, pos, Context::Text, target, false)),
+            J::String(s) => {
+                let first = s.lines().next().unwrap_or("");
+                let at = self
+                    .loaded
+                    .source
+                    .find_after(pos, first, JSON_SEARCH_LINES)
+                    .map(|p| Pos { len: 0, ..p })
+                    .unwrap_or(pos);
+                J::String(self.render_at(s, at, Context::Text, target, false))
+            }
             J::Array(a) => J::Array(a.iter().map(|x| self.render_json(x, pos, target)).collect()),
             J::Object(o) => J::Object(
                 o.iter()
@@ -1257,17 +1382,20 @@ impl Resolver<'_> {
         }
     }
 
+    /// The health gate of a start step; `key` is where `health:` is written.
     fn gate(
         &mut self,
         h: &Spanned<model::Health>,
+        key: Pos,
         target: Option<&TargetSpec>,
         sudo: bool,
         marker: &str,
-        step_timeout: Duration,
-        explicit: bool,
+        explicit_timeout: Option<Duration>,
     ) -> Option<Gate> {
         let v = &h.value;
         let hpos = Pos::of(&h.referenced);
+        let step_timeout = explicit_timeout.unwrap_or(DEFAULT_START_TIMEOUT);
+        let explicit = explicit_timeout.is_some();
         let every = v.every.map(|d| d.0).unwrap_or(DEFAULT_GATE_EVERY);
         let timeout = v
             .timeout
@@ -1277,7 +1405,7 @@ impl Resolver<'_> {
         let successes = v.successes.unwrap_or(1);
         if successes == 0 {
             self.err(
-                hpos,
+                self.key_at(hpos, "successes", hpos),
                 "a health gate needs at least one success",
                 "set `successes: 1` or more",
             );
@@ -1299,14 +1427,32 @@ impl Resolver<'_> {
             );
         }
         let probe = match (&v.http, &v.run) {
-            (Some(_), Some(_)) | (None, None) => {
-                self.err(hpos, "a health gate needs exactly one probe: `http:` or `run:`", "probe the real work, e.g. `http: { url: ..., method: POST, json: ..., expect: { status: 200 } }`");
+            (Some(http), Some(run)) => {
+                let (hp, rp) = (Pos::of(&http.referenced), Pos::of(&run.referenced));
+                let second = if (rp.line, rp.column) > (hp.line, hp.column) {
+                    self.key_at(hpos, "run", rp)
+                } else {
+                    self.key_at(hpos, "http", hp)
+                };
+                self.err(
+                    second,
+                    "this health gate has two probes, `http:` and `run:`",
+                    "keep one probe, the one that exercises the real work; a gate checks one thing again and again",
+                );
+                return None;
+            }
+            (None, None) => {
+                self.err(
+                    key,
+                    "this health gate has no probe: add `http:` or `run:`",
+                    "probe the real work, e.g. `http: { url: ..., method: POST, json: ..., expect: { status: 200 } }`",
+                );
                 return None;
             }
             (Some(http), None) => {
                 if v.expect.is_some() {
                     self.err(
-                        hpos,
+                        self.key_at(hpos, "expect", hpos),
                         "`expect` beside an http probe: put it inside `http:`",
                         "write `http: { ..., expect: { status: 200, body: ... } }`",
                     );

@@ -169,8 +169,11 @@ fn step_text(o: &mut String, plan: &Plan, s: &Step) {
                         o,
                         "gate",
                         &format!(
-                            "unit active and probe passing {} time(s) in a row; probe every {}, give up after {}",
-                            g.successes,
+                            "unit active and probe passing {}; probe every {}, give up after {}",
+                            match g.successes {
+                                1 => "once".to_owned(),
+                                n => format!("{n} times in a row"),
+                            },
                             fmt_duration(g.every),
                             fmt_duration(g.timeout)
                         ),

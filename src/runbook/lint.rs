@@ -69,25 +69,31 @@ pub fn lint(loaded: &Loaded, plan: &Plan) -> Vec<Problem> {
         .enumerate()
     {
         if ph.window.start > prev_end {
-            let what = if i == 0 {
-                "the start of the timeline".to_owned()
+            let (after, help) = if i == 0 {
+                (
+                    "before the first phase".to_owned(),
+                    "start the first window at 0s: the clock starts when the run does".to_owned(),
+                )
             } else {
-                format!("phase `{}`", plan.phases[i - 1].name)
+                (
+                    format!("after phase `{}`", plan.phases[i - 1].name),
+                    format!(
+                        "start this window at {}, or extend the previous one",
+                        fmt_duration(prev_end)
+                    ),
+                )
             };
             out.push(
                 Problem::warning(
                     src,
                     Pos::of(&raw.window.referenced),
                     format!(
-                        "gap in the timeline: {} to {} belongs to no phase (after {what})",
+                        "gap in the timeline: {} to {} belongs to no phase ({after})",
                         fmt_duration(prev_end),
                         fmt_duration(ph.window.start)
                     ),
                 )
-                .help(format!(
-                    "start this window at {}, or extend the previous one",
-                    fmt_duration(prev_end)
-                )),
+                .help(help),
             );
         }
         prev_end = prev_end.max(ph.window.end);

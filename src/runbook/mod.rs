@@ -22,12 +22,23 @@ pub struct Loaded {
 /// Why a runbook could not be read at all (as opposed to what is wrong inside it).
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
-    #[error("cannot read runbook {path}: {source}")]
+    #[error("cannot read runbook {path}: {}", describe_io(source))]
     Io {
         path: String,
         #[source]
         source: std::io::Error,
     },
+}
+
+/// An I/O error in words, without the OS error number.
+fn describe_io(e: &std::io::Error) -> String {
+    use std::io::ErrorKind as K;
+    match e.kind() {
+        K::NotFound => "no such file".into(),
+        K::PermissionDenied => "permission denied".into(),
+        K::IsADirectory => "it is a directory, not a runbook file".into(),
+        _ => e.to_string(),
+    }
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -49,7 +60,7 @@ pub fn parse(path: &Path, text: &str, sha256: String) -> Result<Loaded, Vec<Prob
     let source = Source::new(path.display().to_string(), text);
     if text.trim().is_empty() {
         return Err(vec![
-            Problem::error(&source, Pos::default(), "the runbook is empty").help(
+            Problem::error(&source, Pos::at(1, 1, 0), "the runbook is empty").help(
                 "start from runbooks/spark-power.yaml; `recover check --help` describes the format",
             ),
         ]);
@@ -70,62 +81,443 @@ pub fn parse(path: &Path, text: &str, sha256: String) -> Result<Loaded, Vec<Prob
 }
 
 fn yaml_problem(source: &Source, e: &serde_saphyr::Error) -> Problem {
+    let e = innermost(e);
     let pos = e.location().map(|l| Pos::of(&l)).unwrap_or_default();
-    let raw = e.without_snippet().to_string();
-    let message = clean_message(&raw);
-    let help = help_for(&message);
-    let mut p = Problem::error(source, pos, message);
-    if let Some(h) = help {
-        p = p.help(h);
+    let found = Found::new(source, pos);
+    describe(e, source, pos, &found)
+}
+
+/// The error itself, without the snippet or alias wrappers serde-saphyr puts around it.
+fn innermost(e: &serde_saphyr::Error) -> &serde_saphyr::Error {
+    match e {
+        serde_saphyr::Error::WithSnippet { error, .. }
+        | serde_saphyr::Error::AliasError { error, .. } => innermost(error),
+        other => other,
     }
-    p
 }
 
-/// serde-saphyr appends " at line X column Y"; the diagnostic shows the place itself.
-fn clean_message(raw: &str) -> String {
-    let first = raw.lines().next().unwrap_or(raw).trim();
-    let cut = first
-        .find(" at line ")
-        .map(|i| &first[..i])
-        .unwrap_or(first);
-    cut.trim_end_matches('.').to_owned()
+/// What is written at the place of an error, for messages that name it.
+struct Found {
+    text: String,
 }
 
-fn help_for(message: &str) -> Option<String> {
-    let m = message.to_ascii_lowercase();
-    let h = if m.contains("unknown field") {
-        if let Some(k) = known_kind_typo(message) {
-            k
+impl Found {
+    fn new(source: &Source, pos: Pos) -> Self {
+        let (start, len) = source.span(Pos { len: 0, ..pos });
+        let text = if pos.is_known() {
+            source.text[start..start + len].trim().to_owned()
         } else {
-            "remove the key, or check its spelling against the runbook format in the README"
-                .to_owned()
+            String::new()
+        };
+        Found { text }
+    }
+
+    /// "a list", "a mapping" or the value itself.
+    fn shape(&self) -> String {
+        match self.text.chars().next() {
+            None => "nothing".into(),
+            Some('[') | Some('-') => "a list".into(),
+            Some('{') => "a mapping".into(),
+            Some(_) if self.is_key() => "a mapping".into(),
+            Some(_) => format!("`{}`", self.text),
         }
-    } else if m.contains("duplicate") {
-        "each key may appear once in a mapping: remove or rename one of them".to_owned()
-    } else if m.contains("missing field") {
-        "add the missing key; the README's runbook format lists what each part needs".to_owned()
-    } else if m.contains("invalid type") {
-        "check the value's shape: a string, a number, a list or a mapping as the format says"
-            .to_owned()
-    } else if m.contains("unknown variant") {
-        "use one of the values the message lists".to_owned()
-    } else {
-        return None;
-    };
-    Some(h)
+    }
+
+    fn is_key(&self) -> bool {
+        let t = self.text.trim_start_matches(['"', '\'']);
+        t.split_once(':').is_some_and(|(k, rest)| {
+            !k.contains(char::is_whitespace) && (rest.is_empty() || rest.starts_with(' '))
+        })
+    }
 }
 
-/// When an unknown key is a step kind's near miss (`wait-ssh`), name the kind.
-fn known_kind_typo(message: &str) -> Option<String> {
-    let key = message.split('`').nth(1)?;
-    let norm = key.replace('-', "_").to_ascii_lowercase();
-    model::KINDS
-        .iter()
-        .find(|k| **k == norm || (norm.len() > 3 && k.starts_with(&norm)))
-        .map(|k| {
-            format!(
-                "did you mean `{k}`? Step kinds: {}",
-                model::KINDS.join(", ")
-            )
+fn describe(e: &serde_saphyr::Error, source: &Source, pos: Pos, found: &Found) -> Problem {
+    use serde_saphyr::Error as E;
+    match e {
+        // Our own messages (durations, regexes, codes): "message\nhelp".
+        E::Message { msg, .. } => {
+            let (message, help) = match msg.split_once('\n') {
+                Some((m, h)) => (m, Some(h)),
+                None => (msg.as_str(), None),
+            };
+            let d = Problem::error(source, pos, message);
+            match help {
+                Some(h) => d.help(h),
+                None => d,
+            }
+        }
+        E::SerdeUnknownField {
+            field, expected, ..
+        } => unknown_key(
+            source,
+            pos,
+            field,
+            expected,
+            source.key_for(source.block_start(pos)),
+        ),
+        E::SerdeMissingField { field, .. } => {
+            let start = source.block_start(pos);
+            let top = start.column == 1;
+            let label = if top {
+                format!("the runbook has no `{field}`")
+            } else {
+                format!("this mapping has no `{field}`")
+            };
+            Problem::error(source, start, format!("missing key `{field}`"))
+                .label(label)
+                .help(missing_help(field, top))
+        }
+        E::DuplicateMappingKey { key, .. } => {
+            let key = key.clone().unwrap_or_else(|| found.text.clone());
+            let key = key.split(':').next().unwrap_or(&key).trim().to_owned();
+            let first = source
+                .key_in_block(source.block_start(pos), &key)
+                .filter(|p| p.line < pos.line);
+            let message = match first {
+                Some(f) => format!("duplicate key `{key}` (first written on line {})", f.line),
+                None => format!("duplicate key `{key}`"),
+            };
+            Problem::error(source, pos, message)
+                .label("written again here")
+                .help("each key may appear once in a mapping: remove one of them, or merge them")
+        }
+        E::InvalidScalar { ty, .. } => {
+            let (what, help) = scalar_kind(ty);
+            Problem::error(source, pos, format!("{} is not {what}", found.shape())).help(help)
+        }
+        E::InvalidBooleanStrict { .. } => Problem::error(
+            source,
+            pos,
+            format!("{} is not true or false", found.shape()),
+        )
+        .help("write `true` or `false`"),
+        E::SerdeInvalidType {
+            unexpected,
+            expected,
+            ..
+        } => wrong_shape(
+            source,
+            pos,
+            expected_kind(expected),
+            unexpected_kind(unexpected),
+            found,
+        ),
+        E::Unexpected { expected, .. } => {
+            wrong_shape(source, pos, expected_kind(expected), found.shape(), found)
+        }
+        E::NullIntoString { .. } => {
+            // The place is the key's colon, or just after it.
+            let after = Pos {
+                column: pos.column + 1,
+                ..pos
+            };
+            let message = match source.key_for(pos).or_else(|| source.key_for(after)) {
+                Some(k) => format!("`{k}` has no value"),
+                None => "a value is missing here".to_owned(),
+            };
+            Problem::error(source, pos, message)
+                .help("write the value after the colon, or remove the key")
+        }
+        E::MultipleDocuments { .. } => Problem::error(
+            source,
+            pos,
+            "a second YAML document starts here: a runbook is one document",
+        )
+        .help("remove the `---` line and what follows it, or merge the two"),
+        E::SerdeUnknownVariant {
+            variant, expected, ..
+        } => {
+            let d = Problem::error(
+                source,
+                pos,
+                format!("`{variant}` is not one of: {}", expected.join(", ")),
+            );
+            match closest(variant, expected) {
+                Some(s) => d.help(format!("did you mean `{s}`?")),
+                None => d.help(format!("use one of: {}", expected.join(", "))),
+            }
+        }
+        E::Eof { .. } => Problem::error(source, pos, "the runbook ends in the middle of a value")
+            .help("check for an unclosed quote, bracket or brace"),
+        other => {
+            let message = clean_message(other, pos);
+            syntax(source, pos, message)
+        }
+    }
+}
+
+/// A value of the wrong shape: a list where text belongs, a mapping where a list belongs.
+fn wrong_shape(
+    source: &Source,
+    pos: Pos,
+    expected: String,
+    shape: String,
+    found: &Found,
+) -> Problem {
+    let message = match (source.key_for(pos), source.in_list(pos)) {
+        (Some(k), true) => format!("each item of `{k}` must be {expected}, not {shape}"),
+        (Some(k), false) => format!("`{k}` must be {expected}, not {shape}"),
+        (None, _) => format!("expected {expected} here, not {shape}"),
+    };
+    let kind = found.text.as_str();
+    if model::KINDS.contains(&kind) {
+        let example = if kind == "drop_caches" {
+            "`- drop_caches: {}`".to_owned()
+        } else {
+            format!("`- {kind}: ...`")
+        };
+        return Problem::error(source, pos, message).help(format!(
+            "a step is a mapping: its kind is a key with a value, like {example}"
+        ));
+    }
+    let help = if found.text.starts_with("{{") {
+        // `start: {{ vars.unit }}` is a flow mapping to YAML.
+        "YAML reads a value that starts with `{{` as a mapping: put the template in quotes, like \"{{ vars.unit }}\""
+    } else if expected.starts_with("a list") {
+        "write the items one per line, each starting with `- `, or as `[a, b]`"
+    } else if expected.starts_with("a mapping") {
+        "write `key: value` lines indented under the key, or `{ key: value }`"
+    } else if expected == "text" {
+        "write a single value; quote it if it starts with `[`, `{`, `-`, `*`, `&` or `!`"
+    } else {
+        "check the value against the runbook format in the README"
+    };
+    Problem::error(source, pos, message).help(help)
+}
+
+/// The error's own text, without the location serde-saphyr appends.
+fn clean_message(e: &serde_saphyr::Error, pos: Pos) -> String {
+    let raw = e.to_string();
+    let suffix = format!(" at line {}, column {}", pos.line, pos.column);
+    let raw = raw.strip_suffix(&suffix).unwrap_or(&raw);
+    raw.lines()
+        .next()
+        .unwrap_or(raw)
+        .trim()
+        .trim_end_matches('.')
+        .to_owned()
+}
+
+/// YAML syntax errors: say what to look for, and find an unclosed quote where it opens.
+fn syntax(source: &Source, pos: Pos, message: String) -> Problem {
+    let m = message.to_ascii_lowercase();
+    if m.contains("quote") || m.contains("quoted scalar") {
+        let open = source.unclosed_quote_before(pos).unwrap_or(pos);
+        return Problem::error(source, open, "unclosed quote: this value has no closing quote")
+            .label("opens here")
+            .help("close the quote at the end of the value, or remove it: a value needs quotes only when it contains `: ` or starts with a special character");
+    }
+    let help = if m.contains("mapping values are not allowed") {
+        "a value that contains `: ` must be quoted: put it in single quotes, like run: 'curl -H \"Accept: text/plain\" http://...'"
+    } else if m.contains("tab") {
+        "indent with spaces: YAML does not allow tabs in indentation"
+    } else if m.contains("did not find expected key") || m.contains("indentation") {
+        "check the indentation: the keys of one mapping start in the same column, indented with spaces"
+    } else if m.contains("expected ',' or ']'") || m.contains("expected ',' or '}'") {
+        "check the brackets and commas: a flow list is `[a, b]`, a flow mapping `{ a: 1, b: 2 }`"
+    } else {
+        "this is a YAML syntax error: check the indentation, quotes and brackets on this line and the one before"
+    };
+    Problem::error(source, pos, format!("YAML syntax error: {message}")).help(help)
+}
+
+/// Which part of the runbook an unknown key was found in, from the keys that part takes.
+fn part_of(expected: &[&str], parent: Option<String>) -> (String, String) {
+    let (part, takes) = part_name(expected);
+    // Parts whose keys say less than the key they sit under (`expect` or `abort_if`?).
+    let shared = part.is_empty() || expected.contains(&"stdout");
+    match parent {
+        Some(p) if shared => (format!("in `{p}`"), format!("`{p}` takes")),
+        _ if part.is_empty() => ("here".into(), "This mapping takes".into()),
+        _ => (part.into(), takes.into()),
+    }
+}
+
+fn part_name(expected: &[&str]) -> (&'static str, &'static str) {
+    let has = |k: &str| expected.contains(&k);
+    if has("budget") {
+        ("at the top level", "The top level takes")
+    } else if has("window") {
+        ("in a phase", "A phase takes")
+    } else if has("host") {
+        ("in a target", "A target takes")
+    } else if has("webhook") {
+        ("in a notify channel", "A notify channel takes")
+    } else if has("drop_caches") {
+        ("in a step", "A step takes")
+    } else if has("successes") {
+        ("in a health gate", "A health gate takes")
+    } else if has("url") {
+        ("in `http:`", "`http:` takes")
+    } else if has("status") {
+        ("in an HTTP `expect`", "An HTTP `expect` takes")
+    } else if has("stdout") {
+        ("in `expect`/`abort_if`", "`expect` and `abort_if` take")
+    } else if has("message") {
+        ("in `abort:`", "`abort:` takes")
+    } else {
+        ("", "")
+    }
+}
+
+fn unknown_key(
+    source: &Source,
+    pos: Pos,
+    field: &str,
+    expected: &[&str],
+    parent: Option<String>,
+) -> Problem {
+    if expected.is_empty() {
+        let what = parent.map_or("this".to_owned(), |p| format!("`{p}`"));
+        return Problem::error(
+            source,
+            pos,
+            format!("unknown key `{field}`: {what} takes no settings"),
+        )
+        .help("write `drop_caches: {}`");
+    }
+    let (part, takes) = part_of(expected, parent);
+    let list = format!("{takes}: {}", expected.join(", "));
+    let hint = if ["status", "body"].contains(&field) && expected.contains(&"stdout") {
+        Some(
+            "HTTP expectations go inside `http:`, like `http: { url: ..., expect: { status: 200 } }`; a step's `expect` checks a command's exit, stdout and stderr"
+                .to_owned(),
+        )
+    } else {
+        closest(field, expected).map(|s| {
+            if model::KINDS.contains(&s) {
+                format!(
+                    "did you mean `{s}`? Step kinds: {}",
+                    model::KINDS.join(", ")
+                )
+            } else {
+                format!("did you mean `{s}`?")
+            }
         })
+    };
+    let help = match hint {
+        Some(h) => format!("{h}\n{list}"),
+        None => list,
+    };
+    Problem::error(source, pos, format!("unknown key `{field}` {part}")).help(help)
+}
+
+/// The known word `word` was probably meant to be: same after `-`/case, a near miss,
+/// a longer or shorter form, or a common synonym.
+fn closest<'a>(word: &str, known: &[&'a str]) -> Option<&'a str> {
+    let norm = word.replace('-', "_").to_ascii_lowercase();
+    let synonyms: &[(&str, &str)] = &[
+        ("interval", "every"),
+        ("period", "every"),
+        ("hostname", "host"),
+        ("address", "host"),
+        ("url", "webhook"),
+        ("exit_code", "exit"),
+        ("exitcode", "exit"),
+        ("code", "status"),
+        ("status_code", "status"),
+        ("deadline", "timeout"),
+        ("command", "run"),
+        ("cmd", "run"),
+        ("unit", "start"),
+        ("service", "start"),
+    ];
+    let known_has = |k: &str| known.iter().copied().find(|x| *x == k);
+    if let Some(k) = known_has(&norm) {
+        return Some(k);
+    }
+    if let Some((_, to)) = synonyms.iter().find(|(from, _)| *from == norm)
+        && let Some(k) = known_has(to)
+    {
+        return Some(k);
+    }
+    let best = known
+        .iter()
+        .map(|k| (edit_distance(&norm, k), *k))
+        .min_by_key(|(d, _)| *d)?;
+    let limit = if norm.chars().count() <= 4 { 1 } else { 2 };
+    if best.0 <= limit {
+        return Some(best.1);
+    }
+    known
+        .iter()
+        .copied()
+        .find(|k| k.len() >= 3 && norm.len() >= 3 && (norm.starts_with(k) || k.starts_with(&norm)))
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+fn missing_help(field: &str, top: bool) -> String {
+    match field {
+        "budget" => "add `budget: 30m`: the whole timeline the recovery must fit in".into(),
+        "name" if top => {
+            "add `name: spark-power`: one word, used for the journal and state files".into()
+        }
+        "name" => "give the phase a name, like `name: Power on and POST`".into(),
+        "targets" => {
+            "add the machine to recover: `targets: { spark: { host: spark.local } }`".into()
+        }
+        "phases" => "add `phases:`, a list of phases, each with a name, a window and steps".into(),
+        "window" => "add the phase's place on the timeline, like `window: 0m-5m`".into(),
+        "steps" => "add `steps:`, the list of what the phase does".into(),
+        "host" => "add `host:`, an ssh destination like `spark.local`".into(),
+        "url" => "add `url:`, like `url: http://spark.local:8000/v1/models`".into(),
+        "webhook" => "add `webhook: \"{{ env.RECOVER_WEBHOOK }}\"`".into(),
+        "every" | "timeout" => "write both, like `retry: { every: 15s, timeout: 2m }`".into(),
+        _ => format!("add `{field}:`; the README's runbook format says what it holds"),
+    }
+}
+
+/// What an integer or boolean scalar was expected to be, in words, and how to write it.
+fn scalar_kind(ty: &str) -> (&'static str, &'static str) {
+    match ty {
+        "bool" | "boolean" => ("true or false", "write `true` or `false`"),
+        t if t.starts_with('u') => ("a whole number", "write digits only, like `2`"),
+        t if t.starts_with('i') => ("a whole number", "write digits only, like `2`"),
+        _ => ("a number", "write digits, like `2`"),
+    }
+}
+
+/// serde's "expected" phrases, in the runbook's words.
+fn expected_kind(expected: &str) -> String {
+    let e = expected.trim();
+    if e.contains("sequence") || e.contains("seq") {
+        "a list".into()
+    } else if e.contains("string") {
+        "text".into()
+    } else if e.contains("map") || e.starts_with("struct") {
+        "a mapping (`key: value`)".into()
+    } else if e.contains("bool") {
+        "true or false".into()
+    } else if e.starts_with('u') || e.starts_with('i') {
+        "a whole number".into()
+    } else {
+        e.to_owned()
+    }
+}
+
+/// serde's "unexpected" phrases (`string "x"`, `sequence`, `map`), in the runbook's words.
+fn unexpected_kind(unexpected: &str) -> String {
+    let u = unexpected.trim();
+    if u.starts_with("sequence") {
+        "a list".into()
+    } else if u.starts_with("map") {
+        "a mapping".into()
+    } else if let Some(s) = u.strip_prefix("string ") {
+        format!("the text {s}")
+    } else {
+        u.to_owned()
+    }
 }

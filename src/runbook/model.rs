@@ -9,7 +9,7 @@ use std::marker::PhantomData;
 use std::time::Duration;
 
 use serde::Deserialize;
-use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::Spanned;
 
 /// A mapping that keeps its keys' order and their locations (the first target is the default).
@@ -65,20 +65,26 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for OrderedMap<V> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct HumanDuration(pub Duration);
 
+/// Parse a human duration. The error is "message\nhelp", as the loader shows it.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    const HOW: &str = "write a number and a unit, like 15s, 5m, 1h30m or 90d";
     let t = text.trim();
     if t.is_empty() {
-        return Err("empty duration: write a number and a unit, like 15s, 5m or 90d".into());
+        return Err(format!("empty duration\n{HOW}"));
     }
     if t.chars().all(|c| c.is_ascii_digit()) {
         return Err(format!(
-            "`{t}` has no unit: write {t}s, {t}m or {t}h (durations always carry a unit)"
+            "`{t}` has no unit\nwrite {t}s, {t}m or {t}h: durations always carry a unit"
         ));
     }
-    humantime::parse_duration(t).map_err(|e| {
-        format!(
-            "`{t}` is not a duration ({e}): write a number and a unit, like 15s, 5m, 1h30m or 90d"
-        )
+    humantime::parse_duration(t).map_err(|e| match e {
+        humantime::DurationError::UnknownUnit { unit, .. } if !unit.is_empty() => {
+            format!("`{t}` is not a duration: `{unit}` is not a unit\n{HOW}")
+        }
+        humantime::DurationError::NumberOverflow => {
+            format!("`{t}` is too long a duration\n{HOW}")
+        }
+        _ => format!("`{t}` is not a duration\n{HOW}"),
     })
 }
 
@@ -101,8 +107,9 @@ impl<'de> Deserialize<'de> for Pattern {
         crate::verdict::pattern(&s).map(Pattern).map_err(|e| {
             let detail = e.to_string();
             let last = detail.lines().last().unwrap_or("invalid regex").trim();
+            let last = last.strip_prefix("error: ").unwrap_or(last);
             de::Error::custom(format!(
-                "`{s}` is not a valid regular expression ({last}); escape special characters such as ( [ . * with a backslash"
+                "`{s}` is not a valid regular expression: {last}\nto match a special character such as ( [ . * | literally, put a backslash before it"
             ))
         })
     }
@@ -125,45 +132,180 @@ impl<'de> Deserialize<'de> for Window {
 pub fn parse_window(s: &str) -> Result<Window, String> {
     let Some((a, b)) = s.split_once('-') else {
         return Err(format!(
-            "`{s}` is not a window: write START-END on the timeline, like 0m-5m"
+            "`{s}` is not a window\nwrite START-END on the timeline, like 0m-5m"
         ));
     };
-    let start = parse_duration(a).map_err(|e| format!("window start: {e}"))?;
-    let end = parse_duration(b).map_err(|e| format!("window end: {e}"))?;
+    let start = parse_duration(a).map_err(|e| format!("window `{s}`: {e}"))?;
+    let end = parse_duration(b).map_err(|e| format!("window `{s}`: {e}"))?;
     Ok(Window { start, end })
 }
 
-/// `exit: 0` or `exit: [0, 1]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum ExitCodes {
-    One(i32),
-    Many(Vec<i32>),
+/// How one kind of numeric code is written: `exit: 0`, `status: [200, 204]`, `port: 22`.
+#[derive(Clone, Copy)]
+struct CodeSpec {
+    what: &'static str,
+    example: &'static str,
+    min: i64,
+    max: i64,
+    list: bool,
 }
 
-impl ExitCodes {
-    pub fn to_vec(&self) -> Vec<i32> {
-        match self {
-            ExitCodes::One(c) => vec![*c],
-            ExitCodes::Many(v) => v.clone(),
+impl CodeSpec {
+    fn wrong<E: de::Error>(&self, shown: &str) -> E {
+        let form = if self.list {
+            "a number, or a list of numbers"
+        } else {
+            "a number"
+        };
+        E::custom(format!(
+            "{shown} is not {}\nwrite {form}: {}",
+            self.what, self.example
+        ))
+    }
+
+    fn check<E: de::Error>(&self, n: i64) -> Result<i64, E> {
+        if (self.min..=self.max).contains(&n) {
+            Ok(n)
+        } else {
+            Err(E::custom(format!(
+                "{n} is not {}\nit runs from {} to {}: {}",
+                self.what, self.min, self.max, self.example
+            )))
+        }
+    }
+
+    /// One number, or (when `list`) a list of them. Hand-written rather than
+    /// `#[serde(untagged)]`, which loses the location and says only "data did not match any
+    /// variant"; a wrong item in a list is reported where it is written.
+    fn parse<'de, D: Deserializer<'de>>(self, d: D) -> Result<Vec<i64>, D::Error> {
+        d.deserialize_any(CodesVisitor(self))
+    }
+}
+
+struct CodesVisitor(CodeSpec);
+
+impl<'de> Visitor<'de> for CodesVisitor {
+    type Value = Vec<i64>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "{}", self.0.what)
+    }
+    fn visit_i64<E: de::Error>(self, n: i64) -> Result<Self::Value, E> {
+        Ok(vec![self.0.check(n)?])
+    }
+    fn visit_u64<E: de::Error>(self, n: u64) -> Result<Self::Value, E> {
+        let n = i64::try_from(n).map_err(|_| self.0.wrong::<E>(&n.to_string()))?;
+        self.visit_i64(n)
+    }
+    fn visit_f64<E: de::Error>(self, n: f64) -> Result<Self::Value, E> {
+        Err(self.0.wrong(&n.to_string()))
+    }
+    fn visit_bool<E: de::Error>(self, b: bool) -> Result<Self::Value, E> {
+        Err(self.0.wrong(&format!("`{b}`")))
+    }
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+        Err(self.0.wrong(&format!("`{s}`")))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Err(self.0.wrong("an empty value"))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        if !self.0.list {
+            return Err(self.0.wrong("a list"));
+        }
+        let item = CodeSpec {
+            list: false,
+            ..self.0
+        };
+        let mut out = Vec::new();
+        while let Some(n) = seq.next_element_seed(ItemSeed(item))? {
+            out.push(n);
+        }
+        if out.is_empty() {
+            return Err(self.0.wrong("an empty list"));
+        }
+        Ok(out)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, _map: A) -> Result<Self::Value, A::Error> {
+        Err(self.0.wrong("a mapping"))
+    }
+}
+
+/// One item of a list of codes.
+struct ItemSeed(CodeSpec);
+
+impl<'de> de::DeserializeSeed<'de> for ItemSeed {
+    type Value = i64;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<i64, D::Error> {
+        match self.0.parse(d)?.as_slice() {
+            [n] => Ok(*n),
+            _ => Err(self.0.wrong("a list")),
         }
     }
 }
 
-/// `status: 200` or `status: [200, 204]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum StatusCodes {
-    One(u16),
-    Many(Vec<u16>),
+/// `exit: 0` or `exit: [0, 1]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExitCodes(pub Vec<i32>);
+
+impl ExitCodes {
+    pub fn to_vec(&self) -> Vec<i32> {
+        self.0.clone()
+    }
 }
+
+impl<'de> Deserialize<'de> for ExitCodes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let spec = CodeSpec {
+            what: "an exit code",
+            example: "`exit: 0` or `exit: [0, 1]`",
+            min: 0,
+            max: 255,
+            list: true,
+        };
+        let v = spec.parse(d)?;
+        Ok(ExitCodes(v.into_iter().map(|n| n as i32).collect()))
+    }
+}
+
+/// `status: 200` or `status: [200, 204]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusCodes(pub Vec<u16>);
 
 impl StatusCodes {
     pub fn to_vec(&self) -> Vec<u16> {
-        match self {
-            StatusCodes::One(c) => vec![*c],
-            StatusCodes::Many(v) => v.clone(),
-        }
+        self.0.clone()
+    }
+}
+
+impl<'de> Deserialize<'de> for StatusCodes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let spec = CodeSpec {
+            what: "an HTTP status",
+            example: "`status: 200` or `status: [200, 204]`",
+            min: 100,
+            max: 599,
+            list: true,
+        };
+        let v = spec.parse(d)?;
+        Ok(StatusCodes(v.into_iter().map(|n| n as u16).collect()))
+    }
+}
+
+/// An SSH port, 1 to 65535.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Port(pub u16);
+
+impl<'de> Deserialize<'de> for Port {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let spec = CodeSpec {
+            what: "a port number",
+            example: "`port: 22`",
+            min: 1,
+            max: 65535,
+            list: false,
+        };
+        let v = spec.parse(d)?;
+        Ok(Port(v.first().map_or(22, |n| *n as u16)))
     }
 }
 
@@ -188,7 +330,7 @@ pub struct Runbook {
 pub struct Target {
     pub host: Spanned<String>,
     pub user: Option<String>,
-    pub port: Option<u16>,
+    pub port: Option<Port>,
     pub identity: Option<String>,
     pub known_hosts: Option<String>,
     pub ssh_config: Option<String>,
