@@ -19,7 +19,6 @@ fn recover(dir: &Path) -> Command {
     cmd.current_dir(dir)
         .env_clear()
         .env("HOME", "/home/operator")
-        .env_remove("XDG_STATE_HOME")
         .env("NO_COLOR", "1")
         .env("RECOVER_WEBHOOK", SECRET);
     cmd
