@@ -234,7 +234,11 @@ impl Ssh {
         progress: &mut (dyn FnMut(String) + Send),
     ) -> Result<Finished, ExecError> {
         let started = Instant::now();
-        let session = self.session(started + timeout).await?;
+        // Reconnecting can take the step's whole timeout: Ctrl-C must not wait for it.
+        let session = tokio::select! {
+            s = self.session(started + timeout) => s?,
+            _ = cancel.wait_for(|c| *c) => return Err(ExecError::Interrupted),
+        };
         let mut child = session
             .raw_command(wire)
             .stdin(openssh::Stdio::null())
