@@ -1436,3 +1436,88 @@ fn a_remote_step_started_while_sshd_is_down_reconnects_with_backoff() {
     assert_eq!(connected.len(), 2, "{}", dump(&journal));
     assert_eq!(connected[1]["reconnect"], true);
 }
+
+#[test]
+fn a_hung_target_fails_the_step_in_bounded_time_and_is_reconnected_when_it_answers() {
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let rb = write_runbook(
+        dir.path(),
+        "frozen",
+        &sshd.runbook_target_yaml("lab"),
+        "",
+        r#"      - name: before
+        run: echo before >> @DIR@/trace
+      - name: gap
+        local: sleep 2
+      - name: while hung
+        run: echo hung >> @DIR@/trace
+        timeout: 3s
+        on_fail: continue
+      - name: after
+        run: echo after >> @DIR@/trace
+        timeout: 20s
+"#,
+    );
+    let journal_path = dir.path().join("j.jsonl");
+    let mut bg = Background::start(
+        dir.path(),
+        &["run", p(&rb), "--journal", p(&journal_path)],
+        &[],
+    );
+    assert!(
+        wait_for_event(&journal_path, Duration::from_secs(20), |e| {
+            e["event"] == "step_started" && e["step"] == 2
+        }),
+        "the gap never started: {}",
+        bg.output()
+    );
+    // TCP still connects, nothing answers: only keep-alives can tell.
+    sshd.freeze();
+    let hung = wait_for_event(&journal_path, Duration::from_secs(25), |e| {
+        e["event"] == "step_finished" && e["step"] == 3
+    });
+    sshd.thaw();
+    assert!(
+        hung,
+        "the step on the hung target never ended: {}",
+        bg.output()
+    );
+    let status = bg
+        .wait(Duration::from_secs(40))
+        .unwrap_or_else(|| panic!("still running: {}", bg.output()));
+    let journal = read_journal(&journal_path);
+    assert_eq!(status.code(), Some(0), "{}", dump(&journal));
+
+    let f = step_event(&journal, "step_finished", 3);
+    assert_eq!(f["outcome"], "failed_continued", "{f}");
+    let d = f["duration"].as_f64().unwrap();
+    assert!(d < 15.0, "the step on a hung target took {d} s");
+    assert!(
+        f["reason"]
+            .as_str()
+            .unwrap()
+            .contains("lost the connection"),
+        "{f}"
+    );
+    // The loss is journaled with the step it broke, not only when the next step reconnects.
+    let pos = |cond: &dyn Fn(&Value) -> bool| journal.iter().position(cond);
+    let lost = pos(&|e| e["event"] == "connection_lost");
+    let step3 = pos(&|e| e["event"] == "step_finished" && e["step"] == 3);
+    assert!(
+        lost.is_some() && lost < step3,
+        "connection_lost not before the step's end: {}",
+        dump(&journal)
+    );
+    let connected = events(&journal, "connected");
+    assert_eq!(connected.len(), 2, "{}", dump(&journal));
+    assert_eq!(connected[1]["reconnect"], true);
+    assert_eq!(
+        step_event(&journal, "step_finished", 4)["outcome"],
+        "passed"
+    );
+    assert_eq!(
+        remote_file(&sshd, &dir.path().join("trace")).as_deref(),
+        Some("before\nafter\n")
+    );
+}
