@@ -20,9 +20,10 @@ use serde_json::Value;
 
 // --- helpers ---------------------------------------------------------------------------------
 
-/// A runbook with one target (`lab`) and one phase, from a template where `@TARGET@` is the
-/// target entry, `@DIR@` the test's directory and `@HEAD@` extra top-level keys; `@STEPS@`
-/// takes `steps`, written at six spaces of indentation.
+/// `DIR/NAME.yaml`: a runbook with `target` (an entry under `targets:`), `head` (extra
+/// top-level keys: vars, notify, abort) and one ten-minute phase of `steps` (written at six
+/// spaces of indentation). `@DIR@` in any of them becomes the test's directory, which the
+/// target (the same machine) also writes to.
 fn write_runbook(dir: &Path, name: &str, target: &str, head: &str, steps: &str) -> PathBuf {
     let text = format!(
         "name: {name}\n\
@@ -1307,6 +1308,9 @@ fn a_missing_webhook_variable_is_named_and_nothing_runs() {
     assert_eq!(logins(&sshd), logins_before, "{}", sshd.log());
     assert!(remote_file(&sshd, &dir.path().join("ran")).is_none());
 }
+
+// --- more connection trouble: Ctrl-C while reconnecting, a step started while sshd is down,
+// --- a hung (frozen) target -----------------------------------------------------------------
 
 #[test]
 fn ctrl_c_while_the_target_is_unreachable_stops_at_once() {
