@@ -117,13 +117,15 @@ impl Engine<'_> {
         }
     }
 
-    /// Post a status message, retried; never fails the run. Returns whether it got through.
-    pub(crate) async fn notify(&self, channel: &str, text: &str) -> bool {
+    /// Post a status message, retried, all attempts `within` the given time; never fails the
+    /// run. Returns whether it got through.
+    pub(crate) async fn notify(&self, channel: &str, text: &str, within: Duration) -> bool {
+        let deadline = std::time::Instant::now() + within;
         let Some(ch) = self.plan.channels.iter().find(|c| c.name == channel) else {
             return false;
         };
         let (ctype, body) = payload(ch.format, &self.plan.name, text);
-        let req = Request {
+        let mut req = Request {
             method: "POST".into(),
             url: ch.url.clone(),
             headers: vec![("Content-Type".into(), ctype.into())],
@@ -133,11 +135,18 @@ impl Engine<'_> {
             from_target: false,
         };
         let mut last = None;
+        let mut attempts = 0;
         for attempt in 1..=NOTIFY_ATTEMPTS {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
             if ch.url.contains("${") {
                 last = Some("the webhook URL's environment variable is not set".to_owned());
                 break;
             }
+            attempts = attempt;
+            req.timeout = left.min(Duration::from_secs(10));
             let r = self.send(&req, 0, "").await;
             match (r.status, r.error) {
                 (Some(s), _) if (200..300).contains(&s) => {
@@ -156,13 +165,14 @@ impl Engine<'_> {
                 break;
             }
             if attempt < NOTIFY_ATTEMPTS {
-                tokio::time::sleep(Duration::from_secs(attempt as u64)).await;
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                tokio::time::sleep(Duration::from_secs(attempt as u64).min(left)).await;
             }
         }
         self.out.emit(Event::Notified {
             channel: channel.to_owned(),
             ok: false,
-            attempts: NOTIFY_ATTEMPTS,
+            attempts,
             error: last.clone(),
         });
         self.out.emit(Event::Warning {

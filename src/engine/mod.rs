@@ -453,7 +453,8 @@ impl<'a> Engine<'a> {
                 text.push_str(m.trim());
             }
             text.push_str("\nOff the timeline: following the abort procedure.");
-            self.notify(ch, &text).await;
+            self.notify(ch, &text, crate::plan::DEFAULT_NOTIFY_TIMEOUT)
+                .await;
         }
     }
 }

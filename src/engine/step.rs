@@ -121,7 +121,7 @@ impl Engine<'_> {
                     "{{ run.elapsed }}",
                     &crate::plan::fmt_duration(Duration::from_secs(self.elapsed().as_secs())),
                 );
-                if self.notify(channel, &text).await {
+                if self.notify(channel, &text, s.timeout).await {
                     StepResult::passed()
                 } else {
                     StepResult::with(
@@ -229,16 +229,23 @@ impl Engine<'_> {
         let out = self.out.clone();
         let number = s.number;
         let mut progress = move |line: String| out.emit(Event::StepProgress { step: number, line });
-        let r = t
-            .exec(
-                &c.wire,
-                &c.marker,
-                c.sudo,
-                timeout,
-                &mut cancel,
-                &mut progress,
-            )
-            .await;
+        let exec = t.exec(
+            &c.wire,
+            &c.marker,
+            c.sudo,
+            timeout,
+            &mut cancel,
+            &mut progress,
+        );
+        tokio::pin!(exec);
+        // Report a lost connection (and the reconnect) as it happens, not after the step.
+        let mut notes = tokio::time::interval(Duration::from_millis(250));
+        let r = loop {
+            tokio::select! {
+                r = &mut exec => break r,
+                _ = notes.tick() => self.drain_notes(),
+            }
+        };
         self.drain_notes();
         r
     }

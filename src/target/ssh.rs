@@ -234,18 +234,34 @@ impl Ssh {
         progress: &mut (dyn FnMut(String) + Send),
     ) -> Result<Finished, ExecError> {
         let started = Instant::now();
-        let session = self.session(started + timeout).await?;
-        let mut child = session
+        // Reconnecting can take the step's whole timeout: Ctrl-C must not wait for it.
+        let session = tokio::select! {
+            s = self.session(started + timeout) => s?,
+            _ = cancel.wait_for(|c| *c) => return Err(ExecError::Interrupted),
+        };
+        let child = session
             .raw_command(wire)
             .stdin(openssh::Stdio::null())
             .stdout(openssh::Stdio::piped())
             .stderr(openssh::Stdio::piped())
             .spawn()
-            .await
-            .map_err(|e| ExecError::Lost {
-                target: self.spec.name.clone(),
-                reason: error_chain(&e),
-            })?;
+            .await;
+        let mut child = match child {
+            Ok(c) => c,
+            Err(e) => {
+                // The master died under us (keep-alives on a hung host): report it and
+                // let the next command reconnect.
+                let reason = error_chain(&e);
+                self.note(Note::Lost {
+                    error: reason.clone(),
+                });
+                self.forget().await;
+                return Err(ExecError::Lost {
+                    target: self.spec.name.clone(),
+                    reason,
+                });
+            }
+        };
         let mut out = child
             .stdout()
             .take()

@@ -1,0 +1,1527 @@
+//! The engine end to end: the real `recover` binary against a real sshd and real HTTP servers
+//! on 127.0.0.1. Assertions are on exit codes, the journal (JSON Lines, `src/engine/event.rs`),
+//! what the target actually did (files and processes, checked over the harness's own ssh) and
+//! what the HTTP servers received; never on the human display, which is being rewritten.
+//!
+//! Every target here logs in as the current user (root in CI), so no step needs sudo; `start:`
+//! and `drop_caches` need a real systemd and are proven in the lab VM instead.
+
+mod common;
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{HttpServer, Sshd, clean_command, closed_port_url, free_port, recover_in};
+use serde_json::Value;
+
+// --- helpers ---------------------------------------------------------------------------------
+
+/// `DIR/NAME.yaml`: a runbook with `target` (an entry under `targets:`), `head` (extra
+/// top-level keys: vars, notify, abort) and one ten-minute phase of `steps` (written at six
+/// spaces of indentation). `@DIR@` in any of them becomes the test's directory, which the
+/// target (the same machine) also writes to.
+fn write_runbook(dir: &Path, name: &str, target: &str, head: &str, steps: &str) -> PathBuf {
+    let text = format!(
+        "name: {name}\n\
+         title: Engine test {name}\n\
+         budget: 10m\n\
+         targets:\n\
+         {target}\
+         {head}\
+         phases:\n\
+         \x20 - name: Everything\n\
+         \x20   window: 0m-10m\n\
+         \x20   steps:\n\
+         {steps}"
+    );
+    let text = text.replace("@DIR@", &dir.display().to_string());
+    let path = dir.join(format!("{name}.yaml"));
+    fs::write(&path, text).expect("write the runbook");
+    path
+}
+
+/// The journal's events, one JSON object a line; panics on a line that is not one.
+fn read_journal(path: &Path) -> Vec<Value> {
+    let text = fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("read the journal {}: {e}", path.display()));
+    text.lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("journal line is not JSON ({e}): {l}"));
+            assert!(v.is_object(), "journal line is not an object: {l}");
+            v
+        })
+        .collect()
+}
+
+/// The journal files written under `state_dir` (`$XDG_STATE_HOME/recover/runs/`), sorted.
+fn journals_in(state_dir: &Path) -> Vec<PathBuf> {
+    let runs = state_dir.join("recover/runs");
+    let mut files: Vec<PathBuf> = fs::read_dir(&runs)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+/// The one journal under `state_dir`.
+fn only_journal(state_dir: &Path) -> PathBuf {
+    let files = journals_in(state_dir);
+    assert_eq!(files.len(), 1, "expected one journal, found {files:?}");
+    files[0].clone()
+}
+
+/// The events of one kind (`"step_started"`, ...).
+fn events<'a>(journal: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    journal.iter().filter(|e| e["event"] == kind).collect()
+}
+
+/// The one event of `kind` for step `n`.
+fn step_event<'a>(journal: &'a [Value], kind: &str, n: u64) -> &'a Value {
+    let found: Vec<_> = events(journal, kind)
+        .into_iter()
+        .filter(|e| e["step"] == n)
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "expected one {kind} of step {n} in {}",
+        dump(journal)
+    );
+    found[0]
+}
+
+/// Step numbers that have a `step_started`.
+fn started_steps(journal: &[Value]) -> Vec<u64> {
+    events(journal, "step_started")
+        .iter()
+        .map(|e| e["step"].as_u64().expect("step number"))
+        .collect()
+}
+
+fn dump(journal: &[Value]) -> String {
+    journal
+        .iter()
+        .map(Value::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn last_event(journal: &[Value]) -> &Value {
+    journal.last().expect("the journal is empty")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// What a finished `recover` run left behind.
+struct Ran {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+    took: Duration,
+}
+
+impl Ran {
+    fn context(&self) -> String {
+        format!(
+            "exit {:?} after {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.code, self.took, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Runs `recover` (clean environment, state under `state`) to the end, at most `limit`.
+fn recover(state: &Path, args: &[&str], env: &[(&str, &str)], limit: Duration) -> Ran {
+    let mut cmd = recover_in(state);
+    cmd.args(args).timeout(limit);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let started = Instant::now();
+    let out = cmd.output().expect("run recover");
+    Ran {
+        code: out.status.code(),
+        stdout: text(&out.stdout),
+        stderr: text(&out.stderr),
+        took: started.elapsed(),
+    }
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().expect("UTF-8 path")
+}
+
+/// Polls `cond` every 50 ms for at most `timeout`.
+fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    for _ in 0..2_000 {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// Whether the process whose pid is in `pid_file` (on the target) still runs, asked over the
+/// harness's ssh. A zombie is not running: the container's init may never reap it.
+fn remote_pid_alive(sshd: &Sshd, pid_file: &Path) -> bool {
+    let pid =
+        fs::read_to_string(pid_file).unwrap_or_else(|e| panic!("read {}: {e}", pid_file.display()));
+    let pid: u32 = pid.trim().parse().expect("a pid");
+    let out = sshd.ssh(&format!(
+        "if kill -0 {pid} 2>/dev/null; then \
+           if [ \"$(cut -d' ' -f3 /proc/{pid}/stat)\" = Z ]; then echo zombie; else echo alive; fi; \
+         else echo gone; fi"
+    ));
+    let answer = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the pid check failed: {}",
+        text(&out.stderr)
+    );
+    answer.trim() == "alive"
+}
+
+/// How many logins the target's sshd has accepted so far (the harness's own included).
+fn logins(sshd: &Sshd) -> usize {
+    sshd.log().matches("Accepted publickey").count()
+}
+
+/// The target's file, read over the harness's ssh; None when it does not exist.
+fn remote_file(sshd: &Sshd, path: &Path) -> Option<String> {
+    let out = sshd.ssh(&format!("cat '{}'", path.display()));
+    out.status.success().then(|| text(&out.stdout))
+}
+
+/// `recover` started in the background with the environment `recover_in` gives it, its
+/// output going to files.
+struct Background {
+    child: Child,
+    stdout: PathBuf,
+    stderr: PathBuf,
+}
+
+impl Background {
+    fn start(state: &Path, args: &[&str], env: &[(&str, &str)]) -> Background {
+        let stdout = state.join("bg.stdout");
+        let stderr = state.join("bg.stderr");
+        let mut cmd = clean_command(assert_cmd::cargo::cargo_bin("recover"), state);
+        cmd.args(args)
+            .stdout(Stdio::from(fs::File::create(&stdout).unwrap()))
+            .stderr(Stdio::from(fs::File::create(&stderr).unwrap()));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Background {
+            child: cmd.spawn().expect("spawn recover"),
+            stdout,
+            stderr,
+        }
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Waits at most `timeout` for the exit; None if it is still running.
+    fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        for _ in 0..10_000 {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                return Some(st);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    fn output(&self) -> String {
+        let mut s = String::new();
+        for f in [&self.stdout, &self.stderr] {
+            let mut t = String::new();
+            if let Ok(mut file) = fs::File::open(f) {
+                let _ = file.read_to_string(&mut t);
+            }
+            s.push_str(&t);
+        }
+        s
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The journal at `path` once it holds an event matching `cond`, polled (bounded).
+fn wait_for_event(path: &Path, timeout: Duration, cond: impl Fn(&Value) -> bool) -> bool {
+    eventually(timeout, || {
+        fs::read_to_string(path).is_ok_and(|t| {
+            t.lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .any(|e| cond(&e))
+        })
+    })
+}
+
+fn sha256_file(path: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(fs::read(path).unwrap()))
+}
+
+const QUICK: Duration = Duration::from_secs(60);
+
+// --- 1. a clean run ----------------------------------------------------------------------------
+
+#[test]
+fn a_clean_run_does_every_step_journals_it_and_posts_we_are_back() {
+    let sshd = Sshd::start();
+    let api = HttpServer::start();
+    api.respond(
+        "POST",
+        "/v1/chat/completions",
+        200,
+        r#"{"choices":[{"message":{"content":"ready"}}]}"#,
+    );
+    let hook = HttpServer::start();
+    hook.respond("POST", "/hook", 200, "ok");
+    let dir = tempfile::tempdir().unwrap();
+    let head = format!(
+        "vars:\n  api: {}\nnotify:\n  ops: {{ webhook: \"{{{{ env.RECOVER_WEBHOOK }}}}\", format: slack }}\n",
+        api.url()
+    );
+    let rb = write_runbook(
+        dir.path(),
+        "clean",
+        &sshd.runbook_target_yaml("lab"),
+        &head,
+        r#"      - wait_ssh: { every: 1s, timeout: 10s }
+      - name: remote write
+        run: echo "ran as $(id -un)" > @DIR@/remote-ran
+        timeout: 10s
+      - name: local write
+        local: echo local > @DIR@/local-ran
+        timeout: 10s
+      - name: smoke test
+        http:
+          url: "{{ vars.api }}/v1/chat/completions"
+          method: POST
+          json: { model: m, messages: [{ role: user, content: hi }] }
+          expect: { status: 200, body: '"choices"' }
+          timeout: 5s
+      - notify: ops
+        message: "We are back after {{ run.elapsed }}."
+"#,
+    );
+    let webhook = hook.url_for("/hook");
+    let ran = recover(
+        dir.path(),
+        &["run", p(&rb)],
+        &[("RECOVER_WEBHOOK", &webhook)],
+        QUICK,
+    );
+    assert_eq!(ran.code, Some(0), "{}", ran.context());
+
+    // The journal, in its default place.
+    let journal = read_journal(&only_journal(dir.path()));
+    let started = &events(&journal, "run_started");
+    assert_eq!(started.len(), 1, "{}", dump(&journal));
+    assert_eq!(started[0]["sha256"], sha256_file(&rb));
+    assert_eq!(started[0]["runbook"], "clean");
+    assert_eq!(started[0]["steps"], 5);
+    assert_eq!(journal[0]["event"], "run_started");
+
+    let boot_id = text(&sshd.ssh("cat /proc/sys/kernel/random/boot_id").stdout);
+    let connected = events(&journal, "connected");
+    assert!(!connected.is_empty(), "{}", dump(&journal));
+    for c in &connected {
+        assert_eq!(c["target"], "lab");
+        assert_eq!(c["boot_id"], boot_id.trim());
+    }
+    assert_eq!(connected[0]["reconnect"], false);
+
+    assert_eq!(started_steps(&journal), vec![1, 2, 3, 4, 5]);
+    for n in 1..=5 {
+        let s = step_event(&journal, "step_started", n);
+        let f = step_event(&journal, "step_finished", n);
+        assert_eq!(f["outcome"], "passed", "step {n}: {f}");
+        let d = f["duration"].as_f64().expect("a duration");
+        assert!((0.0..30.0).contains(&d), "step {n} duration {d}");
+        assert!(f["at"].as_f64().unwrap() >= s["at"].as_f64().unwrap());
+    }
+    assert_eq!(step_event(&journal, "step_started", 2)["kind"], "run");
+    assert_eq!(step_event(&journal, "step_finished", 2)["exit"], 0);
+    assert_eq!(step_event(&journal, "step_finished", 3)["exit"], 0);
+    let finished = last_event(&journal);
+    assert_eq!(finished["event"], "run_finished", "{}", dump(&journal));
+    assert_eq!(finished["outcome"], "success");
+    assert_eq!(finished["exit_code"], 0);
+    let notified = events(&journal, "notified");
+    assert_eq!(notified.len(), 1, "{}", dump(&journal));
+    assert_eq!(notified[0]["ok"], true);
+
+    // The target and the management host really did the work.
+    assert_eq!(
+        remote_file(&sshd, &dir.path().join("remote-ran")).as_deref(),
+        Some(format!("ran as {}\n", sshd.user()).as_str())
+    );
+    assert_eq!(
+        fs::read_to_string(dir.path().join("local-ran")).unwrap(),
+        "local\n"
+    );
+
+    // The smoke test hit the API, and the webhook got a Slack post with the elapsed time.
+    let calls = api.requests_to("/v1/chat/completions");
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].json()["model"], "m");
+    let posts = hook.requests_to("/hook");
+    assert_eq!(posts.len(), 1);
+    let body = posts[0].json();
+    let msg = body["text"].as_str().expect("a slack `text`");
+    assert!(msg.starts_with("We are back after "), "{msg}");
+    assert!(!msg.contains("{{") && !msg.contains("run.elapsed"), "{msg}");
+    assert!(
+        msg.trim_end_matches('.').ends_with('s'),
+        "no duration: {msg}"
+    );
+}
+
+// --- 2. abort_if ---------------------------------------------------------------------------------
+
+#[test]
+fn an_abort_if_match_aborts_posts_the_notice_and_runs_nothing_after() {
+    let sshd = Sshd::start();
+    let hook = HttpServer::start();
+    hook.respond("POST", "/hook", 200, "ok");
+    let dir = tempfile::tempdir().unwrap();
+    let head = "notify:\n  ops: { webhook: \"{{ env.RECOVER_WEBHOOK }}\", format: slack }\n\
+                abort:\n  notify: ops\n  message: Follow the long procedure in the binder.\n";
+    let rb = write_runbook(
+        dir.path(),
+        "abortif",
+        &sshd.runbook_target_yaml("lab"),
+        head,
+        r#"      - name: kernel log
+        run: |
+          touch @DIR@/kernel-ran
+          echo "[    3.1] EXT4-fs error (device vda): ext4_lookup:1855: inode #2: comm ls: deleted inode referenced: 12"
+        abort_if: { stdout: "EXT4-fs error" }
+        abort_message: The kernel reported filesystem errors.
+      - name: after the abort
+        run: touch @DIR@/after-ran
+"#,
+    );
+    let ran = recover(
+        dir.path(),
+        &["run", p(&rb), "--journal", p(&dir.path().join("j.jsonl"))],
+        &[("RECOVER_WEBHOOK", &hook.url_for("/hook"))],
+        QUICK,
+    );
+    assert_eq!(ran.code, Some(3), "{}", ran.context());
+    let journal = read_journal(&dir.path().join("j.jsonl"));
+
+    assert_eq!(
+        step_event(&journal, "step_finished", 1)["outcome"],
+        "aborted"
+    );
+    assert_eq!(started_steps(&journal), vec![1], "{}", dump(&journal));
+    let proc_ = events(&journal, "abort_procedure");
+    assert_eq!(proc_.len(), 1, "{}", dump(&journal));
+    assert_eq!(proc_[0]["step"], 1);
+    assert!(
+        proc_[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Follow the long procedure in the binder."),
+        "{}",
+        proc_[0]
+    );
+    assert_eq!(
+        proc_[0]["step_message"],
+        "The kernel reported filesystem errors."
+    );
+    assert!(
+        proc_[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("EXT4-fs error"),
+        "{}",
+        proc_[0]
+    );
+    let end = last_event(&journal);
+    assert_eq!(end["event"], "run_finished");
+    assert_eq!(end["outcome"], "aborted");
+    assert_eq!(end["exit_code"], 3);
+    assert_eq!(end["failed_step"], 1);
+
+    // The abort notice reached the channel.
+    assert!(hook.wait_for_requests("/hook", 1, Duration::from_secs(5)));
+    let posts = hook.requests_to("/hook");
+    assert_eq!(posts.len(), 1);
+    let msg = posts[0].json()["text"].as_str().unwrap().to_owned();
+    assert!(msg.contains("ABORT"), "{msg}");
+    assert!(msg.contains("kernel log"), "{msg}");
+    assert!(
+        msg.contains("The kernel reported filesystem errors."),
+        "{msg}"
+    );
+
+    // The step ran; the one after did not.
+    assert!(remote_file(&sshd, &dir.path().join("kernel-ran")).is_some());
+    assert!(remote_file(&sshd, &dir.path().join("after-ran")).is_none());
+}
+
+// --- 3. a hung remote command ------------------------------------------------------------------
+
+#[test]
+fn a_hung_remote_command_fails_at_its_timeout_and_is_killed_on_the_target() {
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let rb = write_runbook(
+        dir.path(),
+        "hung",
+        &sshd.runbook_target_yaml("lab"),
+        "",
+        r#"      - name: hangs
+        run: echo $$ > @DIR@/hung.pid; exec sleep 300
+        timeout: 3s
+      - name: never
+        run: touch @DIR@/never-ran
+"#,
+    );
+    let journal_path = dir.path().join("j.jsonl");
+    let ran = recover(
+        dir.path(),
+        &["run", p(&rb), "--journal", p(&journal_path)],
+        &[],
+        Duration::from_secs(40),
+    );
+    assert_eq!(ran.code, Some(1), "{}", ran.context());
+    assert!(
+        ran.took < Duration::from_secs(20),
+        "took {:?}: {}",
+        ran.took,
+        ran.context()
+    );
+    let journal = read_journal(&journal_path);
+    let f = step_event(&journal, "step_finished", 1);
+    assert_eq!(f["outcome"], "failed", "{f}");
+    assert!(f["reason"].as_str().unwrap().contains("timed out"), "{f}");
+    let d = f["duration"].as_f64().unwrap();
+    assert!((2.5..8.0).contains(&d), "duration {d}");
+    assert_eq!(started_steps(&journal), vec![1]);
+    let end = last_event(&journal);
+    assert_eq!(end["outcome"], "failed");
+    assert_eq!(end["failed_step"], 1);
+    assert!(
+        end["resume"].as_str().unwrap().contains("--resume"),
+        "{end}"
+    );
+
+    let pid_file = dir.path().join("hung.pid");
+    assert!(pid_file.exists(), "the command never started");
+    assert!(
+        !remote_pid_alive(&sshd, &pid_file),
+        "the remote `sleep 300` survived its timeout"
+    );
+    assert!(remote_file(&sshd, &dir.path().join("never-ran")).is_none());
+}
+
+// --- 4. Ctrl-C, then --resume --------------------------------------------------------------------
+
+#[test]
+fn sigint_mid_step_kills_the_remote_command_and_resume_runs_only_the_rest() {
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let rb = write_runbook(
+        dir.path(),
+        "interrupt",
+        &sshd.runbook_target_yaml("lab"),
+        "",
+        r#"      - name: trace
+        run: echo first >> @DIR@/trace
+      - name: long step
+        run: "[ -e @DIR@/hang ] || exit 0; echo $$ > @DIR@/long.pid; exec sleep 300"
+        timeout: 2m
+      - name: last
+        run: echo last >> @DIR@/trace
+"#,
+    );
+    fs::write(dir.path().join("hang"), "").unwrap();
+
+    let mut bg = Background::start(dir.path(), &["run", p(&rb)], &[]);
+    let pid_file = dir.path().join("long.pid");
+    // The journal's name carries a timestamp: find it, then wait for the long step.
+    assert!(
+        eventually(Duration::from_secs(20), || journals_in(dir.path()).len()
+            == 1),
+        "no journal: {}",
+        bg.output()
+    );
+    let journal_path = only_journal(dir.path());
+    assert!(
+        wait_for_event(&journal_path, Duration::from_secs(20), |e| {
+            e["event"] == "step_started" && e["step"] == 2
+        }),
+        "the long step never started: {}",
+        bg.output()
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || pid_file.exists()),
+        "the long step's command never ran"
+    );
+    let sent = Instant::now();
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(bg.pid(), libc::SIGINT) }, 0);
+    let status = bg
+        .wait(Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("still running 10 s after SIGINT: {}", bg.output()));
+    assert_eq!(status.code(), Some(130), "{}", bg.output());
+    assert!(
+        sent.elapsed() < Duration::from_secs(6),
+        "took {:?}",
+        sent.elapsed()
+    );
+    assert!(
+        !remote_pid_alive(&sshd, &pid_file),
+        "the remote `sleep 300` survived Ctrl-C"
+    );
+
+    let journal = read_journal(&journal_path);
+    assert_eq!(
+        step_event(&journal, "step_finished", 2)["outcome"],
+        "interrupted"
+    );
+    let end = last_event(&journal);
+    assert_eq!(end["event"], "run_finished", "{}", dump(&journal));
+    assert_eq!(end["outcome"], "interrupted");
+    assert_eq!(end["exit_code"], 130);
+    assert_eq!(end["failed_step"], 2);
+    let resume = end["resume"].as_str().expect("a resume command");
+    assert!(
+        resume.contains("--resume") && resume.contains(p(&rb)),
+        "{resume}"
+    );
+    let run_id = journal[0]["run_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        remote_file(&sshd, &dir.path().join("trace")).as_deref(),
+        Some("first\n")
+    );
+
+    // The resume command was printed too, not only journaled.
+    assert!(bg.output().contains(resume), "{}", bg.output());
+
+    // Edited since: --resume refuses, runs nothing and writes no journal.
+    let original = fs::read_to_string(&rb).unwrap();
+    fs::write(&rb, original.replace("echo last", "echo LAST")).unwrap();
+    fs::remove_file(dir.path().join("hang")).unwrap();
+    let ran = recover(dir.path(), &["run", p(&rb), "--resume"], &[], QUICK);
+    assert_eq!(ran.code, Some(2), "{}", ran.context());
+    assert!(ran.stderr.contains("changed"), "{}", ran.context());
+    assert_eq!(journals_in(dir.path()).len(), 1);
+    assert_eq!(
+        remote_file(&sshd, &dir.path().join("trace")).as_deref(),
+        Some("first\n")
+    );
+    fs::write(&rb, original).unwrap();
+
+    // Resume: the long step again (no longer hanging) and the last; not the first.
+    let ran = recover(dir.path(), &["run", p(&rb), "--resume"], &[], QUICK);
+    assert_eq!(ran.code, Some(0), "{}", ran.context());
+    assert_eq!(
+        remote_file(&sshd, &dir.path().join("trace")).as_deref(),
+        Some("first\nlast\n")
+    );
+    let files = journals_in(dir.path());
+    assert_eq!(files.len(), 2, "{files:?}");
+    let resumed = read_journal(files.iter().find(|f| **f != journal_path).unwrap());
+    assert_eq!(resumed[0]["event"], "run_started");
+    assert_eq!(resumed[0]["resumed_from"], run_id.as_str());
+    assert_eq!(resumed[0]["first_step"], 2);
+    assert_eq!(started_steps(&resumed), vec![2, 3], "{}", dump(&resumed));
+    assert_eq!(
+        step_event(&resumed, "step_finished", 1)["outcome"],
+        "skipped"
+    );
+    assert_eq!(last_event(&resumed)["outcome"], "success");
+}
+
+// --- 5. the target's sshd goes away and comes back -----------------------------------------------
+
+#[test]
+fn a_restarted_sshd_mid_run_is_reconnected_and_the_run_succeeds() {
+    let mut sshd = Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let rb = write_runbook(
+        dir.path(),
+        "reconnect",
+        &sshd.runbook_target_yaml("lab"),
+        "",
+        r#"      - name: before
+        run: echo before >> @DIR@/trace
+      - name: gap
+        local: sleep 4
+      - name: after
+        run: echo after >> @DIR@/trace
+        timeout: 20s
+"#,
+    );
+    let journal_path = dir.path().join("j.jsonl");
+    let mut bg = Background::start(
+        dir.path(),
+        &["run", p(&rb), "--journal", p(&journal_path)],
+        &[],
+    );
+    assert!(
+        wait_for_event(&journal_path, Duration::from_secs(20), |e| {
+            e["event"] == "step_started" && e["step"] == 2
+        }),
+        "the gap never started: {}",
+        bg.output()
+    );
+    sshd.stop();
+    thread::sleep(Duration::from_secs(1));
+    sshd.start_again();
+
+    let status = bg
+        .wait(Duration::from_secs(40))
+        .unwrap_or_else(|| panic!("still running: {}", bg.output()));
+    let journal = read_journal(&journal_path);
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{}\n{}\n--- sshd log ---\n{}",
+        bg.output(),
+        dump(&journal),
+        sshd.log()
+    );
+    assert_eq!(
+        remote_file(&sshd, &dir.path().join("trace")).as_deref(),
+        Some("before\nafter\n")
+    );
+    let lost = events(&journal, "connection_lost");
+    assert!(!lost.is_empty(), "no connection_lost: {}", dump(&journal));
+    assert_eq!(lost[0]["target"], "lab");
+    let connected = events(&journal, "connected");
+    assert_eq!(connected.len(), 2, "{}", dump(&journal));
+    assert_eq!(connected[0]["reconnect"], false);
+    assert_eq!(connected[1]["reconnect"], true);
+    assert_eq!(connected[0]["boot_id"], connected[1]["boot_id"]);
+    assert!(events(&journal, "boot_id_changed").is_empty());
+    // The loss is reported before the reconnect.
+    let pos = |kind: &str, reconnect: Option<bool>| {
+        journal
+            .iter()
+            .position(|e| e["event"] == kind && reconnect.is_none_or(|r| e["reconnect"] == r))
+            .unwrap()
+    };
+    assert!(pos("connection_lost", None) < pos("connected", Some(true)));
+    assert_eq!(last_event(&journal)["outcome"], "success");
+}
+
+// --- 6. an unreachable target ------------------------------------------------------------------
+
+#[test]
+fn an_unreachable_target_aborts_wait_ssh_at_its_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let target = format!("  lab:\n    host: 127.0.0.1\n    port: {port}\n    user: root\n");
+    let rb = write_runbook(
+        dir.path(),
+        "unreachable",
+        &target,
+        "abort:\n  message: Follow the long procedure in the binder.\n",
+        r#"      - wait_ssh: { every: 1s, timeout: 4s }
+        abort_message: No SSH after four seconds. Suspect the power supply.
+      - name: never
+        local: touch @DIR@/never-ran
+"#,
+    );
+    let journal_path = dir.path().join("j.jsonl");
+    let ran = recover(
+        dir.path(),
+        &["run", p(&rb), "--journal", p(&journal_path)],
+        &[],
+        Duration::from_secs(30),
+    );
+    assert_eq!(ran.code, Some(3), "{}", ran.context());
+    assert!(
+        ran.took >= Duration::from_millis(3500) && ran.took < Duration::from_secs(12),
+        "took {:?}",
+        ran.took
+    );
+    assert!(
+        ran.stderr
+            .contains("No SSH after four seconds. Suspect the power supply."),
+        "the abort message was not shown: {}",
+        ran.context()
+    );
+    let journal = read_journal(&journal_path);
+    let f = step_event(&journal, "step_finished", 1);
+    assert_eq!(f["outcome"], "aborted", "{f}");
+    assert!(f["reason"].as_str().unwrap().contains("no SSH"), "{f}");
+    let proc_ = events(&journal, "abort_procedure");
+    assert_eq!(proc_.len(), 1);
+    assert_eq!(
+        proc_[0]["step_message"],
+        "No SSH after four seconds. Suspect the power supply."
+    );
+    assert!(events(&journal, "connected").is_empty());
+    assert_eq!(last_event(&journal)["outcome"], "aborted");
+    assert!(!dir.path().join("never-ran").exists());
+}
+
+// --- 7. the webhook is down -----------------------------------------------------------------------
+
+#[test]
+fn a_webhook_that_is_down_is_reported_and_the_recovery_goes_on() {
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let rb = write_runbook(
+        dir.path(),
+        "hookdown",
+        &sshd.runbook_target_yaml("lab"),
+        "notify:\n  ops: { webhook: \"{{ env.RECOVER_WEBHOOK }}\", format: slack }\n",
+        r#"      - notify: ops
+        message: "Recovery started."
+      - name: after the post
+        run: touch @DIR@/after-ran
+"#,
+    );
+    let journal_path = dir.path().join("j.jsonl");
+    let webhook = format!("{}/hook", closed_port_url());
+    let ran = recover(
+        dir.path(),
+        &["run", p(&rb), "--journal", p(&journal_path)],
+        &[("RECOVER_WEBHOOK", &webhook)],
+        QUICK,
+    );
+    assert_eq!(ran.code, Some(0), "{}", ran.context());
+    let journal = read_journal(&journal_path);
+    let notified = events(&journal, "notified");
+    assert_eq!(notified.len(), 1, "{}", dump(&journal));
+    assert_eq!(notified[0]["ok"], false);
+    assert_eq!(notified[0]["channel"], "ops");
+    assert_eq!(notified[0]["attempts"], 3);
+    assert!(notified[0]["error"].is_string(), "{}", notified[0]);
+    let warnings = events(&journal, "warning");
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w["message"].as_str().unwrap().contains("ops")),
+        "{}",
+        dump(&journal)
+    );
+    assert_eq!(
+        step_event(&journal, "step_finished", 1)["outcome"],
+        "failed_continued"
+    );
+    assert_eq!(
+        step_event(&journal, "step_finished", 2)["outcome"],
+        "passed"
+    );
+    assert_eq!(last_event(&journal)["outcome"], "success");
+    assert!(remote_file(&sshd, &dir.path().join("after-ran")).is_some());
+}
+
+#[test]
+fn a_hung_webhook_is_given_up_at_the_notify_steps_timeout() {
+    let hook = HttpServer::start();
+    hook.hang("POST", "/hook");
+    let dir = tempfile::tempdir().unwrap();
+    let target = format!("  lab:\n    host: 127.0.0.1\n    port: {}\n", free_port());
+    let rb = write_runbook(
+        dir.path(),
+        "hookhang",
+        &target,
+        "notify:\n  ops: { webhook: \"{{ env.RECOVER_WEBHOOK }}\", format: slack }\n",
+        r#"      - notify: ops
+        message: "Recovery started."
+        timeout: 4s
+      - name: after the post
+        local: touch @DIR@/after-ran
+"#,
+    );
+    let journal_path = dir.path().join("j.jsonl");
+    let ran = recover(
+        dir.path(),
+        &["run", p(&rb), "--journal", p(&journal_path)],
+        &[("RECOVER_WEBHOOK", &hook.url_for("/hook"))],
+        QUICK,
+    );
+    assert_eq!(ran.code, Some(0), "{}", ran.context());
+    let journal = read_journal(&journal_path);
+    let f = step_event(&journal, "step_finished", 1);
+    assert_eq!(f["outcome"], "failed_continued", "{f}");
+    let d = f["duration"].as_f64().unwrap();
+    assert!(
+        (3.5..6.0).contains(&d),
+        "the post took {d} s with `timeout: 4s`"
+    );
+    assert_eq!(events(&journal, "notified")[0]["ok"], false);
+    assert!(hook.wait_for_requests("/hook", 1, Duration::from_secs(1)));
+    assert!(dir.path().join("after-ran").exists());
+}
+
+// --- 8. a host key mismatch ---------------------------------------------------------------------
+
+#[test]
+fn a_host_key_mismatch_is_refused_and_nothing_runs() {
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = sshd.wrong_host_key_known_hosts();
+    let target = sshd.runbook_target_yaml("lab").replace(
+        &sshd.known_hosts().display().to_string(),
+        &wrong.display().to_string(),
+    );
+    assert!(target.contains(p(&wrong)), "{target}");
+    let logins_before = logins(&sshd);
+
+    // A run step: the step fails (exit 1) at once, saying why.
+    let rb = write_runbook(
+        dir.path(),
+        "hostkey",
+        &target,
+        "",
+        r#"      - name: would write
+        run: touch @DIR@/ran
+        timeout: 20s
+"#,
+    );
+    let journal_path = dir.path().join("run.jsonl");
+    let ran = recover(
+        dir.path(),
+        &["run", p(&rb), "--journal", p(&journal_path)],
+        &[],
+        QUICK,
+    );
+    assert_eq!(ran.code, Some(1), "{}", ran.context());
+    assert!(ran.took < Duration::from_secs(10), "took {:?}", ran.took);
+    let journal = read_journal(&journal_path);
+    let f = step_event(&journal, "step_finished", 1);
+    assert_eq!(f["outcome"], "failed");
+    let reason = f["reason"].as_str().unwrap();
+    assert!(reason.contains("host key"), "{reason}");
+    assert!(reason.contains(p(&wrong)), "{reason}");
+    assert!(events(&journal, "connected").is_empty());
+    assert!(ran.stderr.contains("host key"), "{}", ran.context());
+
+    // A wait_ssh step: refused on the first attempt, not retried to its timeout.
+    let rb = write_runbook(
+        dir.path(),
+        "hostkey-wait",
+        &target,
+        "",
+        r#"      - wait_ssh: { every: 1s, timeout: 20s }
+      - name: would write
+        run: touch @DIR@/ran
+"#,
+    );
+    let journal_path = dir.path().join("wait.jsonl");
+    let ran = recover(
+        dir.path(),
+        &["run", p(&rb), "--journal", p(&journal_path)],
+        &[],
+        QUICK,
+    );
+    assert_eq!(ran.code, Some(1), "{}", ran.context());
+    assert!(ran.took < Duration::from_secs(10), "took {:?}", ran.took);
+    let journal = read_journal(&journal_path);
+    let f = step_event(&journal, "step_finished", 1);
+    assert_eq!(f["outcome"], "failed");
+    assert!(f["reason"].as_str().unwrap().contains("host key"), "{f}");
+    assert_eq!(started_steps(&journal), vec![1]);
+
+    assert_eq!(logins(&sshd), logins_before, "{}", sshd.log());
+    assert!(remote_file(&sshd, &dir.path().join("ran")).is_none());
+}
+
+// --- 9. secrets ----------------------------------------------------------------------------------
+
+#[test]
+fn secrets_never_reach_the_output_or_the_journal_but_reach_the_target() {
+    let sshd = Sshd::start();
+    let hook = HttpServer::start();
+    let token = format!("tok-{}-s3cr3t", std::process::id());
+    let hook_path = format!("/hooks/{token}");
+    hook.respond("POST", &hook_path, 200, "ok");
+    let webhook = hook.url_for(&hook_path);
+    let dir = tempfile::tempdir().unwrap();
+    let rb = write_runbook(
+        dir.path(),
+        "secrets",
+        &sshd.runbook_target_yaml("lab"),
+        "notify:\n  ops: { webhook: \"{{ env.RECOVER_WEBHOOK }}\", format: slack }\n",
+        r#"      - name: write the token
+        run: echo {{ env.RECOVER_TOKEN }} > @DIR@/token
+      - name: print the token
+        run: cat @DIR@/token; cat @DIR@/token >&2
+      - notify: ops
+        message: "Token step done."
+      - name: fail with the token
+        run: echo "bad {{ env.RECOVER_TOKEN }}"; exit 7
+"#,
+    );
+    let env = [
+        ("RECOVER_WEBHOOK", webhook.as_str()),
+        ("RECOVER_TOKEN", token.as_str()),
+    ];
+    for json in [false, true] {
+        let journal_path = dir.path().join(format!("j-{json}.jsonl"));
+        let mut args = vec!["run", p(&rb), "--journal", p(&journal_path)];
+        if json {
+            args.push("--json");
+        }
+        let ran = recover(dir.path(), &args, &env, QUICK);
+        assert_eq!(ran.code, Some(1), "{}", ran.context());
+        assert!(
+            !ran.stdout.contains(&token),
+            "--json={json}: stdout:\n{}",
+            ran.stdout
+        );
+        assert!(
+            !ran.stderr.contains(&token),
+            "--json={json}: stderr:\n{}",
+            ran.stderr
+        );
+        let raw = fs::read_to_string(&journal_path).unwrap();
+        assert!(!raw.contains(&token), "journal:\n{raw}");
+        // The output was journaled, redacted.
+        let journal = read_journal(&journal_path);
+        let printed = step_event(&journal, "step_finished", 2);
+        assert_eq!(printed["outcome"], "passed");
+        assert_eq!(printed["stdout"], "***\n", "{printed}");
+        assert_eq!(printed["stderr"], "***\n", "{printed}");
+        assert!(
+            step_event(&journal, "step_started", 1)["command"]
+                .as_str()
+                .unwrap()
+                .contains("***")
+        );
+        assert_eq!(events(&journal, "notified")[0]["ok"], true);
+    }
+
+    // Nor in the printed plan.
+    let shown = recover(dir.path(), &["run", p(&rb), "--dry-run"], &env, QUICK);
+    assert_eq!(shown.code, Some(0), "{}", shown.context());
+    assert!(!shown.stdout.contains(&token) && !shown.stderr.contains(&token));
+
+    // The command and the webhook got the real value.
+    assert_eq!(
+        remote_file(&sshd, &dir.path().join("token")).as_deref(),
+        Some(format!("{token}\n").as_str())
+    );
+    assert_eq!(hook.requests_to(&hook_path).len(), 2);
+}
+
+// --- 10. output without a terminal ---------------------------------------------------------------
+
+#[test]
+fn without_a_terminal_output_has_no_escape_codes_and_json_is_one_object_a_line() {
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let rb = write_runbook(
+        dir.path(),
+        "plain",
+        &sshd.runbook_target_yaml("lab"),
+        "",
+        r#"      - name: colourful output
+        run: printf 'ok\n'; printf 'warn\n' >&2
+      - name: failing
+        run: echo nope; exit 3
+"#,
+    );
+    // As a user's shell would have it, but piped: colours must still stay off.
+    let run = |extra: &[&str]| {
+        let mut cmd = recover_in(dir.path());
+        cmd.arg("run")
+            .arg(&rb)
+            .args(extra)
+            .env_remove("NO_COLOR")
+            .env("TERM", "xterm-256color")
+            .env("COLORTERM", "truecolor")
+            .timeout(QUICK);
+        cmd.output().unwrap()
+    };
+    let plain = run(&[]);
+    assert_eq!(plain.status.code(), Some(1));
+    let json = run(&["--json"]);
+    assert_eq!(json.status.code(), Some(1));
+    // A runbook error, rendered with its snippet.
+    let bad = dir.path().join("bad.yaml");
+    fs::write(&bad, "name: bad\nbudget: 5\nphases: []\n").unwrap();
+    let mut cmd = recover_in(dir.path());
+    let broken = cmd
+        .args(["run", p(&bad)])
+        .env_remove("NO_COLOR")
+        .env("TERM", "xterm-256color")
+        .output()
+        .unwrap();
+    assert_eq!(broken.status.code(), Some(2));
+
+    for out in [&plain, &json, &broken] {
+        for (name, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+            assert!(
+                !bytes.contains(&0x1b),
+                "escape code in {name}:\n{}",
+                text(bytes)
+            );
+        }
+    }
+
+    let stdout = text(&json.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines.len() >= 6, "{stdout}");
+    for l in &lines {
+        let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l:?}"));
+        assert!(v.is_object() && v["event"].is_string(), "{l}");
+    }
+    let first: Value = serde_json::from_str(lines[0]).unwrap();
+    let last: Value = serde_json::from_str(lines[lines.len() - 1]).unwrap();
+    assert_eq!(first["event"], "run_started");
+    assert_eq!(last["event"], "run_finished");
+    assert_eq!(last["exit_code"], 1);
+}
+
+// --- 11. --from, --resume and a changed runbook ------------------------------------------------
+
+#[test]
+fn from_by_number_and_by_name_skips_the_earlier_steps() {
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let rb = write_runbook(
+        dir.path(),
+        "from",
+        &sshd.runbook_target_yaml("lab"),
+        "",
+        r#"      - name: first step
+        run: echo 1 >> @DIR@/trace
+      - name: second step
+        run: echo 2 >> @DIR@/trace
+      - name: third step
+        run: echo 3 >> @DIR@/trace
+"#,
+    );
+    let trace = dir.path().join("trace");
+
+    let j = dir.path().join("by-number.jsonl");
+    let ran = recover(
+        dir.path(),
+        &["run", p(&rb), "--from", "2", "--journal", p(&j)],
+        &[],
+        QUICK,
+    );
+    assert_eq!(ran.code, Some(0), "{}", ran.context());
+    assert_eq!(remote_file(&sshd, &trace).as_deref(), Some("2\n3\n"));
+    let journal = read_journal(&j);
+    assert_eq!(journal[0]["first_step"], 2);
+    assert_eq!(started_steps(&journal), vec![2, 3]);
+    assert_eq!(
+        step_event(&journal, "step_finished", 1)["outcome"],
+        "skipped"
+    );
+
+    fs::remove_file(&trace).unwrap();
+    let j = dir.path().join("by-name.jsonl");
+    let ran = recover(
+        dir.path(),
+        &["run", p(&rb), "--from", "Third Step", "--journal", p(&j)],
+        &[],
+        QUICK,
+    );
+    assert_eq!(ran.code, Some(0), "{}", ran.context());
+    assert_eq!(remote_file(&sshd, &trace).as_deref(), Some("3\n"));
+    assert_eq!(started_steps(&read_journal(&j)), vec![3]);
+
+    // A step that does not exist: usage error, nothing run.
+    fs::remove_file(&trace).unwrap();
+    let ran = recover(dir.path(), &["run", p(&rb), "--from", "9"], &[], QUICK);
+    assert_eq!(ran.code, Some(2), "{}", ran.context());
+    let ran = recover(
+        dir.path(),
+        &["run", p(&rb), "--from", "no such step"],
+        &[],
+        QUICK,
+    );
+    assert_eq!(ran.code, Some(2), "{}", ran.context());
+    assert!(remote_file(&sshd, &trace).is_none());
+    assert!(journals_in(dir.path()).is_empty());
+}
+
+#[test]
+fn resume_refuses_a_changed_runbook_unless_forced_and_needs_something_to_resume() {
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let target = sshd.runbook_target_yaml("lab");
+    let steps = r#"      - name: first step
+        run: echo 1 >> @DIR@/trace
+      - name: needs the flag
+        run: test -e @DIR@/flag && echo 2 >> @DIR@/trace
+      - name: third step
+        run: echo 3 >> @DIR@/trace
+"#;
+    let trace = dir.path().join("trace");
+
+    // Nothing to resume yet.
+    let rb = write_runbook(dir.path(), "resume", &target, "", steps);
+    let ran = recover(dir.path(), &["run", p(&rb), "--resume"], &[], QUICK);
+    assert_eq!(ran.code, Some(2), "{}", ran.context());
+    assert!(
+        ran.stderr.contains("nothing to resume"),
+        "{}",
+        ran.context()
+    );
+    assert!(journals_in(dir.path()).is_empty());
+
+    // A run that stops at step 2.
+    let ran = recover(dir.path(), &["run", p(&rb)], &[], QUICK);
+    assert_eq!(ran.code, Some(1), "{}", ran.context());
+    assert_eq!(remote_file(&sshd, &trace).as_deref(), Some("1\n"));
+
+    // The runbook changes: --resume refuses, runs nothing, writes no journal.
+    let rb = write_runbook(
+        dir.path(),
+        "resume",
+        &target,
+        "",
+        &steps.replace("echo 3", "echo three"),
+    );
+    fs::write(dir.path().join("flag"), "").unwrap();
+    let ran = recover(dir.path(), &["run", p(&rb), "--resume"], &[], QUICK);
+    assert_eq!(ran.code, Some(2), "{}", ran.context());
+    assert!(ran.stderr.contains("changed"), "{}", ran.context());
+    assert!(ran.stderr.contains("--force"), "{}", ran.context());
+    assert_eq!(remote_file(&sshd, &trace).as_deref(), Some("1\n"));
+    assert_eq!(journals_in(dir.path()).len(), 1);
+
+    // --force: resumes at the failed step with the new runbook.
+    let ran = recover(
+        dir.path(),
+        &["run", p(&rb), "--resume", "--force"],
+        &[],
+        QUICK,
+    );
+    assert_eq!(ran.code, Some(0), "{}", ran.context());
+    assert_eq!(remote_file(&sshd, &trace).as_deref(), Some("1\n2\nthree\n"));
+    let files = journals_in(dir.path());
+    assert_eq!(files.len(), 2);
+    let first = read_journal(&files[0]);
+    let resumed = read_journal(&files[1]);
+    assert_eq!(resumed[0]["resumed_from"], first[0]["run_id"]);
+    assert_eq!(resumed[0]["sha256"], sha256_file(&rb));
+    assert_eq!(started_steps(&resumed), vec![2, 3]);
+
+    // That run finished: nothing left to resume.
+    let ran = recover(dir.path(), &["run", p(&rb), "--resume"], &[], QUICK);
+    assert_eq!(ran.code, Some(2), "{}", ran.context());
+    assert!(
+        ran.stderr.contains("nothing to resume"),
+        "{}",
+        ran.context()
+    );
+    assert_eq!(remote_file(&sshd, &trace).as_deref(), Some("1\n2\nthree\n"));
+}
+
+// --- 12. manual steps without a terminal ----------------------------------------------------------
+
+#[test]
+fn a_manual_step_without_a_terminal_needs_yes_and_nothing_runs_without_it() {
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let rb = write_runbook(
+        dir.path(),
+        "manual",
+        &sshd.runbook_target_yaml("lab"),
+        "",
+        r#"      - name: before the manual step
+        run: touch @DIR@/before-ran
+      - name: press the power button
+        manual: Press the power button once.
+      - name: after
+        run: touch @DIR@/after-ran
+"#,
+    );
+    let logins_before = logins(&sshd);
+    let ran = recover(dir.path(), &["run", p(&rb)], &[], QUICK);
+    assert_eq!(ran.code, Some(2), "{}", ran.context());
+    assert!(ran.stderr.contains("--yes"), "{}", ran.context());
+    assert!(journals_in(dir.path()).is_empty());
+    assert_eq!(logins(&sshd), logins_before, "{}", sshd.log());
+    assert!(remote_file(&sshd, &dir.path().join("before-ran")).is_none());
+
+    let ran = recover(dir.path(), &["run", p(&rb), "--yes"], &[], QUICK);
+    assert_eq!(ran.code, Some(0), "{}", ran.context());
+    let journal = read_journal(&only_journal(dir.path()));
+    assert_eq!(started_steps(&journal), vec![1, 2, 3]);
+    assert_eq!(
+        step_event(&journal, "step_finished", 2)["outcome"],
+        "passed"
+    );
+    assert!(remote_file(&sshd, &dir.path().join("before-ran")).is_some());
+    assert!(remote_file(&sshd, &dir.path().join("after-ran")).is_some());
+}
+
+// --- 13. a missing secret ------------------------------------------------------------------------
+
+#[test]
+fn a_missing_webhook_variable_is_named_and_nothing_runs() {
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let rb = write_runbook(
+        dir.path(),
+        "noenv",
+        &sshd.runbook_target_yaml("lab"),
+        "notify:\n  ops: { webhook: \"{{ env.RECOVER_WEBHOOK }}\", format: slack }\n",
+        r#"      - name: would write
+        run: touch @DIR@/ran
+      - notify: ops
+        message: done
+"#,
+    );
+    let logins_before = logins(&sshd);
+    let ran = recover(dir.path(), &["run", p(&rb), "--yes"], &[], QUICK);
+    assert_eq!(ran.code, Some(2), "{}", ran.context());
+    assert!(ran.stderr.contains("RECOVER_WEBHOOK"), "{}", ran.context());
+    assert!(journals_in(dir.path()).is_empty());
+    assert_eq!(logins(&sshd), logins_before, "{}", sshd.log());
+    assert!(remote_file(&sshd, &dir.path().join("ran")).is_none());
+}
+
+// --- more connection trouble: Ctrl-C while reconnecting, a step started while sshd is down,
+// --- a hung (frozen) target -----------------------------------------------------------------
+
+#[test]
+fn ctrl_c_while_the_target_is_unreachable_stops_at_once() {
+    let mut sshd = Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let rb = write_runbook(
+        dir.path(),
+        "lostctrlc",
+        &sshd.runbook_target_yaml("lab"),
+        "",
+        r#"      - name: before
+        run: echo before >> @DIR@/trace
+      - name: gap
+        local: sleep 1
+      - name: after
+        run: echo after >> @DIR@/trace
+        timeout: 2m
+"#,
+    );
+    let journal_path = dir.path().join("j.jsonl");
+    let mut bg = Background::start(
+        dir.path(),
+        &["run", p(&rb), "--journal", p(&journal_path)],
+        &[],
+    );
+    assert!(
+        wait_for_event(&journal_path, Duration::from_secs(20), |e| {
+            e["event"] == "step_started" && e["step"] == 2
+        }),
+        "the gap never started: {}",
+        bg.output()
+    );
+    sshd.stop();
+    // The loss is journaled while it lasts, not only once the connection is back.
+    assert!(
+        wait_for_event(&journal_path, Duration::from_secs(10), |e| {
+            e["event"] == "connection_lost"
+        }),
+        "no connection_lost while the target is down: {}",
+        bg.output()
+    );
+    let sent = Instant::now();
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(bg.pid(), libc::SIGINT) }, 0);
+    let status = bg
+        .wait(Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("still running 30 s after SIGINT: {}", bg.output()));
+    assert_eq!(status.code(), Some(130), "{}", bg.output());
+    assert!(
+        sent.elapsed() < Duration::from_secs(5),
+        "Ctrl-C took {:?} while reconnecting",
+        sent.elapsed()
+    );
+    let journal = read_journal(&journal_path);
+    assert_eq!(
+        step_event(&journal, "step_finished", 3)["outcome"],
+        "interrupted"
+    );
+    let end = last_event(&journal);
+    assert_eq!(end["outcome"], "interrupted", "{}", dump(&journal));
+    assert_eq!(end["failed_step"], 3);
+    sshd.start_again();
+    assert_eq!(
+        remote_file(&sshd, &dir.path().join("trace")).as_deref(),
+        Some("before\n")
+    );
+}
+
+#[test]
+fn a_remote_step_started_while_sshd_is_down_reconnects_with_backoff() {
+    let mut sshd = Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let rb = write_runbook(
+        dir.path(),
+        "backoff",
+        &sshd.runbook_target_yaml("lab"),
+        "",
+        r#"      - name: before
+        run: echo before >> @DIR@/trace
+      - name: gap
+        local: sleep 1
+      - name: after
+        run: echo after >> @DIR@/trace
+        timeout: 20s
+"#,
+    );
+    let journal_path = dir.path().join("j.jsonl");
+    let mut bg = Background::start(
+        dir.path(),
+        &["run", p(&rb), "--journal", p(&journal_path)],
+        &[],
+    );
+    assert!(
+        wait_for_event(&journal_path, Duration::from_secs(20), |e| {
+            e["event"] == "step_started" && e["step"] == 2
+        }),
+        "the gap never started: {}",
+        bg.output()
+    );
+    sshd.stop();
+    assert!(
+        wait_for_event(&journal_path, Duration::from_secs(20), |e| {
+            e["event"] == "step_started" && e["step"] == 3
+        }),
+        "step 3 never started: {}",
+        bg.output()
+    );
+    thread::sleep(Duration::from_secs(3));
+    sshd.start_again();
+
+    let status = bg
+        .wait(Duration::from_secs(40))
+        .unwrap_or_else(|| panic!("still running: {}", bg.output()));
+    let journal = read_journal(&journal_path);
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{}\n{}",
+        bg.output(),
+        dump(&journal)
+    );
+    assert_eq!(
+        remote_file(&sshd, &dir.path().join("trace")).as_deref(),
+        Some("before\nafter\n")
+    );
+    let connected = events(&journal, "connected");
+    assert_eq!(connected.len(), 2, "{}", dump(&journal));
+    assert_eq!(connected[1]["reconnect"], true);
+}
+
+#[test]
+fn a_hung_target_fails_the_step_in_bounded_time_and_is_reconnected_when_it_answers() {
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let rb = write_runbook(
+        dir.path(),
+        "frozen",
+        &sshd.runbook_target_yaml("lab"),
+        "",
+        r#"      - name: before
+        run: echo before >> @DIR@/trace
+      - name: gap
+        local: sleep 2
+      - name: while hung
+        run: echo hung >> @DIR@/trace
+        timeout: 3s
+        on_fail: continue
+      - name: after
+        run: echo after >> @DIR@/trace
+        timeout: 20s
+"#,
+    );
+    let journal_path = dir.path().join("j.jsonl");
+    let mut bg = Background::start(
+        dir.path(),
+        &["run", p(&rb), "--journal", p(&journal_path)],
+        &[],
+    );
+    assert!(
+        wait_for_event(&journal_path, Duration::from_secs(20), |e| {
+            e["event"] == "step_started" && e["step"] == 2
+        }),
+        "the gap never started: {}",
+        bg.output()
+    );
+    // TCP still connects, nothing answers: only keep-alives can tell.
+    sshd.freeze();
+    let hung = wait_for_event(&journal_path, Duration::from_secs(25), |e| {
+        e["event"] == "step_finished" && e["step"] == 3
+    });
+    sshd.thaw();
+    assert!(
+        hung,
+        "the step on the hung target never ended: {}",
+        bg.output()
+    );
+    let status = bg
+        .wait(Duration::from_secs(40))
+        .unwrap_or_else(|| panic!("still running: {}", bg.output()));
+    let journal = read_journal(&journal_path);
+    assert_eq!(status.code(), Some(0), "{}", dump(&journal));
+
+    let f = step_event(&journal, "step_finished", 3);
+    assert_eq!(f["outcome"], "failed_continued", "{f}");
+    let d = f["duration"].as_f64().unwrap();
+    assert!(d < 15.0, "the step on a hung target took {d} s");
+    assert!(
+        f["reason"]
+            .as_str()
+            .unwrap()
+            .contains("lost the connection"),
+        "{f}"
+    );
+    // The loss is journaled with the step it broke, not only when the next step reconnects.
+    let pos = |cond: &dyn Fn(&Value) -> bool| journal.iter().position(cond);
+    let lost = pos(&|e| e["event"] == "connection_lost");
+    let step3 = pos(&|e| e["event"] == "step_finished" && e["step"] == 3);
+    assert!(
+        lost.is_some() && lost < step3,
+        "connection_lost not before the step's end: {}",
+        dump(&journal)
+    );
+    let connected = events(&journal, "connected");
+    assert_eq!(connected.len(), 2, "{}", dump(&journal));
+    assert_eq!(connected[1]["reconnect"], true);
+    assert_eq!(
+        step_event(&journal, "step_finished", 4)["outcome"],
+        "passed"
+    );
+    assert_eq!(
+        remote_file(&sshd, &dir.path().join("trace")).as_deref(),
+        Some("before\nafter\n")
+    );
+}
