@@ -166,7 +166,11 @@ impl Engine<'_> {
             }
             if attempt < NOTIFY_ATTEMPTS {
                 let left = deadline.saturating_duration_since(std::time::Instant::now());
-                tokio::time::sleep(Duration::from_secs(attempt as u64).min(left)).await;
+                let mut cancel = self.cancel.clone();
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(attempt as u64).min(left)) => {}
+                    _ = cancel.wait_for(|c| *c) => break,
+                }
             }
         }
         self.out.emit(Event::Notified {

@@ -309,7 +309,8 @@ impl<'a> Engine<'a> {
                             "Step {} ({}) failed on {target}: {}. Fix the cause, then continue from this step: {}",
                             s.number,
                             s.name,
-                            first_line(res.reason.as_deref().unwrap_or("see the output above")),
+                            first_line(res.reason.as_deref().unwrap_or("see the output above"))
+                                .trim_end_matches('.'),
                             self.settings.resume_command
                         );
                         break;
@@ -327,7 +328,7 @@ impl<'a> Engine<'a> {
                             "Aborted at step {} ({}): {}. Off the timeline: follow the abort procedure above.",
                             s.number,
                             s.name,
-                            first_line(&reason)
+                            first_line(&reason).trim_end_matches('.')
                         );
                         break;
                     }
