@@ -42,6 +42,7 @@ STARTED_WALL = time.time()
 # Exit status for the `unit-fails` fault: the units list it in RestartPreventExitStatus=, so the
 # unit fails once and stays failed (Result=exit-code), as a unit with a broken config would.
 EXIT_CONFIG = 78
+EXIT_TEMPFAIL = 75
 
 
 def log(msg, level=6):
@@ -179,7 +180,7 @@ class Inference(Handler):
                                    "logprobs": None, "finish_reason": "stop"}], "usage": usage})
         return self.send(200, {
             "id": f"chatcmpl-lab{now}", "object": "chat.completion", "created": now,
-            "model": req.get("model") or self.model,
+            "model": self.model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
                          "logprobs": None, "finish_reason": "stop"}],
             "usage": usage})
@@ -345,9 +346,18 @@ def main():
     if fault_active("unit-fails"):
         log(f"fatal: cannot load /etc/lab/{NAME}.conf: invalid configuration (fault: unit-fails)", 3)
         sys.exit(EXIT_CONFIG)
-    if fault_active("start-limit"):
-        log("error: failed to initialise: address family not supported (fault: start-limit)", 3)
+    if fault_active("crash-loop"):
+        log("error: failed to initialise: address family not supported (fault: crash-loop)", 3)
         sys.exit(1)
+    if fault_active("start-limit"):
+        # Up, then gone at once with EX_TEMPFAIL: the units declare 75 both a success
+        # (SuccessExitStatus=) and a reason to restart (RestartForceExitStatus=), so the unit loops
+        # until its start limit and ends with Result=start-limit-hit. (A plain exit 1 loop, the
+        # crash-loop fault, ends with Result=exit-code on systemd 252: the first failure's result
+        # sticks, systemd issue #32203.)
+        sd_notify("READY=1")
+        log("error: lost the GPU context, exiting for a restart (fault: start-limit)", 3)
+        sys.exit(EXIT_TEMPFAIL)
     if MODE == "tailscaled":
         log("tailscaled: backend state Running, self spark-lab (stand-in)")
         sd_notify("READY=1\nSTATUS=Running")
