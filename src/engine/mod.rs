@@ -2,7 +2,7 @@
 //! gates, deadlines and cancellation, and it never prints: it emits Events.
 
 pub mod event;
-mod gate;
+pub mod gate;
 mod http;
 mod step;
 
