@@ -186,6 +186,18 @@ impl Engine<'_> {
                 Err(super::ExecErrorAlias::Interrupted) => {
                     return StepResult::with(StepOutcome::Interrupted, "interrupted");
                 }
+                // The target is gone (power cut, reboot) and reconnecting with backoff failed
+                // for the command's whole timeout: waiting out a gate of minutes would only
+                // hide that. End the step now; the run says how to resume.
+                Err(super::ExecErrorAlias::Connect { target, reason }) => {
+                    return StepResult::with(
+                        StepOutcome::Failed,
+                        format!(
+                            "lost the connection to {target} while waiting for {unit}, and reconnecting failed ({reason}): the target may have lost power or rebooted. Once SSH answers, resume from this step"
+                        ),
+                    );
+                }
+                // A lost master (or a failed spawn) is retried: the next command reconnects.
                 Err(e) => {
                     last = e.to_string();
                     UnitState::default()
