@@ -12,6 +12,7 @@
 #   RECOVER_BENCH_STEPS_SMALL=20    the short run subtracted to get the marginal cost per step
 #   RECOVER_BENCH_REPS=5            repetitions of the recover and ssh-loop runs (median kept)
 #   RECOVER_BENCH_GATE_TRIALS=10    gate-detection trials
+#   RECOVER_BENCH_SLOW_SHELL_TRIALS=5   gate trials with a 0.3 s shell start-up on the target (0: none)
 #   RECOVER_BENCH_SEED=42           seed of the random healthy moments
 #   RECOVER_BENCH_ANSIBLE=1         0 skips ansible-playbook
 #   RECOVER_BENCH_CACHE=/var/tmp/recover-bench   where the ansible-core virtualenv is kept
@@ -28,6 +29,7 @@ N=${RECOVER_BENCH_STEPS:-200}
 N_SMALL=${RECOVER_BENCH_STEPS_SMALL:-20}
 REPS=${RECOVER_BENCH_REPS:-5}
 GATE_TRIALS=${RECOVER_BENCH_GATE_TRIALS:-10}
+SLOW_TRIALS=${RECOVER_BENCH_SLOW_SHELL_TRIALS:-5}
 SEED=${RECOVER_BENCH_SEED:-42}
 WITH_ANSIBLE=${RECOVER_BENCH_ANSIBLE:-1}
 CACHE=${RECOVER_BENCH_CACHE:-/var/tmp/recover-bench}
@@ -54,6 +56,8 @@ secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.6f", (b - a) / 1e9 }'; }
 calc() { awk "BEGIN { printf \"%.6f\", $1 }"; }
 ms() { awk -v s="$1" 'BEGIN { printf "%.1f ms", s * 1000 }'; }
 median() { "$PY" "$BENCHLIB" stats "$@" | cut -d' ' -f1; }
+verdict() { awk "BEGIN { exit !($1) }" && echo PASS || echo MISS; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f×", a / b }'; }
 jget() { "$PY" -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
 
 [ "$(id -u)" = 0 ] || die "run as root: it creates the user $BENCH_USER and runs sshd"
@@ -107,7 +111,10 @@ cleanup() {
     done
     [ -n "$GATE_PID" ] && kill "$GATE_PID" 2>/dev/null && wait "$GATE_PID" 2>/dev/null
     [ -n "$SSHD_PID" ] && kill_tree "$SSHD_PID" && wait "$SSHD_PID" 2>/dev/null
-    [ -n "$BENCH_HOME" ] && rm -f "$BENCH_HOME/.bench-gate-port"
+    if [ -n "$BENCH_HOME" ]; then
+        rm -f "$BENCH_HOME/.bench-gate-port"
+        : >"$BENCH_HOME/.bashrc"
+    fi
     if [ -n "$CG" ]; then
         for _ in $(seq 1 50); do # 50 x 100 ms, while the last processes exit
             rmdir "$CG/client" "$CG/target" "$CG" 2>/dev/null && break
@@ -492,27 +499,53 @@ curl -s -m 1 -o /dev/null "http://127.0.0.1:$GPORT/stats" || die "the gate endpo
 recover_env "$BIN" check "$W/gate.yaml" >"$W/check-gate.out" 2>&1 ||
     { cat "$W/check-gate.out" >&2; die "the gate runbook does not check"; }
 
+# One block of gate trials: TAG, TRIALS. Sets G_MED G_P90 G_MAX P_MED P_MAX R_MED R_MAX and
+# LATS PROBES_LIST (space-separated raw values).
+gate_trials() {
+    local tag=$1 trials=$2 i tr
+    local -a lat=() probes=() rate=()
+    for i in $(seq 1 "$trials"); do
+        recover_env "$BIN" run --yes --journal "$W/$tag-$i.jsonl" "$W/gate.yaml" \
+            </dev/null >"$W/$tag-$i.out" 2>&1 ||
+            { tail -20 "$W/$tag-$i.out" >&2; die "the gate run failed ($tag, trial $i)"; }
+        curl -s -m 2 "http://127.0.0.1:$GPORT/stats" >"$W/$tag-$i.stats.json"
+        tr=$("$PY" "$BENCHLIB" gate-trial "$W/$tag-$i.jsonl" "$W/$tag-$i.stats.json")
+        echo "$tr" >>"$W/$tag-trials.jsonl"
+        lat+=("$(jget "$tr" latency)")
+        probes+=("$(jget "$tr" probes)")
+        rate+=("$(jget "$tr" probes_per_s)")
+        say "  $tag $i: healthy $(printf '%.2f' "$(jget "$tr" healthy_after_start)") s after the step started, seen $(ms "$(jget "$tr" latency)") later, $(jget "$tr" probes) probes (load $(load))"
+    done
+    read -r G_MED G_P90 G_MAX <<<"$("$PY" "$BENCHLIB" stats "${lat[@]}")"
+    read -r P_MED _ P_MAX <<<"$("$PY" "$BENCHLIB" stats "${probes[@]}")"
+    read -r R_MED _ R_MAX <<<"$("$PY" "$BENCHLIB" stats "${rate[@]}")"
+    LATS="${lat[*]}"
+    PROBES_LIST="${probes[*]}"
+}
+
 say "gate: $GATE_TRIALS trials, healthy uniformly 2-8 s after \`systemctl start\` (stubbed unit state)"
 LOAD_GATE_BEGIN=$(load)
-LAT=()
-PROBES=()
-RATE=()
-for i in $(seq 1 "$GATE_TRIALS"); do
-    recover_env "$BIN" run --yes --journal "$W/gate-$i.jsonl" "$W/gate.yaml" \
-        </dev/null >"$W/gate-$i.out" 2>&1 ||
-        { tail -20 "$W/gate-$i.out" >&2; die "the gate run failed (trial $i)"; }
-    curl -s -m 2 "http://127.0.0.1:$GPORT/stats" >"$W/gate-$i.stats.json"
-    tr=$("$PY" "$BENCHLIB" gate-trial "$W/gate-$i.jsonl" "$W/gate-$i.stats.json")
-    echo "$tr" >>"$W/gate-trials.jsonl"
-    LAT+=("$(jget "$tr" latency)")
-    PROBES+=("$(jget "$tr" probes)")
-    RATE+=("$(jget "$tr" probes_per_s)")
-    say "  trial $i: healthy $(printf '%.2f' "$(jget "$tr" healthy_after_start)") s after the step started, seen $(ms "$(jget "$tr" latency)") later, $(jget "$tr" probes) probes (load $(load))"
-done
+gate_trials gate "$GATE_TRIALS"
 LOAD_GATE_END=$(load)
-read -r G_MED G_P90 G_MAX <<<"$("$PY" "$BENCHLIB" stats "${LAT[@]}")"
-read -r P_MED _ P_MAX <<<"$("$PY" "$BENCHLIB" stats "${PROBES[@]}")"
-read -r R_MED _ R_MAX <<<"$("$PY" "$BENCHLIB" stats "${RATE[@]}")"
+GATE_ROW="| gate: healthy → step_finished, median / p90 / max of $GATE_TRIALS | $(ms "$G_MED") / $(ms "$G_P90") / $(ms "$G_MAX") | ≤ 1 s (every: 10s) | median $(verdict "$G_MED <= 1"), max $(verdict "$G_MAX <= 1") | $LOAD_GATE_BEGIN → $LOAD_GATE_END |
+| gate: probes per trial, median / max (probes per second, median / max) | $(printf '%.0f / %.0f (%.2f / %.2f)' "$P_MED" "$P_MAX" "$R_MED" "$R_MAX") | not hammering | | |"
+GATE_RAW="raw: gate latencies (s): $LATS
+raw: gate probes per trial: $PROBES_LIST"
+
+# The same with a slow shell on the target: every SSH command then pays 0.3 s before it runs,
+# as root's `pyenv init` does here (common on ML machines). Only the gate is measured so.
+if [ "$SLOW_TRIALS" -gt 0 ]; then
+    say "gate, slow target shell (~/.bashrc: sleep 0.3): $SLOW_TRIALS trials"
+    echo "sleep 0.3 # benches/bench.sh: a slow shell start-up, for the gate's slow-shell trials" >"$BENCH_HOME/.bashrc"
+    LOAD_SLOW_BEGIN=$(load)
+    gate_trials gate-slow "$SLOW_TRIALS"
+    LOAD_SLOW_END=$(load)
+    : >"$BENCH_HOME/.bashrc"
+    GATE_ROW+="
+| gate, target shell start-up +0.3 s: median / p90 / max of $SLOW_TRIALS | $(ms "$G_MED") / $(ms "$G_P90") / $(ms "$G_MAX") ($(printf '%.2f' "$R_MED") probes/s) | ≤ 1 s (every: 10s) | median $(verdict "$G_MED <= 1"), max $(verdict "$G_MAX <= 1") | $LOAD_SLOW_BEGIN → $LOAD_SLOW_END |"
+    GATE_RAW+="
+raw: gate latencies, slow shell (s): $LATS"
+fi
 kill "$GATE_PID" 2>/dev/null || true
 wait "$GATE_PID" 2>/dev/null || true
 GATE_PID=
@@ -542,8 +575,6 @@ RSS_KB=$(awk -F': ' '/Maximum resident set size/ { print $2 }' "$W/time-v.txt")
 # Report
 # ==============================================================================================
 
-verdict() { awk "BEGIN { exit !($1) }" && echo PASS || echo MISS; }
-x() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f×", a / b }'; }
 
 CPU=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')
@@ -590,14 +621,13 @@ step_row sshw "ssh ControlMaster loop, recover's wrapped line" "$STEP_LOADS"
 if [ "$WITH_ANSIBLE" = 1 ]; then
     step_row ansible "ansible-playbook ($N \`command: \"true\"\` tasks)" "$LOAD_ANSIBLE_BEGIN → $LOAD_ANSIBLE_END"
 fi
-echo "| recover / ssh loop (\`true\`) | $(x "$R_C" "$S_C") median (mean $(x "${MED[recover,marginal]}" "${MED[ssh,marginal]}")) | ≤ 1× | $(verdict "$R_C <= $S_C") | |"
-echo "| recover / ssh loop (wrapped line) | $(x "$R_C" "$(cyc sshw)") median (mean $(x "${MED[recover,marginal]}" "${MED[sshw,marginal]}")) | (information) | | |"
+echo "| recover / ssh loop (\`true\`) | $(ratio "$R_C" "$S_C") median (mean $(ratio "${MED[recover,marginal]}" "${MED[ssh,marginal]}")) | ≤ 1× | $(verdict "$R_C <= $S_C") | |"
+echo "| recover / ssh loop (wrapped line) | $(ratio "$R_C" "$(cyc sshw)") median (mean $(ratio "${MED[recover,marginal]}" "${MED[sshw,marginal]}")) | (information) | | |"
 if [ "$WITH_ANSIBLE" = 1 ]; then
     A_C=$(cyc ansible)
-    echo "| ansible / recover | $(x "$A_C" "$R_C") median (mean $(x "${MED[ansible,marginal]}" "${MED[recover,marginal]}")) | ≥ 50× | $(verdict "$A_C >= 50 * $R_C") | |"
+    echo "| ansible / recover | $(ratio "$A_C" "$R_C") median (mean $(ratio "${MED[ansible,marginal]}" "${MED[recover,marginal]}")) | ≥ 50× | $(verdict "$A_C >= 50 * $R_C") | |"
 fi
-echo "| gate: healthy → step_finished, median / p90 / max of $GATE_TRIALS | $(ms "$G_MED") / $(ms "$G_P90") / $(ms "$G_MAX") | ≤ 1 s (every: 10s) | median $(verdict "$G_MED <= 1"), max $(verdict "$G_MAX <= 1") | $LOAD_GATE_BEGIN → $LOAD_GATE_END |"
-echo "| gate: probes per trial, median / max (probes per second, median / max) | $(printf '%.0f / %.0f (%.2f / %.2f)' "$P_MED" "$P_MAX" "$R_MED" "$R_MAX") | not hammering | | |"
+echo "$GATE_ROW"
 echo "| \`recover check runbooks/spark-power.yaml\`, median | $(ms "$CHECK_MED") | < 20 ms | $(verdict "$CHECK_MED < 0.020") | $LOAD_HF_BEGIN → $LOAD_HF_END |"
 echo "| \`recover run --dry-run runbooks/spark-power.yaml\`, median | $(ms "$DRY_MED") | (information) | | $LOAD_HF_BEGIN → $LOAD_HF_END |"
 echo "| peak RSS, $N-step run (GNU time, recover process) | $(awk -v k="$RSS_KB" 'BEGIN { printf "%.1f MB", k / 1024 }') | < 30 MB | $(verdict "$RSS_KB < 30 * 1024") | $LOAD_RSS |"
@@ -610,5 +640,4 @@ echo "raw: wall seconds, ssh wrapped N=$N: ${WALL[sshw,$N]}| N=$N_SMALL: ${WALL[
 for k in recover ssh sshw ansible; do
     [ -n "${CYC[$k]:-}" ] && echo "raw: cycles $k (median mean p90 count, s): ${CYC[$k]}"
 done
-echo "raw: gate latencies (s): ${LAT[*]}"
-echo "raw: gate probes per trial: ${PROBES[*]}"
+echo "$GATE_RAW"
