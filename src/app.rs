@@ -340,15 +340,9 @@ fn run(a: &RunArgs) -> i32 {
         .journal
         .clone()
         .unwrap_or_else(|| crate::journal::Journal::new_path(&plan.name, &run_id));
-    let journal = match crate::journal::Journal::open(&journal_path) {
+    let journal = match open_journal(&journal_path) {
         Ok(j) => j,
-        Err(e) => {
-            eprintln!(
-                "error: cannot write the journal {}: {e}. Nothing was run.",
-                journal_path.display()
-            );
-            return exit::USAGE;
-        }
+        Err(code) => return code,
     };
     let term = crate::report::for_terminal(a.json);
     let suspender = term.suspender();
@@ -440,15 +434,9 @@ fn rehearse(a: &RehearseArgs) -> i32 {
     let run_id = crate::journal::new_run_id();
     let journal_path =
         crate::journal::Journal::new_path(&format!("{}-rehearsal", plan.name), &run_id);
-    let journal = match crate::journal::Journal::open(&journal_path) {
+    let journal = match open_journal(&journal_path) {
         Ok(j) => j,
-        Err(e) => {
-            eprintln!(
-                "error: cannot write the journal {}: {e}. Nothing was run.",
-                journal_path.display()
-            );
-            return exit::USAGE;
-        }
+        Err(code) => return code,
     };
     let collector = crate::rehearsal::Collector::default();
     let sinks: Vec<Box<dyn crate::engine::Sink>> = vec![
@@ -507,4 +495,15 @@ fn rehearse(a: &RehearseArgs) -> i32 {
 fn print_rehearsal_notice(plan: &Plan) {
     let (notice, attention) = crate::rehearsal::notice(plan);
     eprintln!("rehearsal: {notice}{}", if attention { " (!)" } else { "" });
+}
+
+/// The journal, or the exit code when it cannot be written (before anything runs).
+fn open_journal(path: &Path) -> Result<crate::journal::Journal, i32> {
+    crate::journal::Journal::open(path).map_err(|e| {
+        eprintln!(
+            "error: cannot write the journal {}: {e}. Nothing was run.",
+            path.display()
+        );
+        exit::USAGE
+    })
 }

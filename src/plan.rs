@@ -1484,3 +1484,23 @@ impl Resolver<'_> {
         })
     }
 }
+
+/// Content type and body of a status post in a channel's format.
+pub fn payload(format: Format, runbook: &str, text: &str) -> (&'static str, String) {
+    match format {
+        Format::Slack => (
+            "application/json",
+            serde_json::json!({ "text": text }).to_string(),
+        ),
+        Format::Discord => (
+            "application/json",
+            serde_json::json!({ "content": text }).to_string(),
+        ),
+        Format::Ntfy => ("text/plain; charset=utf-8", text.to_owned()),
+        Format::Json => (
+            "application/json",
+            serde_json::json!({ "runbook": runbook, "message": text, "source": "recover" })
+                .to_string(),
+        ),
+    }
+}

@@ -498,7 +498,7 @@ fn status_posts_use_each_channel_format() {
         r#"-H 'Content-Type: application/json' --data-raw '{"text":"it'\''s back"}' -w '\n%{http_code}\n' https://hooks.example/slack"#,
         r#"-H 'Content-Type: application/json' --data-raw '{"content":"it'\''s back"}' -w '\n%{http_code}\n' https://hooks.example/discord"#,
         r#"-H 'Content-Type: text/plain; charset=utf-8' --data-raw 'it'\''s back' -w '\n%{http_code}\n' https://hooks.example/ntfy"#,
-        r#"-H 'Content-Type: application/json' --data-raw '{"message":"it'\''s back","runbook":"formats"}' -w '\n%{http_code}\n' https://hooks.example/json"#,
+        r#"-H 'Content-Type: application/json' --data-raw '{"message":"it'\''s back","runbook":"formats","source":"recover"}' -w '\n%{http_code}\n' https://hooks.example/json"#,
     ] {
         assert!(md.contains(expected), "missing: {expected}\n{md}");
     }

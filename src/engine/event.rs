@@ -179,6 +179,21 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// Where on the run's timeline the event happened, for events that say.
+    pub fn at(&self) -> Option<f64> {
+        match self {
+            Event::PhaseStarted { at, .. }
+            | Event::PhaseOverrun { at, .. }
+            | Event::PhaseFinished { at, .. }
+            | Event::StepStarted { at, .. }
+            | Event::StepFinished { at, .. }
+            | Event::RunFinished { at, .. } => Some(*at),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TargetInfo {
     pub name: String,

@@ -118,6 +118,16 @@ pub fn next_interval(every: Duration, last_probe: Duration) -> Duration {
     (last_probe * DUTY).clamp(MIN_INTERVAL, every.max(MIN_INTERVAL))
 }
 
+/// The cost the next pause is scaled from: the probe's own time when a probe ran. The
+/// `systemctl show` before it is an SSH round trip whose cost is the target's shell start-up
+/// and the link, not the server's load; it paces the loop only while no probe runs (the unit
+/// is not active yet), as half the iteration. Counting it with a probe stretched the pause to
+/// five round trips: a 0.3 s shell start-up on the target (`pyenv init` in ~/.bashrc) made
+/// healthy units wait up to 1.7 s to be seen.
+pub fn pause_basis(probe_took: Option<Duration>, iteration: Duration) -> Duration {
+    probe_took.unwrap_or(iteration / 2)
+}
+
 impl Engine<'_> {
     pub(crate) async fn start(
         &self,
@@ -206,7 +216,7 @@ impl Engine<'_> {
             if let Some(why) = state.fatal() {
                 return self.unit_failed(s, unit, start, &state, &why).await;
             }
-            let mut probe_took = Duration::ZERO;
+            let mut probe_took = None;
             if state.active == "active" {
                 match gate {
                     None => {
@@ -216,7 +226,7 @@ impl Engine<'_> {
                         probes += 1;
                         let p0 = Instant::now();
                         let (ok, why) = self.probe(s, &g.probe).await;
-                        probe_took = p0.elapsed();
+                        probe_took = Some(p0.elapsed());
                         if ok {
                             successes += 1;
                             last = format!("probe passed ({successes}/{needed})");
@@ -254,7 +264,7 @@ impl Engine<'_> {
                 res.stdout = self.journal_lines(s, unit, start).await;
                 return res;
             }
-            let pause = next_interval(every, probe_took.max(tick.elapsed() / 2))
+            let pause = next_interval(every, pause_basis(probe_took, tick.elapsed()))
                 .min(gate_deadline.saturating_duration_since(Instant::now()));
             let mut cancel = self.cancel.clone();
             tokio::select! {
@@ -483,5 +493,19 @@ mod tests {
             next_interval(Duration::from_millis(100), Duration::ZERO),
             MIN_INTERVAL
         );
+    }
+
+    #[test]
+    fn a_slow_ssh_round_trip_does_not_stretch_the_probe_spacing() {
+        let every = Duration::from_secs(10);
+        // A cheap 503 after a 0.3 s `systemctl show`: re-probed after the minimum pause.
+        let basis = pause_basis(Some(Duration::from_millis(2)), Duration::from_millis(302));
+        assert_eq!(next_interval(every, basis), MIN_INTERVAL);
+        // An expensive probe still spaces itself by its own cost.
+        let basis = pause_basis(Some(Duration::from_millis(400)), Duration::from_millis(700));
+        assert_eq!(next_interval(every, basis), Duration::from_secs(4));
+        // No probe (the unit is not active yet): paced by the state check, as half the iteration.
+        let basis = pause_basis(None, Duration::from_millis(300));
+        assert_eq!(next_interval(every, basis), Duration::from_millis(1500));
     }
 }

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use super::{Engine, Event};
 use crate::plan::{Request, remote_wire};
-use crate::runbook::model::Format;
 
 /// Connecting must never eat a request's whole timeout.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -124,7 +123,7 @@ impl Engine<'_> {
         let Some(ch) = self.plan.channels.iter().find(|c| c.name == channel) else {
             return false;
         };
-        let (ctype, body) = payload(ch.format, &self.plan.name, text);
+        let (ctype, body) = crate::plan::payload(ch.format, &self.plan.name, text);
         let mut req = Request {
             method: "POST".into(),
             url: ch.url.clone(),
@@ -187,26 +186,6 @@ impl Engine<'_> {
             ),
         });
         false
-    }
-}
-
-/// Content type and body of a status post in a channel's format.
-pub fn payload(format: Format, runbook: &str, text: &str) -> (&'static str, String) {
-    match format {
-        Format::Slack => (
-            "application/json",
-            serde_json::json!({ "text": text }).to_string(),
-        ),
-        Format::Discord => (
-            "application/json",
-            serde_json::json!({ "content": text }).to_string(),
-        ),
-        Format::Ntfy => ("text/plain; charset=utf-8", text.to_owned()),
-        Format::Json => (
-            "application/json",
-            serde_json::json!({ "runbook": runbook, "message": text, "source": "recover" })
-                .to_string(),
-        ),
     }
 }
 

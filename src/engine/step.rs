@@ -34,6 +34,7 @@ impl Engine<'_> {
                 Action::Start { unit, health, .. } => {
                     self.rehearse_start(s, unit, health.as_ref()).await
                 }
+                Action::Run(c) => self.rehearse_paths(s, c).await,
                 _ => StepResult::with(
                     StepOutcome::WouldRun,
                     format!(
@@ -324,6 +325,87 @@ impl Engine<'_> {
     }
 }
 
+impl Engine<'_> {
+    /// Rehearsal of a state-changing `run`: not run, but the devices it names must exist on
+    /// the target (an error), and other absolute paths it names should (a warning: the step
+    /// may create them).
+    async fn rehearse_paths(&self, s: &Step, c: &Command) -> StepResult {
+        let would = format!("would run: {}", c.wire);
+        let paths = absolute_paths(&c.script);
+        if paths.is_empty() {
+            return StepResult::with(StepOutcome::WouldRun, would);
+        }
+        let quoted: Vec<String> = paths
+            .iter()
+            .map(|p| crate::template::shell_quote(p))
+            .collect();
+        let script = format!(
+            "for p in {}; do [ -e \"$p\" ] || echo \"$p\"; done",
+            quoted.join(" ")
+        );
+        let probe = Command {
+            wire: crate::plan::remote_wire(&script, false, Duration::from_secs(10), &c.marker),
+            script,
+            sudo: false,
+            marker: c.marker.clone(),
+        };
+        let missing: Vec<String> = match self.exec_remote(s, &probe, Duration::from_secs(10)).await
+        {
+            Ok(f) if f.output.exit == Some(0) => {
+                f.output.stdout.lines().map(str::to_owned).collect()
+            }
+            Ok(f) => {
+                return StepResult::with(
+                    StepOutcome::Failed,
+                    format!(
+                        "could not check the paths it uses: {}",
+                        super::first_line(&f.output.stderr)
+                    ),
+                );
+            }
+            Err(e) => return StepResult::with(StepOutcome::Failed, e.to_string()),
+        };
+        let (devices, others): (Vec<String>, Vec<String>) =
+            missing.into_iter().partition(|p| p.starts_with("/dev/"));
+        for p in &others {
+            self.out.emit(Event::Warning {
+                step: Some(s.number),
+                message: format!("{p} does not exist on the target (unless this step creates it)"),
+            });
+        }
+        if !devices.is_empty() {
+            return StepResult::with(
+                StepOutcome::Failed,
+                format!(
+                    "{} missing on the target: the runbook names a device that is not there",
+                    devices.join(", ")
+                ),
+            );
+        }
+        StepResult::with(StepOutcome::WouldRun, would)
+    }
+}
+
+/// Absolute paths named in a shell command (`/dev/nvme0n1p1`, `/opt/bin/reset`), outside /proc,
+/// /sys and /tmp.
+pub fn absolute_paths(script: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for word in script.split(|c: char| c.is_whitespace() || "'\";|&<>()=".contains(c)) {
+        let ok = word.len() > 1
+            && word.starts_with('/')
+            && word
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "/._+-@:".contains(c))
+            && !["/proc/", "/sys/", "/tmp/"]
+                .iter()
+                .any(|p| word.starts_with(p));
+        if ok && !out.iter().any(|w| w == word) {
+            out.push(word.to_owned());
+        }
+    }
+    out
+}
+
 /// A verdict as a step result.
 pub(crate) fn verdict_result(v: Verdict) -> StepResult {
     match v {
@@ -380,6 +462,21 @@ pub fn describe(s: &Step) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::cache_sizes;
+
+    #[test]
+    fn absolute_paths_finds_devices_and_files_but_not_proc() {
+        assert_eq!(
+            super::absolute_paths(
+                "fsck -n /dev/nvme0n1p1 && cat /proc/meminfo > /tmp/x; /opt/bin/reset --all"
+            ),
+            vec!["/dev/nvme0n1p1", "/opt/bin/reset"]
+        );
+        assert!(super::absolute_paths("echo 3 > /proc/sys/vm/drop_caches").is_empty());
+        assert_eq!(
+            super::absolute_paths("mount '/srv/models'"),
+            vec!["/srv/models"]
+        );
+    }
 
     #[test]
     fn cache_sizes_reads_before_and_after() {

@@ -482,21 +482,7 @@ impl Builder<'_> {
                 note: None,
             };
         };
-        let (content_type, body) = match c.format {
-            ChannelFormat::Slack => (
-                "application/json",
-                serde_json::json!({ "text": message }).to_string(),
-            ),
-            ChannelFormat::Discord => (
-                "application/json",
-                serde_json::json!({ "content": message }).to_string(),
-            ),
-            ChannelFormat::Ntfy => ("text/plain; charset=utf-8", message.to_owned()),
-            ChannelFormat::Json => (
-                "application/json",
-                serde_json::json!({ "runbook": self.plan.name, "message": message }).to_string(),
-            ),
-        };
+        let (content_type, body) = crate::plan::payload(c.format, &self.plan.name, message);
         let req = Request {
             method: "POST".into(),
             url: c.url.clone(),

@@ -335,23 +335,11 @@ impl<W: Write + Send> Plain<W> {
     }
 }
 
-fn event_at(event: &Event) -> Option<f64> {
-    match event {
-        Event::PhaseStarted { at, .. }
-        | Event::PhaseOverrun { at, .. }
-        | Event::PhaseFinished { at, .. }
-        | Event::StepStarted { at, .. }
-        | Event::StepFinished { at, .. }
-        | Event::RunFinished { at, .. } => Some(*at),
-        _ => None,
-    }
-}
-
 impl<W: Write + Send> Sink for Plain<W> {
     fn emit(&mut self, event: &Event) {
         let now = (self.clock)();
         self.summary.emit(event);
-        let at = match event_at(event) {
+        let at = match event.at() {
             Some(at) => {
                 self.anchor = Some((now, at));
                 at
@@ -395,7 +383,7 @@ mod tests {
         };
         let mut p = Plain::with_clock(Vec::new(), clock);
         for e in events {
-            if let Some(at) = event_at(e) {
+            if let Some(at) = e.at() {
                 *now.lock().expect("clock") =
                     base() + TimeDelta::milliseconds((at * 1000.0) as i64);
             }

@@ -457,25 +457,13 @@ impl Tty {
     }
 }
 
-fn event_at(event: &Event) -> Option<f64> {
-    match event {
-        Event::PhaseStarted { at, .. }
-        | Event::PhaseOverrun { at, .. }
-        | Event::PhaseFinished { at, .. }
-        | Event::StepStarted { at, .. }
-        | Event::StepFinished { at, .. }
-        | Event::RunFinished { at, .. } => Some(*at),
-        _ => None,
-    }
-}
-
 impl Sink for Tty {
     fn emit(&mut self, event: &Event) {
         if self.finished {
             return;
         }
         self.summary.emit(event);
-        if let Some(at) = event_at(event) {
+        if let Some(at) = event.at() {
             self.clock.set(at);
         }
         match event {

@@ -1,0 +1,175 @@
+//! `recover rehearse` against a real sshd and real HTTP servers on 127.0.0.1: steps that change
+//! state provably do not run, read-only steps do, and the rehearsal is recorded.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{HttpServer, Sshd, recover_in};
+use serde_json::Value;
+
+fn journal_events(state: &std::path::Path) -> Vec<Value> {
+    let runs = state.join("recover/runs");
+    let file = std::fs::read_dir(&runs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().contains("-rehearsal-"))
+        .expect("a rehearsal journal");
+    std::fs::read_to_string(file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn outcome(events: &[Value], step: u64) -> String {
+    events
+        .iter()
+        .find(|e| e["event"] == "step_finished" && e["step"] == step)
+        .map(|e| e["outcome"].as_str().unwrap_or("").to_owned())
+        .unwrap_or_else(|| panic!("no step_finished for step {step}"))
+}
+
+#[test]
+fn a_rehearsal_runs_read_only_steps_skips_the_rest_and_is_recorded() {
+    let sshd = Sshd::start();
+    let api = HttpServer::start();
+    let hook = HttpServer::start();
+    api.respond("GET", "/health", 200, "ok");
+    api.respond("POST", "/reset", 200, "done");
+    hook.respond("POST", "/hook", 200, "ok");
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let marker = dir.path().join("created-by-a-state-changing-step");
+    let seen = dir.path().join("written-by-a-read-only-step");
+    let rb = dir.path().join("rb.yaml");
+    let runbook = format!(
+        "name: drill\nbudget: 5m\nrehearse_every: 90d\ntargets:\n{target}notify:\n  ops: {{ webhook: \"{hook}/hook\", format: slack }}\nphases:\n  - name: All\n    window: 0m-5m\n    steps:\n      - manual: Press the power button.\n      - wait_ssh: {{ every: 1s, timeout: 20s }}\n      - run: touch {marker}\n      - run: echo rehearsed > {seen}\n        mutates: false\n      - http: {{ url: \"{api}/health\", expect: {{ status: 200 }} }}\n      - http: {{ url: \"{api}/reset\", method: POST, body: go }}\n        mutates: true\n      - local: touch {marker}.local\n      - notify: ops\n        message: We are back.\n",
+        target = sshd.runbook_target_yaml("box"),
+        hook = hook.url(),
+        api = api.url(),
+        marker = marker.display(),
+        seen = seen.display(),
+    );
+    std::fs::write(&rb, runbook).unwrap();
+    let report = dir.path().join("report.md");
+
+    let out = recover_in(&state)
+        .args([
+            "rehearse",
+            rb.to_str().unwrap(),
+            "--report",
+            report.to_str().unwrap(),
+        ])
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+
+    // Nothing that changes state ran: no file on the target or here, no POST, no status post.
+    assert!(!marker.exists(), "a state-changing run step ran");
+    assert!(
+        !dir.path()
+            .join("created-by-a-state-changing-step.local")
+            .exists(),
+        "a local step ran"
+    );
+    assert!(
+        api.requests_to("/reset").is_empty(),
+        "a mutating http step was sent"
+    );
+    assert!(
+        hook.requests().is_empty(),
+        "a status post was sent during a rehearsal"
+    );
+    // The read-only steps did run.
+    assert_eq!(std::fs::read_to_string(&seen).unwrap().trim(), "rehearsed");
+    assert_eq!(api.requests_to("/health").len(), 1);
+
+    let events = journal_events(&state);
+    for (step, want) in [
+        (1, "would_run"),
+        (2, "passed"),
+        (3, "would_run"),
+        (4, "passed"),
+        (5, "passed"),
+        (6, "would_run"),
+        (7, "would_run"),
+        (8, "would_run"),
+    ] {
+        assert_eq!(outcome(&events, step), want, "step {step}");
+    }
+    let skipped = events
+        .iter()
+        .find(|e| e["event"] == "step_finished" && e["step"] == 3)
+        .unwrap();
+    assert!(
+        skipped["reason"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("touch {}", marker.display())),
+        "the would-run line shows the exact command: {skipped}"
+    );
+
+    // Recorded, reported, and mentioned by check.
+    let record: Value = serde_json::from_str(
+        &std::fs::read_to_string(state.join("recover/rehearsals/drill.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record["result"], "passed");
+    assert_eq!(record["phases"][0]["name"], "All");
+    let md = std::fs::read_to_string(&report).unwrap();
+    assert!(
+        md.contains("# Rehearsal: drill") && md.contains("skipped (changes state)"),
+        "{md}"
+    );
+    let check = recover_in(&state)
+        .args(["check", rb.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let check_err = String::from_utf8_lossy(&check.stderr);
+    assert!(
+        check_err.contains("last rehearsed 0 days ago"),
+        "{check_err}"
+    );
+}
+
+#[test]
+fn a_rehearsal_reports_a_missing_device_and_a_failing_read_only_check_and_goes_on() {
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let rb = dir.path().join("rb.yaml");
+    let runbook = format!(
+        "name: drill2\nbudget: 5m\ntargets:\n{target}phases:\n  - name: All\n    window: 0m-5m\n    steps:\n      - run: mkfs.ext4 /dev/recover-no-such-disk\n      - run: \"false\"\n        mutates: false\n      - run: echo still going\n        mutates: false\n",
+        target = sshd.runbook_target_yaml("box"),
+    );
+    std::fs::write(&rb, runbook).unwrap();
+    let out = recover_in(&state)
+        .args(["rehearse", rb.to_str().unwrap()])
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let events = journal_events(&state);
+    let first = events
+        .iter()
+        .find(|e| e["event"] == "step_finished" && e["step"] == 1)
+        .unwrap();
+    assert!(
+        first["reason"]
+            .as_str()
+            .unwrap()
+            .contains("/dev/recover-no-such-disk missing"),
+        "{first}"
+    );
+    // A rehearsal goes on past a problem, to find them all.
+    assert_eq!(outcome(&events, 3), "passed");
+    let record: Value = serde_json::from_str(
+        &std::fs::read_to_string(state.join("recover/rehearsals/drill2.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record["result"], "failed");
+}
