@@ -35,6 +35,14 @@ use std::time::{Duration, Instant};
 use common::{HttpServer, clean_command, recover_in, run_bounded};
 use serde_json::{Value, json};
 
+/// A line on the real stderr, shown even when the test passes (the harness captures
+/// `eprintln!` of passing tests): progress, measurements, the timings, a skip.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 const LAB_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lab/lab");
 const LAB_RUNBOOK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/runbooks/lab.yaml");
 /// The lab directory and ports `runbooks/lab.yaml` is written for.
@@ -236,12 +244,12 @@ struct LabDown;
 impl Drop for LabDown {
     fn drop(&mut self) {
         if std::env::var_os("RECOVER_LAB_KEEP").is_some_and(|v| v == "1") {
-            eprintln!("lab e2e: RECOVER_LAB_KEEP=1: the lab stays up (tests/lab/lab down)");
+            say!("lab e2e: RECOVER_LAB_KEEP=1: the lab stays up (tests/lab/lab down)");
             return;
         }
         let out = lab_try(&["down"], Duration::from_secs(60));
         if !out.status.success() {
-            eprintln!("lab e2e: `lab down` failed: {}", text(&out.stderr));
+            say!("lab e2e: `lab down` failed: {}", text(&out.stderr));
         }
     }
 }
@@ -580,11 +588,15 @@ fn p(path: &Path) -> &str {
 
 // --- the suite ---------------------------------------------------------------------------------
 
+/// Says so on the real stderr: the test harness captures `eprintln!` of passing tests.
+fn skipped(why: &str) {
+    say!("SKIPPED: the lab end-to-end suite (tests/lab_e2e.rs): {why}");
+}
+
 #[test]
 fn lab_end_to_end() {
     if std::env::var_os("RECOVER_SKIP_LAB").is_some_and(|v| v == "1") {
-        eprintln!("SKIPPED: the lab end-to-end suite (RECOVER_SKIP_LAB=1)");
-        println!("SKIPPED: the lab end-to-end suite (RECOVER_SKIP_LAB=1)");
+        skipped("RECOVER_SKIP_LAB=1");
         return;
     }
     let has_qemu = Command::new("qemu-system-x86_64")
@@ -594,10 +606,7 @@ fn lab_end_to_end() {
         .status()
         .is_ok_and(|s| s.success());
     if !has_qemu {
-        let msg = "SKIPPED: the lab end-to-end suite: qemu-system-x86_64 is missing, no VM can \
-                   boot (scripts/setup installs it)";
-        eprintln!("{msg}");
-        println!("{msg}");
+        skipped("qemu-system-x86_64 is missing, no VM can boot (scripts/setup installs it)");
         return;
     }
     let only: Option<Vec<u32>> = std::env::var("RECOVER_LAB_SCENARIOS").ok().map(|v| {
@@ -648,7 +657,7 @@ fn lab_end_to_end() {
             .expect("a tempdir")
             .keep();
         let sc = Scenario::new(dir.clone());
-        eprintln!("lab e2e: scenario {n}: {name} …");
+        say!("lab e2e: scenario {n}: {name} …");
         let result = catch_unwind(AssertUnwindSafe(|| {
             if reset_first {
                 reset();
@@ -691,8 +700,7 @@ fn lab_end_to_end() {
         }
     }
     report.push(format!("suite {:.1?}", suite.elapsed()));
-    eprintln!("lab e2e timings:\n  {}", report.join("\n  "));
-    println!("lab e2e timings:\n  {}", report.join("\n  "));
+    say!("lab e2e timings:\n  {}", report.join("\n  "));
     assert!(
         failures.is_empty(),
         "{} lab scenario(s) failed:\n\n{}",
@@ -714,7 +722,7 @@ fn lab_yaml_for(lab: &Lab, sc: &Scenario) -> PathBuf {
     if defaults {
         return PathBuf::from(LAB_RUNBOOK);
     }
-    eprintln!("lab e2e: the lab's directory or ports are not the defaults: retargeted copy");
+    say!("lab e2e: the lab's directory or ports are not the defaults: retargeted copy");
     let mut rb = lab_yaml();
     retarget(&mut rb, lab);
     write_runbook(&sc.dir, &rb)
@@ -1013,7 +1021,7 @@ fn unit_faults(lab: &Lab, sc: &Scenario) {
             "{fault}: {f}"
         );
         let took = f["duration"].as_f64().unwrap();
-        eprintln!("lab e2e:   {fault}: the gate ended after {took:.1} s");
+        say!("lab e2e:   {fault}: the gate ended after {took:.1} s");
         assert!(took < 90.0, "{fault}: the gate took {took} s");
         // The unit's own journal lines are in the failure.
         assert!(
@@ -1084,7 +1092,7 @@ fn hung_inference(lab: &Lab, sc: &Scenario) {
         "the probe's timeout is the reason: {f}"
     );
     let took = f["duration"].as_f64().unwrap();
-    eprintln!("lab e2e:   hang: the gate failed after {took:.1} s");
+    say!("lab e2e:   hang: the gate failed after {took:.1} s");
     assert!(
         (20.0..50.0).contains(&took),
         "the gate ends at its 20 s timeout: {took}"
@@ -1168,7 +1176,7 @@ fn power_cut(lab: &Lab, sc: &Scenario) {
     let status =
         status.unwrap_or_else(|| panic!("recover still runs 90 s after the cut:\n{}", bg.output()));
     assert_eq!(status.code(), Some(1), "{}", bg.output());
-    eprintln!("lab e2e:   recover ended {after_cut:.1?} after the cut (exit 1)");
+    say!("lab e2e:   recover ended {after_cut:.1?} after the cut (exit 1)");
     assert!(
         after_cut < Duration::from_secs(30),
         "recover ended {after_cut:.1?} after the cut"
@@ -1182,7 +1190,7 @@ fn power_cut(lab: &Lab, sc: &Scenario) {
     );
     let f = step_finished(&j, step_n);
     assert_eq!(f["outcome"], "failed", "{f}");
-    eprintln!("lab e2e:   step {step_n} failed: {}", str_of(f, "reason"));
+    say!("lab e2e:   step {step_n} failed: {}", str_of(f, "reason"));
     assert!(
         str_of(f, "reason").starts_with("lost the connection to spark while waiting for"),
         "{f}"
@@ -1223,7 +1231,7 @@ fn power_cut(lab: &Lab, sc: &Scenario) {
         .captures(str_of(ws, "reason"))
         .and_then(|c| c[1].parse().ok())
         .unwrap_or_else(|| panic!("{ws}"));
-    eprintln!(
+    say!(
         "lab e2e:   wait_ssh saw the VM back after {attempts} attempts, {:.1?}",
         ran.took
     );
