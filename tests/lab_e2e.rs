@@ -1257,6 +1257,11 @@ fn power_cut(lab: &Lab, sc: &Scenario) {
     assert_eq!(changed[0]["old"], old_boot.as_str());
     assert_eq!(changed[0]["new"], new_boot.as_str());
     assert_ne!(changed[0]["old"], changed[0]["new"]);
+    // The operator is told that the earlier checks ran on the previous boot.
+    let warned = events(&r, "warning")
+        .iter()
+        .any(|w| w["message"].as_str().unwrap_or("").contains("--from 1"));
+    assert!(warned, "no reboot warning on resume\n{}", dump(&r));
     let started: Vec<u64> = events(&r, "step_started")
         .iter()
         .map(|e| e["step"].as_u64().unwrap())

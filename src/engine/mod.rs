@@ -216,7 +216,18 @@ impl<'a> Engine<'a> {
                         error,
                     },
                 };
+                let rebooted_under_resume = matches!(e, Event::BootIdChanged { .. })
+                    && self.settings.resumed_from.is_some();
                 self.out.emit(e);
+                if rebooted_under_resume {
+                    self.out.emit(Event::Warning {
+                        step: None,
+                        message: format!(
+                            "{} rebooted since the run being resumed: the steps before step {} (kernel log and filesystem checks, page-cache drop, units started earlier) ran on the previous boot. If the reboot was a power cut, start again with --from 1.",
+                            t.spec.name, self.settings.first_step
+                        ),
+                    });
+                }
             }
         }
     }
