@@ -2,9 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::plan::{
-    Action, Command, Plan, Probe, Request, Step, TargetSpec, fmt_duration, fmt_window,
-};
+use crate::plan::{Action, Plan, Probe, Request, Step, TargetSpec, fmt_duration, fmt_window};
 use crate::verdict::{HttpExpect, Matcher};
 
 pub fn plan_text(plan: &Plan) -> String {
@@ -266,12 +264,4 @@ pub fn http_expect_text(e: &HttpExpect) -> String {
         parts.push(format!("body matches /{}/", b.as_str()));
     }
     parts.join(", ")
-}
-
-/// The exact command for a remote command step, as typed by hand.
-pub fn by_hand(plan: &Plan, s: &Step, c: &Command) -> String {
-    match plan.targets.get(s.target) {
-        Some(t) => t.ssh_line(&c.wire),
-        None => c.wire.clone(),
-    }
 }

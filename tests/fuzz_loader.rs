@@ -440,16 +440,7 @@ fn keys_of(kind: &str) -> &'static [&'static str] {
     }
 }
 
-const KINDS: &[&str] = &[
-    "manual",
-    "run",
-    "local",
-    "wait_ssh",
-    "drop_caches",
-    "start",
-    "http",
-    "notify",
-];
+const KINDS: &[&str] = &recover::runbook::model::KINDS;
 const COMMON: &[&str] = &[
     "health",
     "message",

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use super::step::verdict_result;
 use super::{Engine, Event, StepOutcome, StepResult};
 use crate::plan::{Command, Gate, Probe, Step, remote_wire};
+use crate::target::ExecError;
 use crate::template::shell_quote;
 use crate::verdict::judge_http;
 
@@ -157,7 +158,7 @@ impl Engine<'_> {
                 res.stderr = Some(f.output.stderr);
                 return res;
             }
-            Err(super::ExecErrorAlias::Interrupted) => {
+            Err(ExecError::Interrupted) => {
                 return StepResult::with(StepOutcome::Interrupted, "interrupted");
             }
             Err(e) => return StepResult::with(StepOutcome::Failed, e.to_string()),
@@ -193,13 +194,13 @@ impl Engine<'_> {
             let tick = Instant::now();
             let state = match self.exec_remote(s, &show, Duration::from_secs(10)).await {
                 Ok(f) => UnitState::parse(&f.output.stdout),
-                Err(super::ExecErrorAlias::Interrupted) => {
+                Err(ExecError::Interrupted) => {
                     return StepResult::with(StepOutcome::Interrupted, "interrupted");
                 }
                 // The target is gone (power cut, reboot) and reconnecting with backoff failed
                 // for the command's whole timeout: waiting out a gate of minutes would only
                 // hide that. End the step now; the run says how to resume.
-                Err(super::ExecErrorAlias::Connect { target, reason }) => {
+                Err(ExecError::Connect { target, reason }) => {
                     return StepResult::with(
                         StepOutcome::Failed,
                         format!(

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-pub(crate) use crate::target::ExecError as ExecErrorAlias;
 pub use event::{Event, Mode, RunOutcome, Sink, StepOutcome, TargetInfo};
 
 use crate::plan::{Plan, Secrets};
