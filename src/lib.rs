@@ -5,6 +5,7 @@ pub mod cli;
 pub mod engine;
 pub mod export;
 pub mod journal;
+pub mod lock;
 pub mod plan;
 pub mod rehearsal;
 pub mod report;
