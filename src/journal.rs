@@ -33,12 +33,20 @@ pub struct Journal {
 }
 
 impl Journal {
-    /// Open for appending (creating folders as needed).
+    /// Open for appending (creating folders as needed). A last line cut short by a crash is
+    /// ended first, so that the next run's first event starts a line of its own.
     pub fn open(path: &Path) -> std::io::Result<Journal> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let mut file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(path)?;
+        if ends_cut_short(&mut file)? {
+            file.write_all(b"\n")?;
+        }
         Ok(Journal {
             file,
             path: path.to_path_buf(),
@@ -51,6 +59,18 @@ impl Journal {
         let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
         runs_dir().join(format!("{runbook}-{stamp}-{run_id}.jsonl"))
     }
+}
+
+/// Whether a non-empty file's last byte is not a line break.
+fn ends_cut_short(file: &mut File) -> std::io::Result<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    if file.metadata()?.len() == 0 {
+        return Ok(false);
+    }
+    file.seek(SeekFrom::End(-1))?;
+    let mut last = [0u8; 1];
+    file.read_exact(&mut last)?;
+    Ok(last[0] != b'\n')
 }
 
 impl Sink for Journal {
@@ -243,9 +263,10 @@ fn implausible(line: &Line) -> Option<String> {
 
 /// Read the last run segment of a journal. `Ok(None)`: it finished successfully.
 ///
-/// A last line cut short (a crash in the middle of a write) is ignored and everything before
-/// it stands; any other line that is not a well-formed event with plausible values is an
-/// error naming the line, never a guess.
+/// A line cut short by a crash in the middle of a write (the file's last line, or the last
+/// of a run followed by a resumed one) is ignored and everything before it stands; any other
+/// line that is not a well-formed event with plausible values is an error naming the line,
+/// never a guess.
 pub fn unfinished(path: &Path) -> Result<Option<Unfinished>, JournalError> {
     let bytes = std::fs::read(path).map_err(|source| JournalError::Io {
         path: path.to_path_buf(),
@@ -258,6 +279,18 @@ pub fn unfinished(path: &Path) -> Result<Option<Unfinished>, JournalError> {
     let mut done_ok = false;
     let lines: Vec<&[u8]> = bytes.split(|b| *b == b'\n').collect();
     let cut_short = !bytes.ends_with(b"\n");
+    let parse = |raw: &[u8]| {
+        std::str::from_utf8(raw)
+            .map_err(|e| format!("it is not UTF-8 (byte {})", e.valid_up_to()))
+            .and_then(|t| serde_json::from_str::<Line>(t).map_err(|e| e.to_string()))
+    };
+    // Whether the next line that is not blank starts a run: the one before it ended a run.
+    let before_a_run = |i: usize| {
+        lines[i + 1..]
+            .iter()
+            .find(|l| !l.iter().all(u8::is_ascii_whitespace))
+            .is_some_and(|l| matches!(parse(l), Ok(Line::RunStarted { .. })))
+    };
     for (i, raw) in lines.iter().enumerate() {
         let number = i + 1;
         let last = i + 1 == lines.len();
@@ -270,12 +303,10 @@ pub fn unfinished(path: &Path) -> Result<Option<Unfinished>, JournalError> {
             what,
             last_finished,
         };
-        let parsed = std::str::from_utf8(raw)
-            .map_err(|e| format!("it is not UTF-8 (byte {})", e.valid_up_to()))
-            .and_then(|t| serde_json::from_str::<Line>(t).map_err(|e| e.to_string()));
-        let ev = match parsed {
+        let ev = match parse(raw) {
             Ok(ev) => ev,
             Err(_) if last && cut_short => break,
+            Err(_) if before_a_run(i) => continue,
             Err(e) => return Err(damaged(format!("not a journal event ({e})"))),
         };
         if let Some(what) = implausible(&ev) {
@@ -522,6 +553,39 @@ mod tests {
         let max = format!("{}\n{}\n", started(SHA), step(usize::MAX, "passed", "2"));
         let u = read(&max).unwrap().unwrap();
         assert!(u.check_steps(20).is_err());
+    }
+
+    #[test]
+    fn a_run_resumed_after_a_crash_mid_line_keeps_the_journal_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.jsonl");
+        let first = format!("{}\n{}\n", started(SHA), step(1, "passed", "1"));
+        std::fs::write(&path, format!("{first}{{\"event\":\"step_sta")).unwrap();
+        // The resumed run appends to the same journal: its first event gets a line of its own.
+        let mut j = Journal::open(&path).unwrap();
+        j.file
+            .write_all(format!("{}\n", started(SHA)).as_bytes())
+            .unwrap();
+        j.file
+            .write_all(format!("{}\n", step(2, "failed", "2")).as_bytes())
+            .unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains("{\"event\":\"step_sta\n{\"event\":\"run_started\""),
+            "{text}"
+        );
+        let u = unfinished(&path).unwrap().unwrap();
+        assert_eq!((u.step, u.last_finished), (2, 0));
+        // A line that is no event anywhere else is still refused.
+        std::fs::write(
+            &path,
+            format!("{first}garbage\n{}\n", step(2, "failed", "2")),
+        )
+        .unwrap();
+        assert!(matches!(
+            unfinished(&path),
+            Err(JournalError::Damaged { line: 4, .. })
+        ));
     }
 
     #[test]
