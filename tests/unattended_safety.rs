@@ -133,6 +133,15 @@ fn corrupt_journals_are_refused_with_the_line_and_a_way_on() {
         &format!("{}\n", run_started(&format!("a{}", "é".repeat(40)))),
         &["line 1: the runbook hash `aéé", "is not a sha256"],
     );
+}
+
+#[test]
+fn a_journal_step_beyond_the_plan_is_refused() {
+    let head = format!(
+        "{}\n{}",
+        run_started("@SHA@"),
+        step_lines("1", "passed", "1.0")
+    );
     refused(
         "a step beyond the plan",
         &format!("{head}{}", step_lines("57", "failed", "2.0")),
