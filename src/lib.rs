@@ -11,6 +11,7 @@ pub mod rehearsal;
 pub mod report;
 pub mod runbook;
 pub mod show;
+pub mod signals;
 pub mod target;
 pub mod template;
 pub mod verdict;
