@@ -6,8 +6,12 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
 
-use common::{Sshd, recover_in};
+use common::{HttpServer, Sshd, clean_command, recover_in};
+use serde_json::Value;
 
 fn sha256_file(path: &Path) -> String {
     use sha2::{Digest, Sha256};
@@ -186,5 +190,461 @@ fn a_journal_cut_by_a_crash_mid_line_resumes_after_its_last_whole_step() {
     assert_eq!(
         fs::read_to_string(dir.path().join("trace")).unwrap(),
         "two\nthree\n"
+    );
+}
+
+// --- helpers for runs in the background ----------------------------------------------------------
+
+/// Polls `cond` every 50 ms for at most `timeout`.
+fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    for _ in 0..2_000 {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// `recover` in the background, its output going to files under `state`.
+struct Background {
+    child: Child,
+    out: PathBuf,
+}
+
+impl Background {
+    fn start(state: &Path, tag: &str, args: &[&str], env: &[(&str, &str)]) -> Background {
+        let out = state.join(format!("{tag}.out"));
+        let mut cmd = clean_command(env!("CARGO_BIN_EXE_recover"), state);
+        let file = fs::File::create(&out).unwrap();
+        cmd.args(args)
+            .stdout(Stdio::from(file.try_clone().unwrap()))
+            .stderr(Stdio::from(file));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Background {
+            child: cmd.spawn().expect("spawn recover"),
+            out,
+        }
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(self.pid(), sig) }, 0);
+    }
+
+    /// Waits at most `timeout` for the exit; None if it is still running.
+    fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        for _ in 0..10_000 {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                return Some(st);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    fn output(&self) -> String {
+        fs::read_to_string(&self.out).unwrap_or_default()
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn journal_events(path: &Path) -> Vec<Value> {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Whether the process whose pid is in `pid_file` still runs on the target (a zombie does not).
+fn remote_pid_alive(sshd: &Sshd, pid_file: &Path) -> bool {
+    let pid: u32 = fs::read_to_string(pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let out = sshd.ssh(&format!(
+        "if kill -0 {pid} 2>/dev/null; then \
+           if [ \"$(cut -d' ' -f3 /proc/{pid}/stat)\" = Z ]; then echo zombie; else echo alive; fi; \
+         else echo gone; fi"
+    ));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim() == "alive"
+}
+
+fn logins(sshd: &Sshd) -> usize {
+    sshd.log().matches("Accepted publickey").count()
+}
+
+/// A runbook whose second step hangs (writing its pid) while `@DIR@/hang` exists.
+fn hanging_runbook(dir: &Path, name: &str, sshd: &Sshd) -> PathBuf {
+    fs::write(dir.join("hang"), "").unwrap();
+    write_runbook(
+        dir,
+        name,
+        &sshd.runbook_target_yaml("lab"),
+        "",
+        r#"      - run: echo first >> @DIR@/trace
+      - name: long step
+        run: "[ -e @DIR@/hang ] || exit 0; echo $$ > @DIR@/long.pid; exec sleep 300"
+        timeout: 2m
+      - run: echo last >> @DIR@/trace
+"#,
+    )
+}
+
+// --- SIGTERM and SIGHUP do what Ctrl-C does ------------------------------------------------------
+
+#[test]
+fn sigterm_and_sighup_kill_the_remote_command_flush_the_journal_and_print_the_resume_command() {
+    let sshd = Sshd::start();
+    for (sig, code) in [(libc::SIGTERM, 143), (libc::SIGHUP, 129)] {
+        let dir = tempfile::tempdir().unwrap();
+        let rb = hanging_runbook(dir.path(), "signals", &sshd);
+        let journal = dir.path().join("j.jsonl");
+        let mut bg = Background::start(
+            dir.path(),
+            "run",
+            &[
+                "run",
+                rb.to_str().unwrap(),
+                "--journal",
+                journal.to_str().unwrap(),
+            ],
+            &[],
+        );
+        let pid_file = dir.path().join("long.pid");
+        assert!(
+            eventually(Duration::from_secs(30), || pid_file.exists()),
+            "the long step never ran: {}",
+            bg.output()
+        );
+        let sent = Instant::now();
+        bg.signal(sig);
+        let status = bg
+            .wait(Duration::from_secs(15))
+            .unwrap_or_else(|| panic!("signal {sig}: still running 15 s later: {}", bg.output()));
+        assert_eq!(status.code(), Some(code), "signal {sig}: {}", bg.output());
+        assert!(
+            sent.elapsed() < Duration::from_secs(8),
+            "took {:?}",
+            sent.elapsed()
+        );
+        assert!(
+            !remote_pid_alive(&sshd, &pid_file),
+            "signal {sig}: the remote `sleep 300` survived"
+        );
+        let events = journal_events(&journal);
+        let end = events.last().expect("a journal");
+        assert_eq!(end["event"], "run_finished", "signal {sig}: {events:?}");
+        assert_eq!(end["outcome"], "interrupted");
+        assert_eq!(end["exit_code"], code);
+        assert_eq!(end["failed_step"], 2);
+        let resume = end["resume"].as_str().expect("a resume command");
+        assert!(resume.contains("--resume"), "{resume}");
+        assert!(bg.output().contains(resume), "not printed: {}", bg.output());
+    }
+}
+
+// --- one run at a time ---------------------------------------------------------------------------
+
+#[test]
+fn a_second_run_is_refused_before_contacting_anything_and_rehearse_says_a_run_is_in_progress() {
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let rb = hanging_runbook(dir.path(), "once", &sshd);
+    let journal = dir.path().join("first.jsonl");
+    let mut first = Background::start(
+        dir.path(),
+        "first",
+        &[
+            "run",
+            rb.to_str().unwrap(),
+            "--journal",
+            journal.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let pid_file = dir.path().join("long.pid");
+    assert!(
+        eventually(Duration::from_secs(30), || pid_file.exists()),
+        "the first run never reached its long step: {}",
+        first.output()
+    );
+    let before = logins(&sshd);
+
+    let second = recover_in(dir.path())
+        .args(["run", "--yes"])
+        .arg(&rb)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(2), "{stderr}");
+    for s in [
+        "another run holds the lock of the runbook `once`".to_owned(),
+        format!("pid {}", first.pid()),
+        format!("journal {}", journal.display()),
+        format!("ps -p {}", first.pid()),
+        "Nothing was contacted".to_owned(),
+    ] {
+        assert!(stderr.contains(&s), "no `{s}` in:\n{stderr}");
+    }
+
+    // Another runbook against the same host waits its turn too.
+    let other = write_runbook(
+        dir.path(),
+        "other",
+        &sshd.runbook_target_yaml("lab"),
+        "",
+        "      - run: touch @DIR@/other-ran\n",
+    );
+    let third = recover_in(dir.path())
+        .args(["run", "--yes"])
+        .arg(&other)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&third.stderr);
+    assert_eq!(third.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("another run holds the lock of the host 127.0.0.1:"),
+        "{stderr}"
+    );
+    assert_eq!(
+        logins(&sshd),
+        before,
+        "a refused run logged in:\n{}",
+        sshd.log()
+    );
+    assert!(!dir.path().join("other-ran").exists());
+
+    // The dry run takes no lock, and says a run is in progress.
+    let dry = recover_in(dir.path())
+        .args(["run", "--dry-run"])
+        .arg(&rb)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&dry.stderr);
+    assert_eq!(dry.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "a run of this runbook is in progress: pid {}",
+            first.pid()
+        )),
+        "{stderr}"
+    );
+
+    first.signal(libc::SIGINT);
+    assert!(
+        first.wait(Duration::from_secs(15)).is_some(),
+        "{}",
+        first.output()
+    );
+    // Released: the next run goes.
+    fs::remove_file(dir.path().join("hang")).unwrap();
+    let next = recover_in(dir.path())
+        .args(["run", "--yes"])
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert_eq!(
+        next.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&next.stderr)
+    );
+    assert!(dir.path().join("other-ran").exists());
+}
+
+#[test]
+fn a_lock_left_by_a_killed_run_is_taken_over_with_a_warning_naming_its_pid() {
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let rb = hanging_runbook(dir.path(), "stale", &sshd);
+    let mut first = Background::start(dir.path(), "first", &["run", rb.to_str().unwrap()], &[]);
+    let pid_file = dir.path().join("long.pid");
+    assert!(
+        eventually(Duration::from_secs(30), || pid_file.exists()),
+        "{}",
+        first.output()
+    );
+    let dead = first.pid();
+    // SIGKILL: no handler runs, the lock file keeps its record.
+    first.signal(libc::SIGKILL);
+    assert!(first.wait(Duration::from_secs(10)).is_some());
+    // The orphaned remote command is no business of the lock: stop it like an operator would.
+    let _ = sshd.ssh(&format!("kill $(cat '{}')", pid_file.display()));
+    fs::remove_file(dir.path().join("hang")).unwrap();
+
+    let next = recover_in(dir.path())
+        .args(["run", "--yes"])
+        .arg(&rb)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&next.stderr);
+    assert_eq!(next.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!("left by pid {dead}, which is no longer running")),
+        "{stderr}"
+    );
+}
+
+// --- a missing notification secret does not block a recovery -------------------------------------
+
+#[test]
+fn an_unset_webhook_used_only_by_notify_warns_runs_and_reports_the_post_not_sent() {
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let rb = write_runbook(
+        dir.path(),
+        "nohook",
+        &sshd.runbook_target_yaml("lab"),
+        "notify:\n  ops: { webhook: \"{{ env.RECOVER_WEBHOOK }}\", format: slack }\n",
+        "      - run: touch @DIR@/ran\n      - notify: ops\n        message: we are back\n",
+    );
+    let journal = dir.path().join("j.jsonl");
+    let out = recover_in(dir.path())
+        .args(["run", "--yes", "--journal"])
+        .arg(&journal)
+        .arg(&rb)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(dir.path().join("ran").exists());
+    let warned = stderr
+        .lines()
+        .position(|l| l.contains("RECOVER_WEBHOOK is not set") && l.contains("not be sent"));
+    let first_step = stderr.lines().position(|l| l.contains("step 1"));
+    assert!(
+        warned.is_some() && warned < first_step,
+        "no warning before the run:\n{stderr}"
+    );
+    let events = journal_events(&journal);
+    let warning = events
+        .iter()
+        .find(|e| e["event"] == "warning")
+        .unwrap_or_else(|| panic!("no warning in the journal: {events:?}"));
+    assert!(
+        warning["message"]
+            .as_str()
+            .unwrap()
+            .contains("RECOVER_WEBHOOK is not set"),
+        "{warning}"
+    );
+    let post = events
+        .iter()
+        .find(|e| e["event"] == "notified")
+        .unwrap_or_else(|| panic!("no notified event: {events:?}"));
+    assert_eq!(post["ok"], false, "{post}");
+    assert!(
+        post["error"].as_str().unwrap().contains("not sent"),
+        "{post}"
+    );
+}
+
+#[test]
+fn an_unset_secret_used_by_a_step_refuses_the_run_before_anything_runs() {
+    let sshd = Sshd::start();
+    let hook = HttpServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let rb = write_runbook(
+        dir.path(),
+        "needsecret",
+        &sshd.runbook_target_yaml("lab"),
+        "",
+        &format!(
+            "      - run: touch @DIR@/ran\n      - http: {{ url: \"{}\", headers: {{ Authorization: \"Bearer {{{{ env.RECOVER_TOKEN }}}}\" }} }}\n",
+            hook.url_for("/v1/models")
+        ),
+    );
+    let before = logins(&sshd);
+    let out = recover_in(dir.path())
+        .args(["run", "--yes"])
+        .arg(&rb)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("RECOVER_TOKEN"), "{stderr}");
+    assert_eq!(logins(&sshd), before);
+    assert!(!dir.path().join("ran").exists());
+    assert!(hook.requests().is_empty());
+}
+
+// --- the abort post says what to do --------------------------------------------------------------
+
+#[test]
+fn the_abort_post_carries_the_steps_abort_message_and_the_procedures_first_paragraph() {
+    let sshd = Sshd::start();
+    let hook = HttpServer::start();
+    hook.respond("POST", "/hook", 200, "ok");
+    let dir = tempfile::tempdir().unwrap();
+    let head = "notify:\n  ops: { webhook: \"{{ env.RECOVER_WEBHOOK }}\", format: slack }\n\
+                abort:\n  notify: ops\n  message: |\n    Off the thirty-minute timeline.\n    Power the box off and call the on-call engineer.\n\n    Step 1 of the long procedure: boot from the rescue stick.\n    Step 2: run fsck -y by hand.\n";
+    let rb = write_runbook(
+        dir.path(),
+        "abortpost",
+        &sshd.runbook_target_yaml("lab"),
+        head,
+        r#"      - name: kernel log
+        run: echo "EXT4-fs error (device vda)"
+        abort_if: { stdout: "EXT4-fs error" }
+        abort_message: The kernel reported filesystem errors.
+"#,
+    );
+    let out = recover_in(dir.path())
+        .env("RECOVER_WEBHOOK", hook.url_for("/hook"))
+        .args(["run", "--yes"])
+        .arg(&rb)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(hook.wait_for_requests("/hook", 1, Duration::from_secs(10)));
+    let posts = hook.requests_to("/hook");
+    let text = posts[0].json()["text"].as_str().unwrap().to_owned();
+    for s in [
+        "ABORT",
+        "kernel log",
+        "The kernel reported filesystem errors.",
+        "Off the thirty-minute timeline.\nPower the box off and call the on-call engineer.",
+        "see the binder",
+    ] {
+        assert!(text.contains(s), "no `{s}` in the post:\n{text}");
+    }
+    assert!(
+        !text.contains("rescue stick"),
+        "the whole procedure was posted:\n{text}"
     );
 }
