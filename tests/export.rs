@@ -44,9 +44,7 @@ fn export_ok(runbook: &str, format: &str, state: &Path, env: &[(&str, &str)]) ->
 
 /// The Plan the binary resolves, with the same home directory.
 fn spark_plan() -> Plan {
-    let loaded = recover::runbook::load(&root().join(RUNBOOK))
-        .expect("readable")
-        .expect("valid");
+    let loaded = recover::runbook::load(&root().join(RUNBOOK)).expect("valid");
     plan::resolve(&loaded, &Options::default()).expect("resolves")
 }
 

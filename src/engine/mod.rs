@@ -14,7 +14,8 @@ use tokio::sync::watch;
 
 pub use event::{Event, Mode, RunOutcome, Sink, StepOutcome, TargetInfo};
 
-use crate::plan::{Plan, Secrets};
+use crate::plan::Plan;
+use crate::secrets::Secrets;
 use crate::target::ssh::{Note, Ssh};
 
 /// What the operator answered at a manual step.
@@ -28,23 +29,66 @@ pub enum Answer {
 /// Asks the operator about a manual step: (step name, instructions) -> answer.
 pub type Prompt = Box<dyn FnMut(&str, &str) -> Answer + Send>;
 
+/// Who confirms manual steps, decided once from `--yes` and the terminal. `Confirm<()>` is
+/// the decision; [`Confirm::with_prompt`] gives `Ask` the prompt to ask with.
+pub enum Confirm<P = Prompt> {
+    /// `--yes`: manual steps count as done.
+    Yes,
+    /// The operator answers at a terminal.
+    Ask(P),
+    /// Nobody to ask (a rehearsal, or no terminal): a manual step fails.
+    Refuse,
+}
+
+impl Confirm<()> {
+    /// `--yes` wins; otherwise ask when there is a terminal to ask at.
+    pub fn decide(yes: bool, interactive: bool) -> Self {
+        match (yes, interactive) {
+            (true, _) => Confirm::Yes,
+            (false, true) => Confirm::Ask(()),
+            (false, false) => Confirm::Refuse,
+        }
+    }
+
+    pub fn with_prompt(self, prompt: impl FnOnce() -> Prompt) -> Confirm {
+        match self {
+            Confirm::Yes => Confirm::Yes,
+            Confirm::Ask(()) => Confirm::Ask(prompt()),
+            Confirm::Refuse => Confirm::Refuse,
+        }
+    }
+}
+
+/// What a resumed run takes over from the run it continues.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resume {
+    /// The run this one continues.
+    pub run_id: String,
+    /// Where its timeline stood.
+    pub elapsed: Duration,
+    /// Boot ids it recorded, per target name.
+    pub boot_ids: BTreeMap<String, String>,
+}
+
 /// How this run goes.
 pub struct Settings {
     pub mode: Mode,
     pub run_id: String,
     /// The first step to run (1-based); earlier steps are reported as skipped.
     pub first_step: usize,
-    /// Confirm manual steps without asking.
-    pub yes: bool,
-    /// When set, manual steps ask here; otherwise they need `yes`.
-    pub prompt: Option<Prompt>,
-    /// The run this one continues, and where its timeline stood.
-    pub resumed_from: Option<String>,
-    pub elapsed_offset: Duration,
-    /// Boot ids recorded by the run this one continues, per target name.
-    pub known_boot_ids: BTreeMap<String, String>,
+    /// Who confirms manual steps.
+    pub confirm: Confirm,
+    /// Set when this run continues an earlier one.
+    pub resume: Option<Resume>,
     /// The command that continues this run, printed when it stops early.
     pub resume_command: String,
+}
+
+impl Settings {
+    /// Where the run's timeline starts: where the resumed run stopped, or zero.
+    fn elapsed_offset(&self) -> Duration {
+        self.resume.as_ref().map_or(Duration::ZERO, |r| r.elapsed)
+    }
 }
 
 /// Events out, secrets redacted, from any task.
@@ -62,35 +106,20 @@ impl Emitter {
         }
     }
 
-    pub fn emit(&self, event: Event) {
-        let event = self.redact(event);
+    /// Hand the event to the sinks with every string in it redacted. The redaction works on
+    /// the event's own strings, before any sink serializes it, so there is no form of the
+    /// event that could carry a secret through.
+    pub fn emit(&self, mut event: Event) {
+        if !self.secrets.values.is_empty() {
+            event.each_string(&mut |s| {
+                let red = self.secrets.redact(s);
+                if red != *s {
+                    *s = red;
+                }
+            });
+        }
         let mut sink = self.sink.lock().unwrap_or_else(|e| e.into_inner());
         sink.emit(&event);
-    }
-
-    /// Every string in the event, secrets replaced by `***`, including JSON-escaped forms.
-    fn redact(&self, event: Event) -> Event {
-        if self.secrets.values.is_empty() {
-            return event;
-        }
-        let Ok(json) = serde_json::to_string(&event) else {
-            return event;
-        };
-        let mut red = json.clone();
-        for (_, v) in &self.secrets.values {
-            if v.len() < 3 {
-                continue;
-            }
-            if let Ok(esc) = serde_json::to_string(v) {
-                let esc = &esc[1..esc.len() - 1];
-                red = red.replace(esc, "***");
-            }
-            red = red.replace(v.as_str(), "***");
-        }
-        if red == json {
-            return event;
-        }
-        serde_json::from_str(&red).unwrap_or(event)
     }
 }
 
@@ -165,7 +194,11 @@ impl<'a> Engine<'a> {
             .map(Ssh::new)
             .collect::<Vec<_>>();
         for t in &targets {
-            if let Some(id) = settings.known_boot_ids.get(&t.spec.name) {
+            if let Some(id) = settings
+                .resume
+                .as_ref()
+                .and_then(|r| r.boot_ids.get(&t.spec.name))
+            {
                 t.set_known_boot_id(Some(id.clone()));
             }
         }
@@ -183,11 +216,11 @@ impl<'a> Engine<'a> {
 
     /// Seconds on the run's timeline.
     pub(crate) fn at(&self) -> f64 {
-        (self.settings.elapsed_offset + self.clock.elapsed()).as_secs_f64()
+        (self.settings.elapsed_offset() + self.clock.elapsed()).as_secs_f64()
     }
 
     pub(crate) fn elapsed(&self) -> Duration {
-        self.settings.elapsed_offset + self.clock.elapsed()
+        self.settings.elapsed_offset() + self.clock.elapsed()
     }
 
     pub(crate) fn cancelled(&self) -> bool {
@@ -215,8 +248,8 @@ impl<'a> Engine<'a> {
                         error,
                     },
                 };
-                let rebooted_under_resume = matches!(e, Event::BootIdChanged { .. })
-                    && self.settings.resumed_from.is_some();
+                let rebooted_under_resume =
+                    matches!(e, Event::BootIdChanged { .. }) && self.settings.resume.is_some();
                 self.out.emit(e);
                 if rebooted_under_resume {
                     self.out.emit(Event::Warning {
@@ -244,7 +277,7 @@ impl<'a> Engine<'a> {
             budget: plan.budget.as_secs_f64(),
             steps: total,
             phases: plan.phases.len(),
-            resumed_from: self.settings.resumed_from.clone(),
+            resumed_from: self.settings.resume.as_ref().map(|r| r.run_id.clone()),
             first_step: self.settings.first_step,
             targets: plan
                 .targets
@@ -425,7 +458,7 @@ impl<'a> Engine<'a> {
         let out = self.out.clone();
         let name = name.to_owned();
         let now = self.elapsed();
-        let offset = self.settings.elapsed_offset;
+        let offset = self.settings.elapsed_offset();
         let clock = self.clock;
         let task = tokio::spawn(async move {
             if end > now {

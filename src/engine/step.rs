@@ -135,14 +135,17 @@ impl Engine<'_> {
     }
 
     fn manual(&mut self, s: &Step, text: &str) -> StepResult {
-        if self.settings.yes {
-            return StepResult::with(StepOutcome::Passed, "confirmed with --yes");
-        }
-        let Some(prompt) = self.settings.prompt.as_mut() else {
-            return StepResult::with(
-                StepOutcome::Failed,
-                "a manual step needs a terminal to ask, or --yes",
-            );
+        let prompt = match &mut self.settings.confirm {
+            super::Confirm::Yes => {
+                return StepResult::with(StepOutcome::Passed, "confirmed with --yes");
+            }
+            super::Confirm::Refuse => {
+                return StepResult::with(
+                    StepOutcome::Failed,
+                    "a manual step needs a terminal to ask, or --yes",
+                );
+            }
+            super::Confirm::Ask(prompt) => prompt,
         };
         match prompt(&s.name, text) {
             Answer::Done => StepResult::with(StepOutcome::Passed, "confirmed by the operator"),
