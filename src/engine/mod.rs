@@ -510,3 +510,145 @@ pub(crate) fn first_line(s: &str) -> String {
         .trim()
         .to_owned()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::Json;
+
+    /// A `Write` whose bytes the test reads back after the sink is gone.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Shared {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn finished(stdout: &str, reason: &str) -> Event {
+        Event::StepFinished {
+            step: 3,
+            phase: 1,
+            name: "token check".into(),
+            outcome: StepOutcome::Failed,
+            exit: Some(1),
+            duration: 0.5,
+            at: 1.0,
+            reason: Some(reason.into()),
+            stdout: Some(stdout.into()),
+            stderr: None,
+        }
+    }
+
+    /// Emit through a journal file and a `--json` sink; return both outputs.
+    fn emit_all(secrets: &[(&str, &str)], events: Vec<Event>) -> (String, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runs/j.jsonl");
+        let json = Shared::default();
+        let sinks: Vec<Box<dyn Sink>> = vec![
+            Box::new(crate::journal::Journal::open(&path).unwrap()),
+            Box::new(Json::new(json.clone())),
+        ];
+        let secrets = Secrets {
+            values: secrets
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            missing: vec![],
+        };
+        let out = Emitter::new(Box::new(event::Fanout(sinks)), secrets);
+        for e in events {
+            out.emit(e);
+        }
+        drop(out);
+        let journal = std::fs::read_to_string(&path).unwrap();
+        let json = String::from_utf8(json.0.lock().unwrap().clone()).unwrap();
+        (journal, json)
+    }
+
+    /// Every string leaf of every JSON line, parsed back.
+    fn strings(lines: &str) -> Vec<String> {
+        fn walk(v: &serde_json::Value, out: &mut Vec<String>) {
+            match v {
+                serde_json::Value::String(s) => out.push(s.clone()),
+                serde_json::Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
+                serde_json::Value::Object(m) => m.values().for_each(|v| walk(v, out)),
+                _ => {}
+            }
+        }
+        let mut out = Vec::new();
+        for l in lines.lines() {
+            let v: serde_json::Value = serde_json::from_str(l).expect("each line is JSON");
+            walk(&v, &mut out);
+        }
+        out
+    }
+
+    #[test]
+    fn a_secret_in_nested_output_is_redacted_in_the_journal_and_json() {
+        let stdout = "HTTP/1.1 401\n{\"error\": {\"detail\": \"token tok-9f8e7d rejected\"}}\nbye";
+        let (journal, json) = emit_all(
+            &[("API_TOKEN", "tok-9f8e7d")],
+            vec![
+                finished(stdout, "401 for tok-9f8e7d"),
+                Event::Warning {
+                    step: Some(3),
+                    message: "retrying with tok-9f8e7d".into(),
+                },
+            ],
+        );
+        for (name, text) in [("journal", &journal), ("json", &json)] {
+            assert!(!text.contains("tok-9f8e7d"), "{name} leaked:\n{text}");
+            let s = strings(text);
+            assert!(
+                s.iter().any(|s| s.contains("\"token *** rejected\"")),
+                "{name}: the output around the secret stays:\n{text}"
+            );
+            assert!(s.iter().any(|s| s == "401 for ***"), "{name}:\n{text}");
+            assert!(
+                s.iter().any(|s| s == "retrying with ***"),
+                "{name}:\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_secret_with_json_special_characters_is_redacted() {
+        let secret = r#"p"a\ss'w{o}rd"#;
+        let escaped = r#"p\"a\\ss'w{o}rd"#;
+        // The raw value in a reason, and its JSON-escaped form inside a body a step printed.
+        let stdout = format!("{{\"password\": \"{escaped}\"}}");
+        let (journal, json) = emit_all(
+            &[("DB_PASSWORD", secret)],
+            vec![finished(&stdout, &format!("login as {secret} failed"))],
+        );
+        for (name, text) in [("journal", &journal), ("json", &json)] {
+            let s = strings(text);
+            assert!(
+                s.iter()
+                    .all(|s| !s.contains(secret) && !s.contains(escaped)),
+                "{name} leaked:\n{text}"
+            );
+            assert!(!text.contains("ss'w{o}rd"), "{name} leaked:\n{text}");
+            assert!(
+                s.iter().any(|s| s == "login as *** failed"),
+                "{name}:\n{text}"
+            );
+            assert!(
+                s.iter().any(|s| s == "{\"password\": \"***\"}"),
+                "{name}:\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn without_secrets_events_pass_unchanged() {
+        let (journal, _) = emit_all(&[], vec![finished("plain output", "why")]);
+        assert!(strings(&journal).iter().any(|s| s == "plain output"));
+    }
+}
