@@ -10,11 +10,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{HttpServer, Sshd, closed_port_url};
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use common::{HttpServer, Sshd, closed_port_url, eventually, text};
 
 /// Command lines of every process on the machine, from /proc.
 fn cmdlines() -> Vec<(u32, String)> {
@@ -46,26 +42,13 @@ fn alive(pid: u32) -> bool {
     }
 }
 
-/// Polls `cond` every 20 ms for at most `timeout`.
-fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    for _ in 0..10_000 {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
-
 // --- sshd ----------------------------------------------------------------------------------
 
 #[test]
 fn sshd_accepts_the_client_key_with_strict_checking_and_runs_a_command() {
-    let sshd = Sshd::start();
+    let Some(sshd) = Sshd::start_or_skip() else {
+        return;
+    };
 
     let config = fs::read_to_string(sshd.ssh_config()).unwrap();
     assert!(config.contains("StrictHostKeyChecking yes"), "{config}");
@@ -117,7 +100,9 @@ fn sshd_accepts_the_client_key_with_strict_checking_and_runs_a_command() {
 
 #[test]
 fn sshd_stop_makes_ssh_fail_and_start_again_keeps_port_and_host_key() {
-    let mut sshd = Sshd::start();
+    let Some(mut sshd) = Sshd::start_or_skip() else {
+        return;
+    };
     let port = sshd.port();
     let host_key = fs::read_to_string(sshd.host_key_pub()).unwrap();
     let first_pid = sshd.pid().unwrap();
@@ -146,7 +131,9 @@ fn sshd_stop_makes_ssh_fail_and_start_again_keeps_port_and_host_key() {
 
 #[test]
 fn sshd_start_again_waits_for_its_port_to_be_free() {
-    let mut sshd = Sshd::start();
+    let Some(mut sshd) = Sshd::start_or_skip() else {
+        return;
+    };
     sshd.stop();
     // Someone holds the port for a moment, as a slow-to-die listener would.
     let squatter = std::net::TcpListener::bind(("127.0.0.1", sshd.port())).unwrap();
@@ -166,7 +153,9 @@ fn sshd_start_again_waits_for_its_port_to_be_free() {
 
 #[test]
 fn sshd_stop_kills_open_sessions_and_their_remote_commands() {
-    let mut sshd = Sshd::start();
+    let Some(mut sshd) = Sshd::start_or_skip() else {
+        return;
+    };
     // A unique remote command line to look for.
     let marker = format!("sleep 600.{}", sshd.port());
     let mut session = sshd
@@ -206,7 +195,9 @@ fn sshd_stop_kills_open_sessions_and_their_remote_commands() {
 
 #[test]
 fn sshd_drop_leaves_no_process_behind() {
-    let sshd = Sshd::start();
+    let Some(sshd) = Sshd::start_or_skip() else {
+        return;
+    };
     let pid = sshd.pid().unwrap();
     let dir = sshd.dir().to_path_buf();
     let mut busy = sshd
@@ -239,7 +230,9 @@ fn sshd_drop_leaves_no_process_behind() {
 
 #[test]
 fn sshd_wrong_known_hosts_is_refused() {
-    let sshd = Sshd::start();
+    let Some(sshd) = Sshd::start_or_skip() else {
+        return;
+    };
     let wrong = sshd.wrong_host_key_known_hosts();
     let line = fs::read_to_string(&wrong).unwrap();
     assert!(line.starts_with(&format!("[127.0.0.1]:{} ssh-ed25519 ", sshd.port())));
@@ -263,7 +256,9 @@ fn sshd_wrong_known_hosts_is_refused() {
 
 #[test]
 fn sshd_allows_many_sessions_over_one_multiplexed_connection() {
-    let sshd = Sshd::start();
+    let Some(sshd) = Sshd::start_or_skip() else {
+        return;
+    };
     let control = sshd.dir().join("cm.sock");
     let control_opt = format!("ControlPath={}", control.display());
 
@@ -310,7 +305,9 @@ fn sshd_allows_many_sessions_over_one_multiplexed_connection() {
 
 #[test]
 fn sshd_freeze_makes_connections_time_out_and_thaw_resumes() {
-    let sshd = Sshd::start();
+    let Some(sshd) = Sshd::start_or_skip() else {
+        return;
+    };
     sshd.freeze();
     let mut cmd = sshd.ssh_command();
     cmd.args(["-o", "ConnectTimeout=1"])
@@ -336,7 +333,9 @@ fn sshd_freeze_makes_connections_time_out_and_thaw_resumes() {
 
 #[test]
 fn runbook_target_yaml_renders_the_targets_entry() {
-    let sshd = Sshd::start();
+    let Some(sshd) = Sshd::start_or_skip() else {
+        return;
+    };
     let yaml = sshd.runbook_target_yaml("lab");
     let expected = format!(
         "  lab:\n    host: 127.0.0.1\n    port: {}\n    user: {}\n    identity: {}\n    known_hosts: {}\n",
