@@ -10,7 +10,9 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{HttpServer, Sshd, closed_port_url, eventually, text};
+use common::{
+    HttpServer, Sshd, closed_port_url, eventually, require_tool, run_bounded, skipped, text,
+};
 
 /// Command lines of every process on the machine, from /proc.
 fn cmdlines() -> Vec<(u32, String)> {
@@ -555,4 +557,80 @@ fn recover_gets_a_clean_environment() {
     let out = common::recover_in(state.path()).output().unwrap();
     assert!(out.status.code().is_some(), "{out:?}");
     assert!(common::recover().output().unwrap().status.code().is_some());
+}
+
+// --- skips -----------------------------------------------------------------------------------
+
+const MISSING_TOOL: &str = "recover-test-no-such-tool";
+/// Set by the parent test for its child: the probe only probes there.
+const PROBE_VAR: &str = "RECOVER_TEST_MISSING_TOOL_PROBE";
+
+#[test]
+#[ignore = "run by a_missing_tool_is_a_visible_skip_and_a_failure_in_ci, in a child process"]
+fn probe_of_a_missing_tool() {
+    if std::env::var_os(PROBE_VAR).is_none() {
+        skipped("runs only as the child of a_missing_tool_is_a_visible_skip_and_a_failure_in_ci");
+        return;
+    }
+    let Some(found) = require_tool(&[MISSING_TOOL]) else {
+        return;
+    };
+    panic!("{MISSING_TOOL} is installed at {}", found.display());
+}
+
+/// This test binary running only `probe_of_a_missing_tool`, its output captured as usual.
+fn probe(ci: Option<&str>) -> std::process::Output {
+    let mut cmd = Command::new(std::env::current_exe().expect("the test binary"));
+    cmd.args(["probe_of_a_missing_tool", "--exact", "--ignored"])
+        .env_remove("CI")
+        .env(PROBE_VAR, "1")
+        .stdin(Stdio::null());
+    if let Some(v) = ci {
+        cmd.env("CI", v);
+    }
+    run_bounded(cmd, Duration::from_secs(60))
+}
+
+#[test]
+fn a_missing_tool_is_a_visible_skip_and_a_failure_in_ci() {
+    let local = probe(None);
+    let (stdout, stderr) = (text(&local.stdout), text(&local.stderr));
+    assert!(local.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("test probe_of_a_missing_tool ... ok"),
+        "{stdout}"
+    );
+    // Shown although the test passed and its output was captured.
+    assert!(
+        stderr.contains(&format!(
+            "SKIPPED: probe_of_a_missing_tool: needs {MISSING_TOOL} (install it with scripts/setup)"
+        )),
+        "{stderr}"
+    );
+
+    let ci = probe(Some("true"));
+    let (stdout, stderr) = (text(&ci.stdout), text(&ci.stderr));
+    assert!(
+        !ci.status.success(),
+        "a skip passed under CI:\n{stdout}{stderr}"
+    );
+    assert!(
+        stdout.contains("test probe_of_a_missing_tool ... FAILED"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("CI is set, where a missing tool is a broken setup"),
+        "{stdout}{stderr}"
+    );
+    assert!(!stderr.contains("SKIPPED"), "{stderr}");
+}
+
+#[test]
+fn require_tool_finds_a_tool_on_path_and_by_its_path() {
+    let sh = require_tool(&[MISSING_TOOL, "sh"]).expect("sh is on PATH");
+    assert!(sh.is_absolute() && sh.ends_with("sh"), "{}", sh.display());
+    assert_eq!(
+        require_tool(&[sh.to_str().unwrap()]).as_deref(),
+        Some(sh.as_path())
+    );
 }

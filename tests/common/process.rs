@@ -140,6 +140,11 @@ impl Background {
         status
     }
 
+    /// The file its stdout goes to.
+    pub fn stdout_path(&self) -> &Path {
+        &self.stdout
+    }
+
     /// Everything it printed so far: stdout, then stderr.
     pub fn output(&self) -> String {
         let mut s = String::new();
