@@ -14,7 +14,8 @@
 //!
 //! Environment:
 //! - `RECOVER_SKIP_LAB=1`: skip the suite (passes, saying so), for a fast local loop. It is
-//!   also skipped when `qemu-system-x86_64` is missing; nothing else skips it.
+//!   also skipped when `qemu-system-x86_64` is missing (with `CI` set, that fails it instead);
+//!   nothing else skips it.
 //! - `RECOVER_LAB_SCENARIOS=2,5`: run only these scenarios (by number), in the suite's order.
 //! - `RECOVER_LAB_KEEP=1`: leave the lab running at the end (`tests/lab/lab down` stops it).
 //! - `RECOVER_LAB_DIR`: the lab directory, as for `tests/lab/lab`.
