@@ -9,17 +9,18 @@
 //! "some progress" mark per uninterrupted run of them: how many there are depends on timing
 //! and on how the output arrives.
 //!
-//! The reference runbook's `start` and `drop_caches` steps need a real systemd and root; here
-//! they are `run` steps that print, or not, as the scenario's step shows progress, or not. The
-//! box coming up is real: sshd is down when the run starts, so `wait_ssh` fails first and
-//! reports it, as in the scenario, and comes up while the step waits.
+//! Replayed: `clean_run`, `failure` and `abort`. The reference runbook's `start` and
+//! `drop_caches` steps need a real systemd and root; here they are `run` steps that print, or
+//! not, as the scenario's step shows progress, or not. The box coming up is real: for the
+//! scenarios whose `wait_ssh` shows failed attempts, sshd is down when the run starts and comes
+//! up while the step waits.
 
 mod common;
 
 // `src/report/scenarios.rs` names the event types as `crate::engine::...`: here, the library's.
 use recover::engine;
 
-// Only the clean run and the failure are replayed here.
+// Only the clean run, the failure and the abort are replayed here.
 #[allow(dead_code)]
 #[path = "../src/report/scenarios.rs"]
 mod scenarios;
@@ -33,9 +34,20 @@ use serde_json::Value;
 /// A step that passes and prints nothing.
 const QUIET: &str = "run: \"true\"";
 
-/// The runbook, shaped like `runbooks/spark-power.yaml` (`target`: the entry under `targets:`;
-/// `step_13`: the body of step 13, its lines after the first indented by ten spaces).
-fn runbook(target: &str, api: &str, step_13: &str) -> String {
+/// What a scenario changes in the runbook: the bodies of steps 5 and 13 (their lines after the
+/// first indented by ten spaces), and whether the box is still booting when the run starts.
+struct Shape {
+    step_5: &'static str,
+    step_13: &'static str,
+    /// sshd is down until `wait_ssh` has failed once (the scenario's step 3 shows progress).
+    boots_late: bool,
+}
+
+/// The runbook, shaped like `runbooks/spark-power.yaml` (`target`: the entry under `targets:`).
+fn runbook(target: &str, api: &str, shape: &Shape) -> String {
+    let Shape {
+        step_5, step_13, ..
+    } = shape;
     format!(
         r#"name: spark-power
 title: Power failure recovery, the reporters' scenarios for real
@@ -47,6 +59,9 @@ notify:
   operators:
     webhook: "{{{{ env.RECOVER_WEBHOOK }}}}"
     format: slack
+abort:
+  notify: operators
+  message: OFF THE 30-MINUTE TIMELINE. Follow the long procedure.
 phases:
   - name: Power on and POST
     window: 0m-5m
@@ -62,7 +77,7 @@ phases:
       - name: Last kernel messages
         {QUIET}
       - name: kernel log has no filesystem or disk errors
-        {QUIET}
+        {step_5}
       - name: Errors logged since boot
         {QUIET}
       - name: Read-only filesystem check of the root device
@@ -151,9 +166,9 @@ struct Real {
     code: Option<i32>,
 }
 
-/// Runs the runbook (with `step_13`) with sshd down until `wait_ssh` has failed once. None
-/// when OpenSSH is not installed (the test is skipped).
-fn real_run(step_13: &str) -> Option<Real> {
+/// Runs the runbook of `shape` to its end. None when OpenSSH is not installed (the test is
+/// skipped).
+fn real_run(shape: &Shape) -> Option<Real> {
     let mut sshd = Sshd::start_or_skip()?;
     let api = HttpServer::start();
     for (method, path) in [
@@ -169,28 +184,37 @@ fn real_run(step_13: &str) -> Option<Real> {
     let rb = dir.path().join("spark-power.yaml");
     fs::write(
         &rb,
-        runbook(&sshd.runbook_target_yaml("spark"), &api.url(), step_13),
+        runbook(&sshd.runbook_target_yaml("spark"), &api.url(), shape),
     )
     .expect("write the runbook");
     let journal = dir.path().join("journal.jsonl");
 
-    sshd.stop();
+    if shape.boots_late {
+        sshd.stop();
+    }
     let mut bg = Background::start(
         dir.path(),
         &["run", p(&rb), "--yes", "--json", "--journal", p(&journal)],
         &[("RECOVER_WEBHOOK", &hook.url_for("/hook"))],
     );
-    assert!(
-        wait_for_event(bg.stdout_path(), Duration::from_secs(30), |e| {
-            e["event"] == "step_progress" && e["step"] == 3
-        }),
-        "wait_ssh never reported a failed attempt: {}",
-        bg.output()
-    );
-    sshd.start_again();
+    if shape.boots_late {
+        assert!(
+            wait_for_event(bg.stdout_path(), Duration::from_secs(30), |e| {
+                e["event"] == "step_progress" && e["step"] == 3
+            }),
+            "wait_ssh never reported a failed attempt: {}",
+            bg.output()
+        );
+        sshd.start_again();
+    }
     let status = bg
         .wait(Duration::from_secs(90))
         .unwrap_or_else(|| panic!("recover still runs: {}", tail(&bg.output(), 60)));
+    assert!(
+        journal.exists(),
+        "no journal ({status}): {}",
+        tail(&bg.output(), 60)
+    );
     Some(Real {
         emitted: read_journal(bg.stdout_path()),
         journal: read_journal(&journal),
@@ -241,7 +265,11 @@ fn assert_same_sequence(name: &str, scenario: &[engine::Event], real: &Real) {
 
 #[test]
 fn a_clean_run_emits_the_clean_run_scenario() {
-    let Some(real) = real_run(QUIET) else {
+    let Some(real) = real_run(&Shape {
+        step_5: QUIET,
+        step_13: QUIET,
+        boots_late: true,
+    }) else {
         return;
     };
     assert_eq!(real.code, Some(0), "{}", dump(&real.emitted));
@@ -250,15 +278,36 @@ fn a_clean_run_emits_the_clean_run_scenario() {
 
 #[test]
 fn a_failed_start_emits_the_failure_scenario() {
-    let failing = "run: |\n          \
-                   echo 'unit activating; probe: connection refused'\n          \
-                   echo 'dispatcher.service failed (start-limit-hit)' >&2\n          \
-                   exit 1";
-    let Some(real) = real_run(failing) else {
+    let Some(real) = real_run(&Shape {
+        step_5: QUIET,
+        step_13: "run: |\n          \
+                  echo 'unit activating; probe: connection refused'\n          \
+                  echo 'dispatcher.service failed (start-limit-hit)' >&2\n          \
+                  exit 1",
+        boots_late: true,
+    }) else {
         return;
     };
     assert_eq!(real.code, Some(1), "{}", dump(&real.emitted));
     assert_same_sequence("failure", &scenarios::failure(), &real);
+}
+
+/// The scenario's step 5 prints nothing on stdout (no progress): its kernel lines go to stderr
+/// here, where `abort_if` finds them.
+#[test]
+fn a_kernel_error_emits_the_abort_scenario() {
+    let Some(real) = real_run(&Shape {
+        step_5: "run: |\n          \
+                 echo '[   12.348811] EXT4-fs error (device nvme0n1p1): ext4_find_entry:1455' >&2\n        \
+                 abort_if: { stderr: \"EXT4-fs error|I/O error\" }\n        \
+                 abort_message: The kernel reported filesystem or disk errors after the power cut.",
+        step_13: QUIET,
+        boots_late: false,
+    }) else {
+        return;
+    };
+    assert_eq!(real.code, Some(3), "{}", dump(&real.emitted));
+    assert_same_sequence("abort", &scenarios::abort(), &real);
 }
 
 #[test]
