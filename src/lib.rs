@@ -9,7 +9,7 @@ pub mod plan;
 pub mod rehearsal;
 pub mod report;
 pub mod runbook;
-pub mod show;
+pub use plan::display as show;
 pub mod target;
 pub mod template;
 pub mod verdict;

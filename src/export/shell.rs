@@ -113,6 +113,7 @@ pub fn as_typed(c: &Command) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn secrets() -> Secrets {
         Secrets {
@@ -167,12 +168,7 @@ mod tests {
     }
 
     fn cmd(script: &str, sudo: bool) -> Command {
-        Command {
-            script: script.into(),
-            sudo,
-            wire: String::new(),
-            marker: String::new(),
-        }
+        Command::remote(script.into(), sudo, Duration::from_secs(10), "recover:x:1")
     }
 
     #[test]
