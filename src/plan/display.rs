@@ -302,3 +302,78 @@ pub fn http_expect_text(e: &HttpExpect) -> String {
     }
     parts.join(", ")
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::plan_text;
+    use crate::plan::{Options, Plan, Rehearse, resolve};
+
+    const SMALL: &str = r#"
+name: small
+budget: 10m
+targets:
+  box: { host: box.local, user: root }
+phases:
+  - name: All
+    window: 0m-10m
+    steps:
+      - run: "mount /dev/sdb1 /srv/models"
+      - local: "true"
+      - start: api.service
+        health:
+          run: "curl -fsS http://127.0.0.1:9/health"
+      - http: { url: "http://127.0.0.1:9/ready", from: target }
+"#;
+
+    fn plan(path: &str, text: &str) -> Plan {
+        let loaded = crate::runbook::parse(Path::new(path), text, String::new()).expect("parses");
+        resolve(&loaded, &Options::default()).expect("resolves")
+    }
+
+    /// Every line the engine may send, as the Plan holds it, is printed by `--dry-run`.
+    #[test]
+    fn the_dry_run_shows_every_line_the_engine_may_send() {
+        let plans = [
+            plan(
+                "spark-power.yaml",
+                include_str!("../../runbooks/spark-power.yaml"),
+            ),
+            plan("lab.yaml", include_str!("../../runbooks/lab.yaml")),
+            plan("small.yaml", SMALL),
+        ];
+        for p in &plans {
+            let text = plan_text(p);
+            for t in &p.targets {
+                assert!(text.contains(&t.boot_id), "{}: no boot id read", p.name);
+            }
+            let mut kills = 0;
+            for s in p.phases.iter().flat_map(|ph| &ph.steps) {
+                for c in s.commands() {
+                    let wire = p.secrets.redact(&c.wire);
+                    assert!(text.contains(&wire), "{} step {}: {wire}", p.name, s.number);
+                    if let Some(k) = &c.kill {
+                        kills += 1;
+                        assert!(text.contains(k), "{} step {}: {k}", p.name, s.number);
+                    }
+                }
+            }
+            assert!(kills > 0, "{}: no remote command", p.name);
+        }
+        let small = &plans[2];
+        let steps: Vec<_> = small.phases[0].steps.iter().collect();
+        assert!(matches!(steps[0].rehearse, Rehearse::CheckPaths(_)));
+        assert!(matches!(steps[2].rehearse, Rehearse::InspectUnit(_)));
+        assert_eq!(steps[3].rehearse, Rehearse::Run);
+        let text = plan_text(small);
+        assert!(
+            text.contains("for p in /dev/sdb1 /srv/models; do"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sent as   timeout -k 5s 32s sh -c 'curl"),
+            "{text}"
+        );
+    }
+}
