@@ -12,7 +12,6 @@ pub mod rehearsal;
 pub mod report;
 pub mod runbook;
 pub mod secrets;
-pub mod show;
 pub mod state;
 pub mod target;
 pub mod template;

@@ -101,6 +101,7 @@ fn plan_items(plan: &Plan) -> Vec<(usize, String)> {
                 unit,
                 start,
                 health,
+                ..
             } => {
                 add(unit.clone());
                 add(start.script.clone());

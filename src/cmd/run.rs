@@ -16,7 +16,7 @@ use crate::template::shell_quote;
 /// `run --dry-run`: the resolved plan on stdout, nothing contacted.
 pub fn dry_run(a: &RunArgs) -> Result<Exit, Error> {
     let (_, plan) = super::load_plan(&a.runbook, &super::options(&a.resolve))?;
-    print!("{}", crate::show::plan_text(&plan));
+    print!("{}", crate::plan::display::plan_text(&plan));
     Ok(Exit::Ok)
 }
 

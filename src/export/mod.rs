@@ -374,7 +374,7 @@ impl Builder<'_> {
     /// A request sent with curl: from here, or from the target over ssh.
     fn request(&self, s: &Step, r: &Request) -> Vec<Cmd> {
         let curl = r.curl();
-        match (r.from_target, self.target(s)) {
+        match (r.on_target.is_some(), self.target(s)) {
             (true, Some(t)) => vec![
                 Cmd::typed(format!("Logged in on {}", t.name), self.shell(&curl)),
                 Cmd::exact(
@@ -397,19 +397,11 @@ impl Builder<'_> {
                 note: None,
             };
         };
-        let (content_type, body) = crate::plan::payload(c.format, &self.plan.name, message);
-        let req = Request {
-            method: "POST".into(),
-            url: c.url.clone(),
-            headers: vec![("Content-Type".into(), content_type.into())],
-            body: Some(body),
-            expect: HttpExpect {
-                status: None,
-                body: None,
-            },
-            timeout: crate::plan::DEFAULT_NOTIFY_TIMEOUT,
-            from_target: false,
-        };
+        let req = c.post(
+            &self.plan.name,
+            message,
+            crate::plan::DEFAULT_NOTIFY_TIMEOUT,
+        );
         let note = message.contains("{{ run.elapsed }}").then(|| {
             "Write the time since the recovery started in place of `{{ run.elapsed }}`.".to_owned()
         });
@@ -494,8 +486,9 @@ impl Builder<'_> {
                 unit,
                 start,
                 health,
+                ..
             } => {
-                self.start(s, unit, start, health.as_ref(), &mut blocks);
+                self.start(s, unit, start, health.as_deref(), &mut blocks);
                 format!("start a unit on {tname}")
             }
             Action::Http(r) => {
@@ -506,7 +499,7 @@ impl Builder<'_> {
                     expect: Some(http_expect_text(&r.expect)),
                     note: retry_note(s),
                 });
-                if r.from_target {
+                if r.on_target.is_some() {
                     format!("HTTP request from {tname}")
                 } else {
                     "HTTP request".into()
@@ -565,20 +558,16 @@ impl Builder<'_> {
             expect: None,
             note: None,
         });
-        let active = Command {
-            script: format!("systemctl is-active {}", crate::template::shell_quote(unit)),
-            sudo: false,
-            wire: String::new(),
-            marker: String::new(),
-        };
+        // By hand, `is-active` says it in one word; the tool reads `status` (`systemctl show`).
+        let active = format!("systemctl is-active {}", crate::template::shell_quote(unit));
         let mut active_cmds = vec![Cmd::typed(
             format!("Logged in on {tname}"),
-            self.shell(&active.script),
+            self.shell(&active),
         )];
         if let Some(t) = self.target(s) {
             active_cmds.push(Cmd::exact(
                 format!("Or {ON_HOST_LC}"),
-                self.shell(&t.ssh_line(&active.script)),
+                self.shell(&t.ssh_line(&active)),
             ));
         }
         let failed = format!(
@@ -799,6 +788,7 @@ mod tests {
             identity: None,
             known_hosts: None,
             ssh_config: None,
+            boot_id: crate::plan::BOOT_ID_COMMAND.into(),
         };
         assert_eq!(login_line(&t), "ssh -p 22 ops@spark.local");
     }

@@ -106,6 +106,7 @@ pub fn as_typed(c: &Command) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn secrets() -> Secrets {
         Secrets {
@@ -160,12 +161,7 @@ mod tests {
     }
 
     fn cmd(script: &str, sudo: bool) -> Command {
-        Command {
-            script: script.into(),
-            sudo,
-            wire: String::new(),
-            marker: String::new(),
-        }
+        Command::remote(script.into(), sudo, Duration::from_secs(10), "recover:x:1")
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Reading a runbook: all YAML loading lives here.
 
 pub mod diag;
-pub mod lint;
+pub use crate::plan::lint;
 pub mod model;
 
 use std::path::{Path, PathBuf};
