@@ -8,9 +8,9 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence};
 
 use recover::cmd::render_problem;
+use recover::plan::display::plan_text;
 use recover::plan::{Options, resolve};
 use recover::runbook::{lint::lint, parse};
-use recover::plan::display::plan_text;
 
 const REFERENCE: &str = include_str!("../runbooks/spark-power.yaml");
 
