@@ -6,22 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::engine::{Event, RunOutcome, Sink, StepOutcome};
-
-/// `$XDG_STATE_HOME/recover`, or `~/.local/state/recover`.
-pub fn state_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
-        return PathBuf::from(d).join("recover");
-    }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."));
-    home.join(".local/state/recover")
-}
-
-/// Where runs of this runbook keep their journals.
-pub fn runs_dir() -> PathBuf {
-    state_dir().join("runs")
-}
+use crate::state::StateDir;
 
 /// A journal line: the event with a wall-clock timestamp, as `--json` prints it.
 pub use crate::report::record;
@@ -54,10 +39,12 @@ impl Journal {
         })
     }
 
-    /// A new journal file for a run of `runbook`.
-    pub fn new_path(runbook: &str, run_id: &str) -> PathBuf {
+    /// A new journal file for a run of `runbook`, under the state directory.
+    pub fn new_path(state: &StateDir, runbook: &str, run_id: &str) -> PathBuf {
         let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
-        runs_dir().join(format!("{runbook}-{stamp}-{run_id}.jsonl"))
+        state
+            .runs()
+            .join(format!("{runbook}-{stamp}-{run_id}.jsonl"))
     }
 }
 
@@ -409,9 +396,9 @@ pub fn unfinished(path: &Path) -> Result<Option<Unfinished>, JournalError> {
 }
 
 /// The newest journal of `runbook` under the state directory.
-pub fn latest(runbook: &str) -> Option<PathBuf> {
+pub fn latest(state: &StateDir, runbook: &str) -> Option<PathBuf> {
     let prefix = format!("{runbook}-");
-    let mut found: Vec<PathBuf> = std::fs::read_dir(runs_dir())
+    let mut found: Vec<PathBuf> = std::fs::read_dir(state.runs())
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {

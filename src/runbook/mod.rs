@@ -1,7 +1,7 @@
 //! Reading a runbook: all YAML loading lives here.
 
 pub mod diag;
-pub mod lint;
+pub use crate::plan::lint;
 pub mod model;
 pub mod validate;
 
@@ -47,12 +47,18 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// Read and parse a runbook file. Problems carry file, line, column and a fix.
-pub fn load(path: &Path) -> Result<Result<Loaded, Vec<Problem>>, ReadError> {
-    let bytes = std::fs::read(path).map_err(|source| ReadError::Io {
-        path: path.display().to_string(),
-        source,
+pub fn load(path: &Path) -> Result<Loaded, crate::Error> {
+    let bytes = std::fs::read(path).map_err(|source| crate::Error::Unreadable {
+        path: path.to_path_buf(),
+        source: ReadError::Io {
+            path: path.display().to_string(),
+            source,
+        },
     })?;
-    Ok(parse_bytes(path, &bytes))
+    parse_bytes(path, &bytes).map_err(|problems| crate::Error::Runbook {
+        path: path.to_path_buf(),
+        problems,
+    })
 }
 
 /// Parse a runbook file's bytes as if read from `path`. They must be UTF-8: bytes that are
