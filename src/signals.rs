@@ -3,7 +3,11 @@
 //! run the same way (the remote command killed, the journal flushed, the resume command
 //! printed); the exit code says which, 128 + the signal's number, as a shell reports it.
 
+use std::sync::{Arc, OnceLock};
+
 use tokio::signal::unix::{Signal, SignalKind, signal};
+
+use crate::exit::Exit;
 
 /// Why a run was stopped from outside.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -20,6 +24,15 @@ pub enum Stop {
 impl Stop {
     pub fn exit_code(self) -> i32 {
         128 + self.number()
+    }
+
+    /// How the process ends after it.
+    pub fn exit(self) -> Exit {
+        match self {
+            Stop::Interrupt => Exit::Interrupted,
+            Stop::Terminate => Exit::Terminated,
+            Stop::Hangup => Exit::HungUp,
+        }
     }
 
     /// The signal's number on Linux.
@@ -46,6 +59,22 @@ impl Stop {
             Stop::Terminate => "Terminated (SIGTERM)",
             Stop::Hangup => "Hung up (SIGHUP: the terminal or session closed)",
         }
+    }
+}
+
+/// Which signal stopped a run: set once by whoever cancels the run, before it cancels, and
+/// read by the engine to say so and exit with the signal's code.
+#[derive(Debug, Clone, Default)]
+pub struct StopCause(Arc<OnceLock<Stop>>);
+
+impl StopCause {
+    /// Records the first stop; later ones change nothing.
+    pub fn set(&self, stop: Stop) {
+        let _ = self.0.set(stop);
+    }
+
+    pub fn get(&self) -> Option<Stop> {
+        self.0.get().copied()
     }
 }
 
@@ -82,9 +111,15 @@ mod tests {
 
     #[test]
     fn exit_codes_are_128_plus_the_signal() {
-        assert_eq!(Stop::Interrupt.exit_code(), 130);
+        for s in [Stop::Interrupt, Stop::Terminate, Stop::Hangup] {
+            assert_eq!(i32::from(s.exit().code()), s.exit_code());
+        }
         assert_eq!(Stop::Terminate.exit_code(), 143);
         assert_eq!(Stop::Hangup.exit_code(), 129);
+        let cause = StopCause::default();
+        cause.set(Stop::Hangup);
+        cause.set(Stop::Interrupt);
+        assert_eq!(cause.get(), Some(Stop::Hangup));
     }
 
     #[tokio::test]

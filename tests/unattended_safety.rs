@@ -6,12 +6,9 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus, Stdio};
-use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{HttpServer, Sshd, clean_command, recover_in};
-use serde_json::Value;
+use common::{Background, HttpServer, Sshd, eventually, read_journal, recover_in};
 
 fn sha256_file(path: &Path) -> String {
     use sha2::{Digest, Sha256};
@@ -158,7 +155,9 @@ fn a_journal_step_beyond_the_plan_is_refused() {
 
 #[test]
 fn a_journal_cut_by_a_crash_mid_line_resumes_after_its_last_whole_step() {
-    let sshd = Sshd::start();
+    let Some(sshd) = Sshd::start_or_skip() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let rb = write_runbook(
         dir.path(),
@@ -193,90 +192,11 @@ fn a_journal_cut_by_a_crash_mid_line_resumes_after_its_last_whole_step() {
     );
 }
 
-// --- helpers for runs in the background ----------------------------------------------------------
+// --- helpers ------------------------------------------------------------------------------------
 
-/// Polls `cond` every 50 ms for at most `timeout`.
-fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    for _ in 0..2_000 {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
-
-/// `recover` in the background, its output going to files under `state`.
-struct Background {
-    child: Child,
-    out: PathBuf,
-}
-
-impl Background {
-    fn start(state: &Path, tag: &str, args: &[&str], env: &[(&str, &str)]) -> Background {
-        let out = state.join(format!("{tag}.out"));
-        let mut cmd = clean_command(env!("CARGO_BIN_EXE_recover"), state);
-        let file = fs::File::create(&out).unwrap();
-        cmd.args(args)
-            .stdout(Stdio::from(file.try_clone().unwrap()))
-            .stderr(Stdio::from(file));
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        Background {
-            child: cmd.spawn().expect("spawn recover"),
-            out,
-        }
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) on our own child's pid.
-        assert_eq!(unsafe { libc::kill(self.pid(), sig) }, 0);
-    }
-
-    /// Waits at most `timeout` for the exit; None if it is still running.
-    fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        for _ in 0..10_000 {
-            if let Some(st) = self.child.try_wait().expect("try_wait") {
-                return Some(st);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-
-    fn output(&self) -> String {
-        fs::read_to_string(&self.out).unwrap_or_default()
-    }
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn journal_events(path: &Path) -> Vec<Value> {
-    fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
+fn signal(bg: &Background, sig: i32) {
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(bg.pid(), sig) }, 0);
 }
 
 /// Whether the process whose pid is in `pid_file` still runs on the target (a zombie does not).
@@ -324,14 +244,15 @@ fn hanging_runbook(dir: &Path, name: &str, sshd: &Sshd) -> PathBuf {
 
 #[test]
 fn sigterm_and_sighup_kill_the_remote_command_flush_the_journal_and_print_the_resume_command() {
-    let sshd = Sshd::start();
+    let Some(sshd) = Sshd::start_or_skip() else {
+        return;
+    };
     for (sig, code) in [(libc::SIGTERM, 143), (libc::SIGHUP, 129)] {
         let dir = tempfile::tempdir().unwrap();
         let rb = hanging_runbook(dir.path(), "signals", &sshd);
         let journal = dir.path().join("j.jsonl");
         let mut bg = Background::start(
             dir.path(),
-            "run",
             &[
                 "run",
                 rb.to_str().unwrap(),
@@ -347,7 +268,7 @@ fn sigterm_and_sighup_kill_the_remote_command_flush_the_journal_and_print_the_re
             bg.output()
         );
         let sent = Instant::now();
-        bg.signal(sig);
+        signal(&bg, sig);
         let status = bg
             .wait(Duration::from_secs(15))
             .unwrap_or_else(|| panic!("signal {sig}: still running 15 s later: {}", bg.output()));
@@ -361,7 +282,7 @@ fn sigterm_and_sighup_kill_the_remote_command_flush_the_journal_and_print_the_re
             !remote_pid_alive(&sshd, &pid_file),
             "signal {sig}: the remote `sleep 300` survived"
         );
-        let events = journal_events(&journal);
+        let events = read_journal(&journal);
         let end = events.last().expect("a journal");
         assert_eq!(end["event"], "run_finished", "signal {sig}: {events:?}");
         assert_eq!(end["outcome"], "interrupted");
@@ -377,13 +298,14 @@ fn sigterm_and_sighup_kill_the_remote_command_flush_the_journal_and_print_the_re
 
 #[test]
 fn a_second_run_is_refused_before_contacting_anything_and_rehearse_says_a_run_is_in_progress() {
-    let sshd = Sshd::start();
+    let Some(sshd) = Sshd::start_or_skip() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let rb = hanging_runbook(dir.path(), "once", &sshd);
     let journal = dir.path().join("first.jsonl");
     let mut first = Background::start(
         dir.path(),
-        "first",
         &[
             "run",
             rb.to_str().unwrap(),
@@ -460,7 +382,7 @@ fn a_second_run_is_refused_before_contacting_anything_and_rehearse_says_a_run_is
         "{stderr}"
     );
 
-    first.signal(libc::SIGINT);
+    signal(&first, libc::SIGINT);
     assert!(
         first.wait(Duration::from_secs(15)).is_some(),
         "{}",
@@ -484,10 +406,12 @@ fn a_second_run_is_refused_before_contacting_anything_and_rehearse_says_a_run_is
 
 #[test]
 fn a_lock_left_by_a_killed_run_is_taken_over_with_a_warning_naming_its_pid() {
-    let sshd = Sshd::start();
+    let Some(sshd) = Sshd::start_or_skip() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let rb = hanging_runbook(dir.path(), "stale", &sshd);
-    let mut first = Background::start(dir.path(), "first", &["run", rb.to_str().unwrap()], &[]);
+    let mut first = Background::start(dir.path(), &["run", rb.to_str().unwrap()], &[]);
     let pid_file = dir.path().join("long.pid");
     assert!(
         eventually(Duration::from_secs(30), || pid_file.exists()),
@@ -496,7 +420,7 @@ fn a_lock_left_by_a_killed_run_is_taken_over_with_a_warning_naming_its_pid() {
     );
     let dead = first.pid();
     // SIGKILL: no handler runs, the lock file keeps its record.
-    first.signal(libc::SIGKILL);
+    signal(&first, libc::SIGKILL);
     assert!(first.wait(Duration::from_secs(10)).is_some());
     // The orphaned remote command is no business of the lock: stop it like an operator would.
     let _ = sshd.ssh(&format!("kill $(cat '{}')", pid_file.display()));
@@ -519,7 +443,9 @@ fn a_lock_left_by_a_killed_run_is_taken_over_with_a_warning_naming_its_pid() {
 
 #[test]
 fn an_unset_webhook_used_only_by_notify_warns_runs_and_reports_the_post_not_sent() {
-    let sshd = Sshd::start();
+    let Some(sshd) = Sshd::start_or_skip() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let rb = write_runbook(
         dir.path(),
@@ -546,7 +472,7 @@ fn an_unset_webhook_used_only_by_notify_warns_runs_and_reports_the_post_not_sent
         warned.is_some() && warned < first_step,
         "no warning before the run:\n{stderr}"
     );
-    let events = journal_events(&journal);
+    let events = read_journal(&journal);
     let warning = events
         .iter()
         .find(|e| e["event"] == "warning")
@@ -571,7 +497,9 @@ fn an_unset_webhook_used_only_by_notify_warns_runs_and_reports_the_post_not_sent
 
 #[test]
 fn an_unset_secret_used_by_a_step_refuses_the_run_before_anything_runs() {
-    let sshd = Sshd::start();
+    let Some(sshd) = Sshd::start_or_skip() else {
+        return;
+    };
     let hook = HttpServer::start();
     let dir = tempfile::tempdir().unwrap();
     let rb = write_runbook(
@@ -602,7 +530,9 @@ fn an_unset_secret_used_by_a_step_refuses_the_run_before_anything_runs() {
 
 #[test]
 fn the_abort_post_carries_the_steps_abort_message_and_the_procedures_first_paragraph() {
-    let sshd = Sshd::start();
+    let Some(sshd) = Sshd::start_or_skip() else {
+        return;
+    };
     let hook = HttpServer::start();
     hook.respond("POST", "/hook", 200, "ok");
     let dir = tempfile::tempdir().unwrap();
