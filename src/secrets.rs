@@ -135,6 +135,7 @@ mod tests {
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
             missing: missing.iter().map(|m| (*m).to_owned()).collect(),
+            ..Secrets::default()
         }
     }
 

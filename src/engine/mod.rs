@@ -594,6 +594,7 @@ mod tests {
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
             missing: vec![],
+            ..Secrets::default()
         };
         let out = Emitter::new(Box::new(event::Fanout(sinks)), secrets);
         for e in events {
