@@ -56,6 +56,26 @@ impl<'a> Resolver<'a> {
         self.problems.push(p);
     }
 
+    /// A value refused by the rules of `runbook::validate`, reported at `pos`.
+    pub(super) fn refuse(
+        &mut self,
+        pos: Pos,
+        checked: Result<(), crate::runbook::validate::Refusal>,
+    ) {
+        if let Err(r) = checked {
+            self.err(pos, r.message, r.help);
+        }
+    }
+
+    /// Whether `value` holds the placeholder of an unset `env` variable: known only when the
+    /// run starts, so not checked now.
+    pub(super) fn holds_unset(&self, value: &str) -> bool {
+        self.secrets
+            .missing
+            .iter()
+            .any(|n| value.contains(&placeholder(n)))
+    }
+
     /// Where `key:` is written in the mapping whose first key is at `block`, else `fallback`.
     pub(super) fn key_at(&self, block: Pos, key: &str, fallback: Pos) -> Pos {
         self.loaded
@@ -322,6 +342,12 @@ pub fn resolve(loaded: &Loaded, opts: &Options) -> Result<Plan, Vec<Problem>> {
     let mut channels = Vec::new();
     for (cname, c) in rb.notify.iter() {
         let url = r.render_for_notify(&c.webhook, targets.first().cloned().as_ref(), false);
+        if !r.holds_unset(&url) && !url.contains("{{") {
+            r.refuse(
+                Pos::of(&c.webhook.referenced),
+                crate::runbook::validate::url(&url),
+            );
+        }
         channels.push(ChannelSpec {
             name: cname.value.clone(),
             url,
@@ -438,7 +464,10 @@ pub fn resolve(loaded: &Loaded, opts: &Options) -> Result<Plan, Vec<Problem>> {
 
 /// Check `--target NAME=HOST` names against the runbook: a typo must not go unnoticed.
 pub fn check_overrides(loaded: &Loaded, opts: &Options) -> Result<(), String> {
-    for (n, _) in &opts.targets {
+    for (n, host) in &opts.targets {
+        if let Err(r) = crate::runbook::validate::ssh_host(host) {
+            return Err(format!("--target {n}=…: {}; {}", r.message, r.help));
+        }
         if !loaded.runbook.targets.value.contains(n) {
             let known: Vec<&str> = loaded.runbook.targets.value.keys().collect();
             return Err(format!(
