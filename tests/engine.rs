@@ -1101,7 +1101,7 @@ fn a_manual_step_without_a_terminal_needs_yes_and_nothing_runs_without_it() {
 // --- 13. a missing secret ------------------------------------------------------------------------
 
 #[test]
-fn a_missing_webhook_variable_is_named_and_nothing_runs() {
+fn a_missing_secret_a_step_reads_is_named_and_nothing_runs() {
     let Some(sshd) = Sshd::start_or_skip() else {
         return;
     };
@@ -1112,7 +1112,7 @@ fn a_missing_webhook_variable_is_named_and_nothing_runs() {
         &sshd.runbook_target_yaml("lab"),
         "notify:\n  ops: { webhook: \"{{ env.RECOVER_WEBHOOK }}\", format: slack }\n",
         r#"      - name: would write
-        run: touch @DIR@/ran
+        run: "touch @DIR@/ran; echo {{ env.RECOVER_WEBHOOK }}"
       - notify: ops
         message: done
 "#,
