@@ -168,3 +168,42 @@ fn key_value(s: &str) -> Result<(String, String), String> {
         _ => Err(format!("`{s}` is not KEY=VALUE")),
     }
 }
+
+/// Commands for installing and editing, beside the recovery commands of [`Cmd`]: they read no
+/// runbook and contact nothing.
+#[derive(Debug, Subcommand)]
+pub enum Tools {
+    /// Print the runbook's JSON Schema (draft 2020-12), for editors
+    #[command(
+        long_about = "Print the runbook's JSON Schema (draft 2020-12), generated from the types \
+the loader reads, for editors that complete and check YAML (yaml-language-server). Save it and \
+put this modeline at the top of a runbook:\n\n    \
+# yaml-language-server: $schema=/usr/local/share/recover/runbook.schema.json"
+    )]
+    Schema,
+    /// Print the shell completion script for SHELL
+    #[command(
+        long_about = "Print the shell completion script for SHELL on standard output, e.g.\n\n    \
+recover completions bash > ~/.local/share/bash-completion/completions/recover\n    \
+recover completions zsh > ~/.zfunc/_recover\n    \
+recover completions fish > ~/.config/fish/completions/recover.fish"
+    )]
+    Completions {
+        /// The shell
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page recover(1), or write a page per command into DIR
+    Man {
+        /// Write recover.1 and recover-COMMAND.1 for each command into DIR
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+}
+
+/// The whole command line: [`Cli`] with the [`Tools`] beside its commands. Completions and the
+/// man page are generated from it.
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    Tools::augment_subcommands(Cli::command())
+}
