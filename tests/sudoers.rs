@@ -291,21 +291,8 @@ fn a_run_with_only_the_drop_in_runs_its_sudo_steps_and_ctrl_c_kills_the_root_pro
         return;
     };
     let sshd = Sshd::start();
-    // The throwaway user logs in with the test's key, limited by `restrict` as the README says.
-    let keys = sshd.dir().join("authorized_keys");
-    let key = std::fs::read_to_string(&keys).unwrap();
-    std::fs::write(&keys, format!("restrict {key}")).unwrap();
-    let out = run("chmod", &["0711", sshd.dir().to_str().unwrap()]);
-    assert!(out.status.success());
-    let out = run("chmod", &["0644", keys.to_str().unwrap()]);
-    assert!(out.status.success());
-
+    let target = let_in(&sshd, &user);
     let dir = tempfile::tempdir().unwrap();
-    let target = sshd.runbook_target_yaml("box").replace(
-        &format!("user: {}\n", sshd.user()),
-        &format!("user: {}\n", user.name),
-    );
-    assert!(target.contains(&user.name), "{target}");
     let steps = r#"
       - name: whoami
         run: id -u
@@ -342,4 +329,79 @@ fn a_run_with_only_the_drop_in_runs_its_sudo_steps_and_ctrl_c_kills_the_root_pro
     );
     let output = bg.output();
     assert!(output.contains("whoami"), "{output}");
+}
+
+/// The user logs in to `sshd` with its key, as the README's `restrict` key line allows.
+fn let_in(sshd: &Sshd, user: &SudoUser) -> String {
+    let keys = sshd.dir().join("authorized_keys");
+    let key = std::fs::read_to_string(&keys).unwrap();
+    if !key.starts_with("restrict ") {
+        std::fs::write(&keys, format!("restrict {key}")).unwrap();
+    }
+    for (mode, path) in [("0711", sshd.dir()), ("0644", keys.as_path())] {
+        let out = run("chmod", &[mode, path.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", show(&out));
+    }
+    let target = sshd.runbook_target_yaml("box").replace(
+        &format!("user: {}\n", sshd.user()),
+        &format!("user: {}\n", user.name),
+    );
+    assert!(target.contains(&user.name), "{target}");
+    target
+}
+
+#[test]
+fn rehearse_names_each_sudo_command_the_installed_drop_in_no_longer_permits() {
+    let Some(mut user) = SudoUser::create() else {
+        return;
+    };
+    let sshd = Sshd::start();
+    let target = let_in(&sshd, &user);
+    let dir = tempfile::tempdir().unwrap();
+    let steps = |restart_timeout: &str| {
+        format!(
+            r#"
+      - wait_ssh: {{ every: 1s, timeout: 20s }}
+      - name: whoami
+        run: id -u
+        sudo: true
+        mutates: false
+        expect: {{ stdout: '^0$' }}
+      - name: restart
+        run: systemctl restart recover-test-nonexistent.service
+        sudo: true
+        timeout: {restart_timeout}
+"#
+        )
+    };
+    let rb = runbook(dir.path(), "sudo-r", &target, &steps("30s"));
+    let rb = rb.to_str().unwrap();
+    user.install(&stdout_of(dir.path(), &["sudoers", rb]));
+
+    let state = dir.path().join("state");
+    let out = recover_in(&state).args(["rehearse", rb]).output().unwrap();
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert!(!all.contains("no longer permits"), "{all}");
+
+    // The runbook changed after the drop-in was installed: step 3's deadline.
+    runbook(dir.path(), "sudo-r", &target, &steps("45s"));
+    let out = recover_in(&state).args(["rehearse", rb]).output().unwrap();
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_ne!(out.status.code(), Some(0), "{all}");
+    let line = all
+        .lines()
+        .find(|l| l.contains("no longer permits"))
+        .unwrap_or_else(|| panic!("no refusal reported:\n{all}"));
+    assert!(
+        line.contains("1 of this step's sudo commands")
+            && line.contains("`systemctl restart recover-test-nonexistent.service`")
+            && line.contains("recover sudoers"),
+        "{line}"
+    );
+    assert_eq!(
+        all.matches("no longer permits").count(),
+        1,
+        "only step 3 changed, and its kill did not:\n{all}"
+    );
 }
