@@ -405,3 +405,33 @@ fn rehearse_names_each_sudo_command_the_installed_drop_in_no_longer_permits() {
         "only step 3 changed, and its kill did not:\n{all}"
     );
 }
+
+#[test]
+fn a_sudo_command_that_carries_a_secret_is_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let steps = r#"
+      - run: "curl -H 'X-Key: {{ env.API_TOKEN }}' http://127.0.0.1/"
+        sudo: true
+"#;
+    let rb = runbook(
+        dir.path(),
+        "sudo-s",
+        "  box:\n    host: 127.0.0.1\n    user: ops\n",
+        steps,
+    );
+    for args in [&["check"][..], &["sudoers"], &["run", "--dry-run"]] {
+        let out = recover_in(dir.path())
+            .args(args)
+            .arg(&rb)
+            .env("API_TOKEN", "s3cret-token")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", show(&out));
+        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert!(
+            all.contains("runs a command with sudo that contains an `env` secret"),
+            "{all}"
+        );
+        assert!(!all.contains("s3cret-token"), "{all}");
+    }
+}
