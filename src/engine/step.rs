@@ -378,7 +378,7 @@ impl Engine<'_> {
     /// the target (an error), and other absolute paths it names should (a warning: the step
     /// may create them).
     async fn rehearse_paths(&self, s: &Step, c: &Command, check: &Command) -> StepResult {
-        let would = format!("would run: {}", c.wire);
+        let would = format!("would run: {}", sent(c));
         let missing: Vec<String> = match self.exec_remote(s, check, Duration::from_secs(10)).await {
             Ok(f) if f.output.exit == Some(0) => {
                 f.output.stdout.lines().map(str::to_owned).collect()
@@ -457,15 +457,26 @@ pub(crate) fn cache_sizes(out: &str) -> Option<(u64, u64)> {
 pub fn describe(s: &Step) -> Option<String> {
     Some(match &s.action {
         Action::Manual { text } => format!("ask the operator: {}", super::first_line(text)),
-        Action::Run(c) | Action::DropCaches(c) => c.wire.clone(),
+        Action::Run(c) | Action::DropCaches(c) => sent(c),
         Action::Local(c) => c.wire.clone(),
         Action::WaitSsh { .. } => crate::plan::BOOT_ID_COMMAND.to_owned(),
-        Action::Start { start, .. } => start.wire.clone(),
+        Action::Start { start, .. } => sent(start),
         Action::Http(r) => r.curl(),
         Action::Notify { channel, message } => {
             format!("post to {channel}: {}", super::first_line(message))
         }
     })
+}
+
+/// The line sent; with sudo, it travels encoded, so what it runs as root follows it.
+fn sent(c: &Command) -> String {
+    if !c.sudo {
+        return c.wire.clone();
+    }
+    let mut lines = c.script.lines();
+    let first = lines.next().unwrap_or("");
+    let more = if lines.next().is_some() { " ..." } else { "" };
+    format!("{} (as root: {first}{more})", c.wire)
 }
 
 #[cfg(test)]
