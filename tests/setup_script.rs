@@ -7,6 +7,8 @@
 //! succeed on both and install qemu-system-x86 and qemu-utils from one QEMU release; on (b) the
 //! unpinned `apt-get install qemu-system-x86 qemu-utils` must fail, as it did before the fix.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -127,7 +129,7 @@ fn assert_setup_installs_matching_qemu(state: &str, dir: &Path) -> String {
 #[test]
 fn setup_installs_one_qemu_release_with_or_without_a_backports_qemu_utils() {
     if let Some(why) = missing_tools() {
-        eprintln!("SKIPPED setup_script: {why}");
+        common::skip::skipped(&why);
         return;
     }
     let base = status_without_qemu();
