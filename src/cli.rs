@@ -80,6 +80,63 @@ written into the file, a gap in the timeline.",
     /// Print the runbook as a binder copy, complete enough to recover by hand
     #[command(after_help = export_exit_codes())]
     Export(ExportArgs),
+    /// Print a sudoers drop-in that permits exactly the runbook's sudo commands
+    #[command(
+        long_about = "Print a sudoers drop-in that permits exactly the commands the runbook sends \
+with `sudo -n`, each with its exact arguments, and nothing else: every `sudo: true` step, \
+drop_caches, each start and its gate, and the remote kill of each on a timeout or Ctrl-C. \
+Check it with `visudo -cf FILE`, install it on the target as /etc/sudoers.d/NAME (mode 0440). \
+`recover rehearse` reports every sudo command the target's sudoers no longer permits.",
+        after_help = sudoers_exit_codes()
+    )]
+    Sudoers(SudoersArgs),
+    /// Print the runbook's JSON Schema (draft 2020-12), for editors
+    #[command(
+        long_about = "Print the runbook's JSON Schema (draft 2020-12), generated from the types \
+the loader reads, for editors that complete and check YAML (yaml-language-server). Save it and \
+put this modeline at the top of a runbook:\n\n    \
+# yaml-language-server: $schema=/usr/local/share/recover/runbook.schema.json"
+    )]
+    Schema,
+    /// Print the shell completion script for SHELL
+    #[command(
+        long_about = "Print the shell completion script for SHELL on standard output, e.g.\n\n    \
+recover completions bash > ~/.local/share/bash-completion/completions/recover\n    \
+recover completions zsh > ~/.zfunc/_recover\n    \
+recover completions fish > ~/.config/fish/completions/recover.fish"
+    )]
+    Completions {
+        /// The shell
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page recover(1), or write a page per command into DIR
+    Man {
+        /// Write recover.1 and recover-COMMAND.1 for each command into DIR
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+}
+
+fn sudoers_exit_codes() -> String {
+    Exit::table(&[
+        (Exit::Ok, "the drop-in was printed"),
+        (
+            Exit::Usage,
+            "usage or runbook error, or a sudo command no rule can match exactly: nothing was printed",
+        ),
+    ])
+}
+
+#[derive(Debug, Args)]
+pub struct SudoersArgs {
+    /// The runbook (YAML)
+    pub runbook: PathBuf,
+    /// The user the rules are for (default: each target's `user:`)
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
+    #[command(flatten)]
+    pub resolve: Resolve,
 }
 
 #[derive(Debug, Args)]

@@ -122,6 +122,17 @@ pub enum Error {
 
     #[error("cannot write the binder: {0}")]
     Stdout(#[source] std::io::Error),
+
+    #[error("cannot print {what}: {source}")]
+    Print {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A sudo command no sudoers rule can permit exactly, or a user name sudoers cannot hold.
+    #[error("{0}. Nothing was printed.")]
+    Sudoers(#[from] crate::sudoers::SudoersError),
 }
 
 impl Error {
@@ -149,7 +160,9 @@ impl Error {
             | Error::SourceDateEpoch(_)
             | Error::Render(_)
             | Error::Write { .. }
-            | Error::Stdout(_) => Exit::Usage,
+            | Error::Stdout(_)
+            | Error::Print { .. }
+            | Error::Sudoers(_) => Exit::Usage,
         }
     }
 }

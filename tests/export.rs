@@ -216,7 +216,6 @@ phases:
           expect: { status: 200 }
       - name: use it on the box
         run: "curl -H 'X-Key: {{ env.API_TOKEN }}' http://127.0.0.1/"
-        sudo: true
       - notify: ops
         message: done
 "#,

@@ -7,6 +7,8 @@ mod check;
 mod export;
 mod rehearse;
 mod run;
+mod sudoers;
+mod tools;
 
 use std::io::{IsTerminal, Write};
 use std::path::Path;
@@ -27,6 +29,10 @@ pub fn main(cli: Cli) -> Result<Exit, Error> {
         Cmd::Run(a) => run::run(&a),
         Cmd::Rehearse(a) => rehearse::rehearse(&a),
         Cmd::Export(a) => export::export(&a),
+        Cmd::Sudoers(a) => sudoers::sudoers(&a),
+        Cmd::Schema => tools::schema(),
+        Cmd::Completions { shell } => tools::completions(shell),
+        Cmd::Man { dir } => tools::man(dir.as_deref()),
     }
 }
 

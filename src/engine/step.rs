@@ -34,13 +34,22 @@ impl Engine<'_> {
         } else {
             &Rehearse::Run
         };
-        let mut res = match (rehearse, &s.action) {
-            (Rehearse::Run, _) => self.execute(s).await,
-            (Rehearse::InspectUnit(inspect), Action::Start { unit, health, .. }) => {
+        let refused = match &s.sudo_check {
+            Some(check) if self.settings.mode == Mode::Rehearse => {
+                self.rehearse_sudo(s, check).await
+            }
+            _ => None,
+        };
+        let mut res = match (refused, rehearse, &s.action) {
+            (Some(refused), _, _) => refused,
+            (None, Rehearse::Run, _) => self.execute(s).await,
+            (None, Rehearse::InspectUnit(inspect), Action::Start { unit, health, .. }) => {
                 self.rehearse_start(s, unit, inspect, health.as_deref())
                     .await
             }
-            (Rehearse::CheckPaths(check), Action::Run(c)) => self.rehearse_paths(s, c, check).await,
+            (None, Rehearse::CheckPaths(check), Action::Run(c)) => {
+                self.rehearse_paths(s, c, check).await
+            }
             // The reason is what would run: the reporters say "would run:" before it.
             _ => StepResult::with(
                 StepOutcome::WouldRun,
@@ -333,11 +342,41 @@ impl Engine<'_> {
 }
 
 impl Engine<'_> {
+    /// Rehearsal: whether the target's sudoers still permits each command the step runs with
+    /// sudo (`sudo -n -l`, which runs nothing). A failure names each one it does not.
+    async fn rehearse_sudo(&self, s: &Step, check: &Command) -> Option<StepResult> {
+        let f = match self.exec_remote(s, check, Duration::from_secs(10)).await {
+            Ok(f) => f,
+            Err(e) => return Some(StepResult::with(StepOutcome::Failed, e.to_string())),
+        };
+        if f.output.exit != Some(0) {
+            return Some(StepResult::with(
+                StepOutcome::Failed,
+                format!(
+                    "could not ask sudo what it permits: {}",
+                    super::first_line(&f.output.stderr)
+                ),
+            ));
+        }
+        let refused: Vec<&str> = f.output.stdout.lines().filter(|l| !l.is_empty()).collect();
+        if refused.is_empty() {
+            return None;
+        }
+        Some(StepResult::with(
+            StepOutcome::Failed,
+            format!(
+                "the target's sudoers no longer permits {} of this step's sudo commands: {}; generate the drop-in again (recover sudoers RUNBOOK) and install it",
+                refused.len(),
+                refused.join(", ")
+            ),
+        ))
+    }
+
     /// Rehearsal of a state-changing `run`: not run, but the devices it names must exist on
     /// the target (an error), and other absolute paths it names should (a warning: the step
     /// may create them).
     async fn rehearse_paths(&self, s: &Step, c: &Command, check: &Command) -> StepResult {
-        let would = c.wire.clone();
+        let would = sent(c);
         let missing: Vec<String> = match self.exec_remote(s, check, Duration::from_secs(10)).await {
             Ok(f) if f.output.exit == Some(0) => {
                 f.output.stdout.lines().map(str::to_owned).collect()
@@ -416,15 +455,26 @@ pub(crate) fn cache_sizes(out: &str) -> Option<(u64, u64)> {
 pub fn describe(s: &Step) -> Option<String> {
     Some(match &s.action {
         Action::Manual { text } => format!("ask the operator: {}", super::first_line(text)),
-        Action::Run(c) | Action::DropCaches(c) => c.wire.clone(),
+        Action::Run(c) | Action::DropCaches(c) => sent(c),
         Action::Local(c) => c.wire.clone(),
         Action::WaitSsh { .. } => crate::plan::BOOT_ID_COMMAND.to_owned(),
-        Action::Start { start, .. } => start.wire.clone(),
+        Action::Start { start, .. } => sent(start),
         Action::Http(r) => r.curl(),
         Action::Notify { channel, message } => {
             format!("post to {channel}: {}", super::first_line(message))
         }
     })
+}
+
+/// The line sent; with sudo, it travels encoded, so what it runs as root follows it.
+fn sent(c: &Command) -> String {
+    if !c.sudo {
+        return c.wire.clone();
+    }
+    let mut lines = c.script.lines();
+    let first = lines.next().unwrap_or("");
+    let more = if lines.next().is_some() { " ..." } else { "" };
+    format!("{} (as root: {first}{more})", c.wire)
 }
 
 #[cfg(test)]

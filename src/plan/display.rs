@@ -3,7 +3,9 @@
 
 use std::fmt::Write;
 
-use super::{Action, Plan, Probe, Rehearse, Request, Step, TargetSpec, fmt_duration, fmt_window};
+use super::{
+    Action, Command, Plan, Probe, Rehearse, Request, Step, TargetSpec, fmt_duration, fmt_window,
+};
 use crate::runbook::model::OnFail;
 use crate::verdict::{HttpExpect, Matcher};
 
@@ -149,9 +151,16 @@ fn step_text(o: &mut String, plan: &Plan, s: &Step) {
             let _ = writeln!(o, "      {:<9} {l}", "");
         }
     };
+    // A command sent with sudo travels encoded (see `wire`): what it runs is shown below it.
+    let command = |o: &mut String, label: &str, c: &Command| {
+        line(o, label, &c.wire);
+        if c.sudo {
+            line(o, "as root", &c.script);
+        }
+    };
     match &s.action {
         Action::Manual { text } => line(o, "operator", text.trim_end()),
-        Action::Run(c) => line(o, &format!("on {target}"), &c.wire),
+        Action::Run(c) => command(o, &format!("on {target}"), c),
         Action::Local(c) => line(o, "local", &c.wire),
         Action::WaitSsh { every, timeout } => {
             let boot_id = plan.targets.get(s.target).map(|t| t.boot_id.as_str());
@@ -170,7 +179,7 @@ fn step_text(o: &mut String, plan: &Plan, s: &Step) {
                 ),
             );
         }
-        Action::DropCaches(c) => line(o, &format!("on {target}"), &c.wire),
+        Action::DropCaches(c) => command(o, &format!("on {target}"), c),
         Action::Start {
             start,
             status,
@@ -178,7 +187,7 @@ fn step_text(o: &mut String, plan: &Plan, s: &Step) {
             journal,
             ..
         } => {
-            line(o, &format!("on {target}"), &start.wire);
+            command(o, &format!("on {target}"), start);
             match health {
                 Some(g) => {
                     line(
@@ -194,11 +203,14 @@ fn step_text(o: &mut String, plan: &Plan, s: &Step) {
                             fmt_duration(g.timeout)
                         ),
                     );
-                    line(o, "state", &status.wire);
+                    command(o, "state", status);
                     match &g.probe {
                         Probe::Http(r) => request_lines(o, &line, r, target),
-                        Probe::Run { command, expect } => {
-                            line(o, "probe", &command.wire);
+                        Probe::Run {
+                            command: probe,
+                            expect,
+                        } => {
+                            command(o, "probe", probe);
                             if let Some(m) = expect {
                                 line(o, "expect", &matcher_text(m));
                             }
@@ -207,10 +219,10 @@ fn step_text(o: &mut String, plan: &Plan, s: &Step) {
                 }
                 None => {
                     line(o, "gate", "unit active (no health probe)");
-                    line(o, "state", &status.wire);
+                    command(o, "state", status);
                 }
             }
-            line(o, "if failed", &journal.wire);
+            command(o, "if failed", journal);
         }
         Action::Http(r) => request_lines(o, &line, r, target),
         Action::Notify { channel, message } => {
@@ -240,6 +252,9 @@ fn step_text(o: &mut String, plan: &Plan, s: &Step) {
     match &s.rehearse {
         Rehearse::CheckPaths(c) | Rehearse::InspectUnit(c) => line(o, "rehearse", &c.wire),
         Rehearse::Run | Rehearse::WouldRun => {}
+    }
+    if let Some(c) = &s.sudo_check {
+        line(o, "rehearse", &c.wire);
     }
     let mut kills: Vec<&str> = Vec::new();
     for k in s.commands().into_iter().filter_map(|c| c.kill.as_deref()) {

@@ -263,7 +263,7 @@ impl Resolver<'_> {
             return None;
         }
         let mutates = s.mutates.unwrap_or(r.mutates);
-        Some(Step {
+        let mut step = Step {
             number,
             name,
             target,
@@ -278,7 +278,10 @@ impl Resolver<'_> {
             mutates,
             abort_message,
             pos: spos,
-        })
+            sudo_check: None,
+        };
+        step.sudo_check = rehearse::sudo_check(&step);
+        Some(step)
     }
 
     /// Keys that only some kinds take.

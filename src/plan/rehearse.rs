@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{Action, Command, Rehearse};
+use super::{Action, Command, Rehearse, Step};
 use crate::template::shell_quote;
 
 /// How long a rehearsal check may take on the target.
@@ -38,6 +38,42 @@ fn unit_inspect(unit: &str, marker: &str) -> Command {
         CHECK_TIMEOUT,
         marker,
     )
+}
+
+/// `sudo -n -l ARGS` for every argument list the step runs with sudo, which asks sudo whether
+/// the target's sudoers permits it and runs nothing; prints each one it does not permit.
+pub fn sudo_check(step: &Step) -> Option<Command> {
+    let mut seen: Vec<&Vec<String>> = Vec::new();
+    let mut lines = Vec::new();
+    let mut marker = None;
+    for c in step.commands() {
+        for (i, argv) in c.sudo_argvs.iter().enumerate() {
+            if seen.contains(&argv) {
+                continue;
+            }
+            seen.push(argv);
+            marker.get_or_insert(c.marker.as_str());
+            let label = if i == 0 {
+                format!("`{}`", c.script.lines().next().unwrap_or("").trim())
+            } else {
+                let signal = argv.get(1).map_or("", |s| s.trim_start_matches('-'));
+                format!("its kill ({signal})")
+            };
+            let args: Vec<String> = argv.iter().map(|a| shell_quote(a)).collect();
+            lines.push(format!(
+                "sudo -n -l {} >/dev/null 2>&1 || echo {}",
+                args.join(" "),
+                shell_quote(&label)
+            ));
+        }
+    }
+    let marker = marker?;
+    Some(Command::remote(
+        lines.join("; "),
+        false,
+        CHECK_TIMEOUT,
+        marker,
+    ))
 }
 
 /// Prints each absolute path `script` names that does not exist on the target.

@@ -9,8 +9,8 @@ use std::time::Duration;
 use serde_saphyr::Spanned;
 
 use super::{
-    AbortSpec, BOOT_ID_COMMAND, ChannelSpec, Phase, Plan, Secrets, TargetSpec, fmt_duration,
-    fmt_window, placeholder,
+    AbortSpec, BOOT_ID_COMMAND, ChannelSpec, Command, Phase, Plan, Secrets, Step, TargetSpec,
+    fmt_duration, fmt_window, placeholder,
 };
 use crate::runbook::Loaded;
 use crate::runbook::diag::{Pos, Problem};
@@ -74,6 +74,30 @@ impl<'a> Resolver<'a> {
             .missing
             .iter()
             .any(|n| value.contains(&placeholder(n)))
+    }
+
+    /// A command sent with sudo travels base64-encoded (see `wire`), where no redaction can
+    /// find a secret, and its sudoers rule would hold it: refused, fail closed.
+    fn no_secret_under_sudo(&mut self, step: &Step) {
+        let carries = |c: &&Command| {
+            c.sudo
+                && (self.secrets.redact(&c.script) != c.script
+                    || self
+                        .secrets
+                        .missing
+                        .iter()
+                        .any(|m| c.script.contains(&placeholder(m))))
+        };
+        if step.commands().iter().any(carries) {
+            self.err(
+                step.pos,
+                format!(
+                    "step {} runs a command with sudo that contains an `env` secret",
+                    step.number
+                ),
+                "a sudo command is sent encoded, where the secret cannot be hidden from the screen and the journal, and its sudoers rule would hold it: let the command read the secret on the target (a file only root can read), or drop `sudo: true`",
+            );
+        }
     }
 
     /// Where `key:` is written in the mapping whose first key is at `block`, else `fallback`.
@@ -426,6 +450,7 @@ pub fn resolve(loaded: &Loaded, opts: &Options) -> Result<Plan, Vec<Problem>> {
         for st in &ph.steps.value {
             number += 1;
             if let Some(s) = r.step(number, st, &targets, &channels) {
+                r.no_secret_under_sudo(&s);
                 steps.push(s);
             }
         }

@@ -112,6 +112,9 @@ pub struct Step {
     pub abort_message: Option<String>,
     /// What `rehearse` does with it.
     pub rehearse: Rehearse,
+    /// Rehearsal's `sudo -n -l` of every command the step runs with sudo (it runs nothing):
+    /// prints each one the target's sudoers does not permit. `None` without sudo.
+    pub sudo_check: Option<Command>,
     /// Where the step starts in the runbook.
     pub pos: Pos,
 }
@@ -145,6 +148,7 @@ impl Step {
             Rehearse::CheckPaths(c) | Rehearse::InspectUnit(c) => out.push(c),
             Rehearse::Run | Rehearse::WouldRun => {}
         }
+        out.extend(&self.sudo_check);
         out
     }
 }
@@ -180,6 +184,10 @@ pub struct Command {
     pub marker: String,
     /// The line that kills the remote process tree on cancel or deadline (`None`: local).
     pub kill: Option<String>,
+    /// Every argument list this command runs with `sudo -n` (the command, then its kill
+    /// signals), each argument free of blanks: what `recover sudoers` permits and `rehearse`
+    /// checks with `sudo -n -l`. Empty without sudo.
+    pub sudo_argvs: Vec<Vec<String>>,
 }
 
 #[derive(Debug, Clone)]

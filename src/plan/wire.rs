@@ -18,49 +18,131 @@ pub fn marker(runbook: &str, step: usize) -> String {
     format!("recover:{runbook}:{step}")
 }
 
-/// `[sudo -n ]timeout -k 5s 60s sh -c 'CMD' MARKER`: the remote side dies at its deadline.
-pub fn remote_wire(script: &str, sudo: bool, timeout: Duration, marker: &str) -> String {
-    let mut s = String::new();
-    if sudo {
-        s.push_str("sudo -n ");
-    }
-    s.push_str(&format!(
+/// `timeout -k 5s 60s sh -c 'CMD' MARKER`: the remote side dies at its deadline. A command
+/// sent with sudo is `sudo -n` and [`sudo_argv`] instead.
+pub fn remote_wire(script: &str, timeout: Duration, marker: &str) -> String {
+    format!(
         "timeout -k {}s {}s sh -c {} {}",
         KILL_GRACE.as_secs(),
         timeout.as_secs().max(1),
         shell_quote(script),
         marker
-    ));
+    )
+}
+
+/// The `sh -c` program of every command sent with sudo: it decodes its `$0`, the command in
+/// base64, and evaluates it. `${IFS}` stands for a blank: no argument of a sudo command holds
+/// whitespace, so a sudoers rule matches it exactly (sudo compares the arguments joined by
+/// spaces, which could not tell `sh -c 'a b'` from `sh -c a b`) and `recover sudoers` can
+/// permit each command and nothing else.
+pub const SUDO_PROGRAM: &str = r#"eval${IFS}"$(printf${IFS}%s${IFS}"$0"|base64${IFS}-d)""#;
+
+/// What `sudo -n` runs for `script`: `timeout -k 5s T sh -c PROGRAM BASE64 MARKER`.
+pub fn sudo_argv(script: &str, timeout: Duration, marker: &str) -> Vec<String> {
+    [
+        "timeout",
+        "-k",
+        &format!("{}s", KILL_GRACE.as_secs()),
+        &format!("{}s", timeout.as_secs().max(1)),
+        "sh",
+        "-c",
+        SUDO_PROGRAM,
+        &base64(script.as_bytes()),
+        marker,
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+/// `pkill -SIGNAL -f PATTERN`: one signal to a step's remote processes, as sent with sudo.
+pub fn kill_argv(signal: &str, marker: &str) -> Vec<String> {
+    ["pkill", &format!("-{signal}"), "-f", &kill_pattern(marker)]
+        .map(str::to_owned)
+        .to_vec()
+}
+
+/// The marker at the end of a command line, as a pattern that does not match the kill's own
+/// command line (`[r]ecover:spark-power:4$`) and holds no backslash (sudoers).
+pub fn kill_pattern(marker: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in marker.chars().enumerate() {
+        if i > 0 && (c.is_ascii_alphanumeric() || "-_:".contains(c)) {
+            out.push(c);
+        } else {
+            out.extend(['[', c, ']']);
+        }
+    }
+    out.push('$');
+    out
+}
+
+/// `sudo -n ARG...`, each argument quoted for the login shell that receives the line.
+pub fn sudo_line(argv: &[String]) -> String {
+    let mut s = String::from("sudo -n");
+    for a in argv {
+        s.push(' ');
+        s.push_str(&shell_quote(a));
+    }
     s
 }
 
-/// `[sudo -n ]sh -c 'pkill -TERM -f PAT; sleep 1; pkill -KILL -f PAT; true'` where PAT
-/// matches the marker at the end of a command line but not itself (`[r]ecover:...`).
+/// Standard base64 (RFC 4648, with padding, no line breaks): what `base64 -d` reads.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// The line that kills a step's remote process tree (`timeout` passes the signal to it): TERM,
+/// a second of grace, KILL. With sudo, each signal is its own `sudo -n pkill`, as the drop-in
+/// permits it.
 pub fn kill_line(marker: &str, sudo: bool) -> String {
-    let escaped = regex::escape(marker);
-    let pat = match escaped.split_at_checked(1) {
-        Some((first, rest)) => format!("[{first}]{rest}$"),
-        None => escaped,
-    };
-    let q = shell_quote(&pat);
-    let inner = format!("pkill -TERM -f {q}; sleep 1; pkill -KILL -f {q}; true");
-    let script = format!("sh -c {}", shell_quote(&inner));
     if sudo {
-        format!("sudo -n {script}")
+        format!(
+            "{}; sleep 1; {}; true",
+            sudo_line(&kill_argv("TERM", marker)),
+            sudo_line(&kill_argv("KILL", marker))
+        )
     } else {
-        script
+        let q = shell_quote(&kill_pattern(marker));
+        let inner = format!("pkill -TERM -f {q}; sleep 1; pkill -KILL -f {q}; true");
+        format!("sh -c {}", shell_quote(&inner))
     }
 }
 
 impl Command {
     /// A command run on the target: wrapped with its remote timeout, killable by its marker.
     pub fn remote(script: String, sudo: bool, timeout: Duration, marker: &str) -> Command {
+        let (wire, sudo_argvs) = if sudo {
+            let argv = sudo_argv(&script, timeout, marker);
+            let wire = sudo_line(&argv);
+            let kills = [kill_argv("TERM", marker), kill_argv("KILL", marker)];
+            (wire, [vec![argv], kills.to_vec()].concat())
+        } else {
+            (remote_wire(&script, timeout, marker), Vec::new())
+        };
         Command {
-            wire: remote_wire(&script, sudo, timeout, marker),
+            wire,
             kill: Some(kill_line(marker, sudo)),
             script,
             sudo,
             marker: marker.to_owned(),
+            sudo_argvs,
         }
     }
 
@@ -72,6 +154,7 @@ impl Command {
             script,
             sudo: false,
             marker: marker.to_owned(),
+            sudo_argvs: Vec::new(),
         }
     }
 }
@@ -82,10 +165,14 @@ mod tests {
 
     #[test]
     fn the_kill_line_does_not_match_itself() {
+        assert_eq!(
+            kill_pattern("recover:spark-power.v2:4"),
+            "[r]ecover:spark-power[.]v2:4$"
+        );
         let line = kill_line("recover:spark-power:4", true);
         assert_eq!(
             line,
-            r#"sudo -n sh -c 'pkill -TERM -f '\''[r]ecover:spark\-power:4$'\''; sleep 1; pkill -KILL -f '\''[r]ecover:spark\-power:4$'\''; true'"#
+            "sudo -n pkill -TERM -f '[r]ecover:spark-power:4$'; sleep 1; sudo -n pkill -KILL -f '[r]ecover:spark-power:4$'; true"
         );
         let c = Command::remote(
             "true".into(),
@@ -94,9 +181,76 @@ mod tests {
             &marker("x", 2),
         );
         assert_eq!(c.wire, "timeout -k 5s 3s sh -c true recover:x:2");
+        assert!(c.sudo_argvs.is_empty());
         assert_eq!(
             c.kill.as_deref(),
             Some(kill_line("recover:x:2", false).as_str())
         );
+    }
+
+    #[test]
+    fn a_sudo_command_has_no_blank_in_any_argument_and_its_kill_is_permitted_too() {
+        let script = "dmesg | tail -50\nprintf '%s\\n' \"a b\"";
+        let c = Command::remote(script.into(), true, Duration::from_secs(30), "recover:x:4");
+        assert_eq!(c.sudo_argvs.len(), 3);
+        for argv in &c.sudo_argvs {
+            assert!(
+                argv.iter().all(|a| !a.is_empty()
+                    && !a.contains(char::is_whitespace)
+                    && !a.contains('\\')),
+                "{argv:?}"
+            );
+        }
+        assert_eq!(c.wire, sudo_line(&c.sudo_argvs[0]));
+        assert!(
+            c.wire.starts_with("sudo -n timeout -k 5s 30s sh -c "),
+            "{}",
+            c.wire
+        );
+        assert!(c.wire.ends_with(" recover:x:4"), "{}", c.wire);
+        assert_eq!(c.sudo_argvs[1], ["pkill", "-TERM", "-f", "[r]ecover:x:4$"]);
+    }
+
+    #[test]
+    fn base64_is_what_coreutils_decodes() {
+        for text in [
+            "",
+            "a",
+            "ab",
+            "abc",
+            "abcd",
+            "dmesg | tail -50",
+            "é\n\t\\%$'\"",
+        ] {
+            let out = std::process::Command::new("sh")
+                .args([
+                    "-c",
+                    "printf %s \"$1\" | base64 -d",
+                    "sh",
+                    &base64(text.as_bytes()),
+                ])
+                .output()
+                .unwrap();
+            assert_eq!(String::from_utf8_lossy(&out.stdout), text);
+        }
+        assert_eq!(base64(b"dmesg | tail -50"), "ZG1lc2cgfCB0YWlsIC01MA==");
+    }
+
+    #[test]
+    fn the_sudo_program_runs_the_script_as_sh_would() {
+        let script = "printf '%s|' \"a  b\" '$HOME' && echo \"$((6 * 7))\" \\\n  more; exit 3";
+        let argv = sudo_argv(script, Duration::from_secs(5), "recover:x:1");
+        // What `sudo -n` would run, without sudo.
+        let out = std::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .output()
+            .unwrap();
+        let direct = std::process::Command::new("sh")
+            .args(["-c", script])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "a  b|$HOME|42 more\n");
+        assert_eq!(out.stdout, direct.stdout);
+        assert_eq!(out.status.code(), Some(3));
     }
 }

@@ -8,6 +8,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::Spanned;
@@ -314,25 +315,32 @@ impl<'de> Deserialize<'de> for Port {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Runbook {
+    #[schemars(with = "String")]
     pub name: Spanned<String>,
     pub title: Option<String>,
+    #[schemars(with = "HumanDuration")]
     pub budget: Spanned<HumanDuration>,
     pub rehearse_every: Option<HumanDuration>,
+    #[schemars(with = "OrderedMap<Target>")]
     pub targets: Spanned<OrderedMap<Target>>,
     #[serde(default)]
+    #[schemars(with = "OrderedMap<String>")]
     pub vars: OrderedMap<Spanned<String>>,
     #[serde(default)]
     pub notify: OrderedMap<Channel>,
+    #[schemars(with = "Option<Abort>")]
     pub abort: Option<Spanned<Abort>>,
+    #[schemars(with = "Vec<Phase>")]
     pub phases: Spanned<Vec<Phase>>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Target {
+    #[schemars(with = "String")]
     pub host: Spanned<String>,
     pub user: Option<String>,
     pub port: Option<Port>,
@@ -341,7 +349,7 @@ pub struct Target {
     pub ssh_config: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     Slack,
@@ -350,29 +358,35 @@ pub enum Format {
     Json,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Channel {
+    #[schemars(with = "String")]
     pub webhook: Spanned<String>,
     pub format: Option<Format>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Abort {
+    #[schemars(with = "Option<String>")]
     pub notify: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     pub message: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Phase {
+    #[schemars(with = "String")]
     pub name: Spanned<String>,
+    #[schemars(with = "Window")]
     pub window: Spanned<Window>,
+    #[schemars(with = "Vec<Step>")]
     pub steps: Spanned<Vec<Spanned<Step>>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum OnFail {
     Stop,
@@ -380,7 +394,7 @@ pub enum OnFail {
     Continue,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Matcher {
     pub exit: Option<ExitCodes>,
@@ -388,59 +402,68 @@ pub struct Matcher {
     pub stderr: Option<Pattern>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Retry {
     pub every: HumanDuration,
     pub timeout: HumanDuration,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WaitSsh {
     pub every: Option<HumanDuration>,
     pub timeout: Option<HumanDuration>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Empty {}
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum From {
     Management,
     Target,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpExpect {
     pub status: Option<StatusCodes>,
     pub body: Option<Pattern>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Http {
+    #[schemars(with = "String")]
     pub url: Spanned<String>,
+    #[schemars(with = "Option<String>")]
     pub method: Option<Spanned<String>>,
     #[serde(default)]
+    #[schemars(with = "OrderedMap<String>")]
     pub headers: OrderedMap<Spanned<String>>,
+    #[schemars(with = "Option<serde_json::Value>")]
     pub json: Option<Spanned<serde_json::Value>>,
+    #[schemars(with = "Option<String>")]
     pub body: Option<Spanned<String>>,
     pub expect: Option<HttpExpect>,
+    #[schemars(with = "Option<HumanDuration>")]
     pub timeout: Option<Spanned<HumanDuration>>,
     pub from: Option<From>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Health {
+    #[schemars(with = "Option<Http>")]
     pub http: Option<Spanned<Http>>,
+    #[schemars(with = "Option<String>")]
     pub run: Option<Spanned<String>>,
     pub expect: Option<Matcher>,
     pub every: Option<HumanDuration>,
+    #[schemars(with = "Option<HumanDuration>")]
     pub timeout: Option<Spanned<HumanDuration>>,
     pub successes: Option<u32>,
 }
@@ -449,30 +472,48 @@ pub struct Health {
 ///
 /// The kinds are optional fields rather than an enum so that every key keeps its location
 /// and "two kinds in one step" can be reported precisely.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(transform = crate::schema::one_kind)]
 pub struct Step {
+    #[schemars(with = "Option<String>")]
     pub manual: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     pub run: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     pub local: Option<Spanned<String>>,
+    #[schemars(with = "Option<WaitSsh>")]
     pub wait_ssh: Option<Spanned<WaitSsh>>,
+    #[schemars(with = "Option<Empty>")]
     pub drop_caches: Option<Spanned<Empty>>,
+    #[schemars(with = "Option<String>")]
     pub start: Option<Spanned<String>>,
+    #[schemars(with = "Option<Http>")]
     pub http: Option<Spanned<Http>>,
+    #[schemars(with = "Option<String>")]
     pub notify: Option<Spanned<String>>,
 
+    #[schemars(with = "Option<Health>")]
     pub health: Option<Spanned<Health>>,
+    #[schemars(with = "Option<String>")]
     pub message: Option<Spanned<String>>,
 
+    #[schemars(with = "Option<String>")]
     pub name: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     pub target: Option<Spanned<String>>,
+    #[schemars(with = "Option<HumanDuration>")]
     pub timeout: Option<Spanned<HumanDuration>>,
     pub sudo: Option<bool>,
+    #[schemars(with = "Option<Retry>")]
     pub retry: Option<Spanned<Retry>>,
+    #[schemars(with = "Option<Matcher>")]
     pub expect: Option<Spanned<Matcher>>,
+    #[schemars(with = "Option<Matcher>")]
     pub abort_if: Option<Spanned<Matcher>>,
     pub on_fail: Option<OnFail>,
     pub mutates: Option<bool>,
+    #[schemars(with = "Option<String>")]
     pub abort_message: Option<Spanned<String>>,
 }
 

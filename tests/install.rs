@@ -1,0 +1,204 @@
+//! `scripts/install PREFIX`: the operator's install path (issue 11, item 2), tried in a
+//! temporary prefix with the binary cargo built for the tests: the binary runs, `man -l` formats
+//! the page, the bash completion completes `recover ru<TAB>`, the runbooks check.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn show(out: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn has(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Installs into a fresh temporary prefix; returns it.
+fn install() -> tempfile::TempDir {
+    let prefix = tempfile::tempdir().unwrap();
+    let out = common::clean_command(repo().join("scripts/install"), prefix.path())
+        .arg(prefix.path())
+        .env("RECOVER_BIN", env!("CARGO_BIN_EXE_recover"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "scripts/install:\n{}", show(&out));
+    prefix
+}
+
+/// What bash completes for `words` (the last one being completed), with the installed script.
+fn complete_bash(prefix: &Path, words: &[&str]) -> Vec<String> {
+    let script = prefix.join("share/bash-completion/completions/recover");
+    let line = words.join(" ");
+    // `complete -p recover` names the function the script registered; it is called as bash
+    // calls it: with the command, the word being completed and the word before it.
+    let program = r#"
+        source "$1" || exit 10
+        spec=$(complete -p recover) || exit 11
+        fn=${spec#*-F }; fn=${fn%% *}
+        shift
+        COMP_WORDS=("$@")
+        COMP_CWORD=$(( $# - 1 ))
+        COMP_LINE="$*"
+        COMP_POINT=${#COMP_LINE}
+        prev=""
+        [ $COMP_CWORD -gt 0 ] && prev=${COMP_WORDS[COMP_CWORD-1]}
+        "$fn" recover "${COMP_WORDS[COMP_CWORD]}" "$prev"
+        printf '%s\n' "${COMPREPLY[@]}"
+    "#;
+    let out = Command::new("bash")
+        .args(["--norc", "--noprofile", "-c", program, "bash"])
+        .arg(&script)
+        .args(words)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "completing `{line}`:\n{}", show(&out));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim().to_owned())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+#[test]
+fn install_into_a_prefix_gives_a_working_binary_man_page_completions_and_runbooks() {
+    let prefix = install();
+    let p = prefix.path();
+
+    let bin = p.join("bin/recover");
+    let out = Command::new(&bin).arg("--version").output().unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("recover {}", env!("CARGO_PKG_VERSION"))
+    );
+
+    for file in [
+        "share/man/man1/recover.1",
+        "share/man/man1/recover-run.1",
+        "share/bash-completion/completions/recover",
+        "share/zsh/site-functions/_recover",
+        "share/fish/vendor_completions.d/recover.fish",
+        "share/recover/runbook.schema.json",
+        "share/recover/runbooks/lab.yaml",
+        "share/recover/runbooks/spark-power.yaml",
+    ] {
+        let meta = std::fs::metadata(p.join(file));
+        assert!(meta.as_ref().is_ok_and(|m| m.len() > 0), "{file}: {meta:?}");
+    }
+
+    for runbook in ["lab.yaml", "spark-power.yaml"] {
+        let state = tempfile::tempdir().unwrap();
+        let out = common::clean_command(&bin, state.path())
+            .arg("check")
+            .arg(p.join("share/recover/runbooks").join(runbook))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "check {runbook}:\n{}", show(&out));
+    }
+
+    let schema: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(p.join("share/recover/runbook.schema.json")).unwrap(),
+    )
+    .expect("the installed schema is JSON");
+    assert_eq!(
+        schema["$schema"],
+        "https://json-schema.org/draft/2020-12/schema"
+    );
+}
+
+#[test]
+fn the_installed_man_page_formats_with_man() {
+    if !has("man") {
+        common::skip::skipped("man is not installed (scripts/setup installs man-db)");
+        return;
+    }
+    let prefix = install();
+    for (page, words) in [
+        (
+            "recover.1",
+            &[
+                "recover",
+                "run",
+                "rehearse",
+                "check",
+                "export",
+                "completions",
+            ][..],
+        ),
+        ("recover-run.1", &["--dry-run", "--resume", "Exit codes"]),
+    ] {
+        let out = Command::new("man")
+            .args(["--warnings", "-P", "cat", "-l"])
+            .arg(prefix.path().join("share/man/man1").join(page))
+            .env("MANWIDTH", "100")
+            .env("LC_ALL", "C.UTF-8")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "man -l {page}:\n{}", show(&out));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("NAME"), "{page}:\n{text}");
+        for w in words {
+            assert!(text.contains(w), "{page} lacks `{w}`:\n{text}");
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.trim().is_empty(),
+            "{page}: groff warnings:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn the_installed_bash_completion_completes_commands_and_options() {
+    if !has("bash") {
+        common::skip::skipped("bash is not installed");
+        return;
+    }
+    let prefix = install();
+    let p = prefix.path();
+    assert_eq!(complete_bash(p, &["recover", "ru"]), ["run"]);
+    assert_eq!(complete_bash(p, &["recover", "reh"]), ["rehearse"]);
+    let shells = complete_bash(p, &["recover", "completions", ""]);
+    for s in ["bash", "zsh", "fish"] {
+        assert!(shells.iter().any(|x| x == s), "{shells:?}");
+    }
+    let options = complete_bash(p, &["recover", "run", "--dr"]);
+    assert_eq!(options, ["--dry-run"]);
+}
+
+#[test]
+fn the_zsh_and_fish_completions_parse_where_those_shells_exist() {
+    let prefix = install();
+    let share = prefix.path().join("share");
+    for (shell, file) in [
+        ("zsh", "zsh/site-functions/_recover"),
+        ("fish", "fish/vendor_completions.d/recover.fish"),
+    ] {
+        let text = std::fs::read_to_string(share.join(file)).unwrap();
+        assert!(text.contains("rehearse"), "{file}");
+        if !has(shell) {
+            common::skip::skipped(&format!("{shell} is not installed: {file} not parsed"));
+            continue;
+        }
+        let out = Command::new(shell)
+            .arg("-n")
+            .arg(share.join(file))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{shell} -n {file}:\n{}", show(&out));
+    }
+}
