@@ -6,6 +6,7 @@ pub mod engine;
 pub mod export;
 pub mod journal;
 pub mod plan;
+pub mod power;
 pub mod rehearsal;
 pub mod report;
 pub mod runbook;

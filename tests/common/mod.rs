@@ -29,6 +29,8 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod http;
+pub mod ipmi;
+pub mod nut;
 pub mod sshd;
 
 use std::ffi::OsStr;
