@@ -378,3 +378,144 @@ fn ipmi_with_a_wrong_password_names_the_session() {
     eprintln!("wrong password refused in {:?}", started.elapsed());
     assert!(!sim.power_is_on());
 }
+
+/// A one-phase runbook whose steps are `steps` (YAML list items, indented six spaces).
+fn runbook(dir: &std::path::Path, steps: &str) -> std::path::PathBuf {
+    let path = dir.join("power.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "name: power\nbudget: 5m\ntargets:\n  box: {{ host: 127.0.0.1 }}\nphases:\n  - name: Power\n    window: 0m-5m\n    steps:\n{steps}"
+        ),
+    )
+    .expect("write the runbook");
+    path
+}
+
+/// Every journal written under the state directory `dir`, concatenated.
+fn journals(dir: &std::path::Path) -> String {
+    let runs = dir.join("recover").join("runs");
+    let mut all = String::new();
+    for entry in std::fs::read_dir(&runs).into_iter().flatten().flatten() {
+        all.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+    }
+    all
+}
+
+#[test]
+fn the_ups_step_passes_only_after_a_flap_has_settled() {
+    let Some(mut upsd) = Upsd::start("myups", "OB DISCHRG", 40) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("a tempdir");
+    let rb = runbook(
+        dir.path(),
+        &format!(
+            "      - ups: {{ name: myups, host: 127.0.0.1, port: {}, stable_for: 3s, min_charge: 50, every: 200ms, timeout: 1m }}\n",
+            upsd.port()
+        ),
+    );
+    let started = Instant::now();
+    let mut run = common::Background::start(dir.path(), &["run", rb.to_str().expect("utf-8")], &[]);
+    thread::sleep(Duration::from_secs(1));
+    upsd.set("OL CHRG", 60);
+    thread::sleep(Duration::from_millis(1500));
+    upsd.set("OB DISCHRG", 58);
+    thread::sleep(Duration::from_millis(500));
+    upsd.set("OL CHRG", 60);
+    let back = Instant::now();
+    let status = run.wait(Duration::from_secs(30));
+    let out = run.output();
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{out}");
+    assert!(
+        back.elapsed() >= Duration::from_millis(2500),
+        "passed {:?} after mains came back for good, before 3s of stable mains:\n{out}",
+        back.elapsed()
+    );
+    assert!(out.contains("on battery (OB DISCHRG)"), "{out}");
+    let journal = journals(dir.path());
+    assert!(
+        journal.contains("on line for 3s of 3s, charge 60%; 1 flap off line so far"),
+        "{journal}"
+    );
+    eprintln!("ups step passed after {:?}", started.elapsed());
+}
+
+#[test]
+fn the_ups_step_fails_at_its_timeout_and_says_why() {
+    let Some(mut upsd) = Upsd::start("myups", "OL", 90) else {
+        return;
+    };
+    upsd.freeze_driver();
+    let dir = tempfile::tempdir().expect("a tempdir");
+    let rb = runbook(
+        dir.path(),
+        &format!(
+            "      - ups: {{ name: myups, host: 127.0.0.1, port: {}, stable_for: 1s, every: 200ms, timeout: 3s }}\n",
+            upsd.port()
+        ),
+    );
+    let ran = common::run_to_end(
+        dir.path(),
+        &["run", rb.to_str().expect("utf-8")],
+        &[],
+        Duration::from_secs(30),
+    );
+    assert_eq!(ran.code, Some(1), "{}", ran.context());
+    let all = format!("{}{}", ran.stdout, ran.stderr);
+    assert!(
+        all.contains(&format!(
+            "myups@127.0.0.1:{} was not on line for 1s within 3s; last: no reading: upsd says the UPS data is stale (ERR DATA-STALE)",
+            upsd.port()
+        )),
+        "{}",
+        ran.context()
+    );
+    assert!(ran.took < Duration::from_secs(15), "{}", ran.context());
+}
+
+#[test]
+fn the_power_on_step_sends_the_magic_packet() {
+    let listener = UdpSocket::bind("127.0.0.1:0").expect("bind a udp listener");
+    let port = listener.local_addr().expect("listener address").port();
+    let dir = tempfile::tempdir().expect("a tempdir");
+    let rb = runbook(
+        dir.path(),
+        &format!("      - power_on: {{ wol: \"{MAC}\", address: 127.0.0.1, port: {port} }}\n"),
+    );
+    let ran = common::run_to_end(
+        dir.path(),
+        &["run", rb.to_str().expect("utf-8")],
+        &[],
+        Duration::from_secs(30),
+    );
+    assert_eq!(ran.code, Some(0), "{}", ran.context());
+    assert_eq!(receive(&listener), expected_packet());
+}
+
+#[test]
+fn the_dry_run_shows_the_lines_and_hides_the_password() {
+    let dir = tempfile::tempdir().expect("a tempdir");
+    let rb = runbook(
+        dir.path(),
+        "      - ups: { name: myups, host: nut.internal, stable_for: 1m, min_charge: 50 }\n      - power_on: { wol: \"02:1a:2b:3c:4d:5e\" }\n      - power_on: { ipmi: bmc.internal, user: admin, password: \"{{ env.IPMI_PASSWORD }}\" }\n",
+    );
+    let ran = common::run_to_end(
+        dir.path(),
+        &["run", "--dry-run", rb.to_str().expect("utf-8")],
+        &[("IPMI_PASSWORD", "hunter2-bmc")],
+        Duration::from_secs(30),
+    );
+    assert_eq!(ran.code, Some(0), "{}", ran.context());
+    for want in [
+        "GET VAR myups ups.status, GET VAR myups battery.charge at nut.internal:3493",
+        "OL and none of OB, LB, FSD for 1m without a break, battery.charge at least 50%; read every 5s, give up after 30m",
+        "magic packet for 02:1a:2b:3c:4d:5e to 255.255.255.255:9 (UDP, 102 bytes)",
+        "wakeonlan -i 255.255.255.255 -p 9 02:1a:2b:3c:4d:5e",
+        "ipmitool -I lanplus -H bmc.internal -U admin -E chassis power on",
+        "ipmitool -I lanplus -H bmc.internal -U admin -E chassis power status prints \"Chassis Power is on\"",
+    ] {
+        assert!(ran.stdout.contains(want), "{want}\n{}", ran.context());
+    }
+    assert!(!ran.stdout.contains("hunter2"), "{}", ran.context());
+}

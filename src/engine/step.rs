@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use super::{Answer, Engine, Event, Mode, StepOutcome, StepResult, truncate};
-use crate::plan::{Action, Command, Rehearse, Step, fmt_duration};
+use crate::plan::{Action, Command, PowerOn, Rehearse, Step, fmt_duration};
 use crate::runbook::model::OnFail;
 use crate::target::{ExecError, Finished, local};
 use crate::verdict::{Verdict, judge, judge_http};
@@ -138,6 +138,8 @@ impl Engine<'_> {
                     )
                 }
             }
+            Action::Ups(w) => self.ups(s, w).await,
+            Action::PowerOn(p) => self.power_on(s, p).await,
         }
     }
 
@@ -426,6 +428,14 @@ pub fn describe(s: &Step) -> Option<String> {
         Action::Notify { channel, message } => {
             format!("post to {channel}: {}", super::first_line(message))
         }
+        Action::Ups(w) => format!(
+            "GET VAR {} ups.status, battery.charge from upsd at {}:{}",
+            w.ups.name, w.ups.host, w.ups.port
+        ),
+        Action::PowerOn(PowerOn::Wol { mac, address, port }) => {
+            format!("send the Wake-on-LAN magic packet for {mac} to {address}:{port} (UDP)")
+        }
+        Action::PowerOn(PowerOn::Ipmi { on, .. }) => on.clone(),
     })
 }
 

@@ -3,7 +3,9 @@
 
 use std::fmt::Write;
 
-use super::{Action, Plan, Probe, Rehearse, Request, Step, TargetSpec, fmt_duration, fmt_window};
+use super::{
+    Action, Plan, PowerOn, Probe, Rehearse, Request, Step, TargetSpec, fmt_duration, fmt_window,
+};
 use crate::runbook::model::OnFail;
 use crate::verdict::{HttpExpect, Matcher};
 
@@ -216,6 +218,54 @@ fn step_text(o: &mut String, plan: &Plan, s: &Step) {
         Action::Notify { channel, message } => {
             line(o, "post to", channel);
             line(o, "message", message.trim_end());
+        }
+        Action::Ups(w) => {
+            line(
+                o,
+                "upsd",
+                &format!(
+                    "GET VAR {n} ups.status, GET VAR {n} battery.charge at {}:{}",
+                    w.ups.host,
+                    w.ups.port,
+                    n = w.ups.name
+                ),
+            );
+            let charge = w
+                .want
+                .min_charge
+                .map(|c| format!(", battery.charge at least {c}%"))
+                .unwrap_or_default();
+            line(
+                o,
+                "until",
+                &format!(
+                    "OL and none of OB, LB, FSD for {} without a break{charge}; read every {}, give up after {}",
+                    fmt_duration(w.want.stable_for),
+                    fmt_duration(w.every),
+                    fmt_duration(w.timeout)
+                ),
+            );
+        }
+        Action::PowerOn(p @ PowerOn::Wol { mac, address, port }) => {
+            line(
+                o,
+                "local",
+                &format!("magic packet for {mac} to {address}:{port} (UDP, 102 bytes)"),
+            );
+            line(o, "by hand", &p.by_hand().join("\n"));
+        }
+        Action::PowerOn(PowerOn::Ipmi { on, status, .. }) => {
+            line(o, "local", on);
+            line(
+                o,
+                "until",
+                &format!("{status} prints \"Chassis Power is on\""),
+            );
+            line(
+                o,
+                "password",
+                "given to ipmitool as IPMI_PASSWORD (-E), never on its command line",
+            );
         }
     }
     if let Some(m) = &s.expect {

@@ -345,6 +345,10 @@ fn part_name(expected: &[&str]) -> (&'static str, &'static str) {
         ("at the top level", "The top level takes")
     } else if has("window") {
         ("in a phase", "A phase takes")
+    } else if has("stable_for") {
+        ("in `ups:`", "`ups:` takes")
+    } else if has("wol") {
+        ("in `power_on:`", "`power_on:` takes")
     } else if has("host") {
         ("in a target", "A target takes")
     } else if has("webhook") {

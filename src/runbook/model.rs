@@ -401,6 +401,31 @@ pub struct WaitSsh {
 #[serde(deny_unknown_fields)]
 pub struct Empty {}
 
+/// `ups: { name, host, port, stable_for, min_charge, every, timeout }`: mains is stable.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ups {
+    pub name: Spanned<String>,
+    pub host: Spanned<String>,
+    pub port: Option<Port>,
+    pub stable_for: HumanDuration,
+    pub min_charge: Option<Spanned<f64>>,
+    pub every: Option<HumanDuration>,
+    pub timeout: Option<HumanDuration>,
+}
+
+/// `power_on: { wol: MAC, address, port }` or `power_on: { ipmi: HOST, user, password, port }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PowerOn {
+    pub wol: Option<Spanned<String>>,
+    pub address: Option<Spanned<String>>,
+    pub ipmi: Option<Spanned<String>>,
+    pub user: Option<Spanned<String>>,
+    pub password: Option<Spanned<String>>,
+    pub port: Option<Port>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum From {
@@ -455,6 +480,8 @@ pub struct Step {
     pub start: Option<Spanned<String>>,
     pub http: Option<Spanned<Http>>,
     pub notify: Option<Spanned<String>>,
+    pub ups: Option<Spanned<Ups>>,
+    pub power_on: Option<Spanned<PowerOn>>,
 
     pub health: Option<Spanned<Health>>,
     pub message: Option<Spanned<String>>,
@@ -487,6 +514,8 @@ impl Step {
             at(Kind::Start, self.start.as_ref().map(|v| v.referenced)),
             at(Kind::Http, self.http.as_ref().map(|v| v.referenced)),
             at(Kind::Notify, self.notify.as_ref().map(|v| v.referenced)),
+            at(Kind::Ups, self.ups.as_ref().map(|v| v.referenced)),
+            at(Kind::PowerOn, self.power_on.as_ref().map(|v| v.referenced)),
         ]
         .into_iter()
         .flatten()
@@ -505,11 +534,13 @@ pub enum Kind {
     Start,
     Http,
     Notify,
+    Ups,
+    PowerOn,
 }
 
 impl Kind {
     /// Every kind, in the order `check` lists them.
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Manual,
         Kind::Run,
         Kind::Local,
@@ -518,6 +549,8 @@ impl Kind {
         Kind::Start,
         Kind::Http,
         Kind::Notify,
+        Kind::Ups,
+        Kind::PowerOn,
     ];
 
     /// The key that names the kind in a runbook.
@@ -531,6 +564,8 @@ impl Kind {
             Kind::Start => "start",
             Kind::Http => "http",
             Kind::Notify => "notify",
+            Kind::Ups => "ups",
+            Kind::PowerOn => "power_on",
         }
     }
 }
@@ -542,7 +577,7 @@ impl fmt::Display for Kind {
 }
 
 /// The step kinds' keys, in the order `check` lists them.
-pub const KINDS: [&str; 8] = [
+pub const KINDS: [&str; 10] = [
     Kind::ALL[0].name(),
     Kind::ALL[1].name(),
     Kind::ALL[2].name(),
@@ -551,4 +586,6 @@ pub const KINDS: [&str; 8] = [
     Kind::ALL[5].name(),
     Kind::ALL[6].name(),
     Kind::ALL[7].name(),
+    Kind::ALL[8].name(),
+    Kind::ALL[9].name(),
 ];

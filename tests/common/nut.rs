@@ -22,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tempfile::TempDir;
 
-use super::free_port;
+use super::{free_port, require_tool};
 
 const UPSD: &str = "/lib/nut/upsd";
 const DUMMY_UPS: &str = "/lib/nut/dummy-ups";
@@ -47,14 +47,11 @@ pub struct Upsd {
 
 impl Upsd {
     /// Starts a driver reporting `status` and `charge` for UPS `name` and a upsd on a free
-    /// port, and waits until upsd serves that status. `None`, with a visible skip line, when
-    /// nut-server is not installed.
+    /// port, and waits until upsd serves that status. `None`, with a visible skip line (a
+    /// failure under CI), when nut-server is not installed.
     pub fn start(name: &str, status: &str, charge: u32) -> Option<Upsd> {
         for tool in [UPSD, DUMMY_UPS] {
-            if !Path::new(tool).exists() {
-                eprintln!("SKIPPED: needs {tool} (Debian's nut-server; scripts/setup installs it)");
-                return None;
-            }
+            require_tool(&[tool])?;
         }
         let dir = tempfile::Builder::new()
             .prefix("recover-nut-")
