@@ -519,3 +519,82 @@ fn the_dry_run_shows_the_lines_and_hides_the_password() {
     }
     assert!(!ran.stdout.contains("hunter2"), "{}", ran.context());
 }
+
+/// A runbook with one `wait_ssh` that, when it times out, asks for the power button through
+/// the `operators` channel (the webhook of `api`), then waits again.
+fn ask_runbook(dir: &std::path::Path, sshd: &common::Sshd, api: &common::HttpServer) -> String {
+    let path = dir.join("ask.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "name: ask\nbudget: 5m\ntargets:\n{}notify:\n  operators: {{ webhook: \"{}\", format: json }}\nphases:\n  - name: Power\n    window: 0m-5m\n    steps:\n      - wait_ssh:\n          every: 1s\n          timeout: 3s\n          otherwise:\n            manual: Press the power button.\n            notify: operators\n            timeout: 20s\n",
+            sshd.runbook_target_yaml("box"),
+            api.url_for("/hook")
+        ),
+    )
+    .expect("write the runbook");
+    path.to_str().expect("utf-8").to_string()
+}
+
+#[test]
+fn a_wait_that_times_out_asks_for_the_button_then_waits_again() {
+    let Some(mut sshd) = common::Sshd::start_or_skip() else {
+        return;
+    };
+    let api = common::HttpServer::start();
+    api.respond("POST", "/hook", 200, "ok");
+    sshd.stop();
+    let dir = tempfile::tempdir().expect("a tempdir");
+    let rb = ask_runbook(dir.path(), &sshd, &api);
+    let mut run = common::Background::start(dir.path(), &["run", "--yes", &rb], &[]);
+    assert!(
+        api.wait_for_requests("/hook", 1, Duration::from_secs(30)),
+        "the ask was never posted:\n{}",
+        run.output()
+    );
+    let post = &api.requests_to("/hook")[0];
+    assert!(
+        post.body.contains("Press the power button."),
+        "{}",
+        post.body
+    );
+    sshd.start_again();
+    let status = run.wait(Duration::from_secs(40));
+    let out = run.output();
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{out}");
+    let journal = journals(dir.path());
+    assert!(
+        journal.contains("no SSH within 3s, so a person was asked; then SSH answered after"),
+        "{journal}"
+    );
+}
+
+#[test]
+fn a_second_timeout_after_the_ask_aborts_and_says_both() {
+    let Some(mut sshd) = common::Sshd::start_or_skip() else {
+        return;
+    };
+    let api = common::HttpServer::start();
+    api.respond("POST", "/hook", 200, "ok");
+    sshd.stop();
+    let dir = tempfile::tempdir().expect("a tempdir");
+    let rb = ask_runbook(dir.path(), &sshd, &api);
+    let text = std::fs::read_to_string(&rb).expect("read the runbook");
+    std::fs::write(&rb, text.replace("timeout: 20s", "timeout: 2s")).expect("rewrite it");
+    let ran = common::run_to_end(
+        dir.path(),
+        &["run", "--yes", &rb],
+        &[],
+        Duration::from_secs(60),
+    );
+    assert_eq!(ran.code, Some(3), "{}", ran.context());
+    assert!(
+        format!("{}{}", ran.stdout, ran.stderr).contains("then no SSH 2s after asking a person"),
+        "{}",
+        ran.context()
+    );
+    assert!(
+        !api.requests_to("/hook").is_empty(),
+        "the ask was never posted"
+    );
+}

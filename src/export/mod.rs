@@ -451,7 +451,11 @@ impl Builder<'_> {
                 });
                 "command on the management host".into()
             }
-            Action::WaitSsh { every, timeout } => {
+            Action::WaitSsh {
+                every,
+                timeout,
+                otherwise,
+            } => {
                 let line = self
                     .target(s)
                     .map(|t| t.ssh_line(BOOT_ID_COMMAND))
@@ -467,7 +471,14 @@ impl Builder<'_> {
                     expect: Some(
                         "it prints one line, the boot id (a UUID such as `0d1e5c6a-…`).".into(),
                     ),
-                    note: None,
+                    note: otherwise.as_ref().map(|ask| {
+                        format!(
+                            "No answer after {}? {} Then try again for {} more.",
+                            fmt_duration(*timeout),
+                            ask.text.trim_end(),
+                            fmt_duration(ask.timeout)
+                        )
+                    }),
                 });
                 format!("wait for {tname}")
             }

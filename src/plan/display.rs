@@ -155,7 +155,11 @@ fn step_text(o: &mut String, plan: &Plan, s: &Step) {
         Action::Manual { text } => line(o, "operator", text.trim_end()),
         Action::Run(c) => line(o, &format!("on {target}"), &c.wire),
         Action::Local(c) => line(o, "local", &c.wire),
-        Action::WaitSsh { every, timeout } => {
+        Action::WaitSsh {
+            every,
+            timeout,
+            otherwise,
+        } => {
             let boot_id = plan.targets.get(s.target).map(|t| t.boot_id.as_str());
             line(
                 o,
@@ -171,6 +175,22 @@ fn step_text(o: &mut String, plan: &Plan, s: &Step) {
                     fmt_duration(*timeout)
                 ),
             );
+            if let Some(ask) = otherwise {
+                let posted = ask
+                    .channel
+                    .as_ref()
+                    .map(|c| format!(", posted to {c}"))
+                    .unwrap_or_default();
+                line(
+                    o,
+                    "otherwise",
+                    &format!(
+                        "ask a person{posted}, then wait {} more:\n{}",
+                        fmt_duration(ask.timeout),
+                        ask.text.trim_end()
+                    ),
+                );
+            }
         }
         Action::DropCaches(c) => line(o, &format!("on {target}"), &c.wire),
         Action::Start {

@@ -14,7 +14,7 @@ use super::{
     Action, ChannelSpec, Command, DEFAULT_DROP_CACHES_TIMEOUT, DEFAULT_IPMI_TIMEOUT,
     DEFAULT_MANUAL_TIMEOUT, DEFAULT_NOTIFY_TIMEOUT, DEFAULT_RUN_TIMEOUT, DEFAULT_START_TIMEOUT,
     DEFAULT_UPS_EVERY, DEFAULT_UPS_TIMEOUT, DEFAULT_WAIT_SSH_EVERY, DEFAULT_WAIT_SSH_TIMEOUT,
-    DEFAULT_WOL_TIMEOUT, PowerOn, RetrySpec, Step, TargetSpec, UpsWait, fmt_duration,
+    DEFAULT_WOL_TIMEOUT, Otherwise, PowerOn, RetrySpec, Step, TargetSpec, UpsWait, fmt_duration,
 };
 use crate::power::ipmi::{self, Bmc};
 use crate::power::{nut, wol};
@@ -213,7 +213,7 @@ impl Resolver<'_> {
             Kind::Manual => self.manual(&cx),
             Kind::Run => self.run(&cx),
             Kind::Local => self.local(&cx),
-            Kind::WaitSsh => self.wait_ssh(&cx),
+            Kind::WaitSsh => self.wait_ssh(&cx, channels),
             Kind::DropCaches => Some(self.drop_caches(&cx)),
             Kind::Start => self.start(&cx),
             Kind::Http => self.http(&cx),
@@ -438,7 +438,7 @@ impl Resolver<'_> {
         })
     }
 
-    fn wait_ssh(&mut self, cx: &StepCx) -> Option<Resolved> {
+    fn wait_ssh(&mut self, cx: &StepCx, channels: &[ChannelSpec]) -> Option<Resolved> {
         let w = &cx.step.wait_ssh.as_ref()?.value;
         let every = w.every.map(|d| d.0).unwrap_or(DEFAULT_WAIT_SSH_EVERY);
         let timeout = w.timeout.map(|d| d.0).unwrap_or(DEFAULT_WAIT_SSH_TIMEOUT);
@@ -453,10 +453,38 @@ impl Resolver<'_> {
                 "`every` must be shorter than `timeout`, like { every: 15s, timeout: 5m }",
             );
         }
+        let otherwise = w.otherwise.as_ref().map(|o| {
+            let o = &o.value;
+            let channel = match &o.notify {
+                Some(ch) => {
+                    if !channels.iter().any(|c| c.name == ch.value) {
+                        self.unknown_channel(ch);
+                    }
+                    Some(ch.value.clone())
+                }
+                None => self
+                    .loaded
+                    .runbook
+                    .abort
+                    .as_ref()
+                    .and_then(|a| a.value.notify.as_ref())
+                    .map(|n| n.value.clone()),
+            };
+            Otherwise {
+                text: self.render(&o.manual, Context::Text, cx.target, false),
+                channel,
+                timeout: o.timeout.map(|d| d.0).unwrap_or(timeout),
+            }
+        });
+        let total = timeout + otherwise.as_ref().map_or(Duration::ZERO, |o| o.timeout);
         Some(Resolved {
             name: format!("wait for SSH on {}", cx.target_name()),
-            action: Action::WaitSsh { every, timeout },
-            timeout,
+            action: Action::WaitSsh {
+                every,
+                timeout,
+                otherwise,
+            },
+            timeout: total,
             mutates: false,
         })
     }

@@ -35,8 +35,8 @@ pub use duration::{fmt_duration, fmt_window};
 pub use payload::payload;
 pub use resolve::{Options, check_overrides, resolve};
 pub use types::{
-    AbortSpec, Action, ChannelSpec, Command, Gate, Phase, Plan, PowerOn, Probe, Rehearse, Request,
-    RetrySpec, Step, TargetSpec, UpsWait,
+    AbortSpec, Action, ChannelSpec, Command, Gate, Otherwise, Phase, Plan, PowerOn, Probe,
+    Rehearse, Request, RetrySpec, Step, TargetSpec, UpsWait,
 };
 pub use wire::{BOOT_ID_COMMAND, DROP_CACHES_COMMAND, KILL_GRACE, remote_wire};
 

@@ -196,6 +196,7 @@ pub enum Action {
     WaitSsh {
         every: Duration,
         timeout: Duration,
+        otherwise: Option<Otherwise>,
     },
     DropCaches(Command),
     Start {
@@ -214,6 +215,16 @@ pub enum Action {
     },
     Ups(UpsWait),
     PowerOn(PowerOn),
+}
+
+/// What a `wait_ssh` does when it times out: ask a person, then wait again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Otherwise {
+    pub text: String,
+    /// Where the ask is posted (the step's `notify`, else the abort channel).
+    pub channel: Option<String>,
+    /// How long the second wait lasts.
+    pub timeout: Duration,
 }
 
 /// A `ups` step: read the UPS every `every` until it has been on line for long enough.

@@ -355,6 +355,8 @@ fn part_name(expected: &[&str]) -> (&'static str, &'static str) {
         ("in a notify channel", "A notify channel takes")
     } else if has("drop_caches") {
         ("in a step", "A step takes")
+    } else if has("manual") {
+        ("in `otherwise:`", "`otherwise:` takes")
     } else if has("successes") {
         ("in a health gate", "A health gate takes")
     } else if has("url") {

@@ -395,6 +395,17 @@ pub struct Retry {
 pub struct WaitSsh {
     pub every: Option<HumanDuration>,
     pub timeout: Option<HumanDuration>,
+    pub otherwise: Option<Spanned<Otherwise>>,
+}
+
+/// `otherwise:` under `wait_ssh`: when the wait times out, ask a person (posted to `notify`,
+/// or to the abort channel), then wait again for `timeout`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Otherwise {
+    pub manual: Spanned<String>,
+    pub notify: Option<Spanned<String>>,
+    pub timeout: Option<HumanDuration>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
