@@ -146,6 +146,7 @@ const CASES: &[Case] = &[
     case("power-on-bad-mac", 9, 26, "`aa:bb:cc:dd:ee` is not a MAC address: write six hex pairs, as aa:bb:cc:dd:ee:ff or aa-bb-cc-dd-ee-ff"),
     with_help("power-on-wol-and-ipmi", 9, 53, "`power_on` takes `wol` or `ipmi`, not both", "a second way to power on is a second step"),
     with_help("power-on-ipmi-without-password", 9, 27, "`power_on: { ipmi: ... }` needs a `password`", "never its command line"),
+    with_help("wait-ssh-otherwise-unknown-channel", 13, 65, "unknown notify channel `oncall`", "channels defined under `notify:`: operators"),
     with_help("power-on-user-with-wol", 9, 53, "`user` belongs to `ipmi`, not to `wol`", "Wake-on-LAN takes `wol`, `address` and `port`"),
 ];
 
