@@ -9,6 +9,7 @@ pub mod export;
 pub mod journal;
 pub mod lock;
 pub mod plan;
+pub mod power;
 pub mod rehearsal;
 pub mod report;
 pub mod runbook;

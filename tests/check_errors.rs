@@ -169,6 +169,16 @@ const CASES: &[Case] = &[
     // Columns count characters, whatever multi-byte text comes before.
     case("unicode-before-error", 11, 18, "`5 minutes et demie` is not a duration"),
     case("unicode-on-the-error-line", 10, 61, "`5 minutes et demie` is not a duration"),
+    // The power steps.
+    with_help("ups-bad-name", 9, 22, "`my ups` is not a NUT UPS name", "`upsc -l HOST` lists them"),
+    with_help("ups-min-charge-out-of-range", 9, 74, "min_charge 150 is not a percentage", "from 0 to 100"),
+    with_help("ups-unknown-key", 9, 46, "unknown key `stable` in `ups:`", "`ups:` takes: name, host, port, stable_for"),
+    with_help("ups-stable-for-beyond-timeout", 9, 9, "ups waits for 30m on line but gives up after 10m", "make `timeout` longer than `stable_for`"),
+    case("power-on-bad-mac", 9, 26, "`aa:bb:cc:dd:ee` is not a MAC address: write six hex pairs, as aa:bb:cc:dd:ee:ff or aa-bb-cc-dd-ee-ff"),
+    with_help("power-on-wol-and-ipmi", 9, 53, "`power_on` takes `wol` or `ipmi`, not both", "a second way to power on is a second step"),
+    with_help("power-on-ipmi-without-password", 9, 27, "`power_on: { ipmi: ... }` needs a `password`", "never its command line"),
+    with_help("wait-ssh-otherwise-unknown-channel", 13, 65, "unknown notify channel `oncall`", "channels defined under `notify:`: operators"),
+    with_help("power-on-user-with-wol", 9, 53, "`user` belongs to `ipmi`, not to `wol`", "Wake-on-LAN takes `wol`, `address` and `port`"),
 ];
 
 fn runbooks() -> PathBuf {

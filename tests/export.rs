@@ -124,6 +124,12 @@ fn plan_items(plan: &Plan) -> Vec<(usize, String)> {
                 add(r.curl());
             }
             Action::Notify { message, .. } => add(message.clone()),
+            Action::Ups(w) => {
+                let at = format!("{}@{}:{}", w.ups.name, w.ups.host, w.ups.port);
+                add(format!("upsc {at} ups.status"));
+                add(format!("upsc {at} battery.charge"));
+            }
+            Action::PowerOn(p) => p.by_hand().into_iter().for_each(&mut add),
         }
     }
     items

@@ -4,6 +4,7 @@
 pub mod event;
 pub mod gate;
 mod http;
+mod power;
 mod step;
 
 use std::collections::BTreeMap;

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use super::{Answer, Engine, Event, Mode, StepOutcome, StepResult, truncate};
-use crate::plan::{Action, Command, Rehearse, Step, fmt_duration};
+use crate::plan::{Action, Command, Otherwise, PowerOn, Rehearse, Step, fmt_duration};
 use crate::runbook::model::OnFail;
 use crate::target::{ExecError, Finished, local};
 use crate::verdict::{Verdict, judge, judge_http};
@@ -98,7 +98,19 @@ impl Engine<'_> {
                 let c = c.clone();
                 self.with_retry(s, |e| Box::pin(e.local(s, &c))).await
             }
-            Action::WaitSsh { every, timeout } => self.wait_ssh(s, *every, *timeout).await,
+            Action::WaitSsh {
+                every,
+                timeout,
+                otherwise,
+            } => {
+                let first = self.wait_ssh(s, *every, *timeout).await;
+                match otherwise {
+                    Some(o) if first.outcome == StepOutcome::Aborted && !self.cancelled() => {
+                        self.ask_then_wait(s, *every, *timeout, o, first).await
+                    }
+                    _ => first,
+                }
+            }
             Action::Start {
                 unit,
                 start,
@@ -145,7 +157,56 @@ impl Engine<'_> {
                     )
                 }
             }
+            Action::Ups(w) => self.ups(s, w).await,
+            Action::PowerOn(p) => self.power_on(s, p).await,
         }
+    }
+
+    /// The wait timed out: ask a person (posted to the channel, and asked on the terminal when
+    /// there is one), then wait again. Unattended, the post is the ask.
+    async fn ask_then_wait(
+        &mut self,
+        s: &Step,
+        every: Duration,
+        first: Duration,
+        o: &Otherwise,
+        timed_out: StepResult,
+    ) -> StepResult {
+        self.out.emit(Event::StepProgress {
+            step: s.number,
+            line: format!(
+                "no SSH after {}: asking a person: {}",
+                fmt_duration(first),
+                super::first_line(&o.text)
+            ),
+        });
+        if let Some(ch) = &o.channel {
+            let text = format!("{}: {}", s.name, o.text.trim_end());
+            self.notify(ch, &text, crate::plan::DEFAULT_NOTIFY_TIMEOUT)
+                .await;
+        }
+        let asked = self.manual(s, &o.text);
+        if matches!(
+            asked.outcome,
+            StepOutcome::Aborted | StepOutcome::Interrupted
+        ) {
+            return asked;
+        }
+        let mut res = self.wait_ssh(s, every, o.timeout).await;
+        let reason = res.reason.take().unwrap_or_default();
+        res.reason = Some(match res.outcome {
+            StepOutcome::Aborted => format!(
+                "{}; then no SSH {} after asking a person",
+                timed_out.reason.unwrap_or_default(),
+                fmt_duration(o.timeout)
+            ),
+            StepOutcome::Passed => format!(
+                "no SSH within {}, so a person was asked; then {reason}",
+                fmt_duration(first)
+            ),
+            _ => reason,
+        });
+        res
     }
 
     fn manual(&mut self, s: &Step, text: &str) -> StepResult {
@@ -463,6 +524,14 @@ pub fn describe(s: &Step) -> Option<String> {
         Action::Notify { channel, message } => {
             format!("post to {channel}: {}", super::first_line(message))
         }
+        Action::Ups(w) => format!(
+            "GET VAR {} ups.status, battery.charge from upsd at {}:{}",
+            w.ups.name, w.ups.host, w.ups.port
+        ),
+        Action::PowerOn(PowerOn::Wol { mac, address, port }) => {
+            format!("send the Wake-on-LAN magic packet for {mac} to {address}:{port} (UDP)")
+        }
+        Action::PowerOn(PowerOn::Ipmi { on, .. }) => on.clone(),
     })
 }
 

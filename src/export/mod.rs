@@ -18,7 +18,8 @@ use serde::Serialize;
 pub use crate::rehearsal::last::Rehearsal;
 
 use crate::plan::{
-    Action, BOOT_ID_COMMAND, Command, Gate, Plan, Probe, Request, Step, TargetSpec, fmt_duration,
+    Action, BOOT_ID_COMMAND, Command, Gate, Plan, PowerOn, Probe, Request, Step, TargetSpec,
+    fmt_duration,
 };
 use crate::runbook::model::{Format as ChannelFormat, OnFail};
 use crate::verdict::{HttpExpect, Matcher};
@@ -450,7 +451,11 @@ impl Builder<'_> {
                 });
                 "command on the management host".into()
             }
-            Action::WaitSsh { every, timeout } => {
+            Action::WaitSsh {
+                every,
+                timeout,
+                otherwise,
+            } => {
                 let line = self
                     .target(s)
                     .map(|t| t.ssh_line(BOOT_ID_COMMAND))
@@ -466,7 +471,14 @@ impl Builder<'_> {
                     expect: Some(
                         "it prints one line, the boot id (a UUID such as `0d1e5c6a-…`).".into(),
                     ),
-                    note: None,
+                    note: otherwise.as_ref().map(|ask| {
+                        format!(
+                            "No answer after {}? {} Then try again for {} more.",
+                            fmt_duration(*timeout),
+                            ask.text.trim_end(),
+                            fmt_duration(ask.timeout)
+                        )
+                    }),
                 });
                 format!("wait for {tname}")
             }
@@ -512,6 +524,61 @@ impl Builder<'_> {
                 });
                 blocks.push(self.post(channel, message.trim()));
                 format!("post to {channel}")
+            }
+            Action::Ups(w) => {
+                let at = format!("{}@{}:{}", w.ups.name, w.ups.host, w.ups.port);
+                let charge = w
+                    .want
+                    .min_charge
+                    .map(|c| format!(", and battery.charge is at least {c}"))
+                    .unwrap_or_default();
+                blocks.push(Block {
+                    repeat: Some(format!(
+                        "Repeat every {}; a status without OL, or with OB, LB or FSD, starts the count again; give up after {}.",
+                        fmt_duration(w.every),
+                        fmt_duration(w.timeout)
+                    )),
+                    say: "Read the UPS from upsd (or read its panel):".into(),
+                    cmds: vec![
+                        Cmd::typed(ON_HOST, self.shell(&format!("upsc {at} ups.status"))),
+                        Cmd::typed(ON_HOST, self.shell(&format!("upsc {at} battery.charge"))),
+                    ],
+                    expect: Some(format!(
+                        "the status holds OL, and none of OB, LB, FSD, for {} without a break{charge}.",
+                        fmt_duration(w.want.stable_for)
+                    )),
+                    note: None,
+                });
+                "wait for mains".into()
+            }
+            Action::PowerOn(p) => {
+                let (say, expect, note) = match p {
+                    PowerOn::Wol { .. } => (
+                        "Send the Wake-on-LAN magic packet (Debian package `wakeonlan`):",
+                        "the box powers on (fans, front LED) within a few seconds.",
+                        None,
+                    ),
+                    PowerOn::Ipmi { .. } => (
+                        "Power on through the BMC, then read the power state:",
+                        "the second command prints `Chassis Power is on`.",
+                        Some(
+                            "ipmitool reads the BMC password from $IPMI_PASSWORD (`-E`): export it first."
+                                .to_owned(),
+                        ),
+                    ),
+                };
+                blocks.push(Block {
+                    repeat: None,
+                    say: say.into(),
+                    cmds: p
+                        .by_hand()
+                        .iter()
+                        .map(|c| Cmd::typed(ON_HOST, self.shell(c)))
+                        .collect(),
+                    expect: Some(expect.into()),
+                    note,
+                });
+                "power on".into()
             }
         };
         let mut about = vec![

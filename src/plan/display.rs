@@ -4,7 +4,8 @@
 use std::fmt::Write;
 
 use super::{
-    Action, Command, Plan, Probe, Rehearse, Request, Step, TargetSpec, fmt_duration, fmt_window,
+    Action, Command, Plan, PowerOn, Probe, Rehearse, Request, Step, TargetSpec, fmt_duration,
+    fmt_window,
 };
 use crate::runbook::model::OnFail;
 use crate::verdict::{HttpExpect, Matcher};
@@ -162,7 +163,11 @@ fn step_text(o: &mut String, plan: &Plan, s: &Step) {
         Action::Manual { text } => line(o, "operator", text.trim_end()),
         Action::Run(c) => command(o, &format!("on {target}"), c),
         Action::Local(c) => line(o, "local", &c.wire),
-        Action::WaitSsh { every, timeout } => {
+        Action::WaitSsh {
+            every,
+            timeout,
+            otherwise,
+        } => {
             let boot_id = plan.targets.get(s.target).map(|t| t.boot_id.as_str());
             line(
                 o,
@@ -178,6 +183,22 @@ fn step_text(o: &mut String, plan: &Plan, s: &Step) {
                     fmt_duration(*timeout)
                 ),
             );
+            if let Some(ask) = otherwise {
+                let posted = ask
+                    .channel
+                    .as_ref()
+                    .map(|c| format!(", posted to {c}"))
+                    .unwrap_or_default();
+                line(
+                    o,
+                    "otherwise",
+                    &format!(
+                        "ask a person{posted}, then wait {} more:\n{}",
+                        fmt_duration(ask.timeout),
+                        ask.text.trim_end()
+                    ),
+                );
+            }
         }
         Action::DropCaches(c) => command(o, &format!("on {target}"), c),
         Action::Start {
@@ -228,6 +249,54 @@ fn step_text(o: &mut String, plan: &Plan, s: &Step) {
         Action::Notify { channel, message } => {
             line(o, "post to", channel);
             line(o, "message", message.trim_end());
+        }
+        Action::Ups(w) => {
+            line(
+                o,
+                "upsd",
+                &format!(
+                    "GET VAR {n} ups.status, GET VAR {n} battery.charge at {}:{}",
+                    w.ups.host,
+                    w.ups.port,
+                    n = w.ups.name
+                ),
+            );
+            let charge = w
+                .want
+                .min_charge
+                .map(|c| format!(", battery.charge at least {c}%"))
+                .unwrap_or_default();
+            line(
+                o,
+                "until",
+                &format!(
+                    "OL and none of OB, LB, FSD for {} without a break{charge}; read every {}, give up after {}",
+                    fmt_duration(w.want.stable_for),
+                    fmt_duration(w.every),
+                    fmt_duration(w.timeout)
+                ),
+            );
+        }
+        Action::PowerOn(p @ PowerOn::Wol { mac, address, port }) => {
+            line(
+                o,
+                "local",
+                &format!("magic packet for {mac} to {address}:{port} (UDP, 102 bytes)"),
+            );
+            line(o, "by hand", &p.by_hand().join("\n"));
+        }
+        Action::PowerOn(PowerOn::Ipmi { on, status, .. }) => {
+            line(o, "local", on);
+            line(
+                o,
+                "until",
+                &format!("{status} prints \"Chassis Power is on\""),
+            );
+            line(
+                o,
+                "password",
+                "given to ipmitool as IPMI_PASSWORD (-E), never on its command line",
+            );
         }
     }
     if let Some(m) = &s.expect {

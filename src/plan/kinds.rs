@@ -11,10 +11,13 @@ use super::rehearse;
 use super::resolve::{Resolver, first_line, matcher};
 use super::wire::{DROP_CACHES_COMMAND, marker};
 use super::{
-    Action, ChannelSpec, Command, DEFAULT_DROP_CACHES_TIMEOUT, DEFAULT_MANUAL_TIMEOUT,
-    DEFAULT_NOTIFY_TIMEOUT, DEFAULT_RUN_TIMEOUT, DEFAULT_START_TIMEOUT, DEFAULT_WAIT_SSH_EVERY,
-    DEFAULT_WAIT_SSH_TIMEOUT, RetrySpec, Step, TargetSpec, fmt_duration,
+    Action, ChannelSpec, Command, DEFAULT_DROP_CACHES_TIMEOUT, DEFAULT_IPMI_TIMEOUT,
+    DEFAULT_MANUAL_TIMEOUT, DEFAULT_NOTIFY_TIMEOUT, DEFAULT_RUN_TIMEOUT, DEFAULT_START_TIMEOUT,
+    DEFAULT_UPS_EVERY, DEFAULT_UPS_TIMEOUT, DEFAULT_WAIT_SSH_EVERY, DEFAULT_WAIT_SSH_TIMEOUT,
+    DEFAULT_WOL_TIMEOUT, Otherwise, PowerOn, RetrySpec, Step, TargetSpec, UpsWait, fmt_duration,
 };
+use crate::power::ipmi::{self, Bmc};
+use crate::power::{nut, wol};
 use crate::runbook::diag::Pos;
 use crate::runbook::model::{self, Kind, OnFail};
 use crate::template::{Context, shell_quote};
@@ -80,6 +83,14 @@ fn rules(kind: Kind) -> Rules {
         Kind::Notify => Rules {
             message: true,
             on_fail: false,
+            mutates: Some(true),
+            ..base
+        },
+        Kind::Ups => Rules {
+            mutates: Some(false),
+            ..base
+        },
+        Kind::PowerOn => Rules {
             mutates: Some(true),
             ..base
         },
@@ -202,11 +213,13 @@ impl Resolver<'_> {
             Kind::Manual => self.manual(&cx),
             Kind::Run => self.run(&cx),
             Kind::Local => self.local(&cx),
-            Kind::WaitSsh => self.wait_ssh(&cx),
+            Kind::WaitSsh => self.wait_ssh(&cx, channels),
             Kind::DropCaches => Some(self.drop_caches(&cx)),
             Kind::Start => self.start(&cx),
             Kind::Http => self.http(&cx),
             Kind::Notify => self.notify(&cx, channels),
+            Kind::Ups => self.ups(&cx),
+            Kind::PowerOn => self.power_on(&cx),
         }?;
 
         let retry = s.retry.as_ref().map(|r| RetrySpec {
@@ -270,7 +283,7 @@ impl Resolver<'_> {
             rehearse: rehearse::policy(&r.action, mutates),
             action: r.action,
             timeout: r.timeout,
-            timeout_explicit: cx.timeout.is_some() || kind == Kind::WaitSsh,
+            timeout_explicit: cx.timeout.is_some() || matches!(kind, Kind::WaitSsh | Kind::Ups),
             retry,
             expect: s.expect.as_ref().map(|m| matcher(&m.value)),
             abort_if: s.abort_if.as_ref().map(|m| matcher(&m.value)),
@@ -362,6 +375,13 @@ impl Resolver<'_> {
                 "move `timeout` into the wait_ssh mapping",
             );
         }
+        if let (Kind::Ups, Some(t)) = (kind, &s.timeout) {
+            self.err(
+                self.key_at(spos, "timeout", Pos::of(&t.referenced)),
+                "a ups step takes its timeout inside: `ups: { ..., every: 5s, timeout: 30m }`",
+                "move `timeout` into the ups mapping",
+            );
+        }
         if let (Some(m), Some(f)) = (s.mutates, rule.mutates)
             && f != m
         {
@@ -426,7 +446,7 @@ impl Resolver<'_> {
         })
     }
 
-    fn wait_ssh(&mut self, cx: &StepCx) -> Option<Resolved> {
+    fn wait_ssh(&mut self, cx: &StepCx, channels: &[ChannelSpec]) -> Option<Resolved> {
         let w = &cx.step.wait_ssh.as_ref()?.value;
         let every = w.every.map(|d| d.0).unwrap_or(DEFAULT_WAIT_SSH_EVERY);
         let timeout = w.timeout.map(|d| d.0).unwrap_or(DEFAULT_WAIT_SSH_TIMEOUT);
@@ -441,10 +461,38 @@ impl Resolver<'_> {
                 "`every` must be shorter than `timeout`, like { every: 15s, timeout: 5m }",
             );
         }
+        let otherwise = w.otherwise.as_ref().map(|o| {
+            let o = &o.value;
+            let channel = match &o.notify {
+                Some(ch) => {
+                    if !channels.iter().any(|c| c.name == ch.value) {
+                        self.unknown_channel(ch);
+                    }
+                    Some(ch.value.clone())
+                }
+                None => self
+                    .loaded
+                    .runbook
+                    .abort
+                    .as_ref()
+                    .and_then(|a| a.value.notify.as_ref())
+                    .map(|n| n.value.clone()),
+            };
+            Otherwise {
+                text: self.render(&o.manual, Context::Text, cx.target, false),
+                channel,
+                timeout: o.timeout.map(|d| d.0).unwrap_or(timeout),
+            }
+        });
+        let total = timeout + otherwise.as_ref().map_or(Duration::ZERO, |o| o.timeout);
         Some(Resolved {
             name: format!("wait for SSH on {}", cx.target_name()),
-            action: Action::WaitSsh { every, timeout },
-            timeout,
+            action: Action::WaitSsh {
+                every,
+                timeout,
+                otherwise,
+            },
+            timeout: total,
             mutates: false,
         })
     }
@@ -548,6 +596,190 @@ impl Resolver<'_> {
                 message,
             },
             timeout: cx.timeout.unwrap_or(DEFAULT_NOTIFY_TIMEOUT),
+            mutates: true,
+        })
+    }
+
+    fn ups(&mut self, cx: &StepCx) -> Option<Resolved> {
+        let spanned = cx.step.ups.as_ref()?;
+        let u = &spanned.value;
+        let name = self.render(&u.name, Context::Text, cx.target, false);
+        if !name.contains("{{") && !nut::valid_name(&name) {
+            self.err(
+                Pos::of(&u.name.referenced),
+                format!("`{name}` is not a NUT UPS name"),
+                "write the name of the UPS as upsd knows it (letters, digits, `_`, `-`, `.`); `upsc -l HOST` lists them",
+            );
+        }
+        let host = self.render(&u.host, Context::Text, cx.target, false);
+        if host.trim().is_empty() || host.contains(char::is_whitespace) {
+            self.err(
+                Pos::of(&u.host.referenced),
+                format!("`{host}` is not a host name"),
+                "write the host that runs upsd, like `localhost` or `nut.internal`",
+            );
+        }
+        let min_charge = u.min_charge.as_ref().map(|m| m.value);
+        if let Some(m) = &u.min_charge
+            && !(0.0..=100.0).contains(&m.value)
+        {
+            self.err(
+                Pos::of(&m.referenced),
+                format!("min_charge {} is not a percentage", m.value),
+                "write the least battery charge to wait for, from 0 to 100, like `min_charge: 50`",
+            );
+        }
+        let every = u.every.map(|d| d.0).unwrap_or(DEFAULT_UPS_EVERY);
+        let timeout = u.timeout.map(|d| d.0).unwrap_or(DEFAULT_UPS_TIMEOUT);
+        let stable_for = u.stable_for.0;
+        if every.is_zero() || every > timeout {
+            self.err(
+                self.key_at(cx.pos, "ups", cx.pos),
+                format!(
+                    "ups reads every {} but gives up after {}",
+                    fmt_duration(every),
+                    fmt_duration(timeout)
+                ),
+                "`every` must be shorter than `timeout`, like { every: 5s, timeout: 30m }",
+            );
+        } else if stable_for >= timeout {
+            self.err(
+                self.key_at(cx.pos, "ups", cx.pos),
+                format!(
+                    "ups waits for {} on line but gives up after {}",
+                    fmt_duration(stable_for),
+                    fmt_duration(timeout)
+                ),
+                "make `timeout` longer than `stable_for`, like { stable_for: 1m, timeout: 30m }",
+            );
+        }
+        let ups = nut::Ups {
+            name,
+            host,
+            port: u.port.map_or(nut::DEFAULT_PORT, |p| p.0),
+        };
+        Some(Resolved {
+            name: format!("mains stable on UPS {ups}"),
+            action: Action::Ups(UpsWait {
+                ups,
+                want: nut::Stable {
+                    stable_for,
+                    min_charge,
+                },
+                every,
+                timeout,
+            }),
+            timeout,
+            mutates: false,
+        })
+    }
+
+    fn power_on(&mut self, cx: &StepCx) -> Option<Resolved> {
+        let spanned = cx.step.power_on.as_ref()?;
+        let p = &spanned.value;
+        let at = Pos::of(&spanned.referenced);
+        let (name, power, timeout) = match (&p.wol, &p.ipmi) {
+            (Some(_), Some(ipmi)) => {
+                self.err(
+                    Pos::of(&ipmi.referenced),
+                    "`power_on` takes `wol` or `ipmi`, not both",
+                    "keep the one this box has; a second way to power on is a second step",
+                );
+                return None;
+            }
+            (None, None) => {
+                self.err(
+                    at,
+                    "`power_on` needs `wol: MAC` or `ipmi: HOST`",
+                    "write `power_on: { wol: aa:bb:cc:dd:ee:ff }` or `power_on: { ipmi: bmc.local, user: admin, password: \"{{ env.IPMI_PASSWORD }}\" }`",
+                );
+                return None;
+            }
+            (Some(w), None) => {
+                for (key, pos) in [("user", &p.user), ("password", &p.password)] {
+                    if let Some(v) = pos {
+                        self.err(
+                            Pos::of(&v.referenced),
+                            format!("`{key}` belongs to `ipmi`, not to `wol`"),
+                            "Wake-on-LAN takes `wol`, `address` and `port`",
+                        );
+                    }
+                }
+                let text = self.render(w, Context::Text, cx.target, false);
+                let mac = match text.parse::<wol::Mac>() {
+                    Ok(mac) => mac,
+                    Err(e) => {
+                        self.err(
+                            Pos::of(&w.referenced),
+                            e.to_string(),
+                            "the MAC is on the box's label or in `ip link` on it",
+                        );
+                        return None;
+                    }
+                };
+                let address = match &p.address {
+                    Some(a) => self.render(a, Context::Text, cx.target, false),
+                    None => wol::DEFAULT_ADDRESS.to_string(),
+                };
+                let port = p.port.map_or(wol::DEFAULT_PORT, |p| p.0);
+                (
+                    format!("power on {mac} by Wake-on-LAN"),
+                    PowerOn::Wol { mac, address, port },
+                    DEFAULT_WOL_TIMEOUT,
+                )
+            }
+            (None, Some(h)) => {
+                if let Some(a) = &p.address {
+                    self.err(
+                        Pos::of(&a.referenced),
+                        "`address` belongs to `wol`, not to `ipmi`",
+                        "IPMI takes `ipmi` (the BMC's host), `user`, `password` and `port`",
+                    );
+                }
+                let host = self.render(h, Context::Text, cx.target, false);
+                let user = match &p.user {
+                    Some(u) => self.render(u, Context::Text, cx.target, false),
+                    None => {
+                        self.err(
+                            Pos::of(&h.referenced),
+                            "`power_on: { ipmi: ... }` needs a `user`",
+                            "add the BMC user, like `user: admin`",
+                        );
+                        String::new()
+                    }
+                };
+                let password = match &p.password {
+                    Some(pw) => self.render(pw, Context::Text, cx.target, false),
+                    None => {
+                        self.err(
+                            Pos::of(&h.referenced),
+                            "`power_on: { ipmi: ... }` needs a `password`",
+                            "add `password: \"{{ env.IPMI_PASSWORD }}\"`: it reaches ipmitool through its environment, never its command line",
+                        );
+                        String::new()
+                    }
+                };
+                let bmc = Bmc {
+                    host,
+                    port: p.port.map_or(ipmi::DEFAULT_PORT, |p| p.0),
+                    user,
+                };
+                (
+                    format!("power on {} by IPMI", bmc.host),
+                    PowerOn::Ipmi {
+                        on: bmc.command_line(ipmi::Action::On),
+                        status: bmc.command_line(ipmi::Action::Status),
+                        bmc,
+                        password,
+                    },
+                    DEFAULT_IPMI_TIMEOUT,
+                )
+            }
+        };
+        Some(Resolved {
+            name,
+            action: Action::PowerOn(power),
+            timeout: cx.timeout.unwrap_or(timeout),
             mutates: true,
         })
     }

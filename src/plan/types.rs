@@ -142,7 +142,11 @@ impl Step {
                 out.push(journal);
             }
             Action::Http(r) => out.extend(&r.on_target),
-            Action::Manual { .. } | Action::WaitSsh { .. } | Action::Notify { .. } => {}
+            Action::Manual { .. }
+            | Action::WaitSsh { .. }
+            | Action::Notify { .. }
+            | Action::Ups(_)
+            | Action::PowerOn(_) => {}
         }
         match &self.rehearse {
             Rehearse::CheckPaths(c) | Rehearse::InspectUnit(c) => out.push(c),
@@ -200,6 +204,7 @@ pub enum Action {
     WaitSsh {
         every: Duration,
         timeout: Duration,
+        otherwise: Option<Otherwise>,
     },
     DropCaches(Command),
     Start {
@@ -216,6 +221,59 @@ pub enum Action {
         channel: String,
         message: String,
     },
+    Ups(UpsWait),
+    PowerOn(PowerOn),
+}
+
+/// What a `wait_ssh` does when it times out: ask a person, then wait again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Otherwise {
+    pub text: String,
+    /// Where the ask is posted (the step's `notify`, else the abort channel).
+    pub channel: Option<String>,
+    /// How long the second wait lasts.
+    pub timeout: Duration,
+}
+
+/// A `ups` step: read the UPS every `every` until it has been on line for long enough.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpsWait {
+    pub ups: crate::power::nut::Ups,
+    pub want: crate::power::nut::Stable,
+    pub every: Duration,
+    pub timeout: Duration,
+}
+
+/// A `power_on` step, from the management host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PowerOn {
+    /// The magic packet for `mac`, by UDP to `address:port`.
+    Wol {
+        mac: crate::power::wol::Mac,
+        address: String,
+        port: u16,
+    },
+    /// `ipmitool ... chassis power on`, then `... chassis power status` until it says on.
+    Ipmi {
+        bmc: crate::power::ipmi::Bmc,
+        /// Given to ipmitool as `IPMI_PASSWORD`, never on its command line.
+        password: String,
+        on: String,
+        status: String,
+    },
+}
+
+impl PowerOn {
+    /// What a person types to do it by hand.
+    pub fn by_hand(&self) -> Vec<String> {
+        match self {
+            PowerOn::Wol { mac, address, port } => vec![format!(
+                "wakeonlan -i {} -p {port} {mac}",
+                shell_quote(address)
+            )],
+            PowerOn::Ipmi { on, status, .. } => vec![on.clone(), status.clone()],
+        }
+    }
 }
 
 impl Action {
@@ -229,6 +287,8 @@ impl Action {
             Action::Start { .. } => Kind::Start,
             Action::Http(_) => Kind::Http,
             Action::Notify { .. } => Kind::Notify,
+            Action::Ups(_) => Kind::Ups,
+            Action::PowerOn(_) => Kind::PowerOn,
         }
     }
 }

@@ -397,12 +397,18 @@ fn part_name(expected: &[&str]) -> (&'static str, &'static str) {
         ("at the top level", "The top level takes")
     } else if has("window") {
         ("in a phase", "A phase takes")
+    } else if has("stable_for") {
+        ("in `ups:`", "`ups:` takes")
+    } else if has("wol") {
+        ("in `power_on:`", "`power_on:` takes")
     } else if has("host") {
         ("in a target", "A target takes")
     } else if has("webhook") {
         ("in a notify channel", "A notify channel takes")
     } else if has("drop_caches") {
         ("in a step", "A step takes")
+    } else if has("manual") {
+        ("in `otherwise:`", "`otherwise:` takes")
     } else if has("successes") {
         ("in a health gate", "A health gate takes")
     } else if has("url") {

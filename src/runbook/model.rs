@@ -414,11 +414,58 @@ pub struct Retry {
 pub struct WaitSsh {
     pub every: Option<HumanDuration>,
     pub timeout: Option<HumanDuration>,
+    #[schemars(with = "Option<Otherwise>")]
+    pub otherwise: Option<Spanned<Otherwise>>,
+}
+
+/// `otherwise:` under `wait_ssh`: when the wait times out, ask a person (posted to `notify`,
+/// or to the abort channel), then wait again for `timeout`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Otherwise {
+    #[schemars(with = "String")]
+    pub manual: Spanned<String>,
+    #[schemars(with = "Option<String>")]
+    pub notify: Option<Spanned<String>>,
+    pub timeout: Option<HumanDuration>,
 }
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Empty {}
+
+/// `ups: { name, host, port, stable_for, min_charge, every, timeout }`: mains is stable.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Ups {
+    #[schemars(with = "String")]
+    pub name: Spanned<String>,
+    #[schemars(with = "String")]
+    pub host: Spanned<String>,
+    pub port: Option<Port>,
+    pub stable_for: HumanDuration,
+    #[schemars(with = "Option<f64>")]
+    pub min_charge: Option<Spanned<f64>>,
+    pub every: Option<HumanDuration>,
+    pub timeout: Option<HumanDuration>,
+}
+
+/// `power_on: { wol: MAC, address, port }` or `power_on: { ipmi: HOST, user, password, port }`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PowerOn {
+    #[schemars(with = "Option<String>")]
+    pub wol: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
+    pub address: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
+    pub ipmi: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
+    pub user: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
+    pub password: Option<Spanned<String>>,
+    pub port: Option<Port>,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -492,6 +539,10 @@ pub struct Step {
     pub http: Option<Spanned<Http>>,
     #[schemars(with = "Option<String>")]
     pub notify: Option<Spanned<String>>,
+    #[schemars(with = "Option<Ups>")]
+    pub ups: Option<Spanned<Ups>>,
+    #[schemars(with = "Option<PowerOn>")]
+    pub power_on: Option<Spanned<PowerOn>>,
 
     #[schemars(with = "Option<Health>")]
     pub health: Option<Spanned<Health>>,
@@ -533,6 +584,8 @@ impl Step {
             at(Kind::Start, self.start.as_ref().map(|v| v.referenced)),
             at(Kind::Http, self.http.as_ref().map(|v| v.referenced)),
             at(Kind::Notify, self.notify.as_ref().map(|v| v.referenced)),
+            at(Kind::Ups, self.ups.as_ref().map(|v| v.referenced)),
+            at(Kind::PowerOn, self.power_on.as_ref().map(|v| v.referenced)),
         ]
         .into_iter()
         .flatten()
@@ -551,11 +604,13 @@ pub enum Kind {
     Start,
     Http,
     Notify,
+    Ups,
+    PowerOn,
 }
 
 impl Kind {
     /// Every kind, in the order `check` lists them.
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Manual,
         Kind::Run,
         Kind::Local,
@@ -564,6 +619,8 @@ impl Kind {
         Kind::Start,
         Kind::Http,
         Kind::Notify,
+        Kind::Ups,
+        Kind::PowerOn,
     ];
 
     /// The key that names the kind in a runbook.
@@ -577,6 +634,8 @@ impl Kind {
             Kind::Start => "start",
             Kind::Http => "http",
             Kind::Notify => "notify",
+            Kind::Ups => "ups",
+            Kind::PowerOn => "power_on",
         }
     }
 }
@@ -588,7 +647,7 @@ impl fmt::Display for Kind {
 }
 
 /// The step kinds' keys, in the order `check` lists them.
-pub const KINDS: [&str; 8] = [
+pub const KINDS: [&str; 10] = [
     Kind::ALL[0].name(),
     Kind::ALL[1].name(),
     Kind::ALL[2].name(),
@@ -597,4 +656,6 @@ pub const KINDS: [&str; 8] = [
     Kind::ALL[5].name(),
     Kind::ALL[6].name(),
     Kind::ALL[7].name(),
+    Kind::ALL[8].name(),
+    Kind::ALL[9].name(),
 ];

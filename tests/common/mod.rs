@@ -34,7 +34,9 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod http;
+pub mod ipmi;
 pub mod journal;
+pub mod nut;
 pub mod process;
 pub mod skip;
 pub mod sshd;
