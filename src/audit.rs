@@ -998,6 +998,71 @@ fn graceful_stop(s: &Show) -> Finding {
     finding(habit, problems, fix, ok)
 }
 
+/// The audit as text: per unit a table (habit, verdict, why), then the drop-in that fixes its
+/// warnings (`sudo systemctl edit UNIT`), and a last line with the count. `width` wraps the
+/// "why" column (at least 40).
+pub fn render(audits: &[UnitAudit], width: usize) -> String {
+    let width = width.max(40);
+    let habit_w = Habit::ALL.iter().map(|h| h.name().len()).max().unwrap_or(0);
+    let why_w = width.saturating_sub(habit_w + 10).max(20);
+    let mut out = String::new();
+    for a in audits {
+        out.push_str(&format!("{}\n", a.unit));
+        for f in &a.findings {
+            let mut first = true;
+            for line in wrap(&f.why, why_w) {
+                if first {
+                    out.push_str(&format!(
+                        "  {:<habit_w$}  {}  {line}\n",
+                        f.habit.name(),
+                        f.status.as_str()
+                    ));
+                    first = false;
+                } else {
+                    out.push_str(&format!("  {:<habit_w$}        {line}\n", ""));
+                }
+            }
+        }
+        let drop_in = a.drop_in();
+        if !drop_in.is_empty() {
+            out.push_str(&format!(
+                "  fix: sudo systemctl edit {}, then add:\n",
+                a.unit
+            ));
+            for l in drop_in {
+                out.push_str(&format!("    {l}\n"));
+            }
+        }
+        out.push('\n');
+    }
+    let warnings: usize = audits.iter().map(UnitAudit::warnings).sum();
+    let units = audits.iter().filter(|a| a.warnings() > 0).count();
+    out.push_str(&format!(
+        "{} unit(s) audited: {warnings} warning(s) on {units} unit(s)\n",
+        audits.len()
+    ));
+    out
+}
+
+/// Greedy word wrap; a word longer than the width gets a line of its own.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.is_empty() || lines.is_empty() {
+        lines.push(line);
+    }
+    lines
+}
+
 /// Whether a runbook's unit is an inference engine (it loads weights, so the pre-flight cache
 /// flush applies): its name names an engine, or its health probe asks for real inference.
 pub fn looks_like_inference(unit: &str, probe_url: Option<&str>) -> bool {
@@ -1329,6 +1394,37 @@ mod tests {
             let a = audit_unit(text, &ctx);
             assert_eq!(a.findings.len(), 6);
         }
+    }
+
+    #[test]
+    fn renders_a_table_per_unit_with_its_drop_in() {
+        let audits = [
+            audit("reranker.service", &ORDER),
+            audit("embeddings.service", &ORDER),
+        ];
+        let text = render(&audits, 100);
+        assert!(
+            text.starts_with("reranker.service\n  pre-flight         pass  ExecStartPre"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  bounded restart    warn  Restart=no"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  fix: sudo systemctl edit embeddings.service, then add:\n    [Unit]\n"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("2 unit(s) audited: 7 warning(s) on 2 unit(s)\n"),
+            "{text}"
+        );
+        assert!(
+            text.lines().all(|l| l.chars().count() <= 100
+                || !l.contains(' ')
+                || l.starts_with("    ExecStart=")),
+            "{text}"
+        );
     }
 
     #[test]

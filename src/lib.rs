@@ -3,6 +3,7 @@
 pub mod app;
 pub mod audit;
 pub mod cli;
+pub mod drill;
 pub mod engine;
 pub mod export;
 pub mod journal;

@@ -11,7 +11,11 @@
 //!
 //! Pure: [`decide`] judges; the engine sends [`kill_command`] or [`restart_command`].
 
+use std::fmt;
 use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 
 use crate::audit::{Show, Span};
 
@@ -57,6 +61,100 @@ pub struct Policy {
 
 pub const DEFAULT_AFTER: u32 = 3;
 pub const DEFAULT_MAX: u32 = 1;
+
+/// `remedy:` as a runbook writes it: `remedy: kill`, `remedy: restart`, or the long form
+/// `remedy: { kill: true | restart: true | run: CMD, after: 3, max: 1 }` (exactly one of
+/// `kill`, `restart`, `run`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spec {
+    pub action: Action,
+    pub after: Option<u32>,
+    pub max: Option<u32>,
+}
+
+impl Spec {
+    pub fn policy(&self) -> Policy {
+        Policy {
+            action: self.action.clone(),
+            after: self.after.unwrap_or(DEFAULT_AFTER),
+            max: self.max.unwrap_or(DEFAULT_MAX),
+        }
+    }
+}
+
+const SPEC_HELP: &str = "write `remedy: kill`, `remedy: restart`, or `remedy: { run: \"tailscale up --reset\", after: 3, max: 1 }`";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LongSpec {
+    kill: Option<bool>,
+    restart: Option<bool>,
+    run: Option<String>,
+    after: Option<u32>,
+    max: Option<u32>,
+}
+
+impl<'de> Deserialize<'de> for Spec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct SpecVisitor;
+        impl<'de> Visitor<'de> for SpecVisitor {
+            type Value = Spec;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("`kill`, `restart`, or a mapping with `run:`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Spec, E> {
+                let action = match v.trim() {
+                    "kill" => Action::Kill,
+                    "restart" => Action::Restart,
+                    other => {
+                        return Err(E::custom(format!("`{other}` is not a remedy\n{SPEC_HELP}")));
+                    }
+                };
+                Ok(Spec {
+                    action,
+                    after: None,
+                    max: None,
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Spec, A::Error> {
+                let l = LongSpec::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                let mut actions = Vec::new();
+                if l.kill == Some(true) {
+                    actions.push(Action::Kill);
+                }
+                if l.restart == Some(true) {
+                    actions.push(Action::Restart);
+                }
+                if let Some(cmd) = l.run {
+                    if cmd.trim().is_empty() {
+                        return Err(de::Error::custom(format!(
+                            "`run:` of a remedy is empty\n{SPEC_HELP}"
+                        )));
+                    }
+                    actions.push(Action::Run(cmd));
+                }
+                if actions.len() != 1 {
+                    return Err(de::Error::custom(format!(
+                        "a remedy does one thing: `kill: true`, `restart: true` or `run: CMD`\n{SPEC_HELP}"
+                    )));
+                }
+                for (key, n) in [("after", l.after), ("max", l.max)] {
+                    if n == Some(0) {
+                        return Err(de::Error::custom(format!(
+                            "`{key}: 0` would never let the remedy act, or act at once\nuse 1 or more"
+                        )));
+                    }
+                }
+                Ok(Spec {
+                    action: actions.remove(0),
+                    after: l.after,
+                    max: l.max,
+                })
+            }
+        }
+        d.deserialize_any(SpecVisitor)
+    }
+}
 
 /// The properties [`decide`] reads, as `systemctl show -p` wants them.
 pub const STATE_PROPERTIES: &str = "LoadState,ActiveState,SubState,Result,MainPID,NRestarts,StartLimitBurst,StartLimitIntervalUSec";
@@ -264,6 +362,34 @@ mod tests {
         assert_eq!(u.n_restarts, 0);
         assert_eq!(u.burst, Some(3));
         assert_eq!(u.interval, Some(Some(Duration::from_secs(60))));
+    }
+
+    fn spec(yaml: &str) -> Result<Spec, String> {
+        serde_saphyr::from_str::<Spec>(yaml).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn short_and_long_forms() {
+        assert_eq!(spec("kill").unwrap().policy(), kill(3, 1));
+        assert_eq!(spec("restart").unwrap().action, Action::Restart);
+        let long = spec("{ run: tailscale up --reset, after: 2, max: 2 }").unwrap();
+        assert_eq!(long.action, Action::Run("tailscale up --reset".into()));
+        assert_eq!((long.policy().after, long.policy().max), (2, 2));
+        assert_eq!(
+            spec("{ kill: true, after: 5 }").unwrap().policy(),
+            kill(5, 1)
+        );
+        for bad in [
+            "reboot",
+            "{ kill: true, restart: true }",
+            "{ after: 3 }",
+            "{ kill: true, after: 0 }",
+            "{ run: '' }",
+            "{ kill: true, sometimes: 1 }",
+        ] {
+            assert!(spec(bad).is_err(), "{bad}");
+        }
+        assert!(spec("reboot").unwrap_err().contains("not a remedy"));
     }
 
     #[test]
