@@ -5,7 +5,8 @@
 //! (SIGHUP, SIGINT, SIGTERM and SIGPIPE count as a clean stop), so `kill` SIGKILLs the
 //! unit's `MainPID` and lets systemd's own restart policy revive it. Killing in a loop trips the
 //! unit's start limit and causes the outage it meant to cure: a remedy waits for `after`
-//! consecutive failed probes while the unit is `active`, is applied at most `max` times per
+//! consecutive failed probes while the unit is `active` (for `kill` and `restart`, probes that
+//! got no answer in time: see [`counts`]), is applied at most `max` times per
 //! gate, never while the unit is `activating`, and never when the restart it causes would go
 //! beyond `StartLimitBurst`.
 //!
@@ -190,6 +191,18 @@ impl UnitNow {
     }
 }
 
+/// Whether a failed probe counts toward `after`. A `kill` or `restart` acts on a hang only: a
+/// probe that got no answer within its timeout. A quick refusal (connection refused, a 503
+/// "model is loading") is an engine still loading its weights, which a kill would only send
+/// back to the start; it resets the count. A `run:` remedy (`tailscale up --reset`) answers
+/// a wrong answer, so every failed probe counts.
+pub fn counts(action: &Action, timed_out: bool) -> bool {
+    match action {
+        Action::Kill | Action::Restart => timed_out,
+        Action::Run(_) => true,
+    }
+}
+
 /// What the gate should do after a failed probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
@@ -343,6 +356,14 @@ mod tests {
             decide(&run, "tailscale.service", &active(10, 2), 1, 0),
             Decision::Apply
         );
+    }
+
+    #[test]
+    fn only_a_hang_counts_for_kill() {
+        assert!(counts(&Action::Kill, true));
+        assert!(!counts(&Action::Kill, false));
+        assert!(!counts(&Action::Restart, false));
+        assert!(counts(&Action::Run("tailscale up --reset".into()), false));
     }
 
     #[test]
