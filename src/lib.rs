@@ -1,10 +1,12 @@
 //! recover: run a power-failure recovery runbook against a machine over SSH.
 
-pub mod app;
 pub mod audit;
 pub mod cli;
+pub mod cmd;
 pub mod drill;
 pub mod engine;
+pub mod error;
+pub mod exit;
 pub mod export;
 pub mod journal;
 pub mod plan;
@@ -13,7 +15,11 @@ pub mod rehearsal;
 pub mod remedy;
 pub mod report;
 pub mod runbook;
-pub mod show;
+pub mod secrets;
+pub mod state;
 pub mod target;
 pub mod template;
 pub mod verdict;
+
+pub use error::Error;
+pub use exit::Exit;
