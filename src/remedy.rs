@@ -157,8 +157,28 @@ impl<'de> Deserialize<'de> for Spec {
     }
 }
 
+/// When and how often, in words: for `--dry-run` and the binder.
+pub fn when(p: &Policy) -> String {
+    let trigger = match p.action {
+        Action::Kill | Action::Restart => "probes that get no answer in time",
+        Action::Run(_) => "failed probes",
+    };
+    let start_limit = match p.action {
+        Action::Kill | Action::Restart => {
+            ", never while it is activating nor beyond its start limit (StartLimitBurst, NRestarts)"
+        }
+        Action::Run(_) => ", never while it is activating",
+    };
+    format!(
+        "{} after {} {trigger} in a row while the unit is active; at most {} time(s) in this gate{start_limit}",
+        p.action.describe(),
+        p.after,
+        p.max
+    )
+}
+
 /// The properties [`decide`] reads, as `systemctl show -p` wants them.
-pub const STATE_PROPERTIES: &str = "LoadState,ActiveState,SubState,Result,MainPID,NRestarts,StartLimitBurst,StartLimitIntervalUSec";
+pub const STATE_PROPERTIES: &str = "LoadState,ActiveState,SubState,Result,MainPID,NRestarts,Restart,StartLimitBurst,StartLimitIntervalUSec";
 
 /// The unit, as the gate last saw it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -167,6 +187,8 @@ pub struct UnitNow {
     pub sub: String,
     pub main_pid: u64,
     pub n_restarts: u64,
+    /// `Restart=`; empty when not read.
+    pub restart: String,
     /// None: systemctl did not say.
     pub burst: Option<u64>,
     /// None: not said; `Some(None)`: infinity.
@@ -182,6 +204,7 @@ impl UnitNow {
             sub: s.get("SubState").unwrap_or("").trim().to_string(),
             main_pid: s.number("MainPID").unwrap_or(0),
             n_restarts: s.number("NRestarts").unwrap_or(0),
+            restart: s.get("Restart").unwrap_or("").trim().to_string(),
             burst: s.number("StartLimitBurst"),
             interval: s.span("StartLimitIntervalUSec").map(|sp| match sp {
                 Span::Finite(d) => Some(d),
@@ -217,21 +240,27 @@ pub enum Decision {
 /// Decides after a failed probe. `failures` counts consecutive failed probes while the unit
 /// was active; `applied` the remedies this gate has applied so far.
 pub fn decide(policy: &Policy, unit: &str, now: &UnitNow, failures: u32, applied: u32) -> Decision {
-    if applied >= policy.max {
-        return Decision::Refuse(format!(
-            "remedy `{}` already applied {applied} time(s), its max for this gate",
-            policy.action.name()
-        ));
-    }
     if now.active != "active" {
         return Decision::Wait(0);
     }
     if failures < policy.after {
         return Decision::Wait(failures);
     }
+    if applied >= policy.max {
+        return Decision::Refuse(format!(
+            "remedy `{}` already applied {applied} time(s), its max for this gate",
+            policy.action.name()
+        ));
+    }
     if policy.action == Action::Kill && now.main_pid == 0 {
         return Decision::Refuse(format!(
             "{unit} has no main process (MainPID=0): nothing to kill"
+        ));
+    }
+    if policy.action == Action::Kill && matches!(now.restart.as_str(), "no" | "on-success") {
+        return Decision::Refuse(format!(
+            "{unit} has Restart={}: systemd would not bring it back after a SIGKILL, so the remedy would take it down; not killing it (set Restart=on-failure)",
+            now.restart
         ));
     }
     if policy.action != Action::Kill && policy.action != Action::Restart {
@@ -299,6 +328,7 @@ mod tests {
             sub: "running".into(),
             main_pid: pid,
             n_restarts: restarts,
+            restart: "on-failure".into(),
             burst: Some(3),
             interval: Some(Some(Duration::from_secs(60))),
         }
@@ -364,6 +394,16 @@ mod tests {
         assert!(!counts(&Action::Kill, false));
         assert!(!counts(&Action::Restart, false));
         assert!(counts(&Action::Run("tailscale up --reset".into()), false));
+    }
+
+    #[test]
+    fn no_kill_when_systemd_would_not_restart_it() {
+        let mut u = active(382, 0);
+        u.restart = "no".into();
+        match decide(&kill(1, 1), "reranker.service", &u, 1, 0) {
+            Decision::Refuse(why) => assert!(why.contains("Restart=no"), "{why}"),
+            d => panic!("{d:?}"),
+        }
     }
 
     #[test]

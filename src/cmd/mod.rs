@@ -3,7 +3,9 @@
 //! Each command returns `Ok(exit)` for how it ended or `Err(Error)` when it could not start;
 //! only this layer prints what the reporters do not, and only `main` exits.
 
+mod audit;
 mod check;
+mod drill;
 mod export;
 mod rehearse;
 mod run;
@@ -27,6 +29,8 @@ pub fn main(cli: Cli) -> Result<Exit, Error> {
         Cmd::Run(a) => run::run(&a),
         Cmd::Rehearse(a) => rehearse::rehearse(&a),
         Cmd::Export(a) => export::export(&a),
+        Cmd::Audit(a) => audit::audit(&a),
+        Cmd::Drill(a) => drill::drill(&a),
     }
 }
 

@@ -92,12 +92,17 @@ impl Engine<'_> {
                 self.with_retry(s, |e| Box::pin(e.local(s, &c))).await
             }
             Action::WaitSsh { every, timeout } => self.wait_ssh(s, *every, *timeout).await,
+            Action::PreviousBoot {
+                command,
+                on_unclean,
+            } => self.previous_boot(s, command, *on_unclean).await,
             Action::Start {
                 unit,
                 start,
                 status,
                 health,
                 journal,
+                ..
             } => {
                 self.start(s, unit, (start, status, journal), health.as_deref())
                     .await
@@ -419,6 +424,7 @@ pub fn describe(s: &Step) -> Option<String> {
     Some(match &s.action {
         Action::Manual { text } => format!("ask the operator: {}", super::first_line(text)),
         Action::Run(c) | Action::DropCaches(c) => c.wire.clone(),
+        Action::PreviousBoot { command, .. } => command.wire.clone(),
         Action::Local(c) => c.wire.clone(),
         Action::WaitSsh { .. } => crate::plan::BOOT_ID_COMMAND.to_owned(),
         Action::Start { start, .. } => start.wire.clone(),

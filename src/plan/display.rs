@@ -171,11 +171,28 @@ fn step_text(o: &mut String, plan: &Plan, s: &Step) {
             );
         }
         Action::DropCaches(c) => line(o, &format!("on {target}"), &c.wire),
+        Action::PreviousBoot {
+            command,
+            on_unclean,
+        } => {
+            line(o, &format!("on {target}"), &command.wire);
+            line(
+                o,
+                "if unclean",
+                match on_unclean {
+                    crate::runbook::model::OnUnclean::Abort => "abort (the long procedure)",
+                    crate::runbook::model::OnUnclean::Warn => "warn and go on",
+                    crate::runbook::model::OnUnclean::Continue => "go on",
+                },
+            );
+        }
         Action::Start {
             start,
             status,
             health,
             journal,
+            audit,
+            drill,
             ..
         } => {
             line(o, &format!("on {target}"), &start.wire);
@@ -204,6 +221,10 @@ fn step_text(o: &mut String, plan: &Plan, s: &Step) {
                             }
                         }
                     }
+                    if let Some(r) = &g.remedy {
+                        line(o, "remedy", &crate::remedy::when(&r.policy));
+                        line(o, "remedy", &r.apply.wire);
+                    }
                 }
                 None => {
                     line(o, "gate", "unit active (no health probe)");
@@ -211,6 +232,8 @@ fn step_text(o: &mut String, plan: &Plan, s: &Step) {
                 }
             }
             line(o, "if failed", &journal.wire);
+            line(o, "audit", &audit.wire);
+            line(o, "drill", &drill.kill.wire);
         }
         Action::Http(r) => request_lines(o, &line, r, target),
         Action::Notify { channel, message } => {

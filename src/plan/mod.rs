@@ -35,8 +35,8 @@ pub use duration::{fmt_duration, fmt_window};
 pub use payload::payload;
 pub use resolve::{Options, check_overrides, resolve};
 pub use types::{
-    AbortSpec, Action, ChannelSpec, Command, Gate, Phase, Plan, Probe, Rehearse, Request,
-    RetrySpec, Step, TargetSpec,
+    AbortSpec, Action, ChannelSpec, Command, DrillLines, Gate, GateRemedy, Phase, Plan, Probe,
+    Rehearse, Request, RetrySpec, Step, TargetSpec,
 };
 pub use wire::{BOOT_ID_COMMAND, DROP_CACHES_COMMAND, KILL_GRACE, remote_wire};
 
@@ -51,3 +51,5 @@ pub const DEFAULT_WAIT_SSH_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 pub const DEFAULT_GATE_EVERY: Duration = Duration::from_secs(5);
 pub const DEFAULT_GATE_TIMEOUT: Duration = Duration::from_secs(120);
 pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The previous-boot evidence: a handful of journalctl reads.
+pub const DEFAULT_PREVIOUS_BOOT_TIMEOUT: Duration = Duration::from_secs(60);

@@ -438,6 +438,28 @@ pub struct Health {
     pub every: Option<HumanDuration>,
     pub timeout: Option<Spanned<HumanDuration>>,
     pub successes: Option<u32>,
+    /// What to do when the unit is active but its probe keeps failing (a hang).
+    pub remedy: Option<Spanned<crate::remedy::Spec>>,
+}
+
+/// What a `previous_boot:` step does when the box was cut off rather than shut down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnUnclean {
+    /// Stop the run: the long procedure (fsck, journal recovery, model re-verification).
+    #[default]
+    Abort,
+    /// Go on, with a warning.
+    Warn,
+    /// Go on; the verdict is only recorded.
+    Continue,
+}
+
+/// `previous_boot: { on_unclean: abort | warn | continue }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreviousBoot {
+    pub on_unclean: Option<OnUnclean>,
 }
 
 /// One step: exactly one kind key, plus the common keys.
@@ -452,6 +474,7 @@ pub struct Step {
     pub local: Option<Spanned<String>>,
     pub wait_ssh: Option<Spanned<WaitSsh>>,
     pub drop_caches: Option<Spanned<Empty>>,
+    pub previous_boot: Option<Spanned<PreviousBoot>>,
     pub start: Option<Spanned<String>>,
     pub http: Option<Spanned<Http>>,
     pub notify: Option<Spanned<String>>,
@@ -484,6 +507,10 @@ impl Step {
                 Kind::DropCaches,
                 self.drop_caches.as_ref().map(|v| v.referenced),
             ),
+            at(
+                Kind::PreviousBoot,
+                self.previous_boot.as_ref().map(|v| v.referenced),
+            ),
             at(Kind::Start, self.start.as_ref().map(|v| v.referenced)),
             at(Kind::Http, self.http.as_ref().map(|v| v.referenced)),
             at(Kind::Notify, self.notify.as_ref().map(|v| v.referenced)),
@@ -502,6 +529,7 @@ pub enum Kind {
     Local,
     WaitSsh,
     DropCaches,
+    PreviousBoot,
     Start,
     Http,
     Notify,
@@ -509,12 +537,13 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, in the order `check` lists them.
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Manual,
         Kind::Run,
         Kind::Local,
         Kind::WaitSsh,
         Kind::DropCaches,
+        Kind::PreviousBoot,
         Kind::Start,
         Kind::Http,
         Kind::Notify,
@@ -528,6 +557,7 @@ impl Kind {
             Kind::Local => "local",
             Kind::WaitSsh => "wait_ssh",
             Kind::DropCaches => "drop_caches",
+            Kind::PreviousBoot => "previous_boot",
             Kind::Start => "start",
             Kind::Http => "http",
             Kind::Notify => "notify",
