@@ -224,16 +224,14 @@ fn remedy_cures_a_hang(c: &Ctx) {
 fn near_the_start_limit_no_kill(c: &Ctx) {
     let lab = c.lab;
     // NRestarts=1 from the remedy; one more SIGKILL by hand makes 2: with StartLimitBurst=3,
-    // one more restart would be the fourth start.
+    // one more restart would be the fourth start. (Not `lab fault clear`: its reset-failed
+    // would reset NRestarts.)
     let before = lab.prop("vllm-qwen36.service", "MainPID");
     lab.ssh("sudo -n kill -KILL $(systemctl show -p MainPID --value vllm-qwen36.service)");
     lab.wait_active("vllm-qwen36.service", &before, Duration::from_secs(90));
     assert_eq!(lab.prop("vllm-qwen36.service", "NRestarts"), "2");
-    labctl(&["fault", "clear"], Duration::from_secs(60));
-    labctl(
-        &["fault", "hang", "vllm-qwen36.service"],
-        Duration::from_secs(60),
-    );
+    // The hang flag stays; without the old claim, the running process is the next hung one.
+    lab.ssh("sudo -n rm -f /run/lab/hang.vllm-qwen36.service");
     let pid = lab.prop("vllm-qwen36.service", "MainPID");
     let rb = runbook(
         lab,

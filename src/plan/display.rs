@@ -233,6 +233,7 @@ fn step_text(o: &mut String, plan: &Plan, s: &Step) {
             }
             line(o, "if failed", &journal.wire);
             line(o, "audit", &audit.wire);
+            line(o, "drill", &drill.state.wire);
             line(o, "drill", &drill.kill.wire);
         }
         Action::Http(r) => request_lines(o, &line, r, target),
