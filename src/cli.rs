@@ -39,6 +39,37 @@ fn export_exit_codes() -> String {
     ])
 }
 
+fn drill_exit_codes() -> String {
+    Exit::table(&[
+        (
+            Exit::Ok,
+            "every unit was restarted by systemd and healthy again",
+        ),
+        (
+            Exit::StepFailed,
+            "a unit was not restarted, or not healthy again within its step's timeout",
+        ),
+        (
+            Exit::Usage,
+            "usage or runbook error, or no consent: nothing was killed",
+        ),
+    ])
+}
+
+fn audit_exit_codes() -> String {
+    Exit::table(&[
+        (
+            Exit::Ok,
+            "every unit audited (warnings are printed, not failures)",
+        ),
+        (
+            Exit::StepFailed,
+            "a unit's settings could not be read, or --strict and a warning",
+        ),
+        (Exit::Usage, "usage or runbook error: nothing was read"),
+    ])
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "recover",
@@ -80,6 +111,29 @@ written into the file, a gap in the timeline.",
     /// Print the runbook as a binder copy, complete enough to recover by hand
     #[command(after_help = export_exit_codes())]
     Export(ExportArgs),
+    /// Judge every unit the runbook starts against the six habits of a stack that survives power events
+    #[command(
+        long_about = "Judge every unit the runbook starts against the six habits of a stack that \
+survives power events, read-only (`systemctl show` on the target): a pre-flight page-cache flush \
+(ExecStartPre=) for inference units; explicit After=/Wants=/Requires= that agree with the \
+runbook's order; bounded restart (Restart=on-failure, RestartSec=, a start limit that can trip); \
+resource ceilings (MemoryHigh=, MemoryMax=, CPUQuota=); settings in an EnvironmentFile= rather \
+than flags in ExecStart=; a graceful stop (TimeoutStopSec=, KillSignal=). Prints a table per \
+unit (pass / warn, why) and the drop-in lines that fix its warnings.",
+        after_help = audit_exit_codes()
+    )]
+    Audit(AuditArgs),
+    /// Chaos drill: SIGKILL live units' main processes and time systemd's restart and the reload
+    #[command(
+        long_about = "Chaos drill, on the live healthy stack, only with consent (--yes, or typing \
+each unit's name at a terminal). For each chosen `start` unit (all of them without --unit): note \
+its MainPID and Restart=, SIGKILL the main pid systemd reports, then time until the unit is \
+active with a new main pid (systemd's restart) and until its health probe passes again (the \
+reload), bounded by the step's timeout. Prints a table; recorded in a journal like a run. A \
+unit that systemd does not restart (Restart=no) fails the drill.",
+        after_help = drill_exit_codes()
+    )]
+    Drill(DrillArgs),
     /// Print a sudoers drop-in that permits exactly the runbook's sudo commands
     #[command(
         long_about = "Print a sudoers drop-in that permits exactly the commands the runbook sends \
@@ -188,6 +242,34 @@ pub struct RehearseArgs {
     /// Print events as JSON lines on stdout, for machines
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub resolve: Resolve,
+}
+
+#[derive(Debug, Args)]
+pub struct DrillArgs {
+    /// The runbook (YAML)
+    pub runbook: PathBuf,
+    /// Drill only this unit (repeatable); default: every unit the runbook starts
+    #[arg(long = "unit", value_name = "UNIT")]
+    pub units: Vec<String>,
+    /// Consent: kill without asking
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Print events as JSON lines on stdout, for machines
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub resolve: Resolve,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// The runbook (YAML)
+    pub runbook: PathBuf,
+    /// Exit 1 when there is any warning (for CI)
+    #[arg(long)]
+    pub strict: bool,
     #[command(flatten)]
     pub resolve: Resolve,
 }

@@ -97,6 +97,12 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    #[error(
+        "a drill SIGKILLs {units} on purpose: confirm with --yes, or at a terminal by typing each unit's name. Nothing was killed."
+    )]
+    DrillNotConfirmed { units: String },
+    #[error("--unit {unit}: the runbook starts no such unit (it starts: {known})")]
+    NoSuchUnit { unit: String, known: String },
     #[error("cannot start the runtime: {0}")]
     Runtime(#[source] std::io::Error),
 
@@ -154,6 +160,8 @@ impl Error {
             | Error::AmbiguousStep { .. }
             | Error::NoTerminal { .. }
             | Error::NoStateDir
+            | Error::DrillNotConfirmed { .. }
+            | Error::NoSuchUnit { .. }
             | Error::JournalOpen { .. }
             | Error::Runtime(_)
             | Error::Report { .. }

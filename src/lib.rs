@@ -1,7 +1,9 @@
 //! recover: run a power-failure recovery runbook against a machine over SSH.
 
+pub mod audit;
 pub mod cli;
 pub mod cmd;
+pub mod drill;
 pub mod engine;
 pub mod error;
 pub mod exit;
@@ -10,7 +12,9 @@ pub mod journal;
 pub mod lock;
 pub mod plan;
 pub mod power;
+pub mod previous_boot;
 pub mod rehearsal;
+pub mod remedy;
 pub mod report;
 pub mod runbook;
 pub mod schema;

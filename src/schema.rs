@@ -147,6 +147,31 @@ impl JsonSchema for Port {
     }
 }
 
+impl JsonSchema for crate::remedy::Spec {
+    fn schema_name() -> Cow<'static, str> {
+        "Remedy".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "What to do when the unit is active but its probe keeps failing (a hang): kill (SIGKILL the MainPID, systemd restarts it), restart, or a command.",
+            "oneOf": [
+                { "type": "string", "enum": ["kill", "restart"] },
+                {
+                    "type": "object",
+                    "additionalProperties": false,
+                    "properties": {
+                        "kill": { "type": "boolean" },
+                        "restart": { "type": "boolean" },
+                        "run": { "type": "string" },
+                        "after": { "type": "integer", "minimum": 1 },
+                        "max": { "type": "integer", "minimum": 1 }
+                    }
+                }
+            ]
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -93,7 +93,7 @@ const CASES: &[Case] = &[
     with_help("health-on-non-start-step", 10, 9, "`health` does not apply to a `run` step", "move the gate under a `start` step"),
     with_help("expect-on-http-step", 10, 19, "unknown key `status` in `expect`", "HTTP expectations go inside `http:`"),
     with_help("expect-beside-http-probe", 12, 11, "`expect` beside an http probe: put it inside `http:`", "expect: { status: 200"),
-    with_help("sudo-on-http-step", 10, 9, "`sudo` does not apply to an `http` step", "sudo applies to run, start and drop_caches"),
+    with_help("sudo-on-http-step", 10, 9, "`sudo` does not apply to an `http` step", "sudo applies to run, start, drop_caches and previous_boot"),
     with_help("on-fail-on-notify-step", 13, 9, "`on_fail` does not apply to a notify step", "remove `on_fail`"),
     with_help("mutates-false-on-start", 10, 9, "a `start` step always changes state; `mutates: false` cannot change that", "remove `mutates`"),
     with_help("wait-ssh-with-step-timeout", 10, 9, "a wait_ssh step takes its timeout inside", "move `timeout` into the wait_ssh mapping"),

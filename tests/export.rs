@@ -91,7 +91,7 @@ fn plan_items(plan: &Plan) -> Vec<(usize, String)> {
         add(s.name.clone());
         match &s.action {
             Action::Manual { text } => add(squash(text)),
-            Action::Run(c) | Action::DropCaches(c) => {
+            Action::Run(c) | Action::DropCaches(c) | Action::PreviousBoot { command: c, .. } => {
                 add(c.script.clone());
                 add(shell_quote(&c.wire));
             }

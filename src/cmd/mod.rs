@@ -3,7 +3,9 @@
 //! Each command returns `Ok(exit)` for how it ended or `Err(Error)` when it could not start;
 //! only this layer prints what the reporters do not, and only `main` exits.
 
+mod audit;
 mod check;
+mod drill;
 mod export;
 mod rehearse;
 mod run;
@@ -33,6 +35,8 @@ pub fn main(cli: Cli) -> Result<Exit, Error> {
         Cmd::Schema => tools::schema(),
         Cmd::Completions { shell } => tools::completions(shell),
         Cmd::Man { dir } => tools::man(dir.as_deref()),
+        Cmd::Audit(a) => audit::audit(&a),
+        Cmd::Drill(a) => drill::drill(&a),
     }
 }
 

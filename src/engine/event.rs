@@ -169,6 +169,44 @@ pub enum Event {
         step: Option<usize>,
         message: String,
     },
+    /// A gate applied its remedy: the unit was active, its probe kept failing.
+    RemedyApplied {
+        step: usize,
+        unit: String,
+        /// `kill`, `restart` or `run`.
+        action: String,
+        /// Consecutive failed probes that led to it.
+        failures: u32,
+        /// The main process killed (`kill`), as the target reported it.
+        old_pid: Option<u64>,
+        /// What was done, for the operator.
+        message: String,
+    },
+    /// After a `kill` or `restart` remedy: the unit is active again with a new main process.
+    RemedyRestarted {
+        step: usize,
+        unit: String,
+        old_pid: Option<u64>,
+        new_pid: u64,
+        /// Seconds from the remedy to `active` with the new pid.
+        after: f64,
+    },
+    /// `recover drill`: one unit SIGKILLed on purpose, and what followed.
+    DrillMeasured {
+        step: usize,
+        unit: String,
+        /// `Restart=` before the kill.
+        restart: String,
+        old_pid: u64,
+        new_pid: Option<u64>,
+        /// Seconds from the kill to `active` with a new main pid.
+        restarted_after: Option<f64>,
+        /// Seconds from the kill to the health probe passing again.
+        healthy_after: Option<f64>,
+        passed: bool,
+        /// Why it failed, when it did.
+        reason: Option<String>,
+    },
     Notified {
         channel: String,
         ok: bool,
@@ -325,6 +363,40 @@ impl Event {
                 opt(stderr, f);
             }
             Event::Warning { step: _, message } => f(message),
+            Event::RemedyApplied {
+                step: _,
+                unit,
+                action,
+                failures: _,
+                old_pid: _,
+                message,
+            } => {
+                f(unit);
+                f(action);
+                f(message);
+            }
+            Event::RemedyRestarted {
+                step: _,
+                unit,
+                old_pid: _,
+                new_pid: _,
+                after: _,
+            } => f(unit),
+            Event::DrillMeasured {
+                step: _,
+                unit,
+                restart,
+                old_pid: _,
+                new_pid: _,
+                restarted_after: _,
+                healthy_after: _,
+                passed: _,
+                reason,
+            } => {
+                f(unit);
+                f(restart);
+                opt(reason, f);
+            }
             Event::Notified {
                 channel,
                 ok: _,

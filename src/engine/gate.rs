@@ -12,9 +12,34 @@ use std::time::{Duration, Instant};
 
 use super::step::verdict_result;
 use super::{Engine, Event, StepOutcome, StepResult};
-use crate::plan::{Action, Command, Gate, Probe, Step, fmt_duration};
+use crate::plan::{Action, Command, Gate, GateRemedy, Probe, Step, fmt_duration};
 use crate::target::ExecError;
 use crate::verdict::judge_http;
+
+/// What a gate's remedy has done so far.
+#[derive(Debug, Default)]
+struct Heal {
+    /// Consecutive failed probes that count toward the remedy.
+    failures: u32,
+    applied: u32,
+    /// The refusal was said once (a warning); not again.
+    refused: bool,
+    /// After a kill or restart: the old main pid, and when.
+    awaiting: Option<(Option<u64>, Instant)>,
+    /// What happened, for the step's reason.
+    done: Vec<String>,
+}
+
+impl Heal {
+    /// `; remedy: ...` for the step's reason, or nothing.
+    fn summary(&self) -> String {
+        if self.done.is_empty() {
+            String::new()
+        } else {
+            format!("; remedy: {}", self.done.join("; "))
+        }
+    }
+}
 
 /// The shortest pause between two probes.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(500);
@@ -174,13 +199,18 @@ impl Engine<'_> {
         let mut successes = 0;
         let mut probes = 0u32;
         let mut last = String::from("not checked yet");
+        let mut heal = Heal::default();
         loop {
             if self.cancelled() {
                 return StepResult::with(StepOutcome::Interrupted, "interrupted");
             }
             let tick = Instant::now();
+            let mut now = None;
             let state = match self.exec_remote(s, status, Duration::from_secs(10)).await {
-                Ok(f) => UnitState::parse(&f.output.stdout),
+                Ok(f) => {
+                    now = Some(crate::remedy::UnitNow::parse(&f.output.stdout));
+                    UnitState::parse(&f.output.stdout)
+                }
                 Err(ExecError::Interrupted) => {
                     return StepResult::with(StepOutcome::Interrupted, "interrupted");
                 }
@@ -204,6 +234,11 @@ impl Engine<'_> {
             if let Some(why) = state.fatal() {
                 return self.unit_failed(s, unit, journal, &state, &why).await;
             }
+            if let (Some(now), Some(g)) = (&now, gate)
+                && g.remedy.is_some()
+            {
+                self.remedy_restarted(s, unit, now, &mut heal);
+            }
             let mut probe_took = None;
             if state.active == "active" {
                 match gate {
@@ -213,25 +248,33 @@ impl Engine<'_> {
                     Some(g) => {
                         probes += 1;
                         let p0 = Instant::now();
-                        let (ok, why) = self.probe(s, &g.probe).await;
+                        let (ok, why, hang) = self.probe(s, &g.probe).await;
                         probe_took = Some(p0.elapsed());
                         if ok {
                             successes += 1;
+                            heal.failures = 0;
                             last = format!("probe passed ({successes}/{needed})");
                             if successes >= needed {
                                 return StepResult::with(
                                     StepOutcome::Passed,
                                     format!(
-                                        "{unit} active and healthy after {} ({probes} probes)",
+                                        "{unit} active and healthy after {} ({probes} probes){}",
                                         fmt_duration(Duration::from_secs(
                                             started.elapsed().as_secs()
-                                        ))
+                                        )),
+                                        heal.summary()
                                     ),
                                 );
                             }
                         } else {
                             successes = 0;
                             last = why;
+                            if let (Some(r), Some(now)) = (&g.remedy, &now)
+                                && let Some(line) =
+                                    self.remedy(s, unit, r, now, hang, &mut heal).await
+                            {
+                                last = format!("{last}; {line}");
+                            }
                         }
                     }
                 }
@@ -245,8 +288,9 @@ impl Engine<'_> {
             });
             if Instant::now() >= gate_deadline {
                 let why = format!(
-                    "{unit} not healthy after {}: {last}",
-                    fmt_duration(Duration::from_secs(started.elapsed().as_secs()))
+                    "{unit} not healthy after {}: {last}{}",
+                    fmt_duration(Duration::from_secs(started.elapsed().as_secs())),
+                    heal.summary()
                 );
                 let mut res = StepResult::with(StepOutcome::Failed, why);
                 res.stdout = self.journal_lines(s, unit, journal).await;
@@ -309,11 +353,12 @@ impl Engine<'_> {
                 message: w.clone(),
             });
         }
+        self.rehearse_audit(s).await;
         if !errors.is_empty() {
             return StepResult::with(StepOutcome::Failed, errors.join("; "));
         }
         if let Some(g) = gate {
-            let (ok, why) = self.probe(s, &g.probe).await;
+            let (ok, why, _) = self.probe(s, &g.probe).await;
             if !ok {
                 return StepResult::with(
                     StepOutcome::Failed,
@@ -331,8 +376,8 @@ impl Engine<'_> {
         )
     }
 
-    /// One probe: (passed, why not).
-    async fn probe(&self, s: &Step, probe: &Probe) -> (bool, String) {
+    /// One probe: (passed, why not, whether it got no answer in time: a hang).
+    pub(crate) async fn probe(&self, s: &Step, probe: &Probe) -> (bool, String, bool) {
         match probe {
             Probe::Http(req) => {
                 let r = self.send(req, s.target).await;
@@ -342,9 +387,14 @@ impl Engine<'_> {
                         (
                             res.outcome == StepOutcome::Passed,
                             res.reason.unwrap_or_default(),
+                            false,
                         )
                     }
-                    None => (false, r.error.unwrap_or_else(|| "no answer".into())),
+                    None => (
+                        false,
+                        r.error.unwrap_or_else(|| "no answer".into()),
+                        r.timed_out,
+                    ),
                 }
             }
             Probe::Run { command, expect } => {
@@ -356,11 +406,125 @@ impl Engine<'_> {
                         (
                             res.outcome == StepOutcome::Passed,
                             res.reason.unwrap_or_default(),
+                            f.output.timed_out,
                         )
                     }
-                    Err(e) => (false, e.to_string()),
+                    Err(e) => (false, e.to_string(), false),
                 }
             }
+        }
+    }
+
+    /// After a failed probe: count it, and apply the remedy when [`crate::remedy::decide`]
+    /// says so. Returns a note for the progress line.
+    async fn remedy(
+        &self,
+        s: &Step,
+        unit: &str,
+        r: &GateRemedy,
+        now: &crate::remedy::UnitNow,
+        hang: bool,
+        heal: &mut Heal,
+    ) -> Option<String> {
+        use crate::remedy::{Action as Do, Decision, counts, decide, killed_pid};
+        let p = &r.policy;
+        if counts(&p.action, hang) {
+            heal.failures += 1;
+        } else {
+            heal.failures = 0;
+        }
+        match decide(p, unit, now, heal.failures, heal.applied) {
+            Decision::Wait(0) => None,
+            Decision::Wait(n) => Some(format!(
+                "{n}/{} toward the remedy ({})",
+                p.after,
+                p.action.name()
+            )),
+            Decision::Refuse(why) => {
+                if !heal.refused {
+                    heal.refused = true;
+                    self.out.emit(Event::Warning {
+                        step: Some(s.number),
+                        message: format!("remedy not applied: {why}"),
+                    });
+                }
+                None
+            }
+            Decision::Apply => {
+                let failures = heal.failures;
+                heal.failures = 0;
+                heal.applied += 1;
+                let before = (now.main_pid > 0).then_some(now.main_pid);
+                let bound = crate::plan::DEFAULT_PROBE_TIMEOUT + crate::plan::KILL_GRACE;
+                let res = self.exec_remote(s, &r.apply, bound).await;
+                let (ok, detail, pid) = match &res {
+                    Ok(f) if f.output.exit == Some(0) => {
+                        (true, String::new(), killed_pid(&f.output.stdout).or(before))
+                    }
+                    Ok(f) => (
+                        false,
+                        format!(
+                            " failed (exit {}): {}",
+                            f.output
+                                .exit
+                                .map(|c| c.to_string())
+                                .unwrap_or_else(|| "none".into()),
+                            super::first_line(&f.output.stderr)
+                        ),
+                        None,
+                    ),
+                    Err(e) => (false, format!(" failed: {e}"), None),
+                };
+                let what = match (&p.action, pid) {
+                    (Do::Kill, Some(pid)) => format!("SIGKILL of {unit}'s main pid {pid}"),
+                    (Do::Kill, None) => format!("SIGKILL of {unit}'s main pid"),
+                    (Do::Restart, _) => format!("restart of {unit}"),
+                    (Do::Run(c), _) => format!("`{c}`"),
+                };
+                let message =
+                    format!("{what}{detail}, after {failures} failed probe(s) while it was active");
+                self.out.emit(Event::RemedyApplied {
+                    step: s.number,
+                    unit: unit.to_owned(),
+                    action: p.action.name().to_owned(),
+                    failures,
+                    old_pid: pid,
+                    message: message.clone(),
+                });
+                if ok && !matches!(p.action, Do::Run(_)) {
+                    heal.awaiting = Some((before, Instant::now()));
+                }
+                heal.done.push(message.clone());
+                Some(format!("remedy: {message}"))
+            }
+        }
+    }
+
+    /// After a kill or restart: the unit active again with a new main process is an event.
+    fn remedy_restarted(
+        &self,
+        s: &Step,
+        unit: &str,
+        now: &crate::remedy::UnitNow,
+        heal: &mut Heal,
+    ) {
+        let Some((old, t0)) = heal.awaiting else {
+            return;
+        };
+        if now.active == "active" && now.main_pid > 0 && Some(now.main_pid) != old {
+            heal.awaiting = None;
+            let after = t0.elapsed().as_secs_f64();
+            heal.done.push(format!(
+                "active again with main pid {} after {after:.1}s",
+                now.main_pid
+            ));
+            self.out.emit(Event::RemedyRestarted {
+                step: s.number,
+                unit: unit.to_owned(),
+                old_pid: old,
+                new_pid: now.main_pid,
+                after,
+            });
         }
     }
 

@@ -27,6 +27,8 @@ pub(crate) struct Reply {
     pub status: Option<u16>,
     pub body: String,
     pub error: Option<String>,
+    /// No answer within the request's timeout (a hang, as opposed to a refusal).
+    pub timed_out: bool,
 }
 
 impl Engine<'_> {
@@ -53,10 +55,10 @@ impl Engine<'_> {
         };
         tokio::select! {
             r = fut => match r {
-                Ok((status, body)) => Reply { status: Some(status), body, error: None },
-                Err(e) => Reply { status: None, body: String::new(), error: Some(describe(&e, req.timeout)) },
+                Ok((status, body)) => Reply { status: Some(status), body, error: None, timed_out: false },
+                Err(e) => Reply { status: None, body: String::new(), error: Some(describe(&e, req.timeout)), timed_out: e.is_timeout() },
             },
-            _ = cancel.wait_for(|c| *c) => Reply { status: None, body: String::new(), error: Some("interrupted".into()) },
+            _ = cancel.wait_for(|c| *c) => Reply { status: None, body: String::new(), error: Some("interrupted".into()), timed_out: false },
         }
     }
 
@@ -67,6 +69,7 @@ impl Engine<'_> {
                 status: None,
                 body: String::new(),
                 error: Some("no such target".into()),
+                timed_out: false,
             };
         };
         let mut cancel = self.cancel.clone();
@@ -88,9 +91,12 @@ impl Engine<'_> {
                     status,
                     body: body.to_owned(),
                     error: status.is_none().then(|| "no HTTP answer".to_owned()),
+                    timed_out: false,
                 }
             }
+            // curl's exit 28: "Operation timed out".
             Ok(f) => Reply {
+                timed_out: f.output.exit == Some(28) || f.output.timed_out,
                 status: None,
                 body: String::new(),
                 error: Some(format!(
@@ -107,6 +113,7 @@ impl Engine<'_> {
                 status: None,
                 body: String::new(),
                 error: Some(e.to_string()),
+                timed_out: false,
             },
         }
     }

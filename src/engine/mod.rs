@@ -1,6 +1,9 @@
 //! The engine walks the Plan phase by phase, step by step. It alone owns time, retries,
 //! gates, deadlines and cancellation, and it never prints: it emits Events.
 
+pub mod audit;
+mod boot;
+mod drill;
 pub mod event;
 pub mod gate;
 mod http;

@@ -111,12 +111,17 @@ impl Engine<'_> {
                     _ => first,
                 }
             }
+            Action::PreviousBoot {
+                command,
+                on_unclean,
+            } => self.previous_boot(s, command, *on_unclean).await,
             Action::Start {
                 unit,
                 start,
                 status,
                 health,
                 journal,
+                ..
             } => {
                 self.start(s, unit, (start, status, journal), health.as_deref())
                     .await
@@ -517,6 +522,7 @@ pub fn describe(s: &Step) -> Option<String> {
     Some(match &s.action {
         Action::Manual { text } => format!("ask the operator: {}", super::first_line(text)),
         Action::Run(c) | Action::DropCaches(c) => sent(c),
+        Action::PreviousBoot { command, .. } => sent(command),
         Action::Local(c) => c.wire.clone(),
         Action::WaitSsh { .. } => crate::plan::BOOT_ID_COMMAND.to_owned(),
         Action::Start { start, .. } => sent(start),

@@ -482,6 +482,29 @@ impl Builder<'_> {
                 });
                 format!("wait for {tname}")
             }
+            Action::PreviousBoot {
+                command,
+                on_unclean,
+            } => {
+                let then = match on_unclean {
+                    crate::runbook::model::OnUnclean::Abort => {
+                        "Unclean: stop here and follow the long procedure."
+                    }
+                    crate::runbook::model::OnUnclean::Warn => "Unclean: say so, then go on.",
+                    crate::runbook::model::OnUnclean::Continue => "Unclean: note it and go on.",
+                };
+                blocks.push(Block {
+                    repeat: None,
+                    say: "Find out whether the box shut down cleanly or lost power (read-only):"
+                        .into(),
+                    cmds: self.remote(s, command),
+                    expect: Some(format!(
+                        "clean: the `shutdown` section shows \"System is powering down\" (or \"System shutdown initiated\") and `journald_stop` ends with \"Journal stopped\". Unclean: `unclean` lists \"corrupted or uncleanly shut down\", or `fsck_log` says \"recovering journal\", or the previous boot's journal ends without a shutdown. No earlier boot in `boots`: unknown. {then}"
+                    )),
+                    note: None,
+                });
+                format!("check on {tname}")
+            }
             Action::DropCaches(c) => {
                 blocks.push(Block {
                     repeat: None,
@@ -682,6 +705,18 @@ impl Builder<'_> {
                     expect: Some(expect),
                     note: None,
                 });
+                if let Some(r) = &g.remedy {
+                    blocks.push(Block {
+                        repeat: None,
+                        say: format!(
+                            "c. If the probe keeps failing while the unit is active: {}",
+                            crate::remedy::when(&r.policy)
+                        ),
+                        cmds: self.remote(s, &r.apply),
+                        expect: None,
+                        note: None,
+                    });
+                }
             }
         }
     }

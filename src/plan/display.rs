@@ -201,11 +201,28 @@ fn step_text(o: &mut String, plan: &Plan, s: &Step) {
             }
         }
         Action::DropCaches(c) => command(o, &format!("on {target}"), c),
+        Action::PreviousBoot {
+            command,
+            on_unclean,
+        } => {
+            line(o, &format!("on {target}"), &command.wire);
+            line(
+                o,
+                "if unclean",
+                match on_unclean {
+                    crate::runbook::model::OnUnclean::Abort => "abort (the long procedure)",
+                    crate::runbook::model::OnUnclean::Warn => "warn and go on",
+                    crate::runbook::model::OnUnclean::Continue => "go on",
+                },
+            );
+        }
         Action::Start {
             start,
             status,
             health,
             journal,
+            audit,
+            drill,
             ..
         } => {
             command(o, &format!("on {target}"), start);
@@ -237,6 +254,10 @@ fn step_text(o: &mut String, plan: &Plan, s: &Step) {
                             }
                         }
                     }
+                    if let Some(r) = &g.remedy {
+                        line(o, "remedy", &crate::remedy::when(&r.policy));
+                        line(o, "remedy", &r.apply.wire);
+                    }
                 }
                 None => {
                     line(o, "gate", "unit active (no health probe)");
@@ -244,6 +265,9 @@ fn step_text(o: &mut String, plan: &Plan, s: &Step) {
                 }
             }
             command(o, "if failed", journal);
+            line(o, "audit", &audit.wire);
+            line(o, "drill", &drill.state.wire);
+            line(o, "drill", &drill.kill.wire);
         }
         Action::Http(r) => request_lines(o, &line, r, target),
         Action::Notify { channel, message } => {

@@ -8,7 +8,7 @@ use serde_saphyr::Spanned;
 use super::resolve::{Resolver, matcher};
 use super::{
     Command, DEFAULT_GATE_EVERY, DEFAULT_GATE_TIMEOUT, DEFAULT_PROBE_TIMEOUT,
-    DEFAULT_START_TIMEOUT, Gate, Probe, TargetSpec, fmt_duration,
+    DEFAULT_START_TIMEOUT, Gate, GateRemedy, Probe, TargetSpec, fmt_duration,
 };
 use crate::runbook::diag::Pos;
 use crate::runbook::model;
@@ -20,13 +20,16 @@ pub const UNIT_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const JOURNAL_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// `systemctl show` of the unit's load, active and sub state and result: read before each
-/// probe, so a unit that failed ends the gate at once.
-pub fn unit_status(unit: &str, marker: &str) -> Command {
+/// probe, so a unit that failed ends the gate at once. A gate with a remedy also reads the
+/// main pid, the restart count and the start limit ([`crate::remedy::STATE_PROPERTIES`]).
+pub fn unit_status(unit: &str, remedy: bool, marker: &str) -> Command {
+    let props = if remedy {
+        format!("-p {}", crate::remedy::STATE_PROPERTIES)
+    } else {
+        "-p LoadState -p ActiveState -p SubState -p Result".to_string()
+    };
     Command::remote(
-        format!(
-            "systemctl show -p LoadState -p ActiveState -p SubState -p Result {}",
-            shell_quote(unit)
-        ),
+        format!("systemctl show {props} {}", shell_quote(unit)),
         false,
         UNIT_READ_TIMEOUT,
         marker,
@@ -137,6 +140,36 @@ impl Resolver<'_> {
             timeout,
             successes,
             probe,
+            remedy: None,
+        })
+    }
+
+    /// The gate's `remedy:`: its counts and the line that applies it.
+    pub(super) fn remedy(
+        &mut self,
+        h: &Spanned<model::Health>,
+        unit: &str,
+        target: Option<&TargetSpec>,
+        sudo: bool,
+        marker: &str,
+    ) -> Option<GateRemedy> {
+        h.value.remedy.as_ref().map(|r| {
+            let policy = r.value.policy();
+            let q = shell_quote(unit);
+            let (script, t) = match &policy.action {
+                crate::remedy::Action::Kill => (crate::remedy::kill_command(&q), UNIT_READ_TIMEOUT),
+                crate::remedy::Action::Restart => {
+                    (crate::remedy::restart_command(&q), UNIT_READ_TIMEOUT)
+                }
+                crate::remedy::Action::Run(cmd) => (
+                    self.render_at(cmd, Pos::of(&r.referenced), Context::Shell, target, false),
+                    DEFAULT_PROBE_TIMEOUT,
+                ),
+            };
+            GateRemedy {
+                policy,
+                apply: Command::remote(script, sudo, t, marker),
+            }
         })
     }
 }

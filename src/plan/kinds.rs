@@ -12,9 +12,10 @@ use super::resolve::{Resolver, first_line, matcher};
 use super::wire::{DROP_CACHES_COMMAND, marker};
 use super::{
     Action, ChannelSpec, Command, DEFAULT_DROP_CACHES_TIMEOUT, DEFAULT_IPMI_TIMEOUT,
-    DEFAULT_MANUAL_TIMEOUT, DEFAULT_NOTIFY_TIMEOUT, DEFAULT_RUN_TIMEOUT, DEFAULT_START_TIMEOUT,
-    DEFAULT_UPS_EVERY, DEFAULT_UPS_TIMEOUT, DEFAULT_WAIT_SSH_EVERY, DEFAULT_WAIT_SSH_TIMEOUT,
-    DEFAULT_WOL_TIMEOUT, Otherwise, PowerOn, RetrySpec, Step, TargetSpec, UpsWait, fmt_duration,
+    DEFAULT_MANUAL_TIMEOUT, DEFAULT_NOTIFY_TIMEOUT, DEFAULT_PREVIOUS_BOOT_TIMEOUT,
+    DEFAULT_RUN_TIMEOUT, DEFAULT_START_TIMEOUT, DEFAULT_UPS_EVERY, DEFAULT_UPS_TIMEOUT,
+    DEFAULT_WAIT_SSH_EVERY, DEFAULT_WAIT_SSH_TIMEOUT, DEFAULT_WOL_TIMEOUT, Otherwise, PowerOn,
+    RetrySpec, Step, TargetSpec, UpsWait, fmt_duration,
 };
 use crate::power::ipmi::{self, Bmc};
 use crate::power::{nut, wol};
@@ -68,6 +69,11 @@ fn rules(kind: Kind) -> Rules {
         Kind::DropCaches => Rules {
             sudo: true,
             mutates: Some(true),
+            ..base
+        },
+        Kind::PreviousBoot => Rules {
+            sudo: true,
+            mutates: Some(false),
             ..base
         },
         Kind::Start => Rules {
@@ -215,6 +221,7 @@ impl Resolver<'_> {
             Kind::Local => self.local(&cx),
             Kind::WaitSsh => self.wait_ssh(&cx, channels),
             Kind::DropCaches => Some(self.drop_caches(&cx)),
+            Kind::PreviousBoot => Some(self.previous_boot(&cx)),
             Kind::Start => self.start(&cx),
             Kind::Http => self.http(&cx),
             Kind::Notify => self.notify(&cx, channels),
@@ -358,7 +365,7 @@ impl Resolver<'_> {
             self.err(
                 self.key_at(spos, "sudo", spos),
                 format!("`sudo` does not apply to {} step", a_kind(kind)),
-                "sudo applies to run, start and drop_caches, which run on the target",
+                "sudo applies to run, start, drop_caches and previous_boot, which run on the target",
             );
         }
         if !rule.on_fail && s.on_fail.is_some() {
@@ -497,6 +504,31 @@ impl Resolver<'_> {
         })
     }
 
+    fn previous_boot(&mut self, cx: &StepCx) -> Resolved {
+        let timeout = cx.timeout.unwrap_or(DEFAULT_PREVIOUS_BOOT_TIMEOUT);
+        let on_unclean = cx
+            .step
+            .previous_boot
+            .as_ref()
+            .and_then(|p| p.value.on_unclean)
+            .unwrap_or_default();
+        let command = Command::remote(
+            crate::previous_boot::EVIDENCE_COMMAND.into(),
+            cx.sudo(cx.step.sudo.unwrap_or(false)),
+            timeout,
+            &cx.marker,
+        );
+        Resolved {
+            name: format!("how {} went down last time", cx.target_name()),
+            action: Action::PreviousBoot {
+                command,
+                on_unclean,
+            },
+            timeout,
+            mutates: false,
+        }
+    }
+
     fn drop_caches(&mut self, cx: &StepCx) -> Resolved {
         let timeout = cx.timeout.unwrap_or(DEFAULT_DROP_CACHES_TIMEOUT);
         let command = Command::remote(
@@ -537,15 +569,37 @@ impl Resolver<'_> {
             Some(h) => {
                 let key = self.key_at(cx.pos, "health", Pos::of(&h.referenced));
                 self.gate(h, key, cx.target, sudo, &cx.marker, cx.timeout)
-                    .map(Box::new)
+                    .map(|mut g| {
+                        g.remedy = self.remedy(h, &unit, cx.target, sudo, &cx.marker);
+                        Box::new(g)
+                    })
             }
             None => None,
         };
         Some(Resolved {
             name: format!("start {unit}"),
             action: Action::Start {
-                status: super::gate::unit_status(&unit, &cx.marker),
+                status: super::gate::unit_status(
+                    &unit,
+                    health.as_ref().is_some_and(|g| g.remedy.is_some()),
+                    &cx.marker,
+                ),
                 journal: super::gate::unit_journal(&unit, sudo, &cx.marker),
+                audit: Command::remote(
+                    crate::audit::show_command(&unit),
+                    false,
+                    super::gate::UNIT_READ_TIMEOUT,
+                    &cx.marker,
+                ),
+                drill: Box::new(super::DrillLines {
+                    state: super::gate::unit_status(&unit, true, &cx.marker),
+                    kill: Command::remote(
+                        crate::remedy::kill_command(&shell_quote(&unit)),
+                        sudo,
+                        super::gate::UNIT_READ_TIMEOUT,
+                        &cx.marker,
+                    ),
+                }),
                 unit,
                 start,
                 health,

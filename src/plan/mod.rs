@@ -35,8 +35,8 @@ pub use duration::{fmt_duration, fmt_window};
 pub use payload::payload;
 pub use resolve::{Options, check_overrides, resolve};
 pub use types::{
-    AbortSpec, Action, ChannelSpec, Command, Gate, Otherwise, Phase, Plan, PowerOn, Probe,
-    Rehearse, Request, RetrySpec, Step, TargetSpec, UpsWait,
+    AbortSpec, Action, ChannelSpec, Command, DrillLines, Gate, GateRemedy, Otherwise, Phase, Plan,
+    PowerOn, Probe, Rehearse, Request, RetrySpec, Step, TargetSpec, UpsWait,
 };
 pub use wire::{BOOT_ID_COMMAND, DROP_CACHES_COMMAND, KILL_GRACE, remote_wire};
 
@@ -55,3 +55,5 @@ pub const DEFAULT_UPS_EVERY: Duration = Duration::from_secs(5);
 pub const DEFAULT_UPS_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 pub const DEFAULT_WOL_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_IPMI_TIMEOUT: Duration = Duration::from_secs(60);
+/// The previous-boot evidence: a handful of journalctl reads.
+pub const DEFAULT_PREVIOUS_BOOT_TIMEOUT: Duration = Duration::from_secs(60);

@@ -125,19 +125,28 @@ impl Step {
         let mut out = Vec::new();
         match &self.action {
             Action::Run(c) | Action::Local(c) | Action::DropCaches(c) => out.push(c),
+            Action::PreviousBoot { command, .. } => out.push(command),
             Action::Start {
                 start,
                 status,
                 health,
                 journal,
+                audit,
+                drill,
                 ..
             } => {
                 out.push(start);
                 out.push(status);
+                out.push(audit);
+                out.push(&drill.state);
+                out.push(&drill.kill);
                 match health.as_ref().map(|g| &g.probe) {
                     Some(Probe::Run { command, .. }) => out.push(command),
                     Some(Probe::Http(r)) => out.extend(&r.on_target),
                     None => {}
+                }
+                if let Some(r) = health.as_ref().and_then(|g| g.remedy.as_ref()) {
+                    out.push(&r.apply);
                 }
                 out.push(journal);
             }
@@ -195,6 +204,9 @@ pub struct Command {
 }
 
 #[derive(Debug, Clone)]
+// A Plan is built once per command and holds a few dozen steps: the size of its largest
+// variant (a start step with its gate, remedy, audit and drill lines) costs nothing that matters.
+#[allow(clippy::large_enum_variant)]
 pub enum Action {
     Manual {
         text: String,
@@ -207,6 +219,11 @@ pub enum Action {
         otherwise: Option<Otherwise>,
     },
     DropCaches(Command),
+    /// The previous-boot evidence, read-only.
+    PreviousBoot {
+        command: Command,
+        on_unclean: crate::runbook::model::OnUnclean,
+    },
     Start {
         unit: String,
         start: Command,
@@ -215,6 +232,10 @@ pub enum Action {
         health: Option<Box<Gate>>,
         /// What the unit said last, read when it fails.
         journal: Command,
+        /// `systemctl show` of what `recover audit` (and `rehearse`) judge; read-only.
+        audit: Command,
+        /// `recover drill`'s lines: the unit's state (main pid, restarts) and the SIGKILL.
+        drill: Box<DrillLines>,
     },
     Http(Request),
     Notify {
@@ -284,6 +305,7 @@ impl Action {
             Action::Local(_) => Kind::Local,
             Action::WaitSsh { .. } => Kind::WaitSsh,
             Action::DropCaches(_) => Kind::DropCaches,
+            Action::PreviousBoot { .. } => Kind::PreviousBoot,
             Action::Start { .. } => Kind::Start,
             Action::Http(_) => Kind::Http,
             Action::Notify { .. } => Kind::Notify,
@@ -311,6 +333,24 @@ pub struct Gate {
     pub timeout: Duration,
     pub successes: u32,
     pub probe: Probe,
+    pub remedy: Option<GateRemedy>,
+}
+
+/// What `recover drill` sends for a start step's unit.
+#[derive(Debug, Clone)]
+pub struct DrillLines {
+    /// `systemctl show` with the main pid, the restart count and `Restart=`.
+    pub state: Command,
+    /// SIGKILL of the main pid systemd reports at that moment.
+    pub kill: Command,
+}
+
+/// A gate's `remedy:`: when and how often, and the line that applies it.
+#[derive(Debug, Clone)]
+pub struct GateRemedy {
+    pub policy: crate::remedy::Policy,
+    /// The kill (MainPID read from systemd on the spot), the restart, or the runbook's command.
+    pub apply: Command,
 }
 
 #[derive(Debug, Clone)]

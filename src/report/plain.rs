@@ -260,6 +260,31 @@ impl<W: Write + Send> Plain<W> {
                 }
                 v
             }
+            Event::DrillMeasured {
+                unit,
+                passed,
+                reason,
+                ..
+            } => vec![format!(
+                "DRILL: {unit}: {}",
+                if *passed {
+                    "restarted and healthy again".to_owned()
+                } else {
+                    clean(reason.as_deref().unwrap_or("failed"))
+                }
+            )],
+            Event::RemedyApplied { step, message, .. } => {
+                vec![format!("REMEDY (step {step}): {}", clean(message))]
+            }
+            Event::RemedyRestarted {
+                step,
+                unit,
+                new_pid,
+                after,
+                ..
+            } => vec![format!(
+                "REMEDY (step {step}): {unit} active again with main pid {new_pid} after {after:.1}s"
+            )],
             Event::Warning { step, message } => {
                 let on = step.map(|s| format!(" (step {s})")).unwrap_or_default();
                 let text = clean(message);

@@ -632,6 +632,40 @@ impl Sink for Tty {
                 self.step_finished(event);
                 self.idle("…");
             }
+            Event::DrillMeasured {
+                unit,
+                passed,
+                reason,
+                ..
+            } => {
+                let text = if *passed {
+                    format!("✓ drill: {unit}: restarted and healthy again")
+                } else {
+                    format!(
+                        "✗ drill: {unit}: {}",
+                        clean(reason.as_deref().unwrap_or("failed"))
+                    )
+                };
+                self.print(format!("  {text}"));
+            }
+            Event::RemedyApplied { step, message, .. } => {
+                let text = format!("⚕ remedy (step {step}): {}", clean(message).trim());
+                for l in wrap(&text, self.width().saturating_sub(2)) {
+                    self.print(format!("  {}", st().magenta().apply_to(l)));
+                }
+            }
+            Event::RemedyRestarted {
+                step,
+                unit,
+                new_pid,
+                after,
+                ..
+            } => {
+                let text = format!(
+                    "⚕ remedy (step {step}): {unit} active again, main pid {new_pid}, after {after:.1}s"
+                );
+                self.print(format!("  {}", st().magenta().apply_to(text)));
+            }
             Event::Warning { step, message } => {
                 let on = step.map(|s| format!(" (step {s})")).unwrap_or_default();
                 let text = format!("! warning{on}: {}", clean(message).trim());

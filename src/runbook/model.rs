@@ -513,6 +513,29 @@ pub struct Health {
     #[schemars(with = "Option<HumanDuration>")]
     pub timeout: Option<Spanned<HumanDuration>>,
     pub successes: Option<u32>,
+    /// What to do when the unit is active but its probe keeps failing (a hang).
+    #[schemars(with = "Option<crate::remedy::Spec>")]
+    pub remedy: Option<Spanned<crate::remedy::Spec>>,
+}
+
+/// What a `previous_boot:` step does when the box was cut off rather than shut down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OnUnclean {
+    /// Stop the run: the long procedure (fsck, journal recovery, model re-verification).
+    #[default]
+    Abort,
+    /// Go on, with a warning.
+    Warn,
+    /// Go on; the verdict is only recorded.
+    Continue,
+}
+
+/// `previous_boot: { on_unclean: abort | warn | continue }`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PreviousBoot {
+    pub on_unclean: Option<OnUnclean>,
 }
 
 /// One step: exactly one kind key, plus the common keys.
@@ -533,6 +556,8 @@ pub struct Step {
     pub wait_ssh: Option<Spanned<WaitSsh>>,
     #[schemars(with = "Option<Empty>")]
     pub drop_caches: Option<Spanned<Empty>>,
+    #[schemars(with = "Option<PreviousBoot>")]
+    pub previous_boot: Option<Spanned<PreviousBoot>>,
     #[schemars(with = "Option<String>")]
     pub start: Option<Spanned<String>>,
     #[schemars(with = "Option<Http>")]
@@ -581,6 +606,10 @@ impl Step {
                 Kind::DropCaches,
                 self.drop_caches.as_ref().map(|v| v.referenced),
             ),
+            at(
+                Kind::PreviousBoot,
+                self.previous_boot.as_ref().map(|v| v.referenced),
+            ),
             at(Kind::Start, self.start.as_ref().map(|v| v.referenced)),
             at(Kind::Http, self.http.as_ref().map(|v| v.referenced)),
             at(Kind::Notify, self.notify.as_ref().map(|v| v.referenced)),
@@ -601,6 +630,7 @@ pub enum Kind {
     Local,
     WaitSsh,
     DropCaches,
+    PreviousBoot,
     Start,
     Http,
     Notify,
@@ -610,12 +640,13 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, in the order `check` lists them.
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::Manual,
         Kind::Run,
         Kind::Local,
         Kind::WaitSsh,
         Kind::DropCaches,
+        Kind::PreviousBoot,
         Kind::Start,
         Kind::Http,
         Kind::Notify,
@@ -631,6 +662,7 @@ impl Kind {
             Kind::Local => "local",
             Kind::WaitSsh => "wait_ssh",
             Kind::DropCaches => "drop_caches",
+            Kind::PreviousBoot => "previous_boot",
             Kind::Start => "start",
             Kind::Http => "http",
             Kind::Notify => "notify",
@@ -647,7 +679,7 @@ impl fmt::Display for Kind {
 }
 
 /// The step kinds' keys, in the order `check` lists them.
-pub const KINDS: [&str; 10] = [
+pub const KINDS: [&str; 11] = [
     Kind::ALL[0].name(),
     Kind::ALL[1].name(),
     Kind::ALL[2].name(),
@@ -658,4 +690,5 @@ pub const KINDS: [&str; 10] = [
     Kind::ALL[7].name(),
     Kind::ALL[8].name(),
     Kind::ALL[9].name(),
+    Kind::ALL[10].name(),
 ];

@@ -15,9 +15,14 @@ One program, one mode per unit (see the units in /etc/systemd/system):
   caddy          reverse proxy: /mcp/* -> mcp-server, /v1/* and /dispatcher/* -> dispatcher.
   tailscaled     a daemon that does nothing (the `tailscale` CLI asks systemd about it).
 
-Configuration comes from the environment (the units' Environment= and /etc/lab/*.env).
+Configuration comes from the environment (the units' Environment= and /etc/lab/*.env), or
+from flags on the command line (--unit, --mode, --port, --model, --warmup), which win: the
+weak lab unit (embeddings.service) hard-codes its settings in ExecStart= that way.
 Faults are flag files under /etc/lab/faults/ (one unit name a line) that are read at start
-(unit-fails, start-limit) or at every request (hang); `lab fault clear` removes them.
+(unit-fails, start-limit) or at every request (hang); `lab fault clear` removes them. A hang is
+a state of the process, as a wedged CUDA context is: the first process of the unit that meets
+the flag claims it (/run/lab/hang.UNIT holds its pid) and hangs; a process that replaces it
+(after a SIGKILL and systemd's restart) serves again.
 """
 
 import json
@@ -32,7 +37,29 @@ import urllib.parse
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+FLAGS = {"--unit": "LAB_UNIT", "--mode": "LAB_MODE", "--port": "LAB_PORT", "--model": "LAB_MODEL",
+         "--warmup": "LAB_WARMUP_SECONDS"}
+
+
+def apply_flags(argv):
+    """--NAME VALUE or --NAME=VALUE on the command line override the environment."""
+    args = list(argv)
+    while args:
+        arg = args.pop(0)
+        name, eq, value = arg.partition("=")
+        if name not in FLAGS:
+            sys.exit(f"standin.py: unknown argument {arg!r}")
+        if not eq:
+            if not args:
+                sys.exit(f"standin.py: {name} needs a value")
+            value = args.pop(0)
+        os.environ[FLAGS[name]] = value
+
+
+apply_flags(sys.argv[1:])
+
 FAULT_DIR = os.environ.get("LAB_FAULT_DIR", "/etc/lab/faults")
+CLAIM_DIR = os.environ.get("LAB_CLAIM_DIR", "/run/lab")
 UNIT = os.environ.get("LAB_UNIT", "unknown.service")
 NAME = UNIT.removesuffix(".service")
 MODE = os.environ.get("LAB_MODE", "")
@@ -59,6 +86,30 @@ def fault_active(name):
     except FileNotFoundError:
         return False
     return UNIT in units or NAME in units
+
+
+def hang_claimed():
+    """True when this process is the hung one: the `hang` flag lists the unit and the claim
+    (/run/lab/hang.UNIT) is this process's, or there is none yet and this process takes it."""
+    if not fault_active("hang"):
+        return False
+    path = os.path.join(CLAIM_DIR, f"hang.{UNIT}")
+    me = str(os.getpid())
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        with os.fdopen(fd, "w", encoding="ascii") as f:
+            f.write(me + "\n")
+        return True
+    except FileExistsError:
+        pass
+    except OSError as e:
+        log(f"cannot claim the hang in {path}: {e}; hanging anyway", 3)
+        return True
+    try:
+        with open(path, encoding="ascii") as f:
+            return f.read().strip() == me
+    except OSError:
+        return False
 
 
 def sd_notify(msg):
@@ -160,11 +211,11 @@ class Inference(Handler):
             left = self.warmup - (time.monotonic() - STARTED)
             return self.send(503, {"object": "error", "type": "ServiceUnavailableError", "code": 503,
                                    "message": f"model {self.model} is loading ({left:.0f}s left)"})
-        if fault_active("hang"):
-            log("completion request accepted; the engine is hung (fault: hang)", 4)
+        if hang_claimed():
+            log(f"completion request accepted; the engine is hung (fault: hang, pid {os.getpid()})", 4)
             # Hang for as long as the flag stays (the client's deadline ends it first); bounded by
             # the process's life and rechecked each second so `lab fault clear` releases it.
-            while fault_active("hang"):
+            while hang_claimed():
                 time.sleep(1)
         prompt = ""
         for m in req.get("messages") or []:

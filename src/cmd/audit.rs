@@ -1,0 +1,73 @@
+//! `recover audit RUNBOOK [--strict]`: every unit the runbook starts, judged against the six
+//! habits, with the drop-in that fixes each warning. Read-only.
+
+use crate::cli::AuditArgs;
+use crate::engine::event::{Event, Sink};
+use crate::engine::{self, Confirm, Emitter, Mode, Settings};
+use crate::error::Error;
+use crate::exit::Exit;
+
+/// Says on stderr what goes wrong with the connection; the audit itself goes to stdout.
+struct Stderr;
+
+impl Sink for Stderr {
+    fn emit(&mut self, event: &Event) {
+        match event {
+            Event::ConnectionLost { target, error } => {
+                eprintln!("warning: lost the connection to {target}: {error}");
+            }
+            Event::Warning { message, .. } => eprintln!("warning: {message}"),
+            _ => {}
+        }
+    }
+}
+
+pub fn audit(a: &AuditArgs) -> Result<Exit, Error> {
+    let (_, plan) = super::load_plan(&a.runbook, &super::options(&a.resolve))?;
+    let out = Emitter::new(Box::new(Stderr), plan.secrets.clone());
+    let settings = Settings {
+        mode: Mode::Rehearse,
+        run_id: crate::journal::new_run_id(),
+        first_step: 1,
+        confirm: Confirm::Refuse,
+        resume: None,
+        resume_command: String::new(),
+        stop: crate::signals::StopCause::default(),
+        warnings: Vec::new(),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(Error::Runtime)?;
+    let results = rt.block_on(async {
+        let (_tx, rx) = tokio::sync::watch::channel(false);
+        engine::Engine::new(&plan, settings, out, rx).audit().await
+    });
+    if results.is_empty() {
+        println!("{}: no `start` steps, nothing to audit", plan.name);
+        return Ok(Exit::Ok);
+    }
+    let mut audits = Vec::new();
+    let mut unread = 0;
+    for r in results {
+        match r.result {
+            Ok(x) => audits.push(x),
+            Err(e) => {
+                unread += 1;
+                eprintln!("error: step {} ({}): {e}", r.step, r.unit);
+            }
+        }
+    }
+    let width = console::Term::stdout()
+        .size_checked()
+        .map(|(_, w)| usize::from(w))
+        .unwrap_or(100);
+    print!("{}", crate::audit::render(&audits, width));
+    let warnings: usize = audits.iter().map(|x| x.warnings()).sum();
+    Ok(if unread > 0 || (a.strict && warnings > 0) {
+        Exit::StepFailed
+    } else {
+        Exit::Ok
+    })
+}
