@@ -8,7 +8,7 @@ use crate::journal::{self, Journal};
 use crate::state::StateDir;
 
 pub fn rehearse(a: &RehearseArgs) -> Result<Exit, Error> {
-    let (_, plan) = super::load_plan(&a.runbook, &super::options(&a.resolve))?;
+    let (_, plan) = super::load_plan(&a.runbook, &a.resolve.overlays, &super::options(&a.resolve))?;
     let state = StateDir::from_env().ok_or(Error::NoStateDir)?;
     let run_id = journal::new_run_id();
     let journal_path = Journal::new_path(&state, &format!("{}-rehearsal", plan.name), &run_id);
