@@ -270,7 +270,7 @@ fn identity(path: &Path) -> PathBuf {
 }
 
 /// Read the overlay at `path` (its `source`), load what it extends, and lay it over that.
-/// `chain` holds the files that extend this one, to refuse a cycle.
+/// `chain` holds the files that extend this one (as named), to refuse a cycle.
 pub(super) fn load_chain(
     path: &Path,
     source: &Source,
@@ -280,12 +280,13 @@ pub(super) fn load_chain(
 ) -> Result<Loaded, Vec<Problem>> {
     let pos = Pos::of(&extends.referenced);
     let base_path = path.parent().unwrap_or(Path::new("")).join(&extends.value);
-    chain.push(identity(path));
-    if let Some(i) = chain.iter().position(|p| *p == identity(&base_path)) {
+    chain.push(path.to_path_buf());
+    let base_id = identity(&base_path);
+    if let Some(i) = chain.iter().position(|p| identity(p) == base_id) {
         let names: Vec<String> = chain[i..]
             .iter()
+            .chain(std::iter::once(&base_path))
             .map(|p| p.display().to_string())
-            .chain(std::iter::once(base_path.display().to_string()))
             .collect();
         return Err(vec![
             Problem::error(
