@@ -148,6 +148,7 @@ const CASES: &[Case] = &[
     Case { file: "step-error-in-base", at: "../base-bad-step.yaml", line: 12, column: 26, message: "`vars.apii` is not defined: vars has `api`" },
     Case { file: "new-target-without-host", at: "new-target-without-host.yaml", line: 4, column: 3, message: "target `spare` is not in ../base.yaml, and a new target needs `host:`" },
     Case { file: "unknown-target-key", at: "unknown-target-key.yaml", line: 4, column: 5, message: "unknown key `hostname` in a target" },
+    Case { file: "host-as-an-option", at: "host-as-an-option.yaml", line: 4, column: 11, message: "the host `-oProxyCommand=sh` starts with `-`: ssh would read it as an option" },
     Case { file: "missing-base", at: "missing-base.yaml", line: 2, column: 10, message: "cannot read no-such-base.yaml, which this overlay extends: no such file" },
     Case { file: "zero-budget", at: "zero-budget.yaml", line: 2, column: 9, message: "the budget is zero" },
     Case { file: "var-in-chain-mid", at: "chain-mid-bad.yaml", line: 3, column: 29, message: "`vars.suffix` is not defined" },
@@ -251,6 +252,10 @@ fn a_malformed_target_or_an_unknown_name_is_a_usage_error() {
             "`99999` is not a port",
         ),
         (vec!["--target", "spark=@host"], "has an empty user"),
+        (
+            vec!["--target", "spark=-oProxyCommand=sh"],
+            "starts with `-`: ssh would read it as an option",
+        ),
         (vec!["--identity", "spark"], "is not NAME=PATH"),
         (
             vec!["--identity", "sparky=/k"],

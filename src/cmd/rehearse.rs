@@ -10,6 +10,7 @@ use crate::state::StateDir;
 pub fn rehearse(a: &RehearseArgs) -> Result<Exit, Error> {
     let (_, plan) = super::load_plan(&a.runbook, &a.resolve.overlays, &super::options(&a.resolve))?;
     let state = StateDir::from_env().ok_or(Error::NoStateDir)?;
+    super::run::say_if_a_run_is_in_progress(&plan, Some(&state));
     let run_id = journal::new_run_id();
     let journal_path = Journal::new_path(&state, &format!("{}-rehearsal", plan.name), &run_id);
     let journal = super::run::open_journal(&journal_path)?;
@@ -30,10 +31,12 @@ pub fn rehearse(a: &RehearseArgs) -> Result<Exit, Error> {
             "recover rehearse {}",
             crate::template::shell_quote(&a.runbook.display().to_string())
         ),
+        stop: crate::signals::StopCause::default(),
+        warnings: Vec::new(),
     };
     let exit = super::run::execute(&plan, settings, out)?;
     let events = collector.events();
-    if exit == Exit::Interrupted {
+    if matches!(exit, Exit::Interrupted | Exit::Terminated | Exit::HungUp) {
         eprintln!("Rehearsal interrupted: not recorded.");
         return Ok(exit);
     }

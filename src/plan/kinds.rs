@@ -525,7 +525,7 @@ impl Resolver<'_> {
             self.unknown_channel(ch);
         }
         let message = match &cx.step.message {
-            Some(m) => self.render(m, Context::Text, cx.target, true),
+            Some(m) => self.render_for_notify(m, cx.target, true),
             None => {
                 self.err(
                     Pos::of(&ch.referenced),

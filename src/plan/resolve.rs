@@ -92,6 +92,13 @@ impl std::str::FromStr for Destination {
         if host.trim().is_empty() {
             return Err(format!("`{s}` has no host: {how}"));
         }
+        for checked in [
+            crate::runbook::validate::ssh_host(host),
+            user.as_deref()
+                .map_or(Ok(()), crate::runbook::validate::ssh_user),
+        ] {
+            checked.map_err(|r| format!("{}: {}", r.message, r.help))?;
+        }
         let port = match port {
             None => None,
             Some(p) => match p.parse::<u16>() {
@@ -126,6 +133,8 @@ pub(super) struct Resolver<'a> {
     pub(super) secrets: Secrets,
     pub(super) var_names: Vec<String>,
     pub(super) values: Values,
+    /// Set while rendering what only status posts read (webhooks, notify and abort messages).
+    pub(super) for_notify: bool,
 }
 
 impl<'a> Resolver<'a> {
@@ -140,6 +149,20 @@ impl<'a> Resolver<'a> {
             .source
             .key_in_block(block, key)
             .unwrap_or(fallback)
+    }
+
+    /// [`Resolver::render`] for what only status posts read: an unset `env` value there does
+    /// not stop the run, it only keeps the post from being sent.
+    pub(super) fn render_for_notify(
+        &mut self,
+        s: &Spanned<String>,
+        target: Option<&TargetSpec>,
+        late_ok: bool,
+    ) -> String {
+        self.for_notify = true;
+        let out = self.render(s, Context::Text, target, late_ok);
+        self.for_notify = false;
+        out
     }
 
     /// Render a template, reporting undefined names and syntax errors at `s`.
@@ -216,6 +239,9 @@ impl<'a> Resolver<'a> {
                     None => {
                         if !self.secrets.missing.contains(&var) {
                             self.secrets.missing.push(var.clone());
+                        }
+                        if !self.for_notify && !self.secrets.needed.contains(&var) {
+                            self.secrets.needed.push(var.clone());
                         }
                         placeholder(&var)
                     }
@@ -297,6 +323,7 @@ pub fn resolve(loaded: &Loaded, opts: &Options) -> Result<Plan, Vec<Problem>> {
         secrets: Secrets::default(),
         var_names: Vec::new(),
         values: Values::default(),
+        for_notify: false,
     };
 
     // name: used in file names and kill markers.
@@ -397,12 +424,7 @@ pub fn resolve(loaded: &Loaded, opts: &Options) -> Result<Plan, Vec<Problem>> {
         r.src = loaded
             .source_of(&Field::Webhook(cname.value.clone()))
             .clone();
-        let url = r.render(
-            &c.webhook,
-            Context::Text,
-            targets.first().cloned().as_ref(),
-            false,
-        );
+        let url = r.render_for_notify(&c.webhook, targets.first().cloned().as_ref(), false);
         channels.push(ChannelSpec {
             name: cname.value.clone(),
             url,
@@ -424,7 +446,7 @@ pub fn resolve(loaded: &Loaded, opts: &Options) -> Result<Plan, Vec<Problem>> {
             }
         }
         if let Some(m) = &a.value.message {
-            abort.message = r.render(m, Context::Text, targets.first().cloned().as_ref(), true);
+            abort.message = r.render_for_notify(m, targets.first().cloned().as_ref(), true);
         }
     }
 

@@ -4,6 +4,7 @@ pub mod diag;
 pub use crate::plan::lint;
 pub mod model;
 pub mod overlay;
+pub mod validate;
 
 pub use overlay::Field;
 
@@ -103,39 +104,79 @@ pub fn load(path: &Path) -> Result<Loaded, crate::Error> {
 
 /// Read a runbook file, then lay each `--overlay` file over it, the last one winning.
 pub fn load_with(path: &Path, overlays: &[PathBuf]) -> Result<Loaded, crate::Error> {
-    let (text, sha256) = read(path)?;
-    let mut loaded = parse(path, &text, sha256).map_err(|problems| crate::Error::Runbook {
-        path: path.to_path_buf(),
-        problems,
-    })?;
+    let as_error = |path: &Path| {
+        let path = path.to_path_buf();
+        move |problems| crate::Error::Runbook { path, problems }
+    };
+    let bytes = read(path)?;
+    let mut loaded = parse_bytes(path, &bytes).map_err(as_error(path))?;
     for o in overlays {
-        let (text, sha256) = read(o)?;
-        loaded = overlay::apply_file(loaded, o, &text, sha256).map_err(|problems| {
-            crate::Error::Runbook {
-                path: o.clone(),
-                problems,
-            }
-        })?;
+        let bytes = read(o)?;
+        let text = utf8(o, &bytes).map_err(|p| as_error(o)(vec![p]))?;
+        loaded = overlay::apply_file(loaded, o, text, sha256_hex(&bytes)).map_err(as_error(o))?;
     }
     Ok(loaded)
 }
 
-/// A file's text and sha256.
-fn read(path: &Path) -> Result<(String, String), crate::Error> {
-    let bytes = std::fs::read(path).map_err(|source| crate::Error::Unreadable {
+/// A file's bytes.
+fn read(path: &Path) -> Result<Vec<u8>, crate::Error> {
+    std::fs::read(path).map_err(|source| crate::Error::Unreadable {
         path: path.to_path_buf(),
         source: ReadError::Io {
             path: path.display().to_string(),
             source,
         },
-    })?;
-    Ok((
-        String::from_utf8_lossy(&bytes).into_owned(),
-        sha256_hex(&bytes),
-    ))
+    })
 }
 
-/// Parse runbook text as if read from `path` (an overlay reads what it extends from disk).
+/// Parse a runbook file's bytes as if read from `path`. They must be UTF-8: bytes that are
+/// not would become U+FFFD, and the command sent would differ from the one in the file.
+pub fn parse_bytes(path: &Path, bytes: &[u8]) -> Result<Loaded, Vec<Problem>> {
+    let text = utf8(path, bytes).map_err(|p| vec![p])?;
+    parse(path, text, sha256_hex(bytes))
+}
+
+/// The file's text, or where it stops being UTF-8.
+fn utf8<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a str, Problem> {
+    std::str::from_utf8(bytes).map_err(|e| not_utf8(path, bytes, &e))
+}
+
+/// The first byte that is not UTF-8: its line, column (in characters) and byte offset.
+fn not_utf8(path: &Path, bytes: &[u8], e: &std::str::Utf8Error) -> Problem {
+    let good = e.valid_up_to();
+    let text = String::from_utf8_lossy(bytes);
+    let before = String::from_utf8_lossy(&bytes[..good]);
+    let before = before.strip_prefix('\u{feff}').unwrap_or(&before);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    let bad = &bytes[good..good + e.error_len().unwrap_or(bytes.len() - good)];
+    let shown: Vec<String> = bad.iter().map(|b| format!("0x{b:02X}")).collect();
+    let what = if e.error_len().is_some() {
+        format!(
+            "the byte {} at byte offset {good} is not UTF-8",
+            shown.join(" ")
+        )
+    } else {
+        format!(
+            "the file ends at byte offset {good} in the middle of a character ({})",
+            shown.join(" ")
+        )
+    };
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    let source = Source::new(path.display().to_string(), text);
+    Problem::error(
+        &source,
+        Pos::at(line, column, 3),
+        format!("the runbook is not valid UTF-8: {what}"),
+    )
+    .label("not UTF-8")
+    .help(
+        "save the file as UTF-8 (in the editor, or `iconv -f latin1 -t utf-8 FILE`): recover does not guess an encoding, so that the command sent is the command written",
+    )
+}
+
+/// Parse runbook text as if read from `path` (an overlay reads what it extends from disk). A
+/// UTF-8 byte-order mark and CRLF line ends, as other editors write them, are accepted.
 pub fn parse(path: &Path, text: &str, sha256: String) -> Result<Loaded, Vec<Problem>> {
     let mut loaded = parse_in(path, text, sha256, &mut Vec::new())?;
     if let Some(f) = loaded.files.first_mut() {
@@ -151,6 +192,7 @@ fn parse_in(
     sha256: String,
     chain: &mut Vec<PathBuf>,
 ) -> Result<Loaded, Vec<Problem>> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let source = Source::new(path.display().to_string(), text);
     if text.trim().is_empty() {
         return Err(vec![
@@ -167,18 +209,24 @@ fn parse_in(
         with_snippet: false,
     };
     match serde_saphyr::from_str_with_options::<model::Runbook>(text, options) {
-        Ok(runbook) => Ok(Loaded {
-            path: path.to_path_buf(),
-            source,
-            files: vec![File {
+        Ok(runbook) => {
+            let refused = validate::check(&runbook, &source);
+            if !refused.is_empty() {
+                return Err(refused);
+            }
+            Ok(Loaded {
                 path: path.to_path_buf(),
-                sha256: sha256.clone(),
-                role: Role::Base,
-            }],
-            sha256,
-            origins: overlay::Origins::new(),
-            runbook,
-        }),
+                source,
+                files: vec![File {
+                    path: path.to_path_buf(),
+                    sha256: sha256.clone(),
+                    role: Role::Base,
+                }],
+                sha256,
+                origins: overlay::Origins::new(),
+                runbook,
+            })
+        }
         Err(e) => Err(vec![yaml_problem(&source, &e)]),
     }
 }
@@ -219,7 +267,8 @@ impl Found {
     fn shape(&self) -> String {
         match self.text.chars().next() {
             None => "nothing".into(),
-            Some('[') | Some('-') => "a list".into(),
+            Some('[') => "a list".into(),
+            Some('-') if self.text == "-" || self.text.starts_with("- ") => "a list".into(),
             Some('{') => "a mapping".into(),
             Some(_) if self.is_key() => "a mapping".into(),
             Some(_) => format!("`{}`", self.text),

@@ -126,7 +126,7 @@ fn overlay_onto(mut base: Loaded, source: &Source, file: File) -> Result<Loaded,
     };
     let ov = serde_saphyr::from_str_with_options::<Overlay>(&source.text, options)
         .map_err(|e| vec![super::yaml_problem(source, &e)])?;
-    let mut problems = Vec::new();
+    let mut problems = refused_values(source, &ov);
     let rb = &mut base.runbook;
     if let Some(t) = ov.title {
         rb.title = Some(t);
@@ -224,6 +224,46 @@ fn overlay_onto(mut base: Loaded, source: &Source, file: File) -> Result<Loaded,
     Ok(base)
 }
 
+/// The overlay's target and webhook values, checked as `validate` checks the base's, and
+/// reported in the overlay.
+fn refused_values(source: &Source, ov: &Overlay) -> Vec<Problem> {
+    use super::validate::{Refusal, file_name, ssh_host, ssh_user, url};
+    let mut out = Vec::new();
+    let mut at = |pos: Pos, r: Result<(), Refusal>| {
+        if let Err(r) = r {
+            out.push(Problem::error(source, pos, r.message).help(r.help));
+        }
+    };
+    for (name, t) in ov.targets.iter() {
+        let key = Pos::of(&name.referenced);
+        let place = |k: &str| source.find_after(key, k, 8).unwrap_or(key);
+        if let Some(h) = &t.host {
+            at(Pos::of(&h.referenced), ssh_host(&h.value));
+        }
+        if let Some(u) = &t.user {
+            at(place("user"), ssh_user(u));
+        }
+        for (k, v) in [
+            ("identity", &t.identity),
+            ("known_hosts", &t.known_hosts),
+            ("ssh_config", &t.ssh_config),
+        ] {
+            if let Some(v) = v {
+                at(place(k), file_name(k, v));
+            }
+        }
+    }
+    for (_, c) in ov.notify.iter() {
+        if let Some(w) = &c.webhook
+            && !w.value.contains("{{")
+            && !w.value.contains("{%")
+        {
+            at(Pos::of(&w.referenced), url(&w.value));
+        }
+    }
+    out
+}
+
 /// An overlay names a target or channel the base does not have, without its required key.
 fn new_without<'a>(
     source: &Source,
@@ -311,8 +351,8 @@ pub(super) fn load_chain(
             .help("`extends` is a path relative to the overlay's own directory"),
         ]
     })?;
-    let text = String::from_utf8_lossy(&bytes).into_owned();
-    let base = super::parse_in(&base_path, &text, super::sha256_hex(&bytes), chain)?;
+    let text = super::utf8(&base_path, &bytes).map_err(|p| vec![p])?;
+    let base = super::parse_in(&base_path, text, super::sha256_hex(&bytes), chain)?;
     let file = File {
         path: path.to_path_buf(),
         sha256,
