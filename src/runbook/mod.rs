@@ -112,7 +112,7 @@ pub fn load_with(path: &Path, overlays: &[PathBuf]) -> Result<Loaded, crate::Err
     let mut loaded = parse_bytes(path, &bytes).map_err(as_error(path))?;
     for o in overlays {
         let bytes = read(o)?;
-        let text = utf8(o, &bytes).map_err(|p| as_error(o)(vec![p]))?;
+        let text = utf8(o, &bytes).map_err(as_error(o))?;
         loaded = overlay::apply_file(loaded, o, text, sha256_hex(&bytes)).map_err(as_error(o))?;
     }
     Ok(loaded)
@@ -132,13 +132,13 @@ fn read(path: &Path) -> Result<Vec<u8>, crate::Error> {
 /// Parse a runbook file's bytes as if read from `path`. They must be UTF-8: bytes that are
 /// not would become U+FFFD, and the command sent would differ from the one in the file.
 pub fn parse_bytes(path: &Path, bytes: &[u8]) -> Result<Loaded, Vec<Problem>> {
-    let text = utf8(path, bytes).map_err(|p| vec![p])?;
+    let text = utf8(path, bytes)?;
     parse(path, text, sha256_hex(bytes))
 }
 
 /// The file's text, or where it stops being UTF-8.
-fn utf8<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a str, Problem> {
-    std::str::from_utf8(bytes).map_err(|e| not_utf8(path, bytes, &e))
+fn utf8<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a str, Vec<Problem>> {
+    std::str::from_utf8(bytes).map_err(|e| vec![not_utf8(path, bytes, &e)])
 }
 
 /// The first byte that is not UTF-8: its line, column (in characters) and byte offset.

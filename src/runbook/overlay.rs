@@ -351,7 +351,7 @@ pub(super) fn load_chain(
             .help("`extends` is a path relative to the overlay's own directory"),
         ]
     })?;
-    let text = super::utf8(&base_path, &bytes).map_err(|p| vec![p])?;
+    let text = super::utf8(&base_path, &bytes)?;
     let base = super::parse_in(&base_path, text, super::sha256_hex(&bytes), chain)?;
     let file = File {
         path: path.to_path_buf(),
