@@ -50,7 +50,11 @@ fn run_help_documents_dry_run_and_overrides() {
     for fragment in [
         "--dry-run",
         "contact nothing",
-        "--target <NAME=HOST>",
+        "--target <NAME=[USER@]HOST[:PORT]>",
+        "an IPv6 address in brackets",
+        "--identity <NAME=PATH>",
+        "--known-hosts <NAME=PATH>",
+        "--overlay <FILE>",
         "--var <KEY=VALUE>",
     ] {
         assert!(text.contains(fragment), "lacks `{fragment}`:\n{text}");

@@ -361,7 +361,11 @@ phases:
                 "spark-power.yaml",
                 include_str!("../../runbooks/spark-power.yaml"),
             ),
-            plan("lab.yaml", include_str!("../../runbooks/lab.yaml")),
+            // An overlay: what it extends is read from beside it.
+            plan(
+                concat!(env!("CARGO_MANIFEST_DIR"), "/runbooks/lab.yaml"),
+                include_str!("../../runbooks/lab.yaml"),
+            ),
             plan("small.yaml", SMALL),
         ];
         for p in &plans {
