@@ -493,3 +493,37 @@ fn an_overlay_flag_aims_the_run_at_the_real_sshd() {
     assert_eq!(files[1]["role"], "runbook", "{files}");
     assert_eq!(files[1]["path"], p(&base));
 }
+
+#[test]
+fn check_and_export_name_both_files_and_their_sha256s() {
+    let base = sha256_file(&corpus().join("base.yaml"));
+    let top = sha256_file(&corpus().join("one-key.yaml"));
+    let (code, _, stderr) = recover_at(&corpus(), &["check", "one-key.yaml"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "one-key.yaml: runbook one-key.yaml, sha256 {top}\n"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("one-key.yaml: extends base.yaml, sha256 {base}\n")),
+        "{stderr}"
+    );
+    let (code, md, stderr) = recover_at(&corpus(), &["export", "one-key.yaml"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        md.contains(&format!("- **runbook:** `one-key.yaml` (sha256 `{top}`)\n")),
+        "{md}"
+    );
+    assert!(
+        md.contains(&format!("- **extends:** `base.yaml` (sha256 `{base}`)\n")),
+        "{md}"
+    );
+    let (code, html, _) = recover_at(&corpus(), &["export", "one-key.yaml", "--format", "html"]);
+    assert_eq!(code, Some(0));
+    let line = format!(
+        "<dt>extends</dt><dd><code><span class=\"w\">base.yaml</span></code> (sha256 <code class=\"hash\">{base}</code>)</dd>"
+    );
+    assert!(html.contains(&line), "{html}");
+}

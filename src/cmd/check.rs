@@ -12,6 +12,17 @@ pub fn check(a: &CheckArgs) -> Result<Exit, Error> {
     let warnings = lint(&loaded, &plan);
     super::print_problems(&warnings);
     super::print_rehearsal_notice(StateDir::from_env().as_ref(), &plan);
+    if plan.files.len() > 1 {
+        for f in &plan.files {
+            eprintln!(
+                "{}: {} {}, sha256 {}",
+                a.runbook.display(),
+                f.role.label(),
+                f.path.display(),
+                f.sha256
+            );
+        }
+    }
     let steps: usize = plan.phases.iter().map(|p| p.steps.len()).sum();
     eprintln!(
         "{}: ok: {}, {}, budget {}; {}",
