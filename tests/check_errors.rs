@@ -159,6 +159,9 @@ const CASES: &[Case] = &[
     with_help("command-with-nul", 9, 14, "this command holds a NUL byte", "remove it"),
     with_help("host-starting-with-dash", 5, 17, "the host `-oProxyCommand=touch /tmp/owned` starts with `-`: ssh would read it as an option", "write an ssh destination"),
     with_help("identity-with-newline", 7, 15, "the file name in `identity` holds a line break (LF)", "write the path on one line"),
+    // Rendered values are checked by the same rules, at the place of the template.
+    with_help("unit-from-a-var", 11, 16, "`../../etc/passwd` is not a systemd unit name: `/` is not allowed in a unit name", "systemd.unit(5)"),
+    with_help("header-from-a-var-with-line-break", 13, 37, "the value of header `Authorization` holds a line break (LF): it would end the header and start another", "write the value on one line"),
     // The bytes of the file: UTF-8 only, said where it is not; a BOM and CRLF line ends are fine.
     with_help("not-utf8", 9, 20, "the runbook is not valid UTF-8: the byte 0xE9 at byte offset 135 is not UTF-8", "save the file as UTF-8"),
     case("bom-then-error", 10, 18, "`soon` is not a duration"),

@@ -1,5 +1,7 @@
 //! `recover rehearse`: the read-only steps against the live target, recorded.
 
+use std::io::Write;
+
 use crate::cli::RehearseArgs;
 use crate::engine::{self, Confirm, Emitter, Mode, Settings};
 use crate::error::Error;
@@ -37,7 +39,7 @@ pub fn rehearse(a: &RehearseArgs) -> Result<Exit, Error> {
     let exit = super::run::execute(&plan, settings, out)?;
     let events = collector.events();
     if matches!(exit, Exit::Interrupted | Exit::Terminated | Exit::HungUp) {
-        eprintln!("Rehearsal interrupted: not recorded.");
+        let _ = writeln!(std::io::stderr(), "Rehearsal interrupted: not recorded.");
         return Ok(exit);
     }
     let rec = crate::rehearsal::record(&plan, &events);

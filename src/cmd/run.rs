@@ -243,7 +243,8 @@ pub fn run(a: &RunArgs) -> Result<Exit, Error> {
         warnings,
     };
     let exit = execute(&plan, settings, out)?;
-    eprintln!("journal: {}", journal_path.display());
+    // After SIGHUP the terminal may be gone: a failed write must not turn the exit into a panic.
+    let _ = writeln!(std::io::stderr(), "journal: {}", journal_path.display());
     Ok(exit)
 }
 

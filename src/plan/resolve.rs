@@ -143,6 +143,26 @@ impl<'a> Resolver<'a> {
         self.problems.push(p);
     }
 
+    /// A value refused by the rules of `runbook::validate`, reported at `pos`.
+    pub(super) fn refuse(
+        &mut self,
+        pos: Pos,
+        checked: Result<(), crate::runbook::validate::Refusal>,
+    ) {
+        if let Err(r) = checked {
+            self.err(pos, r.message, r.help);
+        }
+    }
+
+    /// Whether `value` holds the placeholder of an unset `env` variable: known only when the
+    /// run starts, so not checked now.
+    pub(super) fn holds_unset(&self, value: &str) -> bool {
+        self.secrets
+            .missing
+            .iter()
+            .any(|n| value.contains(&placeholder(n)))
+    }
+
     /// Where `key:` is written in the mapping whose first key is at `block`, else `fallback`.
     pub(super) fn key_at(&self, block: Pos, key: &str, fallback: Pos) -> Pos {
         self.loaded
@@ -347,6 +367,7 @@ pub fn resolve(loaded: &Loaded, opts: &Options) -> Result<Plan, Vec<Problem>> {
             "the budget is zero",
             "give the whole timeline, like `budget: 30m`",
         );
+        r.src = loaded.source.clone();
     }
 
     // Targets, with --target overrides.
@@ -380,6 +401,7 @@ pub fn resolve(loaded: &Loaded, opts: &Options) -> Result<Plan, Vec<Problem>> {
                 format!("target `{}` has an empty host", tname.value),
                 "write an ssh destination, like `spark.local`",
             );
+            r.src = loaded.source.clone();
         }
         targets.push(TargetSpec {
             name: tname.value.clone(),
@@ -425,6 +447,12 @@ pub fn resolve(loaded: &Loaded, opts: &Options) -> Result<Plan, Vec<Problem>> {
             .source_of(&Field::Webhook(cname.value.clone()))
             .clone();
         let url = r.render_for_notify(&c.webhook, targets.first().cloned().as_ref(), false);
+        if !r.holds_unset(&url) && !url.contains("{{") {
+            r.refuse(
+                Pos::of(&c.webhook.referenced),
+                crate::runbook::validate::url(&url),
+            );
+        }
         channels.push(ChannelSpec {
             name: cname.value.clone(),
             url,
