@@ -151,6 +151,7 @@ fn main() {
         resumed_from: None,
         first_step: 1,
         targets: vec![spark],
+        files: Vec::new(),
     });
     d.phase(1, "Power on and POST", (0.0, 300.0));
     d.step(1, "Mains stable on the UPS", 48.2, 0.3, &[]);

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::exit::Exit;
+use crate::plan::Destination;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -198,9 +199,22 @@ pub struct Resolve {
     /// Set or override a var: `--var api=http://10.0.0.5:8000` (repeatable)
     #[arg(long = "var", value_name = "KEY=VALUE", value_parser = key_value)]
     pub vars: Vec<(String, String)>,
-    /// Point a target at another host, e.g. a rehearsal lab: `--target spark=127.0.0.1` (repeatable)
-    #[arg(long = "target", value_name = "NAME=HOST", value_parser = key_value)]
-    pub targets: Vec<(String, String)>,
+    /// Point a target at another place, e.g. a rehearsal lab: `--target spark=ops@127.0.0.1:2222`
+    /// (`[USER@]HOST[:PORT]`, an IPv6 address in brackets: `ops@[::1]:2222`; repeatable). The user
+    /// and port the runbook gives are kept when not written here
+    #[arg(long = "target", value_name = "NAME=[USER@]HOST[:PORT]", value_parser = target_destination)]
+    pub targets: Vec<(String, Destination)>,
+    /// The ssh key for target NAME: `--identity spark=/var/tmp/recover-lab/id_ed25519` (repeatable)
+    #[arg(long = "identity", value_name = "NAME=PATH", value_parser = key_path)]
+    pub identities: Vec<(String, PathBuf)>,
+    /// The known_hosts file for target NAME: `--known-hosts spark=./known_hosts` (repeatable)
+    #[arg(long = "known-hosts", value_name = "NAME=PATH", value_parser = key_path)]
+    pub known_hosts: Vec<(String, PathBuf)>,
+    /// Lay an overlay over the runbook: a YAML file without `extends:` that sets targets, vars,
+    /// notify channels, budget or title, as an `extends:` overlay does (repeatable, the last wins;
+    /// applied before --target, --identity, --known-hosts and --var)
+    #[arg(long = "overlay", value_name = "FILE")]
+    pub overlays: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -301,6 +315,18 @@ pub struct ExportArgs {
     pub output: Option<PathBuf>,
     #[command(flatten)]
     pub resolve: Resolve,
+}
+
+fn target_destination(s: &str) -> Result<(String, Destination), String> {
+    let (name, dest) = key_value(s).map_err(|_| format!("`{s}` is not NAME=[USER@]HOST[:PORT]"))?;
+    Ok((name, dest.parse()?))
+}
+
+fn key_path(s: &str) -> Result<(String, PathBuf), String> {
+    match key_value(s) {
+        Ok((k, v)) if !v.is_empty() => Ok((k, PathBuf::from(v))),
+        _ => Err(format!("`{s}` is not NAME=PATH")),
+    }
 }
 
 fn key_value(s: &str) -> Result<(String, String), String> {

@@ -252,10 +252,31 @@ impl Drop for LabDown {
 
 // --- runbooks derived from runbooks/lab.yaml ---------------------------------------------------
 
-/// `runbooks/lab.yaml`, parsed.
+/// `runbooks/lab.yaml`, an overlay, laid over the runbook it extends (spark-power.yaml) the way
+/// `recover` does: targets merged key by key, vars and title replaced. Scenarios edit this whole
+/// runbook (its phases and steps are spark-power.yaml's own).
 fn lab_yaml() -> Value {
-    let src = fs::read_to_string(LAB_RUNBOOK).expect("read runbooks/lab.yaml");
-    serde_saphyr::from_str(&src).expect("runbooks/lab.yaml parses")
+    let read = |path: &Path| -> Value {
+        let src = fs::read_to_string(path).unwrap_or_else(|e| panic!("read {path:?}: {e}"));
+        serde_saphyr::from_str(&src).unwrap_or_else(|e| panic!("{path:?} parses: {e}"))
+    };
+    let overlay = read(Path::new(LAB_RUNBOOK));
+    let extends = overlay["extends"]
+        .as_str()
+        .expect("runbooks/lab.yaml extends the reference runbook");
+    let mut rb = read(&Path::new(LAB_RUNBOOK).with_file_name(extends));
+    for (name, keys) in overlay["targets"].as_object().into_iter().flatten() {
+        for (k, v) in keys.as_object().into_iter().flatten() {
+            rb["targets"][name][k] = v.clone();
+        }
+    }
+    for (k, v) in overlay["vars"].as_object().into_iter().flatten() {
+        rb["vars"][k] = v.clone();
+    }
+    if let Some(t) = overlay.get("title") {
+        rb["title"] = t.clone();
+    }
+    rb
 }
 
 /// The runbook's `vars` that name lab ports, and the `lab env` URL each must be.
@@ -553,21 +574,39 @@ fn lab_end_to_end() {
 
 // --- 1. the full runbook -------------------------------------------------------------------------
 
-/// `runbooks/lab.yaml` itself when the lab has the directory and ports it is written for;
-/// otherwise the same runbook retargeted (steps unchanged).
-fn lab_yaml_for(lab: &Lab, sc: &Scenario) -> PathBuf {
+/// The arguments that aim `runbooks/lab.yaml` at the running lab: none when the lab has the
+/// directory and ports it is written for; otherwise `--target`, `--identity`, `--known-hosts`
+/// and `--var` (the runbook itself, steps unchanged).
+fn lab_yaml_args(lab: &Lab) -> Vec<String> {
     let defaults = lab.get("LAB_DIR") == DEFAULT_LAB_DIR
         && lab.get("LAB_SSH_PORT") == "2222"
         && port_vars(lab)
             .iter()
             .all(|(k, v)| lab_yaml()["vars"][*k].as_str() == Some(v.as_str()));
     if defaults {
-        return PathBuf::from(LAB_RUNBOOK);
+        return Vec::new();
     }
-    say("lab e2e: the lab's directory or ports are not the defaults: retargeted copy");
-    let mut rb = lab_yaml();
-    retarget(&mut rb, lab);
-    write_runbook(&sc.dir, &rb)
+    say(
+        "lab e2e: the lab's directory or ports are not the defaults: --target, --identity, --known-hosts, --var",
+    );
+    let mut args = vec![
+        "--target".to_owned(),
+        format!(
+            "spark={}@{}:{}",
+            lab.get("LAB_SSH_USER"),
+            lab.get("LAB_SSH_HOST"),
+            lab.get("LAB_SSH_PORT")
+        ),
+        "--identity".to_owned(),
+        format!("spark={}", lab.get("LAB_IDENTITY")),
+        "--known-hosts".to_owned(),
+        format!("spark={}", lab.get("LAB_KNOWN_HOSTS")),
+    ];
+    for (k, v) in port_vars(lab) {
+        args.push("--var".to_owned());
+        args.push(format!("{k}={v}"));
+    }
+    args
 }
 
 fn full_runbook(lab: &Lab, sc: &Scenario) {
@@ -582,12 +621,11 @@ fn full_runbook(lab: &Lab, sc: &Scenario) {
         lab.active_states(&units).iter().all(|s| s == "inactive"),
         "a freshly booted lab has its units stopped"
     );
-    let path = lab_yaml_for(lab, sc);
+    let aim = lab_yaml_args(lab);
     let jpath = sc.journal("full");
-    let ran = sc.recover(
-        &["run", p(&path), "--yes", "--journal", p(&jpath)],
-        Duration::from_secs(8 * 60),
-    );
+    let mut args = vec!["run", LAB_RUNBOOK, "--yes", "--journal", p(&jpath)];
+    args.extend(aim.iter().map(String::as_str));
+    let ran = sc.recover(&args, Duration::from_secs(8 * 60));
     assert_eq!(ran.code, Some(0), "{}", ran.context());
     let j = read_journal(&jpath);
     let boot_id = lab.boot_id();
@@ -598,6 +636,22 @@ fn full_runbook(lab: &Lab, sc: &Scenario) {
         "run_started",
         "{}",
         dump_without_progress(&j)
+    );
+    // The reference runbook's phases and steps, through the overlay: both files named.
+    assert_eq!(j[0]["runbook"], "spark-power", "{}", j[0]);
+    let files: Vec<(&str, &str)> = j[0]["files"]
+        .as_array()
+        .expect("run_started names the overlay's files")
+        .iter()
+        .map(|f| (str_of(f, "role"), str_of(f, "path")))
+        .collect();
+    assert_eq!(files.len(), 2, "{}", j[0]);
+    assert_eq!(files[0], ("runbook", LAB_RUNBOOK), "{}", j[0]);
+    assert_eq!(files[1].0, "base", "{}", j[0]);
+    assert!(
+        files[1].1.ends_with("runbooks/spark-power.yaml"),
+        "{}",
+        j[0]
     );
     let total = j[0]["steps"].as_u64().expect("steps");
     let end = j.last().unwrap();

@@ -46,6 +46,26 @@ fn dry_run_of_the_reference_runbook() {
     });
 }
 
+/// `runbooks/lab.yaml`, an overlay of the reference runbook: the same phases and steps, aimed
+/// at the lab's forwarded ports, both files named with their sha256s.
+#[test]
+fn dry_run_of_the_lab_overlay() {
+    let out = recover(root())
+        .args(["run", "--dry-run", "runbooks/lab.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    for (label, file) in [("runbook", "runbooks/lab.yaml"), ("extends", RUNBOOK)] {
+        let sha = recover::runbook::sha256_hex(&std::fs::read(root().join(file)).unwrap());
+        let line = format!("  {label:<9} {file}  sha256 {sha}\n");
+        assert!(stdout.contains(&line), "no `{line}` in:\n{stdout}");
+    }
+    insta::with_settings!({ filters => vec![(r"sha256 +[0-9a-f]{64}", "sha256 [sha256]")] }, {
+        insta::assert_snapshot!("dry_run_lab_overlay", stdout);
+    });
+}
+
 #[test]
 fn dry_run_names_the_runbook_by_its_sha256() {
     let (stdout, _) = dry_run();

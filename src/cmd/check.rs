@@ -8,10 +8,21 @@ use crate::runbook::lint::lint;
 use crate::state::StateDir;
 
 pub fn check(a: &CheckArgs) -> Result<Exit, Error> {
-    let (loaded, plan) = super::load_plan(&a.runbook, &Options::from_process_env())?;
+    let (loaded, plan) = super::load_plan(&a.runbook, &[], &Options::from_process_env())?;
     let warnings = lint(&loaded, &plan);
     super::print_problems(&warnings);
     super::print_rehearsal_notice(StateDir::from_env().as_ref(), &plan);
+    if plan.files.len() > 1 {
+        for f in &plan.files {
+            eprintln!(
+                "{}: {} {}, sha256 {}",
+                a.runbook.display(),
+                f.role.label(),
+                f.path.display(),
+                f.sha256
+            );
+        }
+    }
     let steps: usize = plan.phases.iter().map(|p| p.steps.len()).sum();
     eprintln!(
         "{}: ok: {}, {}, budget {}; {}",

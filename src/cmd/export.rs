@@ -11,7 +11,7 @@ use crate::export::{Context, Format, Rehearsal, render};
 use crate::state::StateDir;
 
 pub fn export(a: &ExportArgs) -> Result<Exit, Error> {
-    let (_, plan) = super::load_plan(&a.runbook, &super::options(&a.resolve))?;
+    let (_, plan) = super::load_plan(&a.runbook, &a.resolve.overlays, &super::options(&a.resolve))?;
     let generated = generation_time(std::env::var("SOURCE_DATE_EPOCH").ok().as_deref())?;
     let rehearsal = StateDir::from_env()
         .map(|s| crate::rehearsal::last::read(&s.rehearsal(&plan.name)))

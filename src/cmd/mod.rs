@@ -13,7 +13,7 @@ mod sudoers;
 mod tools;
 
 use std::io::{IsTerminal, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::cli::{Cli, Cmd, Resolve};
 use crate::error::{Error, error_count};
@@ -94,13 +94,15 @@ fn options(r: &Resolve) -> Options {
     Options {
         vars: r.vars.clone(),
         targets: r.targets.clone(),
+        identities: r.identities.clone(),
+        known_hosts: r.known_hosts.clone(),
         ..Options::from_process_env()
     }
 }
 
-/// Load and resolve the runbook at `path`.
-fn load_plan(path: &Path, opts: &Options) -> Result<(Loaded, Plan), Error> {
-    let loaded = runbook::load(path)?;
+/// Load the runbook at `path` with its `--overlay` files, and resolve it.
+fn load_plan(path: &Path, overlays: &[PathBuf], opts: &Options) -> Result<(Loaded, Plan), Error> {
+    let loaded = runbook::load_with(path, overlays)?;
     plan::check_overrides(&loaded, opts).map_err(|message| Error::Override {
         path: path.to_path_buf(),
         message,

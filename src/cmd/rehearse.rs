@@ -10,7 +10,7 @@ use crate::journal::{self, Journal};
 use crate::state::StateDir;
 
 pub fn rehearse(a: &RehearseArgs) -> Result<Exit, Error> {
-    let (_, plan) = super::load_plan(&a.runbook, &super::options(&a.resolve))?;
+    let (_, plan) = super::load_plan(&a.runbook, &a.resolve.overlays, &super::options(&a.resolve))?;
     let state = StateDir::from_env().ok_or(Error::NoStateDir)?;
     super::run::say_if_a_run_is_in_progress(&plan, Some(&state));
     let run_id = journal::new_run_id();

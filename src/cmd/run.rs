@@ -16,7 +16,7 @@ use crate::template::shell_quote;
 
 /// `run --dry-run`: the resolved plan on stdout, nothing contacted.
 pub fn dry_run(a: &RunArgs) -> Result<Exit, Error> {
-    let (_, plan) = super::load_plan(&a.runbook, &super::options(&a.resolve))?;
+    let (_, plan) = super::load_plan(&a.runbook, &a.resolve.overlays, &super::options(&a.resolve))?;
     say_if_a_run_is_in_progress(&plan, StateDir::from_env().as_ref());
     print!("{}", crate::plan::display::plan_text(&plan));
     Ok(Exit::Ok)
@@ -155,8 +155,23 @@ fn resume_command(a: &RunArgs, confirm: &Confirm<()>) -> String {
     for (k, v) in &a.resolve.vars {
         parts.push(format!("--var {}", shell_quote(&format!("{k}={v}"))));
     }
+    for o in &a.resolve.overlays {
+        parts.push(format!(
+            "--overlay {}",
+            shell_quote(&o.display().to_string())
+        ));
+    }
     for (k, v) in &a.resolve.targets {
         parts.push(format!("--target {}", shell_quote(&format!("{k}={v}"))));
+    }
+    for (flag, list) in [
+        ("--identity", &a.resolve.identities),
+        ("--known-hosts", &a.resolve.known_hosts),
+    ] {
+        for (k, p) in list {
+            let kv = format!("{k}={}", p.display());
+            parts.push(format!("{flag} {}", shell_quote(&kv)));
+        }
     }
     if a.json {
         parts.push("--json".into());
@@ -165,7 +180,7 @@ fn resume_command(a: &RunArgs, confirm: &Confirm<()>) -> String {
 }
 
 pub fn run(a: &RunArgs) -> Result<Exit, Error> {
-    let (_, plan) = super::load_plan(&a.runbook, &super::options(&a.resolve))?;
+    let (_, plan) = super::load_plan(&a.runbook, &a.resolve.overlays, &super::options(&a.resolve))?;
     // An unset secret a step needs stops the run before anything runs; one that only status
     // posts read does not: a failing post never stops a recovery, neither may a missing one.
     if !plan.secrets.needed.is_empty() {

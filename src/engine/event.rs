@@ -95,6 +95,9 @@ pub enum Event {
         resumed_from: Option<String>,
         first_step: usize,
         targets: Vec<TargetInfo>,
+        /// For an overlay: every file read, each with its sha256 (`sha256` is of them all).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        files: Vec<FileInfo>,
     },
     Connected {
         target: String,
@@ -271,6 +274,7 @@ impl Event {
                 resumed_from,
                 first_step: _,
                 targets,
+                files,
             } => {
                 f(run_id);
                 f(runbook);
@@ -285,6 +289,15 @@ impl Event {
                 {
                     f(name);
                     f(destination);
+                }
+                for FileInfo {
+                    role: _,
+                    path,
+                    sha256,
+                } in files
+                {
+                    f(path);
+                    f(sha256);
                 }
             }
             Event::Connected {
@@ -432,7 +445,16 @@ impl Event {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// One file of an overlay chain, as the run-started event names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileInfo {
+    pub role: crate::runbook::Role,
+    pub path: String,
+    pub sha256: String,
+}
+
+/// A target as the run-started event names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TargetInfo {
     pub name: String,
     pub destination: String,

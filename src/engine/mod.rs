@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-pub use event::{Event, Mode, RunOutcome, Sink, StepOutcome, TargetInfo};
+pub use event::{Event, FileInfo, Mode, RunOutcome, Sink, StepOutcome, TargetInfo};
 
 use crate::plan::Plan;
 use crate::secrets::Secrets;
@@ -297,6 +297,17 @@ impl<'a> Engine<'a> {
                     port: t.port,
                 })
                 .collect(),
+            files: match plan.files.as_slice() {
+                [_] | [] => Vec::new(),
+                files => files
+                    .iter()
+                    .map(|f| FileInfo {
+                        role: f.role,
+                        path: f.path.display().to_string(),
+                        sha256: f.sha256.clone(),
+                    })
+                    .collect(),
+            },
         });
         for message in &self.settings.warnings {
             self.out.emit(Event::Warning {

@@ -119,6 +119,14 @@ fn environment() -> Environment<'static> {
     env
 }
 
+/// One file of an overlay chain.
+#[derive(Debug, Serialize)]
+struct BinderFile {
+    label: &'static str,
+    path: String,
+    sha256: String,
+}
+
 /// Everything the templates show, as plain strings and lists.
 #[derive(Debug, Serialize)]
 struct Binder {
@@ -126,6 +134,8 @@ struct Binder {
     name: String,
     source: String,
     sha256: String,
+    /// For an overlay: every file, each with its sha256 (empty for one file).
+    files: Vec<BinderFile>,
     generated: String,
     rehearsal: String,
     rehearsal_attention: bool,
@@ -272,6 +282,17 @@ impl Binder {
             name: plan.name.clone(),
             source: clean(&plan.source.display().to_string()),
             sha256: plan.sha256.clone(),
+            files: match plan.files.as_slice() {
+                [_] | [] => Vec::new(),
+                files => files
+                    .iter()
+                    .map(|f| BinderFile {
+                        label: f.role.label(),
+                        path: clean(&f.path.display().to_string()),
+                        sha256: f.sha256.clone(),
+                    })
+                    .collect(),
+            },
             generated: cx.generated.format("%Y-%m-%d %H:%M UTC").to_string(),
             rehearsal: clean(&rehearsal),
             rehearsal_attention,

@@ -13,12 +13,33 @@ use crate::verdict::{HttpExpect, Matcher};
 pub fn plan_text(plan: &Plan) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "Plan: {} ({})", plan.title, plan.name);
-    let _ = writeln!(
-        o,
-        "  runbook   {}  sha256 {}",
-        plan.source.display(),
-        &plan.sha256
-    );
+    match plan.files.as_slice() {
+        [_] | [] => {
+            let _ = writeln!(
+                o,
+                "  runbook   {}  sha256 {}",
+                plan.source.display(),
+                &plan.sha256
+            );
+        }
+        files => {
+            for f in files {
+                let _ = writeln!(
+                    o,
+                    "  {:<9} {}  sha256 {}",
+                    f.role.label(),
+                    f.path.display(),
+                    f.sha256
+                );
+            }
+            let _ = writeln!(
+                o,
+                "  sha256    {}  (of the {} files)",
+                plan.sha256,
+                files.len()
+            );
+        }
+    }
     let mut budget = format!("  budget    {}", fmt_duration(plan.budget));
     if let Some(r) = plan.rehearse_every {
         let _ = write!(budget, "; rehearse every {}", fmt_duration(r));
@@ -448,7 +469,11 @@ phases:
                 "spark-power.yaml",
                 include_str!("../../runbooks/spark-power.yaml"),
             ),
-            plan("lab.yaml", include_str!("../../runbooks/lab.yaml")),
+            // An overlay: what it extends is read from beside it.
+            plan(
+                concat!(env!("CARGO_MANIFEST_DIR"), "/runbooks/lab.yaml"),
+                include_str!("../../runbooks/lab.yaml"),
+            ),
             plan("small.yaml", SMALL),
         ];
         for p in &plans {

@@ -1,8 +1,8 @@
 //! Lints: things that are legal but probably wrong. Warnings, unless `check --strict`.
 
 use super::{Action, Plan, fmt_duration};
-use crate::runbook::Loaded;
 use crate::runbook::diag::{Pos, Problem};
+use crate::runbook::{Field, Loaded};
 
 /// Everything `check` warns about in a runbook that resolved cleanly.
 pub fn lint(loaded: &Loaded, plan: &Plan) -> Vec<Problem> {
@@ -54,7 +54,7 @@ pub fn lint(loaded: &Loaded, plan: &Plan) -> Vec<Problem> {
         let url = &ch.webhook.value;
         if !url.contains("env.") && looks_secret(url) {
             out.push(
-                Problem::warning(src, Pos::of(&ch.webhook.referenced), format!("channel `{}` has a literal webhook URL that looks like a credential", name.value))
+                Problem::warning(loaded.source_of(&Field::Webhook(name.value.clone())), Pos::of(&ch.webhook.referenced), format!("channel `{}` has a literal webhook URL that looks like a credential", name.value))
                     .help("read it from the environment: `webhook: \"{{ env.RECOVER_WEBHOOK }}\"`, so it never lands in the journal, a printout or git"),
             );
         }

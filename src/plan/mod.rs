@@ -33,7 +33,7 @@ pub use crate::runbook::model::Kind;
 pub use crate::secrets::{Secrets, placeholder};
 pub use duration::{fmt_duration, fmt_window};
 pub use payload::payload;
-pub use resolve::{Options, check_overrides, resolve};
+pub use resolve::{Destination, Options, check_overrides, resolve};
 pub use types::{
     AbortSpec, Action, ChannelSpec, Command, DrillLines, Gate, GateRemedy, Otherwise, Phase, Plan,
     PowerOn, Probe, Rehearse, Request, RetrySpec, Step, TargetSpec, UpsWait,

@@ -12,9 +12,9 @@ use super::{
     AbortSpec, BOOT_ID_COMMAND, ChannelSpec, Command, Phase, Plan, Secrets, Step, TargetSpec,
     fmt_duration, fmt_window, placeholder,
 };
-use crate::runbook::Loaded;
-use crate::runbook::diag::{Pos, Problem};
+use crate::runbook::diag::{Pos, Problem, Source};
 use crate::runbook::model::{self, Format};
+use crate::runbook::{Field, Loaded};
 use crate::template::{Context, Templates, Values, check_name};
 use crate::verdict::Matcher;
 
@@ -23,10 +23,95 @@ use crate::verdict::Matcher;
 pub struct Options {
     /// `--var KEY=VALUE`: replaces or adds a var.
     pub vars: Vec<(String, String)>,
-    /// `--target NAME=HOST`: points a target at another host.
-    pub targets: Vec<(String, String)>,
+    /// `--target NAME=[USER@]HOST[:PORT]`: points a target at another host.
+    pub targets: Vec<(String, Destination)>,
+    /// `--identity NAME=PATH`: the target's ssh key.
+    pub identities: Vec<(String, PathBuf)>,
+    /// `--known-hosts NAME=PATH`: the target's known_hosts file.
+    pub known_hosts: Vec<(String, PathBuf)>,
     /// The environment `env.X` reads (the process environment, or a test's).
     pub env: BTreeMap<String, String>,
+}
+
+/// Where `--target` points a target: `ops@127.0.0.1:2222`, `[::1]:2222`, `spark.lab`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    pub user: Option<String>,
+    pub host: String,
+    pub port: Option<u16>,
+}
+
+impl std::fmt::Display for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(u) = &self.user {
+            write!(f, "{u}@")?;
+        }
+        match (self.host.contains(':'), self.port) {
+            (true, Some(p)) => write!(f, "[{}]:{p}", self.host),
+            (false, Some(p)) => write!(f, "{}:{p}", self.host),
+            (_, None) => f.write_str(&self.host),
+        }
+    }
+}
+
+impl std::str::FromStr for Destination {
+    type Err = String;
+
+    /// `[USER@]HOST[:PORT]`; an IPv6 address with a port is written in brackets, `[::1]:2222`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let how = "write [USER@]HOST[:PORT], like ops@127.0.0.1:2222 or ops@[::1]:2222";
+        let (user, rest) = match s.rsplit_once('@') {
+            Some(("", _)) => return Err(format!("`{s}` has an empty user: {how}")),
+            Some((u, r)) => (Some(u.to_owned()), r),
+            None => (None, s),
+        };
+        let (host, port) = if let Some(inner) = rest.strip_prefix('[') {
+            let Some((h, after)) = inner.split_once(']') else {
+                return Err(format!(
+                    "`{s}`: the `[` of an IPv6 address is not closed: {how}"
+                ));
+            };
+            match after {
+                "" => (h, None),
+                p => match p.strip_prefix(':') {
+                    Some(p) => (h, Some(p)),
+                    None => {
+                        return Err(format!("`{s}`: after `]` comes `:PORT` or nothing: {how}"));
+                    }
+                },
+            }
+        } else if rest.matches(':').count() > 1 {
+            // A bare IPv6 address: no port.
+            (rest, None)
+        } else {
+            match rest.split_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (rest, None),
+            }
+        };
+        if host.trim().is_empty() {
+            return Err(format!("`{s}` has no host: {how}"));
+        }
+        for checked in [
+            crate::runbook::validate::ssh_host(host),
+            user.as_deref()
+                .map_or(Ok(()), crate::runbook::validate::ssh_user),
+        ] {
+            checked.map_err(|r| format!("{}: {}", r.message, r.help))?;
+        }
+        let port = match port {
+            None => None,
+            Some(p) => match p.parse::<u16>() {
+                Ok(n) if n > 0 => Some(n),
+                _ => return Err(format!("`{p}` is not a port (1 to 65535): {how}")),
+            },
+        };
+        Ok(Destination {
+            user,
+            host: host.to_owned(),
+            port,
+        })
+    }
 }
 
 impl Options {
@@ -40,6 +125,8 @@ impl Options {
 
 pub(super) struct Resolver<'a> {
     pub(super) loaded: &'a Loaded,
+    /// The file being resolved: an overlay for the values it set, else the base.
+    pub(super) src: Source,
     pub(super) opts: &'a Options,
     pub(super) templates: Templates,
     pub(super) problems: Vec<Problem>,
@@ -52,7 +139,7 @@ pub(super) struct Resolver<'a> {
 
 impl<'a> Resolver<'a> {
     pub(super) fn err(&mut self, pos: Pos, msg: impl Into<String>, help: impl Into<String>) {
-        let p = Problem::error(&self.loaded.source, pos, msg).help(help);
+        let p = Problem::error(&self.src, pos, msg).help(help);
         self.problems.push(p);
     }
 
@@ -173,8 +260,7 @@ impl<'a> Resolver<'a> {
                     "templates read vars.X (from `vars:`), env.X (the environment, kept secret), target.host/user/port/name and run.elapsed"
                 };
                 let at = self
-                    .loaded
-                    .source
+                    .src
                     .find_after(pos, n, src.lines().count() + 1)
                     .unwrap_or(pos);
                 self.err(at, e, help);
@@ -274,6 +360,7 @@ pub fn resolve(loaded: &Loaded, opts: &Options) -> Result<Plan, Vec<Problem>> {
     let rb = &loaded.runbook;
     let mut r = Resolver {
         loaded,
+        src: loaded.source.clone(),
         opts,
         templates: Templates::new(),
         problems: Vec::new(),
@@ -298,11 +385,13 @@ pub fn resolve(loaded: &Loaded, opts: &Options) -> Result<Plan, Vec<Problem>> {
     }
     let budget = rb.budget.value.0;
     if budget.is_zero() {
+        r.src = loaded.source_of(&Field::Budget).clone();
         r.err(
             Pos::of(&rb.budget.referenced),
             "the budget is zero",
             "give the whole timeline, like `budget: 30m`",
         );
+        r.src = loaded.source.clone();
     }
 
     // Targets, with --target overrides.
@@ -315,24 +404,36 @@ pub fn resolve(loaded: &Loaded, opts: &Options) -> Result<Plan, Vec<Problem>> {
         );
     }
     for (tname, t) in rb.targets.value.iter() {
+        let named = |list: &[(String, PathBuf)]| {
+            list.iter()
+                .rev()
+                .find(|(n, _)| *n == tname.value)
+                .map(|(_, p)| p.clone())
+        };
         let mut host = t.host.value.clone();
-        if let Some((_, h)) = opts.targets.iter().rev().find(|(n, _)| *n == tname.value) {
-            host = h.clone();
+        let mut user = t.user.clone();
+        let mut port = t.port.map(|p| p.0);
+        if let Some((_, d)) = opts.targets.iter().rev().find(|(n, _)| *n == tname.value) {
+            host = d.host.clone();
+            user = d.user.clone().or(user);
+            port = d.port.or(port);
         }
         if host.trim().is_empty() {
+            r.src = loaded.source_of(&Field::Host(tname.value.clone())).clone();
             r.err(
                 Pos::of(&t.host.referenced),
                 format!("target `{}` has an empty host", tname.value),
                 "write an ssh destination, like `spark.local`",
             );
+            r.src = loaded.source.clone();
         }
         targets.push(TargetSpec {
             name: tname.value.clone(),
             host,
-            user: t.user.clone(),
-            port: t.port.map(|p| p.0),
-            identity: t.identity.as_deref().map(expand_home),
-            known_hosts: t.known_hosts.as_deref().map(expand_home),
+            user,
+            port,
+            identity: named(&opts.identities).or(t.identity.as_deref().map(expand_home)),
+            known_hosts: named(&opts.known_hosts).or(t.known_hosts.as_deref().map(expand_home)),
             ssh_config: t.ssh_config.as_deref().map(expand_home),
             boot_id: BOOT_ID_COMMAND.to_owned(),
         });
@@ -345,6 +446,7 @@ pub fn resolve(loaded: &Loaded, opts: &Options) -> Result<Plan, Vec<Problem>> {
         r.var_names.push(k.value.clone());
     }
     for (i, (k, v)) in rb.vars.iter().enumerate() {
+        r.src = loaded.source_of(&Field::Var(k.value.clone())).clone();
         let value = match opts.vars.iter().rev().find(|(n, _)| *n == k.value) {
             Some((_, over)) => over.clone(),
             None if r.uses_later_var(i, v) => v.value.clone(),
@@ -365,6 +467,9 @@ pub fn resolve(loaded: &Loaded, opts: &Options) -> Result<Plan, Vec<Problem>> {
     // Notify channels.
     let mut channels = Vec::new();
     for (cname, c) in rb.notify.iter() {
+        r.src = loaded
+            .source_of(&Field::Webhook(cname.value.clone()))
+            .clone();
         let url = r.render_for_notify(&c.webhook, targets.first().cloned().as_ref(), false);
         if !r.holds_unset(&url) && !url.contains("{{") {
             r.refuse(
@@ -378,6 +483,9 @@ pub fn resolve(loaded: &Loaded, opts: &Options) -> Result<Plan, Vec<Problem>> {
             format: c.format.unwrap_or(Format::Json),
         });
     }
+
+    // The rest is written in the base.
+    r.src = loaded.source.clone();
 
     // Abort handler.
     let mut abort = AbortSpec::default();
@@ -467,6 +575,7 @@ pub fn resolve(loaded: &Loaded, opts: &Options) -> Result<Plan, Vec<Problem>> {
             title: rb.title.clone().unwrap_or_else(|| rb.name.value.clone()),
             source: loaded.path.clone(),
             sha256: loaded.sha256.clone(),
+            files: loaded.files.clone(),
             budget,
             rehearse_every: rb.rehearse_every.map(|d| d.0),
             targets,
@@ -487,16 +596,20 @@ pub fn resolve(loaded: &Loaded, opts: &Options) -> Result<Plan, Vec<Problem>> {
     }
 }
 
-/// Check `--target NAME=HOST` names against the runbook: a typo must not go unnoticed.
+/// Check the target names of `--target`, `--identity` and `--known-hosts` against the
+/// runbook: a typo must not go unnoticed.
 pub fn check_overrides(loaded: &Loaded, opts: &Options) -> Result<(), String> {
-    for (n, host) in &opts.targets {
-        if let Err(r) = crate::runbook::validate::ssh_host(host) {
-            return Err(format!("--target {n}=…: {}; {}", r.message, r.help));
-        }
+    let names = opts
+        .targets
+        .iter()
+        .map(|(n, _)| ("--target", n))
+        .chain(opts.identities.iter().map(|(n, _)| ("--identity", n)))
+        .chain(opts.known_hosts.iter().map(|(n, _)| ("--known-hosts", n)));
+    for (flag, n) in names {
         if !loaded.runbook.targets.value.contains(n) {
             let known: Vec<&str> = loaded.runbook.targets.value.keys().collect();
             return Err(format!(
-                "--target {n}=…: the runbook has no target `{n}`; its targets: {}",
+                "{flag} {n}=…: the runbook has no target `{n}`; its targets: {}",
                 known.join(", ")
             ));
         }
@@ -532,8 +645,7 @@ impl Resolver<'_> {
             found = true;
             let pos = Pos::of(&v.referenced);
             let at = self
-                .loaded
-                .source
+                .src
                 .find_after(pos, &n, v.value.lines().count() + 1)
                 .unwrap_or(pos);
             let (message, help) = if j == i {

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::Secrets;
+use crate::runbook::File;
 use crate::runbook::diag::Pos;
 use crate::runbook::model::{Format, Kind, OnFail, Window};
 use crate::template::shell_quote;
@@ -13,8 +14,11 @@ use crate::verdict::{HttpExpect, Matcher};
 pub struct Plan {
     pub name: String,
     pub title: String,
+    /// The file given on the command line, and the sha256 of every file read.
     pub source: PathBuf,
     pub sha256: String,
+    /// Every file read (an overlay, then what it extends), each with its own sha256.
+    pub files: Vec<File>,
     pub budget: Duration,
     pub rehearse_every: Option<Duration>,
     pub targets: Vec<TargetSpec>,

@@ -142,6 +142,19 @@ pub fn markdown(plan: &Plan, rec: &Record, events: &[Event]) -> String {
         rec.date,
         rec.result
     );
+    if plan.files.len() > 1 {
+        for f in &plan.files {
+            o.insert_str(
+                o.find("- date: ").unwrap_or(o.len()),
+                &format!(
+                    "- {}: `{}` (sha256 `{}`)\n",
+                    f.role.label(),
+                    f.path.display(),
+                    f.sha256
+                ),
+            );
+        }
+    }
     for p in &rec.phases {
         o.push_str(&format!(
             "| {} | {}-{} | {} | {} |\n",

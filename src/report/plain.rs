@@ -94,6 +94,7 @@ impl<W: Write + Send> Plain<W> {
                 resumed_from,
                 first_step,
                 targets,
+                files,
             } => {
                 self.phases = *phases;
                 let what = match mode {
@@ -108,6 +109,14 @@ impl<W: Write + Send> Plain<W> {
                 for t in targets {
                     let port = t.port.map(|p| format!(":{p}")).unwrap_or_default();
                     l.push_str(&format!(", target {} {}{port}", t.name, t.destination));
+                }
+                for f in files.iter().filter(|f| f.path != *path) {
+                    l.push_str(&format!(
+                        ", {} {} (sha256 {})",
+                        f.role.label(),
+                        f.path,
+                        f.sha256.get(..12).unwrap_or(&f.sha256)
+                    ));
                 }
                 if let Some(from) = resumed_from {
                     l.push_str(&format!(", continuing run {from} from step {first_step}"));

@@ -241,6 +241,7 @@ impl Script {
                 destination: "ops@spark.local".into(),
                 port: Some(22),
             }],
+            files: Vec::new(),
         });
         s
     }

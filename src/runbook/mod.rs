@@ -3,7 +3,10 @@
 pub mod diag;
 pub use crate::plan::lint;
 pub mod model;
+pub mod overlay;
 pub mod validate;
+
+pub use overlay::Field;
 
 use std::path::{Path, PathBuf};
 
@@ -11,13 +14,60 @@ use sha2::{Digest, Sha256};
 
 use diag::{Pos, Problem, Source};
 
-/// A runbook read from disk: its text, its hash and its typed form.
+/// A runbook read from disk: its text, its hash and its typed form. For an overlay (a file
+/// that `extends:` another), `runbook` is the merge, `source` the base's text (where the phases
+/// and steps are written) and `files` every file read.
 #[derive(Debug, Clone)]
 pub struct Loaded {
+    /// The file given on the command line.
     pub path: PathBuf,
+    /// The base runbook's text: the phases and steps are written there.
     pub source: Source,
+    /// The file's sha256, or for several files the sha256 of all of theirs.
     pub sha256: String,
+    /// Every file read, the one that wins first: `--overlay` files, the file given, then each
+    /// file it extends.
+    pub files: Vec<File>,
+    origins: overlay::Origins,
     pub runbook: model::Runbook,
+}
+
+/// One file a runbook was read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct File {
+    pub path: PathBuf,
+    pub sha256: String,
+    pub role: Role,
+}
+
+/// What a file is to the runbook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The file given on the command line.
+    Runbook,
+    /// A file the runbook extends (`extends:`), directly or through another overlay.
+    Base,
+    /// A file given with `--overlay`.
+    Overlay,
+}
+
+impl Role {
+    /// The word `--dry-run` and the reports put before the file.
+    pub fn label(self) -> &'static str {
+        match self {
+            Role::Runbook => "runbook",
+            Role::Base => "extends",
+            Role::Overlay => "overlay",
+        }
+    }
+}
+
+impl Loaded {
+    /// The text where `field` was written: the overlay that set it, else the base.
+    pub fn source_of(&self, field: &Field) -> &Source {
+        self.origins.get(field).unwrap_or(&self.source)
+    }
 }
 
 /// Why a runbook could not be read at all (as opposed to what is wrong inside it).
@@ -46,28 +96,49 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// Read and parse a runbook file. Problems carry file, line, column and a fix.
+/// Read and parse a runbook file (and what it extends). Problems carry file, line, column and
+/// a fix.
 pub fn load(path: &Path) -> Result<Loaded, crate::Error> {
-    let bytes = std::fs::read(path).map_err(|source| crate::Error::Unreadable {
+    load_with(path, &[])
+}
+
+/// Read a runbook file, then lay each `--overlay` file over it, the last one winning.
+pub fn load_with(path: &Path, overlays: &[PathBuf]) -> Result<Loaded, crate::Error> {
+    let as_error = |path: &Path| {
+        let path = path.to_path_buf();
+        move |problems| crate::Error::Runbook { path, problems }
+    };
+    let bytes = read(path)?;
+    let mut loaded = parse_bytes(path, &bytes).map_err(as_error(path))?;
+    for o in overlays {
+        let bytes = read(o)?;
+        let text = utf8(o, &bytes).map_err(as_error(o))?;
+        loaded = overlay::apply_file(loaded, o, text, sha256_hex(&bytes)).map_err(as_error(o))?;
+    }
+    Ok(loaded)
+}
+
+/// A file's bytes.
+fn read(path: &Path) -> Result<Vec<u8>, crate::Error> {
+    std::fs::read(path).map_err(|source| crate::Error::Unreadable {
         path: path.to_path_buf(),
         source: ReadError::Io {
             path: path.display().to_string(),
             source,
         },
-    })?;
-    parse_bytes(path, &bytes).map_err(|problems| crate::Error::Runbook {
-        path: path.to_path_buf(),
-        problems,
     })
 }
 
 /// Parse a runbook file's bytes as if read from `path`. They must be UTF-8: bytes that are
 /// not would become U+FFFD, and the command sent would differ from the one in the file.
 pub fn parse_bytes(path: &Path, bytes: &[u8]) -> Result<Loaded, Vec<Problem>> {
-    match std::str::from_utf8(bytes) {
-        Ok(text) => parse(path, text, sha256_hex(bytes)),
-        Err(e) => Err(vec![not_utf8(path, bytes, &e)]),
-    }
+    let text = utf8(path, bytes)?;
+    parse(path, text, sha256_hex(bytes))
+}
+
+/// The file's text, or where it stops being UTF-8.
+fn utf8<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a str, Vec<Problem>> {
+    std::str::from_utf8(bytes).map_err(|e| vec![not_utf8(path, bytes, &e)])
 }
 
 /// The first byte that is not UTF-8: its line, column (in characters) and byte offset.
@@ -104,9 +175,23 @@ fn not_utf8(path: &Path, bytes: &[u8], e: &std::str::Utf8Error) -> Problem {
     )
 }
 
-/// Parse runbook text as if read from `path`. A UTF-8 byte-order mark and CRLF line ends,
-/// as other editors write them, are accepted.
+/// Parse runbook text as if read from `path` (an overlay reads what it extends from disk). A
+/// UTF-8 byte-order mark and CRLF line ends, as other editors write them, are accepted.
 pub fn parse(path: &Path, text: &str, sha256: String) -> Result<Loaded, Vec<Problem>> {
+    let mut loaded = parse_in(path, text, sha256, &mut Vec::new())?;
+    if let Some(f) = loaded.files.first_mut() {
+        f.role = Role::Runbook;
+    }
+    Ok(loaded)
+}
+
+/// Parse one file of a chain; `chain` holds the overlays that extend it.
+fn parse_in(
+    path: &Path,
+    text: &str,
+    sha256: String,
+    chain: &mut Vec<PathBuf>,
+) -> Result<Loaded, Vec<Problem>> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let source = Source::new(path.display().to_string(), text);
     if text.trim().is_empty() {
@@ -115,6 +200,9 @@ pub fn parse(path: &Path, text: &str, sha256: String) -> Result<Loaded, Vec<Prob
                 "start from runbooks/spark-power.yaml; `recover check --help` describes the format",
             ),
         ]);
+    }
+    if let Some(extends) = overlay::extends_of(text) {
+        return overlay::load_chain(path, &source, sha256, &extends, chain);
     }
     let options = serde_saphyr::options! {
         duplicate_keys: serde_saphyr::DuplicateKeyPolicy::Error,
@@ -129,7 +217,13 @@ pub fn parse(path: &Path, text: &str, sha256: String) -> Result<Loaded, Vec<Prob
             Ok(Loaded {
                 path: path.to_path_buf(),
                 source,
+                files: vec![File {
+                    path: path.to_path_buf(),
+                    sha256: sha256.clone(),
+                    role: Role::Base,
+                }],
                 sha256,
+                origins: overlay::Origins::new(),
                 runbook,
             })
         }
