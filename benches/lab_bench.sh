@@ -15,6 +15,7 @@
 #   RECOVER_LAB_BENCH_RUNS=5        iterations
 #   RECOVER_LAB_BENCH_WARMUP=       "VLLM SGLANG" warm-up seconds (default: the image's, 20 and 10)
 #   RECOVER_LAB_BENCH_NO_BUILD=1    use the existing target/release/recover
+#   RECOVER_LAB_BENCH_BIN=PATH      use this recover binary (no build)
 #   RECOVER_LAB_BENCH_KEEP=1        keep the work directory (journals, guest logs)
 #   LAB_BOOT_TIMEOUT=600            seconds a boot may take to answer SSH
 #   RECOVER_LAB_DIR=/var/tmp/recover-lab-bench, LAB_SSH_PORT=2622, LAB_VLLM_PORT=18600,
@@ -55,11 +56,14 @@ load() { cut -d' ' -f1-3 /proc/loadavg; }
 [ "$(id -u)" = 0 ] || die "run as root: the lab needs it (tests/lab/README.md)"
 [ "$RUNS" -ge 1 ] || die "RECOVER_LAB_BENCH_RUNS must be at least 1"
 
-if [ "${RECOVER_LAB_BENCH_NO_BUILD:-0}" != 1 ]; then
-    say "cargo build --release"
-    cargo build --release --locked --quiet
+BIN=${RECOVER_LAB_BENCH_BIN:-}
+if [ -z "$BIN" ]; then
+    if [ "${RECOVER_LAB_BENCH_NO_BUILD:-0}" != 1 ]; then
+        say "cargo build --release"
+        cargo build --release --locked --quiet
+    fi
+    BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/recover
 fi
-BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/recover
 [ -x "$BIN" ] || die "$BIN is missing: cargo build --release"
 
 W=$(mktemp -d /tmp/recover-lab-bench.XXXXXX)
@@ -101,13 +105,12 @@ PROM=http://127.0.0.1:$LAB_PROMETHEUS_PORT
 for i in $(seq 1 "$RUNS"); do
     D=$W/run-$i
     mkdir -p "$D"
-    if [ "$i" -gt 1 ]; then
-        # A power cut and a boot between runs: every run is the recovery of a box that lost
-        # power (units inactive, caches cold, journald replaying). The boot itself is not
-        # timed: recover starts once SSH answers, so the recovery's wall time excludes it.
-        "$LAB" powercut >"$D/lab-power.log" 2>&1 || { cat "$D/lab-power.log" >&2; die "powercut failed"; }
-        "$LAB" boot >>"$D/lab-power.log" 2>&1 || { tail -20 "$D/lab-power.log" >&2; die "boot failed"; }
-    fi
+    # A power cut and a boot before every run (the first too: `lab up` may have found the lab
+    # running): every run is the recovery of a box that lost power (units inactive, caches
+    # cold, journald replaying). The boot is not timed: recover starts once SSH answers, so the
+    # recovery's wall time excludes it.
+    "$LAB" powercut >"$D/lab-power.log" 2>&1 || { cat "$D/lab-power.log" >&2; die "powercut failed"; }
+    "$LAB" boot >>"$D/lab-power.log" 2>&1 || { tail -20 "$D/lab-power.log" >&2; die "boot failed"; }
     # Prometheus (enabled at boot) stamps its answers with the guest's clock.
     for _ in $(seq 1 60); do # 60 x 0.5 s
         curl -s -m 2 -o /dev/null "$PROM/-/healthy" && break
@@ -134,6 +137,7 @@ echo
 echo "# recover on the lab VM ($(date -u +%Y-%m-%dT%H:%M:%SZ), commit $REV)"
 echo
 echo "machine: $(nproc) cores, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo); $(uname -sr); load (1/5/15 min) $LOAD_BEGIN at the start, $LOAD_END at the end"
+echo "binary: $BIN ($("$BIN" --version 2>/dev/null || echo '?'))"
 echo "command: benches/lab_bench.sh ($RUNS runs of runbooks/lab.yaml, power cut + boot between runs; warm-ups: $("$LAB" ssh cat /etc/lab/vllm-qwen36.env /etc/lab/sglang-mistral.env | grep -o '^LAB_WARMUP_SECONDS=.*' | cut -d= -f2 | paste -sd/) s)"
 echo
 "$PY" "$LIB" report "$W/results.jsonl"
