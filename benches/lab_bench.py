@@ -188,6 +188,12 @@ def analyse(d):
     span = o1["host"] - o0["host"]
     drift = (o1["offset"] - o0["offset"]) / span if span > 0 else 0.0
 
+    # How far a host moment moved onto the guest's clock may be off: half the worse round
+    # trip of the two clock samples, plus the 1 ms of the two clocks' rounding. The passing
+    # probe is looked for up to that far after the step's end (the next request on the same
+    # path comes at least 0.5 s later).
+    slack = max(o0["rtt"], o1["rtt"]) / 2 + 0.001
+
     def to_guest(h):
         return h + o0["offset"] + drift * (h - o0["host"])
 
@@ -221,7 +227,7 @@ def analyse(d):
         ready = [r for r in ready_moments(guest.get(unit, [])) if s_guest - 1 <= r <= f_guest]
         g = {"unit": unit, "outcome": e.get("outcome"), "duration": e.get("duration"),
              "ready_after_start": None, "latency": None, "latency_probe": None, "probes": None,
-             "reply_and_recover": None, "active_after_start": None}
+             "reply_and_recover": None, "active_after_start": None, "first_probe_after_active": None}
         act = [a for a in active.get(unit, []) if s_guest - 1 <= a <= f_guest]
         if act:
             g["active_after_start"] = act[0] - s_guest
@@ -232,8 +238,10 @@ def analyse(d):
             probe = GATES.get(unit)
             if probe:
                 hits = [a for a in arrivals(guest.get(probe[0], []))
-                        if a[2] == probe[1] and s_guest - 1 <= a[0] <= f_guest + 0.05]
+                        if a[2] == probe[1] and s_guest - 1 <= a[0] <= f_guest + slack]
                 g["probes"] = len(hits)
+                if act and hits:
+                    g["first_probe_after_active"] = hits[0][0] - act[0]
                 passing = [a for a in hits if a[3] == 200]
                 if passing:
                     g["latency_probe"] = passing[-1][0] - r
@@ -274,8 +282,8 @@ def report(path):
     ok = [r for r in rs if r["exit"] == 0]
     print(f"iterations: {len(rs)}, exit 0: {len(ok)}")
     print()
-    print("| gate (start step) | active / ready after step start, median | detection: passing probe arrival − ready (guest clock), p50 / p90 / max | detection: step_finished − ready (offset-corrected), p50 / p90 / max | probe reply + recover, median | probes, median |")
-    print("|---|---|---|---|---|---|")
+    print("| gate (start step) | active / ready after step start, median | detection: passing probe arrival − ready (guest clock), p50 / p90 / max | detection: step_finished − ready (offset-corrected), p50 / p90 / max | first probe − active, median | probe reply + recover, median | probes, median |")
+    print("|---|---|---|---|---|---|---|")
     all_lat = []
     for u in UNITS:
         gs = [g for r in ok for g in r["gates"] if g["unit"] == u]
@@ -285,10 +293,12 @@ def report(path):
         act = [g["active_after_start"] for g in gs if g.get("active_after_start") is not None]
         tail = [g["reply_and_recover"] for g in gs if g["reply_and_recover"] is not None]
         pr = [g["probes"] for g in gs if g["probes"] is not None]
+        fp = [g["first_probe_after_active"] for g in gs if g.get("first_probe_after_active") is not None]
         print(f"| `{u}` | {pct(act, 0.5):.2f} / {pct(rdy, 0.5):.2f} s | {fmt([g['latency_probe'] for g in gs])} | {fmt(lat)} | "
+              + (f"{pct(fp, 0.5):.2f} s" if fp else "n/a") + " | "
               + (f"{pct(tail, 0.5) * 1e3:.0f} ms" if tail else "n/a") + " | "
               + (f"{pct(pr, 0.5):.0f}" if pr else "n/a") + " |")
-    print(f"| all gates (pooled, n={len(all_lat)}) | | | {fmt(all_lat)} | | |")
+    print(f"| all gates (pooled, n={len(all_lat)}) | | | {fmt(all_lat)} | | | |")
     print()
     walls = [r["wall"] for r in ok]
     outside = [r["outside_steps"] for r in ok]
