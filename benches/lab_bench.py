@@ -9,6 +9,7 @@
                                                Prometheus stand-in's sample time; prints JSON
     lab_bench.py run OUT_DIR RECOVER ARGS...   runs recover once, timing it (host clock)
     lab_bench.py analyse ITER_DIR              one iteration: per gate and overhead, JSON
+    lab_bench.py brief RESULTS.jsonl           one line on the last iteration, for progress
     lab_bench.py report RESULTS.jsonl          the Markdown table over all iterations
 
 Clocks. Every moment the stand-ins log (`ready=`, `arrived=`) is the guest's CLOCK_REALTIME.
@@ -330,6 +331,15 @@ def report(path):
     print("raw: detection latencies (s): " + " ".join(f"{x:.3f}" for x in all_lat))
 
 
+def brief(path):
+    lines = [line for line in open(path, encoding="utf-8") if line.strip()]
+    if not lines:
+        die("no iterations")
+    r = json.loads(lines[-1])
+    print(f"wall {r['wall']:.1f} s, outside steps {r['outside_steps']:.2f} s, "
+          f"gate detection {r['detection_total']:.2f} s in all")
+
+
 def main(argv):
     if len(argv) < 2:
         die("usage: see the module docstring")
@@ -344,6 +354,8 @@ def main(argv):
         run(args[0], args[1:])
     elif cmd == "analyse" and len(args) == 1:
         analyse(args[0])
+    elif cmd == "brief" and len(args) == 1:
+        brief(args[0])
     elif cmd == "report" and len(args) == 1:
         report(args[0])
     else:

@@ -70,7 +70,10 @@ W=$(mktemp -d /tmp/recover-lab-bench.XXXXXX)
 HOOK_PID=
 cleanup() {
     local rc=$?
-    [ -n "$HOOK_PID" ] && kill "$HOOK_PID" 2>/dev/null && wait "$HOOK_PID" 2>/dev/null
+    if [ -n "$HOOK_PID" ]; then
+        kill "$HOOK_PID" 2>/dev/null || true
+        wait "$HOOK_PID" 2>/dev/null || true
+    fi
     say "lab down ($RECOVER_LAB_DIR)"
     "$LAB" down >"$W/lab-down.log" 2>&1 || cat "$W/lab-down.log" >&2
     if [ "${RECOVER_LAB_BENCH_KEEP:-0}" = 1 ] || [ "$rc" != 0 ]; then
@@ -128,7 +131,7 @@ for i in $(seq 1 "$RUNS"); do
         say "run $i: exit $rc (kept in the figures as a failed run, not in the statistics)"
     fi
     "$PY" "$LIB" analyse "$D" >>"$W/results.jsonl"
-    say "run $i: exit $rc, $("$PY" -c 'import json,sys; r=json.loads(open(sys.argv[1]).readlines()[-1]); print(f"wall {r[\"wall\"]:.1f} s, outside steps {r[\"outside_steps\"]:.2f} s, gate detection {r[\"detection_total\"]:.2f} s")' "$W/results.jsonl") (load before the run $LOAD_RUN, now $(load))"
+    say "run $i: exit $rc, $("$PY" "$LIB" brief "$W/results.jsonl") (load before the run $LOAD_RUN, now $(load))"
 done
 LOAD_END=$(load)
 
