@@ -23,6 +23,11 @@ Faults are flag files under /etc/lab/faults/ (one unit name a line) that are rea
 a state of the process, as a wedged CUDA context is: the first process of the unit that meets
 the flag claims it (/run/lab/hang.UNIT holds its pid) and hangs; a process that replaces it
 (after a SIGKILL and systemd's restart) serves again.
+
+Timing, on the guest's clock (CLOCK_REALTIME, seconds since the epoch, microseconds), for
+benches/lab_bench.sh: each access line ends with `arrived=T`, when the request line was read;
+the line that says a unit can answer ("listening on ...", or for inference "model ... loaded")
+ends with `ready=T`, the first moment it could answer (a completion, for inference).
 """
 
 import json
@@ -146,8 +151,15 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "lab-standin/1"
     sys_version = ""
 
+    arrived = None
+
+    def parse_request(self):
+        self.arrived = time.time()
+        return super().parse_request()
+
     def log_message(self, fmt, *args):
-        log(f"{self.address_string()} {fmt % args}")
+        at = f" arrived={self.arrived:.6f}" if self.arrived is not None else ""
+        log(f"{self.address_string()} {fmt % args}{at}")
 
     def send(self, status, body, ctype="application/json"):
         if isinstance(body, (dict, list)):
@@ -240,9 +252,12 @@ class Inference(Handler):
 def inference_start():
     warm = Inference.warmup
     log(f"loading model {Inference.model} (warm-up {warm:g}s)")
+    # Completions answer once the warm-up is over (ready() uses the same start) and the server
+    # listens, which it does before this is called.
+    ready = max(time.time(), STARTED_WALL + warm)
 
     def announce():
-        log(f"model {Inference.model} loaded; serving completions")
+        log(f"model {Inference.model} loaded; serving completions ready={ready:.6f}")
     t = threading.Timer(warm, announce)
     t.daemon = True
     t.start()
@@ -410,7 +425,7 @@ def main():
         log("error: lost the GPU context, exiting for a restart (fault: start-limit)", 3)
         sys.exit(EXIT_TEMPFAIL)
     if MODE == "tailscaled":
-        log("tailscaled: backend state Running, self spark-lab (stand-in)")
+        log(f"tailscaled: backend state Running, self spark-lab (stand-in) ready={time.time():.6f}")
         sd_notify("READY=1\nSTATUS=Running")
         while True:
             time.sleep(3600)
@@ -425,7 +440,8 @@ def main():
     srv = ThreadingHTTPServer((bind, port), cls)
     if MODE == "inference":
         inference_start()
-    log(f"listening on {bind}:{port} (mode {MODE})")
+    # Listening since the constructor: a request now is queued and answered by serve_forever.
+    log(f"listening on {bind}:{port} (mode {MODE}) ready={time.time():.6f}")
     sd_notify(f"READY=1\nSTATUS=listening on {bind}:{port}")
     srv.serve_forever()
 
