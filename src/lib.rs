@@ -4,6 +4,7 @@ pub mod app;
 pub mod cli;
 pub mod engine;
 pub mod export;
+pub mod incident;
 pub mod journal;
 pub mod plan;
 pub mod rehearsal;
