@@ -111,3 +111,9 @@ pub fn report(
         generated,
     })
 }
+
+/// The rehearsal record at `path` (`rehearsal::path`), with its phase timings; `None` when it is
+/// missing or cannot be understood (the report then compares with journals only).
+pub fn rehearsal_record(path: &Path) -> Option<Record> {
+    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+}

@@ -64,13 +64,15 @@ impl TimeSplit {
         ]
     }
 
-    /// `waiting on the box 3m02s, commands 41s, operator 1m10s, recover's overhead 0.4s`.
+    /// `waiting 3m02s, commands 41s, operator 1m10s, overhead 0.4s`: short, for one line.
     pub fn line(&self) -> String {
-        self.parts()
-            .iter()
-            .map(|(name, secs)| format!("{name} {}", duration(*secs)))
-            .collect::<Vec<_>>()
-            .join(", ")
+        format!(
+            "waiting {}, commands {}, operator {}, overhead {}",
+            duration(self.waiting),
+            duration(self.commands),
+            duration(self.operator),
+            duration(self.overhead)
+        )
     }
 
     /// A share as a percentage of the whole, for tables: `12.5 %`.
@@ -106,7 +108,7 @@ mod tests {
         assert!((t.total() - 100.0).abs() < 1e-9);
         assert_eq!(
             t.line(),
-            "waiting on the box 1m10s, commands 6.5s, operator 20s, recover's overhead 3.5s"
+            "waiting 1m10s, commands 6.5s, operator 20s, overhead 3.5s"
         );
         assert_eq!(t.percent(t.waiting), "70.0 %");
     }
