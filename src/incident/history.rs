@@ -184,11 +184,23 @@ fn nth_named(list: &[(String, f64)], name: &str, nth: usize) -> Option<f64> {
 pub fn versus(took: f64, base: f64, label: &str) -> String {
     let diff = took - base;
     if diff.abs() < 1.0 {
-        format!("about as long as {label} ({})", duration(base))
+        format!("about as long as {label}")
     } else if diff > 0.0 {
         format!("{} longer than {label}", duration(diff))
     } else {
         format!("{} shorter than {label}", duration(-diff))
+    }
+}
+
+/// `1m02s longer`, `3s shorter`, `same` (within a second): a table cell.
+pub fn versus_short(took: f64, base: f64) -> String {
+    let diff = took - base;
+    if diff.abs() < 1.0 {
+        "same".into()
+    } else if diff > 0.0 {
+        format!("{} longer", duration(diff))
+    } else {
+        format!("{} shorter", duration(-diff))
     }
 }
 

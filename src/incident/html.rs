@@ -23,9 +23,11 @@ dl.facts dt { font-weight: bold; }
 dl.facts dd { margin: 0; overflow-wrap: anywhere; }
 .bad { font-weight: bold; }
 table { border-collapse: collapse; width: 100%; margin: .3em 0; }
+table.narrow { width: auto; min-width: 40%; }
 th, td { border: 1px solid #999; padding: .15em .4em; text-align: left; vertical-align: top; }
 th { background: #eee; }
 td.num { text-align: right; white-space: nowrap; }
+th { white-space: nowrap; }
 td.reason { overflow-wrap: anywhere; font-size: 9pt; }
 tr.overran td, tr.failed td { background: #fde8e8; }
 tr.overran td:first-child, tr.failed td:first-child { border-left: 4px double #000; }
@@ -53,11 +55,10 @@ fn page(title: &str, body: &str) -> String {
     )
 }
 
-fn compared(list: &[String]) -> String {
+fn cells(list: &[String]) -> String {
     list.iter()
-        .map(|c| escape(c))
-        .collect::<Vec<_>>()
-        .join("<br>")
+        .map(|c| format!("<td class=\"num\">{}</td>", escape(c)))
+        .collect()
 }
 
 pub fn html(r: &Report) -> String {
@@ -83,7 +84,7 @@ pub fn html(r: &Report) -> String {
     b.push_str(&timeline(inc));
     b.push_str("</figure>\n");
 
-    b.push_str("<h2>Where the time went</h2>\n<table><thead><tr><th></th><th>took</th><th>share</th></tr></thead><tbody>\n");
+    b.push_str("<h2>Where the time went</h2>\n<table class=\"narrow\"><thead><tr><th></th><th>took</th><th>share</th></tr></thead><tbody>\n");
     for (name, took, share) in view::time_rows(&r.time_split()) {
         let _ = writeln!(
             b,
@@ -92,11 +93,20 @@ pub fn html(r: &Report) -> String {
     }
     b.push_str("</tbody></table>\n");
 
-    b.push_str("<h2>Phases</h2>\n<table><thead><tr><th>#</th><th>phase</th><th>window</th><th>actual</th><th>took</th><th>result</th><th>compared with before</th></tr></thead><tbody>\n");
+    let heads = view::baseline_headers(r);
+    let n = heads.len();
+    let extra: String = heads
+        .iter()
+        .map(|h| format!("<th>{}</th>", escape(h)))
+        .collect();
+    let _ = writeln!(
+        b,
+        "<h2>Phases</h2>\n<table><thead><tr><th>#</th><th>phase</th><th>window</th><th>actual</th><th>took</th><th>result</th>{extra}</tr></thead><tbody>"
+    );
     for p in view::phase_rows(r) {
         let _ = writeln!(
             b,
-            "<tr{}><td class=\"num\">{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr{}><td class=\"num\">{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td>{}</tr>",
             if p.overran { " class=\"overran\"" } else { "" },
             p.number,
             escape(&p.name),
@@ -104,12 +114,15 @@ pub fn html(r: &Report) -> String {
             p.actual,
             p.took,
             escape(&p.result),
-            compared(&p.compared)
+            cells(&p.compared.cells(n))
         );
     }
     b.push_str("</tbody></table>\n");
 
-    b.push_str("<h2>Steps</h2>\n<table><thead><tr><th>#</th><th>step</th><th>started</th><th>took</th><th>result</th><th>probes</th><th>reason</th><th>compared with before</th></tr></thead><tbody>\n");
+    let _ = writeln!(
+        b,
+        "<h2>Steps</h2>\n<table><thead><tr><th>#</th><th>step</th><th>started</th><th>took</th><th>result</th><th>probes</th><th>reason</th>{extra}</tr></thead><tbody>"
+    );
     for s in view::step_rows(r) {
         let bad = matches!(
             s.outcome,
@@ -117,7 +130,7 @@ pub fn html(r: &Report) -> String {
         );
         let _ = writeln!(
             b,
-            "<tr{}><td class=\"num\">{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td><td class=\"reason\">{}</td><td>{}</td></tr>",
+            "<tr{}><td class=\"num\">{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td><td class=\"reason\">{}</td>{}</tr>",
             if bad { " class=\"failed\"" } else { "" },
             s.number,
             escape(&s.name),
@@ -126,10 +139,18 @@ pub fn html(r: &Report) -> String {
             escape(&s.result),
             escape(&s.probes),
             escape(&s.reason),
-            compared(&s.compared)
+            cells(&s.compared.cells(n))
         );
     }
     b.push_str("</tbody></table>\n");
+    let notable = view::notable(r);
+    if !notable.is_empty() {
+        b.push_str("<h2>Compared with before</h2>\n<ul>\n");
+        for line in notable {
+            let _ = writeln!(b, "<li>{}</li>", escape(&line));
+        }
+        b.push_str("</ul>\n");
+    }
 
     let events = view::events(r);
     if !events.is_empty() {

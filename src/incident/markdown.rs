@@ -33,7 +33,13 @@ pub fn markdown(r: &Report) -> String {
         o.push_str(&format!("| {name} | {took} | {share} |\n"));
     }
 
-    o.push_str("\n## Phases\n\n| # | phase | window | actual | took | result | compared with before |\n|---:|---|---|---|---:|---|---|\n");
+    let heads = view::baseline_headers(r);
+    let n = heads.len();
+    let extra: String = heads.iter().map(|h| format!(" {} |", cell(h))).collect();
+    let extra_rule = "---|".repeat(n);
+    o.push_str(&format!(
+        "\n## Phases\n\n| # | phase | window | actual | took | result |{extra}\n|---:|---|---|---|---:|---|{extra_rule}\n"
+    ));
     for p in view::phase_rows(r) {
         let result = if p.overran {
             format!("**{}**", p.result)
@@ -41,21 +47,23 @@ pub fn markdown(r: &Report) -> String {
             p.result
         };
         o.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} |{}\n",
             p.number,
             cell(&p.name),
             p.window,
             p.actual,
             p.took,
             result,
-            cell(&p.compared.join("; "))
+            row_cells(&p.compared.cells(n))
         ));
     }
 
-    o.push_str("\n## Steps\n\n| # | step | started | took | result | probes | reason | compared with before |\n|---:|---|---|---:|---|---|---|---|\n");
+    o.push_str(&format!(
+        "\n## Steps\n\n| # | step | started | took | result | probes | reason |{extra}\n|---:|---|---|---:|---|---|---|{extra_rule}\n"
+    ));
     for s in view::step_rows(r) {
         o.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} |{}\n",
             s.number,
             cell(&s.name),
             s.started,
@@ -63,8 +71,16 @@ pub fn markdown(r: &Report) -> String {
             s.result,
             s.probes,
             cell(&s.reason),
-            cell(&s.compared.join("; "))
+            row_cells(&s.compared.cells(n))
         ));
+    }
+
+    let notable = view::notable(r);
+    if !notable.is_empty() {
+        o.push_str("\n## Compared with before\n\n");
+        for line in notable {
+            o.push_str(&format!("- {}\n", cell(&line)));
+        }
     }
 
     let events = view::events(r);
@@ -94,6 +110,10 @@ pub fn markdown(r: &Report) -> String {
         r.generated.format("%Y-%m-%d %H:%M UTC")
     ));
     o
+}
+
+fn row_cells(cells: &[String]) -> String {
+    cells.iter().map(|c| format!(" {c} |")).collect()
 }
 
 /// One row per run, rehearsal and drill: `recover report --history`.

@@ -234,6 +234,16 @@ impl Incident {
         out
     }
 
+    /// Every time step `number` was started, across the segments (an interrupted attempt and
+    /// the resumed one).
+    pub fn attempts(&self, number: usize) -> Vec<&Step> {
+        self.segments
+            .iter()
+            .flat_map(|s| &s.steps)
+            .filter(|s| s.number == number && s.started.is_some())
+            .collect()
+    }
+
     /// Every phase span in order (a phase split by an interruption appears once per segment).
     pub fn phases(&self) -> Vec<&Phase> {
         self.segments.iter().flat_map(|s| &s.phases).collect()

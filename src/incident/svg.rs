@@ -107,10 +107,9 @@ pub fn timeline(inc: &Incident) -> String {
     let chart_bottom = AXIS + LANE + rows + 6.0;
     let height = chart_bottom + 66.0;
     let mut o = String::new();
-    let _ = write!(
+    let _ = writeln!(
         o,
-        r##"<svg viewBox="0 0 {W} {height}" width="100%" role="img" aria-label="Timeline of the run against its budget" font-family="DejaVu Sans, Liberation Sans, Arial, sans-serif" font-size="11">
-"##
+        r##"<svg viewBox="0 0 {W} {height}" width="100%" role="img" aria-label="Timeline of the run against its budget" font-family="DejaVu Sans, Liberation Sans, Arial, sans-serif" font-size="11">"##
     );
     o.push_str(DEFS);
 
@@ -237,7 +236,7 @@ pub fn timeline(inc: &Incident) -> String {
         }
         y += PHASE_ROW;
         for s in members {
-            step_row(&mut o, s, y, &x, inc.end_at());
+            step_row(&mut o, s, &inc.attempts(s.number), y, &x, inc.end_at());
             y += STEP_ROW;
         }
     }
@@ -296,7 +295,14 @@ fn mark_title(m: &MarkKind) -> String {
     }
 }
 
-fn step_row(o: &mut String, s: &Step, y: f64, x: &impl Fn(f64) -> f64, end: f64) {
+fn step_row(
+    o: &mut String,
+    s: &Step,
+    attempts: &[&Step],
+    y: f64,
+    x: &impl Fn(f64) -> f64,
+    end: f64,
+) {
     let _ = writeln!(
         o,
         r##"<text x="14" y="{:.1}" fill="#222">{}  {}</text>"##,
@@ -304,15 +310,22 @@ fn step_row(o: &mut String, s: &Step, y: f64, x: &impl Fn(f64) -> f64, end: f64)
         s.number,
         label(&s.name)
     );
-    let Some(start) = s.started else {
+    if attempts.is_empty() {
         let _ = writeln!(
             o,
             r##"<text x="{X0}" y="{:.1}" fill="#666" font-style="italic">{}</text>"##,
             y + 11.0,
             s.outcome.map(|o| o.word()).unwrap_or("not run")
         );
-        return;
-    };
+    }
+    for a in attempts {
+        attempt(o, a, y, x, end);
+    }
+}
+
+/// One run of a step: its bar, and its gate's probes as ticks.
+fn attempt(o: &mut String, s: &Step, y: f64, x: &impl Fn(f64) -> f64, end: f64) {
+    let Some(start) = s.started else { return };
     let stop = s.ended().unwrap_or(end);
     let (a, b) = (x(start), x(stop).max(x(start) + 2.0));
     let dashed = if matches!(s.outcome, Some(StepOutcome::WouldRun)) {

@@ -1,7 +1,7 @@
 //! The words both renderers show, worked out once: headline facts, the phase and step rows with
 //! their comparisons, the events in order.
 
-use super::history::versus;
+use super::history::{versus, versus_short};
 use super::model::{Incident, MarkKind, Step};
 use super::{Report, TimeSplit};
 use crate::engine::event::{RunOutcome, StepOutcome};
@@ -38,6 +38,26 @@ pub fn facts(r: &Report) -> Vec<(&'static str, String)> {
         ));
     }
     f.push(("result", result_line(inc)));
+    if let Some(s) = last
+        .end
+        .as_ref()
+        .and_then(|e| e.failed_step)
+        .and_then(|n| inc.steps().into_iter().find(|s| s.number == n))
+    {
+        f.push(("stopped at", format!("step {} ({})", s.number, s.name)));
+    }
+    let steps = inc.steps();
+    let ran = steps.iter().filter(|s| s.ran()).count();
+    let total = last.steps_total.max(steps.len());
+    let unseen = total - steps.len();
+    f.push((
+        "steps",
+        if unseen > 0 {
+            format!("{ran} of {total} ran; {unseen} not reached")
+        } else {
+            format!("{ran} of {total} ran")
+        },
+    ));
     f.push(("total", total_line(inc)));
     if let Some(cmd) = last.end.as_ref().and_then(|e| e.resume.as_ref()) {
         f.push(("resume with", cmd.clone()));
@@ -62,12 +82,7 @@ fn result_line(inc: &Incident) -> String {
                 RunOutcome::Aborted => "ABORTED",
                 RunOutcome::Interrupted => "interrupted",
             };
-            let step = e
-                .failed_step
-                .and_then(|n| inc.steps().into_iter().find(|s| s.number == n))
-                .map(|s| format!(" at step {} ({})", s.number, s.name))
-                .unwrap_or_default();
-            format!("{word}{step}: {}", e.message)
+            format!("{word}: {}", e.message)
         }
     }
 }
@@ -112,7 +127,7 @@ pub struct PhaseRow {
     pub took: String,
     pub result: String,
     pub overran: bool,
-    pub compared: Vec<String>,
+    pub compared: Compared,
 }
 
 pub fn phase_rows(r: &Report) -> Vec<PhaseRow> {
@@ -120,6 +135,17 @@ pub fn phase_rows(r: &Report) -> Vec<PhaseRow> {
     let phases = inc.phases();
     let end = inc.end_at();
     let mut seen: Vec<String> = Vec::new();
+    let last_seen = phases.iter().map(|p| p.number).max().unwrap_or(0);
+    let not_reached = (last_seen + 1..=inc.last().phases_total).map(|n| PhaseRow {
+        number: n,
+        name: "(not reached)".into(),
+        window: String::new(),
+        actual: String::new(),
+        took: String::new(),
+        result: String::new(),
+        overran: false,
+        compared: Compared::default(),
+    });
     phases
         .iter()
         .map(|p| {
@@ -140,17 +166,16 @@ pub fn phase_rows(r: &Report) -> Vec<PhaseRow> {
                 took: duration(took),
                 result,
                 overran: p.overran,
-                compared: p
-                    .ended
-                    .map(|_| {
-                        r.baselines
-                            .iter()
-                            .filter_map(|b| Some(versus(took, b.phase(&p.name, nth)?, &b.label)))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
+                compared: Compared {
+                    took: p
+                        .result
+                        .filter(|o| !matches!(o, StepOutcome::Interrupted | StepOutcome::Skipped))
+                        .map(|_| took),
+                    bases: r.baselines.iter().map(|b| b.phase(&p.name, nth)).collect(),
+                },
             }
         })
+        .chain(not_reached)
         .collect()
 }
 
@@ -179,7 +204,7 @@ pub struct StepRow {
     pub outcome: Option<StepOutcome>,
     pub probes: String,
     pub reason: String,
-    pub compared: Vec<String>,
+    pub compared: Compared,
 }
 
 pub fn step_rows(r: &Report) -> Vec<StepRow> {
@@ -202,13 +227,9 @@ pub fn step_rows(r: &Report) -> Vec<StepRow> {
                 outcome: s.outcome,
                 probes: probes(s),
                 reason: s.reason.clone().unwrap_or_default(),
-                compared: match (s.duration, s.ran()) {
-                    (Some(d), true) => r
-                        .baselines
-                        .iter()
-                        .filter_map(|b| Some(versus(d, b.step(&s.name, nth)?, &b.label)))
-                        .collect(),
-                    _ => Vec::new(),
+                compared: Compared {
+                    took: s.duration.filter(|_| s.ran()),
+                    bases: r.baselines.iter().map(|b| b.step(&s.name, nth)).collect(),
                 },
             }
         })
@@ -292,4 +313,64 @@ pub fn time_rows(t: &TimeSplit) -> Vec<(&'static str, String, String)> {
         .iter()
         .map(|(n, s)| (*n, duration(*s), t.percent(*s)))
         .collect()
+}
+
+/// A row's time beside each baseline's (in the order of `Report::baselines`).
+#[derive(Debug, Clone, Default)]
+pub struct Compared {
+    pub took: Option<f64>,
+    pub bases: Vec<Option<f64>>,
+}
+
+impl Compared {
+    /// One cell per baseline: `1m02s longer`, `same`, or empty.
+    pub fn cells(&self, baselines: usize) -> Vec<String> {
+        (0..baselines)
+            .map(
+                |i| match (self.took, self.bases.get(i).copied().flatten()) {
+                    (Some(t), Some(b)) => versus_short(t, b),
+                    _ => String::new(),
+                },
+            )
+            .collect()
+    }
+}
+
+/// A column heading per baseline: `vs rehearsal of 2026-09-02`.
+pub fn baseline_headers(r: &Report) -> Vec<String> {
+    r.baselines
+        .iter()
+        .map(|b| format!("vs {}", b.label.trim_start_matches("the ")))
+        .collect()
+}
+
+/// The biggest differences as sentences, largest first: `vLLM gate 4m10s, 1m02s longer than
+/// the rehearsal of 2026-09-02`. Only those of a second or more; at most ten.
+pub fn notable(r: &Report) -> Vec<String> {
+    let mut found: Vec<(f64, String)> = Vec::new();
+    let phases = phase_rows(r);
+    let steps = step_rows(r);
+    let rows = phases
+        .iter()
+        .map(|p| (format!("phase {}", p.name), &p.compared))
+        .chain(steps.iter().map(|s| (s.name.clone(), &s.compared)));
+    for (name, c) in rows {
+        let Some(took) = c.took else { continue };
+        for (b, base) in r.baselines.iter().zip(&c.bases) {
+            if let Some(base) = base
+                && (took - base).abs() >= 1.0
+            {
+                found.push((
+                    (took - base).abs(),
+                    format!(
+                        "{name} {}, {}",
+                        duration(took),
+                        versus(took, *base, &b.label)
+                    ),
+                ));
+            }
+        }
+    }
+    found.sort_by(|a, b| b.0.total_cmp(&a.0));
+    found.into_iter().take(10).map(|(_, s)| s).collect()
 }
