@@ -4,38 +4,40 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-const EXIT_CODES: &str = "\
-Exit codes:
-  0    success
-  1    a step failed (the run stopped; the journal says which step and why)
-  2    usage or runbook error: nothing was run
-  3    aborted by an abort condition: off the timeline, follow the abort procedure
-  130  interrupted (Ctrl-C); the journal is flushed and the resume command printed";
+use crate::exit::Exit;
 
-const TOP_HELP: &str = "\
+const EXAMPLES: &str = "\
 Examples:
   recover check spark-power.yaml              validate and lint, contact nothing
   recover run spark-power.yaml --dry-run      every command exactly as it would be sent
   recover run spark-power.yaml                after mains returns
   recover run spark-power.yaml --resume       continue after a failure or Ctrl-C
-  recover rehearse spark-power.yaml           each quarter, against the live stack
+  recover rehearse spark-power.yaml           each quarter, against the live stack";
 
-Exit codes:
-  0    success
-  1    a step failed (the run stopped; the journal says which step and why)
-  2    usage or runbook error: nothing was run
-  3    aborted by an abort condition: off the timeline, follow the abort procedure
-  130  interrupted (Ctrl-C); the journal is flushed and the resume command printed";
+/// The examples, then every exit code.
+fn top_help() -> String {
+    format!("{EXAMPLES}\n\n{}", Exit::table_all())
+}
 
-const CHECK_EXIT_CODES: &str = "\
-Exit codes:
-  0    the runbook is valid (warnings are printed but allowed, unless --strict)
-  2    the runbook has errors or cannot be read, or --strict and it has warnings";
+fn check_exit_codes() -> String {
+    Exit::table(&[
+        (
+            Exit::Ok,
+            "the runbook is valid (warnings are printed but allowed, unless --strict)",
+        ),
+        (
+            Exit::Usage,
+            "the runbook has errors or cannot be read, or --strict and it has warnings",
+        ),
+    ])
+}
 
-const EXPORT_EXIT_CODES: &str = "\
-Exit codes:
-  0    the binder copy was written
-  2    usage or runbook error: nothing was written";
+fn export_exit_codes() -> String {
+    Exit::table(&[
+        (Exit::Ok, "the binder copy was written"),
+        (Exit::Usage, "usage or runbook error: nothing was written"),
+    ])
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -46,7 +48,7 @@ Exit codes:
 recover executes a YAML runbook of timed phases over SSH against the target: wait for SSH, \
 check the kernel log and the filesystem, drop the page cache, start units in dependency order \
 behind health gates, smoke-test the real work and post \"we are back\", all against a time budget.",
-    after_help = TOP_HELP
+    after_help = top_help()
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -56,10 +58,10 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Execute a runbook against its target (or print its plan with --dry-run)
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = Exit::table_all())]
     Run(RunArgs),
     /// Run the read-only steps against the live target and verify the runbook against it
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = Exit::table_all())]
     Rehearse(RehearseArgs),
     /// Validate and lint a runbook; errors carry file:line:column and a snippet
     #[command(
@@ -72,11 +74,11 @@ channels, templates, windows, steps) are all reported at once, in file order.\n\
 Warnings flag what is legal but probably wrong: a unit started before the page cache is \
 dropped, a start without a health gate, a step timeout shorter than its gate, a webhook URL \
 written into the file, a gap in the timeline.",
-        after_help = CHECK_EXIT_CODES
+        after_help = check_exit_codes()
     )]
     Check(CheckArgs),
     /// Print the runbook as a binder copy, complete enough to recover by hand
-    #[command(after_help = EXPORT_EXIT_CODES)]
+    #[command(after_help = export_exit_codes())]
     Export(ExportArgs),
 }
 

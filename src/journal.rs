@@ -5,23 +5,9 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
+use crate::Error;
 use crate::engine::{Event, RunOutcome, Sink, StepOutcome};
-
-/// `$XDG_STATE_HOME/recover`, or `~/.local/state/recover`.
-pub fn state_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
-        return PathBuf::from(d).join("recover");
-    }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."));
-    home.join(".local/state/recover")
-}
-
-/// Where runs of this runbook keep their journals.
-pub fn runs_dir() -> PathBuf {
-    state_dir().join("runs")
-}
+use crate::state::StateDir;
 
 /// A journal line: the event with a wall-clock timestamp, as `--json` prints it.
 pub use crate::report::record;
@@ -46,10 +32,12 @@ impl Journal {
         })
     }
 
-    /// A new journal file for a run of `runbook`.
-    pub fn new_path(runbook: &str, run_id: &str) -> PathBuf {
+    /// A new journal file for a run of `runbook`, under the state directory.
+    pub fn new_path(state: &StateDir, runbook: &str, run_id: &str) -> PathBuf {
         let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
-        runs_dir().join(format!("{runbook}-{stamp}-{run_id}.jsonl"))
+        state
+            .runs()
+            .join(format!("{runbook}-{stamp}-{run_id}.jsonl"))
     }
 }
 
@@ -91,8 +79,11 @@ pub struct Unfinished {
 }
 
 /// Read the last run segment of a journal. `Ok(None)`: it finished successfully.
-pub fn unfinished(path: &Path) -> Result<Option<Unfinished>, String> {
-    let f = File::open(path).map_err(|e| format!("cannot read journal {}: {e}", path.display()))?;
+pub fn unfinished(path: &Path) -> Result<Option<Unfinished>, Error> {
+    let f = File::open(path).map_err(|source| Error::JournalRead {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let mut state: Option<Unfinished> = None;
     let mut open_step: Option<(usize, String)> = None;
     let mut last_passed = 0usize;
@@ -183,7 +174,9 @@ pub fn unfinished(path: &Path) -> Result<Option<Unfinished>, String> {
         }
     }
     let Some(mut s) = state else {
-        return Err(format!("{} holds no run", path.display()));
+        return Err(Error::JournalEmpty {
+            path: path.to_path_buf(),
+        });
     };
     if done_ok {
         return Ok(None);
@@ -199,9 +192,9 @@ pub fn unfinished(path: &Path) -> Result<Option<Unfinished>, String> {
 }
 
 /// The newest journal of `runbook` under the state directory.
-pub fn latest(runbook: &str) -> Option<PathBuf> {
+pub fn latest(state: &StateDir, runbook: &str) -> Option<PathBuf> {
     let prefix = format!("{runbook}-");
-    let mut found: Vec<PathBuf> = std::fs::read_dir(runs_dir())
+    let mut found: Vec<PathBuf> = std::fs::read_dir(state.runs())
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {

@@ -1,8 +1,10 @@
 //! recover: run a power-failure recovery runbook against a machine over SSH.
 
-pub mod app;
 pub mod cli;
+pub mod cmd;
 pub mod engine;
+pub mod error;
+pub mod exit;
 pub mod export;
 pub mod incident;
 pub mod journal;
@@ -10,7 +12,11 @@ pub mod plan;
 pub mod rehearsal;
 pub mod report;
 pub mod runbook;
-pub mod show;
+pub mod secrets;
+pub mod state;
 pub mod target;
 pub mod template;
 pub mod verdict;
+
+pub use error::Error;
+pub use exit::Exit;

@@ -1,6 +1,9 @@
 use clap::Parser;
 
-fn main() {
+fn main() -> std::process::ExitCode {
     let cli = recover::cli::Cli::parse();
-    std::process::exit(recover::app::main(cli));
+    match recover::cmd::main(cli) {
+        Ok(exit) => exit.into(),
+        Err(e) => recover::cmd::report_error(&e).into(),
+    }
 }

@@ -2,6 +2,8 @@
 //! `tests/runbooks/broken/`. Every case must exit 2, point at the exact line and column,
 //! say what is wrong (and, where there is one, the fix), and end with "nothing was run".
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
@@ -142,9 +144,10 @@ fn runbooks() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/runbooks")
 }
 
+/// `recover` in `dir`, with the clean environment and empty state of `common::recover`.
 fn recover(dir: &Path) -> Command {
-    let mut cmd = Command::cargo_bin("recover").expect("the recover binary is built");
-    cmd.current_dir(dir).env("NO_COLOR", "1");
+    let mut cmd = common::recover();
+    cmd.current_dir(dir);
     cmd
 }
 

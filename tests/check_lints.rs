@@ -1,9 +1,9 @@
 //! `recover check` lints: legal runbooks that are probably wrong. One runbook per lint under
 //! `tests/runbooks/lint/`; each warns once, at its place, exits 0, and exits 2 with --strict.
 
-use std::path::{Path, PathBuf};
+mod common;
 
-use assert_cmd::Command;
+use std::path::{Path, PathBuf};
 
 struct Lint {
     file: &'static str,
@@ -56,11 +56,8 @@ fn lint_dir() -> PathBuf {
 }
 
 fn check(dir: &Path, args: &[&str]) -> (Option<i32>, String, String) {
-    let out = Command::cargo_bin("recover")
-        .expect("the recover binary is built")
+    let out = common::recover_in(state_dir())
         .current_dir(dir)
-        .env("NO_COLOR", "1")
-        .env("XDG_STATE_HOME", state_dir())
         .arg("check")
         .args(args)
         .output()

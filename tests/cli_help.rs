@@ -1,13 +1,9 @@
 //! The help a tired operator reads: every command says what it does and its exit codes.
 
-use assert_cmd::Command;
+mod common;
 
 fn help(args: &[&str]) -> String {
-    let out = Command::cargo_bin("recover")
-        .expect("the recover binary is built")
-        .args(args)
-        .output()
-        .unwrap();
+    let out = common::recover().args(args).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{args:?}");
     String::from_utf8(out.stdout).unwrap()
 }

@@ -9,13 +9,15 @@
 mod common;
 
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{HttpServer, Sshd, clean_command, closed_port_url, free_port, recover_in};
+use common::{
+    Background, HttpServer, Sshd, closed_port_url, dump, events, eventually, free_port,
+    journals_in, last_event, only_journal, p, read_journal, recover_in, run_to_end, started_steps,
+    step_event, text, wait_for_event,
+};
 use serde_json::Value;
 
 // --- helpers ---------------------------------------------------------------------------------
@@ -42,139 +44,6 @@ fn write_runbook(dir: &Path, name: &str, target: &str, head: &str, steps: &str) 
     let path = dir.join(format!("{name}.yaml"));
     fs::write(&path, text).expect("write the runbook");
     path
-}
-
-/// The journal's events, one JSON object a line; panics on a line that is not one.
-fn read_journal(path: &Path) -> Vec<Value> {
-    let text = fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("read the journal {}: {e}", path.display()));
-    text.lines()
-        .map(|l| {
-            let v: Value = serde_json::from_str(l)
-                .unwrap_or_else(|e| panic!("journal line is not JSON ({e}): {l}"));
-            assert!(v.is_object(), "journal line is not an object: {l}");
-            v
-        })
-        .collect()
-}
-
-/// The journal files written under `state_dir` (`$XDG_STATE_HOME/recover/runs/`), sorted.
-fn journals_in(state_dir: &Path) -> Vec<PathBuf> {
-    let runs = state_dir.join("recover/runs");
-    let mut files: Vec<PathBuf> = fs::read_dir(&runs)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
-                .collect()
-        })
-        .unwrap_or_default();
-    files.sort();
-    files
-}
-
-/// The one journal under `state_dir`.
-fn only_journal(state_dir: &Path) -> PathBuf {
-    let files = journals_in(state_dir);
-    assert_eq!(files.len(), 1, "expected one journal, found {files:?}");
-    files[0].clone()
-}
-
-/// The events of one kind (`"step_started"`, ...).
-fn events<'a>(journal: &'a [Value], kind: &str) -> Vec<&'a Value> {
-    journal.iter().filter(|e| e["event"] == kind).collect()
-}
-
-/// The one event of `kind` for step `n`.
-fn step_event<'a>(journal: &'a [Value], kind: &str, n: u64) -> &'a Value {
-    let found: Vec<_> = events(journal, kind)
-        .into_iter()
-        .filter(|e| e["step"] == n)
-        .collect();
-    assert_eq!(
-        found.len(),
-        1,
-        "expected one {kind} of step {n} in {}",
-        dump(journal)
-    );
-    found[0]
-}
-
-/// Step numbers that have a `step_started`.
-fn started_steps(journal: &[Value]) -> Vec<u64> {
-    events(journal, "step_started")
-        .iter()
-        .map(|e| e["step"].as_u64().expect("step number"))
-        .collect()
-}
-
-fn dump(journal: &[Value]) -> String {
-    journal
-        .iter()
-        .map(Value::to_string)
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-fn last_event(journal: &[Value]) -> &Value {
-    journal.last().expect("the journal is empty")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// What a finished `recover` run left behind.
-struct Ran {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-    took: Duration,
-}
-
-impl Ran {
-    fn context(&self) -> String {
-        format!(
-            "exit {:?} after {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.code, self.took, self.stdout, self.stderr
-        )
-    }
-}
-
-/// Runs `recover` (clean environment, state under `state`) to the end, at most `limit`.
-fn recover(state: &Path, args: &[&str], env: &[(&str, &str)], limit: Duration) -> Ran {
-    let mut cmd = recover_in(state);
-    cmd.args(args).timeout(limit);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let started = Instant::now();
-    let out = cmd.output().expect("run recover");
-    Ran {
-        code: out.status.code(),
-        stdout: text(&out.stdout),
-        stderr: text(&out.stderr),
-        took: started.elapsed(),
-    }
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().expect("UTF-8 path")
-}
-
-/// Polls `cond` every 50 ms for at most `timeout`.
-fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    for _ in 0..2_000 {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-    false
 }
 
 /// Whether the process whose pid is in `pid_file` (on the target) still runs, asked over the
@@ -208,84 +77,6 @@ fn remote_file(sshd: &Sshd, path: &Path) -> Option<String> {
     out.status.success().then(|| text(&out.stdout))
 }
 
-/// `recover` started in the background with the environment `recover_in` gives it, its
-/// output going to files.
-struct Background {
-    child: Child,
-    stdout: PathBuf,
-    stderr: PathBuf,
-}
-
-impl Background {
-    fn start(state: &Path, args: &[&str], env: &[(&str, &str)]) -> Background {
-        let stdout = state.join("bg.stdout");
-        let stderr = state.join("bg.stderr");
-        let mut cmd = clean_command(assert_cmd::cargo::cargo_bin("recover"), state);
-        cmd.args(args)
-            .stdout(Stdio::from(fs::File::create(&stdout).unwrap()))
-            .stderr(Stdio::from(fs::File::create(&stderr).unwrap()));
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        Background {
-            child: cmd.spawn().expect("spawn recover"),
-            stdout,
-            stderr,
-        }
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    /// Waits at most `timeout` for the exit; None if it is still running.
-    fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        for _ in 0..10_000 {
-            if let Some(st) = self.child.try_wait().expect("try_wait") {
-                return Some(st);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-
-    fn output(&self) -> String {
-        let mut s = String::new();
-        for f in [&self.stdout, &self.stderr] {
-            let mut t = String::new();
-            if let Ok(mut file) = fs::File::open(f) {
-                let _ = file.read_to_string(&mut t);
-            }
-            s.push_str(&t);
-        }
-        s
-    }
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// The journal at `path` once it holds an event matching `cond`, polled (bounded).
-fn wait_for_event(path: &Path, timeout: Duration, cond: impl Fn(&Value) -> bool) -> bool {
-    eventually(timeout, || {
-        fs::read_to_string(path).is_ok_and(|t| {
-            t.lines()
-                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-                .any(|e| cond(&e))
-        })
-    })
-}
-
 fn sha256_file(path: &Path) -> String {
     use sha2::{Digest, Sha256};
     hex::encode(Sha256::digest(fs::read(path).unwrap()))
@@ -297,7 +88,9 @@ const QUICK: Duration = Duration::from_secs(60);
 
 #[test]
 fn a_clean_run_does_every_step_journals_it_and_posts_we_are_back() {
-    let sshd = Sshd::start();
+    let Some(sshd) = Sshd::start_or_skip() else {
+        return;
+    };
     let api = HttpServer::start();
     api.respond(
         "POST",
@@ -336,7 +129,7 @@ fn a_clean_run_does_every_step_journals_it_and_posts_we_are_back() {
 "#,
     );
     let webhook = hook.url_for("/hook");
-    let ran = recover(
+    let ran = run_to_end(
         dir.path(),
         &["run", p(&rb)],
         &[("RECOVER_WEBHOOK", &webhook)],
@@ -412,7 +205,9 @@ fn a_clean_run_does_every_step_journals_it_and_posts_we_are_back() {
 
 #[test]
 fn an_abort_if_match_aborts_posts_the_notice_and_runs_nothing_after() {
-    let sshd = Sshd::start();
+    let Some(sshd) = Sshd::start_or_skip() else {
+        return;
+    };
     let hook = HttpServer::start();
     hook.respond("POST", "/hook", 200, "ok");
     let dir = tempfile::tempdir().unwrap();
@@ -433,7 +228,7 @@ fn an_abort_if_match_aborts_posts_the_notice_and_runs_nothing_after() {
         run: touch @DIR@/after-ran
 "#,
     );
-    let ran = recover(
+    let ran = run_to_end(
         dir.path(),
         &["run", p(&rb), "--journal", p(&dir.path().join("j.jsonl"))],
         &[("RECOVER_WEBHOOK", &hook.url_for("/hook"))],
@@ -497,7 +292,9 @@ fn an_abort_if_match_aborts_posts_the_notice_and_runs_nothing_after() {
 
 #[test]
 fn a_hung_remote_command_fails_at_its_timeout_and_is_killed_on_the_target() {
-    let sshd = Sshd::start();
+    let Some(sshd) = Sshd::start_or_skip() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let rb = write_runbook(
         dir.path(),
@@ -512,7 +309,7 @@ fn a_hung_remote_command_fails_at_its_timeout_and_is_killed_on_the_target() {
 "#,
     );
     let journal_path = dir.path().join("j.jsonl");
-    let ran = recover(
+    let ran = run_to_end(
         dir.path(),
         &["run", p(&rb), "--journal", p(&journal_path)],
         &[],
@@ -553,7 +350,9 @@ fn a_hung_remote_command_fails_at_its_timeout_and_is_killed_on_the_target() {
 
 #[test]
 fn sigint_mid_step_kills_the_remote_command_and_resume_runs_only_the_rest() {
-    let sshd = Sshd::start();
+    let Some(sshd) = Sshd::start_or_skip() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let rb = write_runbook(
         dir.path(),
@@ -637,7 +436,7 @@ fn sigint_mid_step_kills_the_remote_command_and_resume_runs_only_the_rest() {
     let original = fs::read_to_string(&rb).unwrap();
     fs::write(&rb, original.replace("echo last", "echo LAST")).unwrap();
     fs::remove_file(dir.path().join("hang")).unwrap();
-    let ran = recover(dir.path(), &["run", p(&rb), "--resume"], &[], QUICK);
+    let ran = run_to_end(dir.path(), &["run", p(&rb), "--resume"], &[], QUICK);
     assert_eq!(ran.code, Some(2), "{}", ran.context());
     assert!(ran.stderr.contains("changed"), "{}", ran.context());
     assert_eq!(journals_in(dir.path()).len(), 1);
@@ -648,7 +447,7 @@ fn sigint_mid_step_kills_the_remote_command_and_resume_runs_only_the_rest() {
     fs::write(&rb, original).unwrap();
 
     // Resume: the long step again (no longer hanging) and the last; not the first.
-    let ran = recover(dir.path(), &["run", p(&rb), "--resume"], &[], QUICK);
+    let ran = run_to_end(dir.path(), &["run", p(&rb), "--resume"], &[], QUICK);
     assert_eq!(ran.code, Some(0), "{}", ran.context());
     assert_eq!(
         remote_file(&sshd, &dir.path().join("trace")).as_deref(),
@@ -672,7 +471,9 @@ fn sigint_mid_step_kills_the_remote_command_and_resume_runs_only_the_rest() {
 
 #[test]
 fn a_restarted_sshd_mid_run_is_reconnected_and_the_run_succeeds() {
-    let mut sshd = Sshd::start();
+    let Some(mut sshd) = Sshd::start_or_skip() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let rb = write_runbook(
         dir.path(),
@@ -760,7 +561,7 @@ fn an_unreachable_target_aborts_wait_ssh_at_its_timeout() {
 "#,
     );
     let journal_path = dir.path().join("j.jsonl");
-    let ran = recover(
+    let ran = run_to_end(
         dir.path(),
         &["run", p(&rb), "--journal", p(&journal_path)],
         &[],
@@ -797,7 +598,9 @@ fn an_unreachable_target_aborts_wait_ssh_at_its_timeout() {
 
 #[test]
 fn a_webhook_that_is_down_is_reported_and_the_recovery_goes_on() {
-    let sshd = Sshd::start();
+    let Some(sshd) = Sshd::start_or_skip() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let rb = write_runbook(
         dir.path(),
@@ -812,7 +615,7 @@ fn a_webhook_that_is_down_is_reported_and_the_recovery_goes_on() {
     );
     let journal_path = dir.path().join("j.jsonl");
     let webhook = format!("{}/hook", closed_port_url());
-    let ran = recover(
+    let ran = run_to_end(
         dir.path(),
         &["run", p(&rb), "--journal", p(&journal_path)],
         &[("RECOVER_WEBHOOK", &webhook)],
@@ -865,7 +668,7 @@ fn a_hung_webhook_is_given_up_at_the_notify_steps_timeout() {
 "#,
     );
     let journal_path = dir.path().join("j.jsonl");
-    let ran = recover(
+    let ran = run_to_end(
         dir.path(),
         &["run", p(&rb), "--journal", p(&journal_path)],
         &[("RECOVER_WEBHOOK", &hook.url_for("/hook"))],
@@ -889,7 +692,9 @@ fn a_hung_webhook_is_given_up_at_the_notify_steps_timeout() {
 
 #[test]
 fn a_host_key_mismatch_is_refused_and_nothing_runs() {
-    let sshd = Sshd::start();
+    let Some(sshd) = Sshd::start_or_skip() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let wrong = sshd.wrong_host_key_known_hosts();
     let target = sshd.runbook_target_yaml("lab").replace(
@@ -911,7 +716,7 @@ fn a_host_key_mismatch_is_refused_and_nothing_runs() {
 "#,
     );
     let journal_path = dir.path().join("run.jsonl");
-    let ran = recover(
+    let ran = run_to_end(
         dir.path(),
         &["run", p(&rb), "--journal", p(&journal_path)],
         &[],
@@ -940,7 +745,7 @@ fn a_host_key_mismatch_is_refused_and_nothing_runs() {
 "#,
     );
     let journal_path = dir.path().join("wait.jsonl");
-    let ran = recover(
+    let ran = run_to_end(
         dir.path(),
         &["run", p(&rb), "--journal", p(&journal_path)],
         &[],
@@ -962,7 +767,9 @@ fn a_host_key_mismatch_is_refused_and_nothing_runs() {
 
 #[test]
 fn secrets_never_reach_the_output_or_the_journal_but_reach_the_target() {
-    let sshd = Sshd::start();
+    let Some(sshd) = Sshd::start_or_skip() else {
+        return;
+    };
     let hook = HttpServer::start();
     let token = format!("tok-{}-s3cr3t", std::process::id());
     let hook_path = format!("/hooks/{token}");
@@ -994,7 +801,7 @@ fn secrets_never_reach_the_output_or_the_journal_but_reach_the_target() {
         if json {
             args.push("--json");
         }
-        let ran = recover(dir.path(), &args, &env, QUICK);
+        let ran = run_to_end(dir.path(), &args, &env, QUICK);
         assert_eq!(ran.code, Some(1), "{}", ran.context());
         assert!(
             !ran.stdout.contains(&token),
@@ -1024,7 +831,7 @@ fn secrets_never_reach_the_output_or_the_journal_but_reach_the_target() {
     }
 
     // Nor in the printed plan.
-    let shown = recover(dir.path(), &["run", p(&rb), "--dry-run"], &env, QUICK);
+    let shown = run_to_end(dir.path(), &["run", p(&rb), "--dry-run"], &env, QUICK);
     assert_eq!(shown.code, Some(0), "{}", shown.context());
     assert!(!shown.stdout.contains(&token) && !shown.stderr.contains(&token));
 
@@ -1040,7 +847,9 @@ fn secrets_never_reach_the_output_or_the_journal_but_reach_the_target() {
 
 #[test]
 fn without_a_terminal_output_has_no_escape_codes_and_json_is_one_object_a_line() {
-    let sshd = Sshd::start();
+    let Some(sshd) = Sshd::start_or_skip() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let rb = write_runbook(
         dir.path(),
@@ -1109,7 +918,9 @@ fn without_a_terminal_output_has_no_escape_codes_and_json_is_one_object_a_line()
 
 #[test]
 fn from_by_number_and_by_name_skips_the_earlier_steps() {
-    let sshd = Sshd::start();
+    let Some(sshd) = Sshd::start_or_skip() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let rb = write_runbook(
         dir.path(),
@@ -1127,7 +938,7 @@ fn from_by_number_and_by_name_skips_the_earlier_steps() {
     let trace = dir.path().join("trace");
 
     let j = dir.path().join("by-number.jsonl");
-    let ran = recover(
+    let ran = run_to_end(
         dir.path(),
         &["run", p(&rb), "--from", "2", "--journal", p(&j)],
         &[],
@@ -1145,7 +956,7 @@ fn from_by_number_and_by_name_skips_the_earlier_steps() {
 
     fs::remove_file(&trace).unwrap();
     let j = dir.path().join("by-name.jsonl");
-    let ran = recover(
+    let ran = run_to_end(
         dir.path(),
         &["run", p(&rb), "--from", "Third Step", "--journal", p(&j)],
         &[],
@@ -1157,9 +968,9 @@ fn from_by_number_and_by_name_skips_the_earlier_steps() {
 
     // A step that does not exist: usage error, nothing run.
     fs::remove_file(&trace).unwrap();
-    let ran = recover(dir.path(), &["run", p(&rb), "--from", "9"], &[], QUICK);
+    let ran = run_to_end(dir.path(), &["run", p(&rb), "--from", "9"], &[], QUICK);
     assert_eq!(ran.code, Some(2), "{}", ran.context());
-    let ran = recover(
+    let ran = run_to_end(
         dir.path(),
         &["run", p(&rb), "--from", "no such step"],
         &[],
@@ -1172,7 +983,9 @@ fn from_by_number_and_by_name_skips_the_earlier_steps() {
 
 #[test]
 fn resume_refuses_a_changed_runbook_unless_forced_and_needs_something_to_resume() {
-    let sshd = Sshd::start();
+    let Some(sshd) = Sshd::start_or_skip() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let target = sshd.runbook_target_yaml("lab");
     let steps = r#"      - name: first step
@@ -1186,7 +999,7 @@ fn resume_refuses_a_changed_runbook_unless_forced_and_needs_something_to_resume(
 
     // Nothing to resume yet.
     let rb = write_runbook(dir.path(), "resume", &target, "", steps);
-    let ran = recover(dir.path(), &["run", p(&rb), "--resume"], &[], QUICK);
+    let ran = run_to_end(dir.path(), &["run", p(&rb), "--resume"], &[], QUICK);
     assert_eq!(ran.code, Some(2), "{}", ran.context());
     assert!(
         ran.stderr.contains("nothing to resume"),
@@ -1196,7 +1009,7 @@ fn resume_refuses_a_changed_runbook_unless_forced_and_needs_something_to_resume(
     assert!(journals_in(dir.path()).is_empty());
 
     // A run that stops at step 2.
-    let ran = recover(dir.path(), &["run", p(&rb)], &[], QUICK);
+    let ran = run_to_end(dir.path(), &["run", p(&rb)], &[], QUICK);
     assert_eq!(ran.code, Some(1), "{}", ran.context());
     assert_eq!(remote_file(&sshd, &trace).as_deref(), Some("1\n"));
 
@@ -1209,7 +1022,7 @@ fn resume_refuses_a_changed_runbook_unless_forced_and_needs_something_to_resume(
         &steps.replace("echo 3", "echo three"),
     );
     fs::write(dir.path().join("flag"), "").unwrap();
-    let ran = recover(dir.path(), &["run", p(&rb), "--resume"], &[], QUICK);
+    let ran = run_to_end(dir.path(), &["run", p(&rb), "--resume"], &[], QUICK);
     assert_eq!(ran.code, Some(2), "{}", ran.context());
     assert!(ran.stderr.contains("changed"), "{}", ran.context());
     assert!(ran.stderr.contains("--force"), "{}", ran.context());
@@ -1217,7 +1030,7 @@ fn resume_refuses_a_changed_runbook_unless_forced_and_needs_something_to_resume(
     assert_eq!(journals_in(dir.path()).len(), 1);
 
     // --force: resumes at the failed step with the new runbook.
-    let ran = recover(
+    let ran = run_to_end(
         dir.path(),
         &["run", p(&rb), "--resume", "--force"],
         &[],
@@ -1234,7 +1047,7 @@ fn resume_refuses_a_changed_runbook_unless_forced_and_needs_something_to_resume(
     assert_eq!(started_steps(&resumed), vec![2, 3]);
 
     // That run finished: nothing left to resume.
-    let ran = recover(dir.path(), &["run", p(&rb), "--resume"], &[], QUICK);
+    let ran = run_to_end(dir.path(), &["run", p(&rb), "--resume"], &[], QUICK);
     assert_eq!(ran.code, Some(2), "{}", ran.context());
     assert!(
         ran.stderr.contains("nothing to resume"),
@@ -1248,7 +1061,9 @@ fn resume_refuses_a_changed_runbook_unless_forced_and_needs_something_to_resume(
 
 #[test]
 fn a_manual_step_without_a_terminal_needs_yes_and_nothing_runs_without_it() {
-    let sshd = Sshd::start();
+    let Some(sshd) = Sshd::start_or_skip() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let rb = write_runbook(
         dir.path(),
@@ -1264,14 +1079,14 @@ fn a_manual_step_without_a_terminal_needs_yes_and_nothing_runs_without_it() {
 "#,
     );
     let logins_before = logins(&sshd);
-    let ran = recover(dir.path(), &["run", p(&rb)], &[], QUICK);
+    let ran = run_to_end(dir.path(), &["run", p(&rb)], &[], QUICK);
     assert_eq!(ran.code, Some(2), "{}", ran.context());
     assert!(ran.stderr.contains("--yes"), "{}", ran.context());
     assert!(journals_in(dir.path()).is_empty());
     assert_eq!(logins(&sshd), logins_before, "{}", sshd.log());
     assert!(remote_file(&sshd, &dir.path().join("before-ran")).is_none());
 
-    let ran = recover(dir.path(), &["run", p(&rb), "--yes"], &[], QUICK);
+    let ran = run_to_end(dir.path(), &["run", p(&rb), "--yes"], &[], QUICK);
     assert_eq!(ran.code, Some(0), "{}", ran.context());
     let journal = read_journal(&only_journal(dir.path()));
     assert_eq!(started_steps(&journal), vec![1, 2, 3]);
@@ -1287,7 +1102,9 @@ fn a_manual_step_without_a_terminal_needs_yes_and_nothing_runs_without_it() {
 
 #[test]
 fn a_missing_webhook_variable_is_named_and_nothing_runs() {
-    let sshd = Sshd::start();
+    let Some(sshd) = Sshd::start_or_skip() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let rb = write_runbook(
         dir.path(),
@@ -1301,7 +1118,7 @@ fn a_missing_webhook_variable_is_named_and_nothing_runs() {
 "#,
     );
     let logins_before = logins(&sshd);
-    let ran = recover(dir.path(), &["run", p(&rb), "--yes"], &[], QUICK);
+    let ran = run_to_end(dir.path(), &["run", p(&rb), "--yes"], &[], QUICK);
     assert_eq!(ran.code, Some(2), "{}", ran.context());
     assert!(ran.stderr.contains("RECOVER_WEBHOOK"), "{}", ran.context());
     assert!(journals_in(dir.path()).is_empty());
@@ -1312,26 +1129,35 @@ fn a_missing_webhook_variable_is_named_and_nothing_runs() {
 // --- more connection trouble: Ctrl-C while reconnecting, a step started while sshd is down,
 // --- a hung (frozen) target -----------------------------------------------------------------
 
-#[test]
-fn ctrl_c_while_the_target_is_unreachable_stops_at_once() {
-    let mut sshd = Sshd::start();
+/// A run of `before` (remote), `gap` (local, 1 s) and `after` (remote, `after_timeout`), with
+/// sshd stopped while `gap` runs: `after` starts while the target is unreachable.
+struct SshdGoesDown {
+    dir: tempfile::TempDir,
+    journal_path: PathBuf,
+    bg: Background,
+}
+
+fn run_while_sshd_goes_down(sshd: &mut Sshd, name: &str, after_timeout: &str) -> SshdGoesDown {
     let dir = tempfile::tempdir().unwrap();
-    let rb = write_runbook(
-        dir.path(),
-        "lostctrlc",
-        &sshd.runbook_target_yaml("lab"),
-        "",
+    let steps = format!(
         r#"      - name: before
         run: echo before >> @DIR@/trace
       - name: gap
         local: sleep 1
       - name: after
         run: echo after >> @DIR@/trace
-        timeout: 2m
-"#,
+        timeout: {after_timeout}
+"#
+    );
+    let rb = write_runbook(
+        dir.path(),
+        name,
+        &sshd.runbook_target_yaml("lab"),
+        "",
+        &steps,
     );
     let journal_path = dir.path().join("j.jsonl");
-    let mut bg = Background::start(
+    let bg = Background::start(
         dir.path(),
         &["run", p(&rb), "--journal", p(&journal_path)],
         &[],
@@ -1344,6 +1170,23 @@ fn ctrl_c_while_the_target_is_unreachable_stops_at_once() {
         bg.output()
     );
     sshd.stop();
+    SshdGoesDown {
+        dir,
+        journal_path,
+        bg,
+    }
+}
+
+#[test]
+fn ctrl_c_while_the_target_is_unreachable_stops_at_once() {
+    let Some(mut sshd) = Sshd::start_or_skip() else {
+        return;
+    };
+    let SshdGoesDown {
+        dir,
+        journal_path,
+        mut bg,
+    } = run_while_sshd_goes_down(&mut sshd, "lostctrlc", "2m");
     // The loss is journaled while it lasts, not only once the connection is back.
     assert!(
         wait_for_event(&journal_path, Duration::from_secs(10), |e| {
@@ -1381,36 +1224,14 @@ fn ctrl_c_while_the_target_is_unreachable_stops_at_once() {
 
 #[test]
 fn a_remote_step_started_while_sshd_is_down_reconnects_with_backoff() {
-    let mut sshd = Sshd::start();
-    let dir = tempfile::tempdir().unwrap();
-    let rb = write_runbook(
-        dir.path(),
-        "backoff",
-        &sshd.runbook_target_yaml("lab"),
-        "",
-        r#"      - name: before
-        run: echo before >> @DIR@/trace
-      - name: gap
-        local: sleep 1
-      - name: after
-        run: echo after >> @DIR@/trace
-        timeout: 20s
-"#,
-    );
-    let journal_path = dir.path().join("j.jsonl");
-    let mut bg = Background::start(
-        dir.path(),
-        &["run", p(&rb), "--journal", p(&journal_path)],
-        &[],
-    );
-    assert!(
-        wait_for_event(&journal_path, Duration::from_secs(20), |e| {
-            e["event"] == "step_started" && e["step"] == 2
-        }),
-        "the gap never started: {}",
-        bg.output()
-    );
-    sshd.stop();
+    let Some(mut sshd) = Sshd::start_or_skip() else {
+        return;
+    };
+    let SshdGoesDown {
+        dir,
+        journal_path,
+        mut bg,
+    } = run_while_sshd_goes_down(&mut sshd, "backoff", "20s");
     assert!(
         wait_for_event(&journal_path, Duration::from_secs(20), |e| {
             e["event"] == "step_started" && e["step"] == 3
@@ -1443,7 +1264,9 @@ fn a_remote_step_started_while_sshd_is_down_reconnects_with_backoff() {
 
 #[test]
 fn a_hung_target_fails_the_step_in_bounded_time_and_is_reconnected_when_it_answers() {
-    let sshd = Sshd::start();
+    let Some(sshd) = Sshd::start_or_skip() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let rb = write_runbook(
         dir.path(),

@@ -1,8 +1,12 @@
 //! `recover export`: the binder copy, through the real binary.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::{recover_in, require_tool, run_bounded, text};
 
 use recover::plan::{self, Action, BOOT_ID_COMMAND, Options, Plan, Probe};
 use recover::template::shell_quote;
@@ -18,13 +22,11 @@ fn root() -> PathBuf {
 /// `recover export` with a fixed clock, home and state directory, and no secrets set
 /// unless given in `env`.
 fn export(runbook: &str, format: &str, state: &Path, env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_recover"));
+    let mut cmd = recover_in(state);
     cmd.current_dir(root())
         .args(["export", runbook, "--format", format])
         .env("SOURCE_DATE_EPOCH", EPOCH)
         .env("HOME", "/home/operator")
-        .env("XDG_STATE_HOME", state)
-        .env_remove("RECOVER_WEBHOOK")
         .env_remove("NO_COLOR");
     for (k, v) in env {
         cmd.env(k, v);
@@ -44,9 +46,7 @@ fn export_ok(runbook: &str, format: &str, state: &Path, env: &[(&str, &str)]) ->
 
 /// The Plan the binary resolves, with the same home directory.
 fn spark_plan() -> Plan {
-    let loaded = recover::runbook::load(&root().join(RUNBOOK))
-        .expect("readable")
-        .expect("valid");
+    let loaded = recover::runbook::load(&root().join(RUNBOOK)).expect("valid");
     plan::resolve(&loaded, &Options::default()).expect("resolves")
 }
 
@@ -101,6 +101,7 @@ fn plan_items(plan: &Plan) -> Vec<(usize, String)> {
                 unit,
                 start,
                 health,
+                ..
             } => {
                 add(unit.clone());
                 add(start.script.clone());
@@ -330,13 +331,11 @@ fn html_is_self_contained() {
 fn output_goes_to_the_file_given() {
     let state = tempfile::tempdir().unwrap();
     let out = state.path().join("binder.html");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_recover"));
-    let status = cmd
+    let status = recover_in(state.path())
         .current_dir(root())
         .args(["export", RUNBOOK, "--format", "html", "-o"])
         .arg(&out)
         .env("SOURCE_DATE_EPOCH", EPOCH)
-        .env("XDG_STATE_HOME", state.path())
         .output()
         .unwrap();
     assert!(status.status.success());
@@ -358,51 +357,28 @@ fn a_bad_source_date_epoch_is_a_usage_error() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("SOURCE_DATE_EPOCH"));
 }
 
-/// Run `cmd`, killing it if it outlives `limit`.
-fn run_bounded(mut cmd: Command, limit: Duration) -> Result<(), String> {
-    let mut child = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| e.to_string())?;
-    let start = Instant::now();
-    loop {
-        match child.try_wait().map_err(|e| e.to_string())? {
-            Some(s) if s.success() => return Ok(()),
-            Some(s) => return Err(format!("exited with {s}")),
-            None if start.elapsed() > limit => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("still running after {limit:?}: killed"));
-            }
-            None => std::thread::sleep(Duration::from_millis(100)),
-        }
-    }
-}
-
-fn which(program: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join(program))
-            .find(|p| p.is_file())
-    })
+/// Runs `cmd` (killed if it outlives `limit`); panics with its output unless it succeeds.
+fn run_ok(what: &str, cmd: Command, limit: Duration) {
+    let out = run_bounded(cmd, limit);
+    assert!(
+        out.status.success(),
+        "{what} failed ({}, limit {limit:?}):\n{}{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
 }
 
 /// Every command box of the HTML, as printed by Chromium on A4 and on Letter, is on the
 /// pages in full: nothing cut at the margin, nothing lost between pages.
 #[test]
 fn printed_pages_carry_every_command() {
-    let Some(chromium) = ["chromium", "chromium-browser", "google-chrome"]
-        .into_iter()
-        .find_map(which)
-    else {
-        println!(
-            "SKIPPED printed_pages_carry_every_command: chromium is not installed (scripts/setup installs it)"
-        );
+    let Some(chromium) = require_tool(&["chromium", "chromium-browser", "google-chrome"]) else {
         return;
     };
-    let pdftotext = which("pdftotext")
-        .expect("pdftotext (poppler-utils) is installed with chromium by scripts/setup");
+    let Some(pdftotext) = require_tool(&["pdftotext"]) else {
+        return;
+    };
     let state = tempfile::tempdir().unwrap();
     let html = export_ok(RUNBOOK, "html", state.path(), &[]);
 
@@ -444,13 +420,17 @@ fn printed_pages_carry_every_command() {
         .arg(format!("--user-data-dir={}", profile.display()))
         .arg(format!("--print-to-pdf={}", pdf.display()))
         .arg(format!("file://{}", page.display()));
-        run_bounded(cmd, Duration::from_secs(120)).expect("chromium prints the binder");
+        run_ok(
+            "chromium printing the binder",
+            cmd,
+            Duration::from_secs(120),
+        );
 
         let txt = dir.path().join("binder.txt");
         let mut cmd = Command::new(&pdftotext);
         // -raw: in reading order, and without joining a line that ends in `-` to the next.
         cmd.arg("-raw").arg(&pdf).arg(&txt);
-        run_bounded(cmd, Duration::from_secs(60)).expect("pdftotext reads the PDF");
+        run_ok("pdftotext reading the PDF", cmd, Duration::from_secs(60));
         let text = std::fs::read_to_string(&txt).unwrap();
         let pages = text.matches('\u{c}').count();
         assert!(
@@ -507,7 +487,7 @@ fn status_posts_use_each_channel_format() {
 #[test]
 fn var_and_target_overrides_reach_the_binder() {
     let state = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_recover"))
+    let out = recover_in(state.path())
         .current_dir(root())
         .args(["export", RUNBOOK, "--format", "md"])
         .args([
@@ -517,7 +497,6 @@ fn var_and_target_overrides_reach_the_binder() {
             "vllm=http://10.9.8.7:8000",
         ])
         .env("SOURCE_DATE_EPOCH", EPOCH)
-        .env("XDG_STATE_HOME", state.path())
         .output()
         .unwrap();
     assert!(out.status.success());

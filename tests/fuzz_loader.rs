@@ -7,10 +7,10 @@ use std::path::Path;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence};
 
-use recover::app::render_problem;
+use recover::cmd::render_problem;
+use recover::plan::display::plan_text;
 use recover::plan::{Options, resolve};
 use recover::runbook::{lint::lint, parse};
-use recover::show::plan_text;
 
 const REFERENCE: &str = include_str!("../runbooks/spark-power.yaml");
 

@@ -10,11 +10,9 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{HttpServer, Sshd, closed_port_url};
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use common::{
+    HttpServer, Sshd, closed_port_url, eventually, require_tool, run_bounded, skipped, text,
+};
 
 /// Command lines of every process on the machine, from /proc.
 fn cmdlines() -> Vec<(u32, String)> {
@@ -46,26 +44,13 @@ fn alive(pid: u32) -> bool {
     }
 }
 
-/// Polls `cond` every 20 ms for at most `timeout`.
-fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    for _ in 0..10_000 {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
-
 // --- sshd ----------------------------------------------------------------------------------
 
 #[test]
 fn sshd_accepts_the_client_key_with_strict_checking_and_runs_a_command() {
-    let sshd = Sshd::start();
+    let Some(sshd) = Sshd::start_or_skip() else {
+        return;
+    };
 
     let config = fs::read_to_string(sshd.ssh_config()).unwrap();
     assert!(config.contains("StrictHostKeyChecking yes"), "{config}");
@@ -117,7 +102,9 @@ fn sshd_accepts_the_client_key_with_strict_checking_and_runs_a_command() {
 
 #[test]
 fn sshd_stop_makes_ssh_fail_and_start_again_keeps_port_and_host_key() {
-    let mut sshd = Sshd::start();
+    let Some(mut sshd) = Sshd::start_or_skip() else {
+        return;
+    };
     let port = sshd.port();
     let host_key = fs::read_to_string(sshd.host_key_pub()).unwrap();
     let first_pid = sshd.pid().unwrap();
@@ -146,7 +133,9 @@ fn sshd_stop_makes_ssh_fail_and_start_again_keeps_port_and_host_key() {
 
 #[test]
 fn sshd_start_again_waits_for_its_port_to_be_free() {
-    let mut sshd = Sshd::start();
+    let Some(mut sshd) = Sshd::start_or_skip() else {
+        return;
+    };
     sshd.stop();
     // Someone holds the port for a moment, as a slow-to-die listener would.
     let squatter = std::net::TcpListener::bind(("127.0.0.1", sshd.port())).unwrap();
@@ -166,7 +155,9 @@ fn sshd_start_again_waits_for_its_port_to_be_free() {
 
 #[test]
 fn sshd_stop_kills_open_sessions_and_their_remote_commands() {
-    let mut sshd = Sshd::start();
+    let Some(mut sshd) = Sshd::start_or_skip() else {
+        return;
+    };
     // A unique remote command line to look for.
     let marker = format!("sleep 600.{}", sshd.port());
     let mut session = sshd
@@ -206,7 +197,9 @@ fn sshd_stop_kills_open_sessions_and_their_remote_commands() {
 
 #[test]
 fn sshd_drop_leaves_no_process_behind() {
-    let sshd = Sshd::start();
+    let Some(sshd) = Sshd::start_or_skip() else {
+        return;
+    };
     let pid = sshd.pid().unwrap();
     let dir = sshd.dir().to_path_buf();
     let mut busy = sshd
@@ -239,7 +232,9 @@ fn sshd_drop_leaves_no_process_behind() {
 
 #[test]
 fn sshd_wrong_known_hosts_is_refused() {
-    let sshd = Sshd::start();
+    let Some(sshd) = Sshd::start_or_skip() else {
+        return;
+    };
     let wrong = sshd.wrong_host_key_known_hosts();
     let line = fs::read_to_string(&wrong).unwrap();
     assert!(line.starts_with(&format!("[127.0.0.1]:{} ssh-ed25519 ", sshd.port())));
@@ -263,7 +258,9 @@ fn sshd_wrong_known_hosts_is_refused() {
 
 #[test]
 fn sshd_allows_many_sessions_over_one_multiplexed_connection() {
-    let sshd = Sshd::start();
+    let Some(sshd) = Sshd::start_or_skip() else {
+        return;
+    };
     let control = sshd.dir().join("cm.sock");
     let control_opt = format!("ControlPath={}", control.display());
 
@@ -310,7 +307,9 @@ fn sshd_allows_many_sessions_over_one_multiplexed_connection() {
 
 #[test]
 fn sshd_freeze_makes_connections_time_out_and_thaw_resumes() {
-    let sshd = Sshd::start();
+    let Some(sshd) = Sshd::start_or_skip() else {
+        return;
+    };
     sshd.freeze();
     let mut cmd = sshd.ssh_command();
     cmd.args(["-o", "ConnectTimeout=1"])
@@ -336,7 +335,9 @@ fn sshd_freeze_makes_connections_time_out_and_thaw_resumes() {
 
 #[test]
 fn runbook_target_yaml_renders_the_targets_entry() {
-    let sshd = Sshd::start();
+    let Some(sshd) = Sshd::start_or_skip() else {
+        return;
+    };
     let yaml = sshd.runbook_target_yaml("lab");
     let expected = format!(
         "  lab:\n    host: 127.0.0.1\n    port: {}\n    user: {}\n    identity: {}\n    known_hosts: {}\n",
@@ -556,4 +557,80 @@ fn recover_gets_a_clean_environment() {
     let out = common::recover_in(state.path()).output().unwrap();
     assert!(out.status.code().is_some(), "{out:?}");
     assert!(common::recover().output().unwrap().status.code().is_some());
+}
+
+// --- skips -----------------------------------------------------------------------------------
+
+const MISSING_TOOL: &str = "recover-test-no-such-tool";
+/// Set by the parent test for its child: the probe only probes there.
+const PROBE_VAR: &str = "RECOVER_TEST_MISSING_TOOL_PROBE";
+
+#[test]
+#[ignore = "run by a_missing_tool_is_a_visible_skip_and_a_failure_in_ci, in a child process"]
+fn probe_of_a_missing_tool() {
+    if std::env::var_os(PROBE_VAR).is_none() {
+        skipped("runs only as the child of a_missing_tool_is_a_visible_skip_and_a_failure_in_ci");
+        return;
+    }
+    let Some(found) = require_tool(&[MISSING_TOOL]) else {
+        return;
+    };
+    panic!("{MISSING_TOOL} is installed at {}", found.display());
+}
+
+/// This test binary running only `probe_of_a_missing_tool`, its output captured as usual.
+fn probe(ci: Option<&str>) -> std::process::Output {
+    let mut cmd = Command::new(std::env::current_exe().expect("the test binary"));
+    cmd.args(["probe_of_a_missing_tool", "--exact", "--ignored"])
+        .env_remove("CI")
+        .env(PROBE_VAR, "1")
+        .stdin(Stdio::null());
+    if let Some(v) = ci {
+        cmd.env("CI", v);
+    }
+    run_bounded(cmd, Duration::from_secs(60))
+}
+
+#[test]
+fn a_missing_tool_is_a_visible_skip_and_a_failure_in_ci() {
+    let local = probe(None);
+    let (stdout, stderr) = (text(&local.stdout), text(&local.stderr));
+    assert!(local.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("test probe_of_a_missing_tool ... ok"),
+        "{stdout}"
+    );
+    // Shown although the test passed and its output was captured.
+    assert!(
+        stderr.contains(&format!(
+            "SKIPPED: probe_of_a_missing_tool: needs {MISSING_TOOL} (install it with scripts/setup)"
+        )),
+        "{stderr}"
+    );
+
+    let ci = probe(Some("true"));
+    let (stdout, stderr) = (text(&ci.stdout), text(&ci.stderr));
+    assert!(
+        !ci.status.success(),
+        "a skip passed under CI:\n{stdout}{stderr}"
+    );
+    assert!(
+        stdout.contains("test probe_of_a_missing_tool ... FAILED"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("CI is set, where a missing tool is a broken setup"),
+        "{stdout}{stderr}"
+    );
+    assert!(!stderr.contains("SKIPPED"), "{stderr}");
+}
+
+#[test]
+fn require_tool_finds_a_tool_on_path_and_by_its_path() {
+    let sh = require_tool(&[MISSING_TOOL, "sh"]).expect("sh is on PATH");
+    assert!(sh.is_absolute() && sh.ends_with("sh"), "{}", sh.display());
+    assert_eq!(
+        require_tool(&[sh.to_str().unwrap()]).as_deref(),
+        Some(sh.as_path())
+    );
 }

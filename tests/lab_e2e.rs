@@ -14,7 +14,8 @@
 //!
 //! Environment:
 //! - `RECOVER_SKIP_LAB=1`: skip the suite (passes, saying so), for a fast local loop. It is
-//!   also skipped when `qemu-system-x86_64` is missing; nothing else skips it.
+//!   also skipped when `qemu-system-x86_64` is missing (with `CI` set, that fails it instead);
+//!   nothing else skips it.
 //! - `RECOVER_LAB_SCENARIOS=2,5`: run only these scenarios (by number), in the suite's order.
 //! - `RECOVER_LAB_KEEP=1`: leave the lab running at the end (`tests/lab/lab down` stops it).
 //! - `RECOVER_LAB_DIR`: the lab directory, as for `tests/lab/lab`.
@@ -28,25 +29,21 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::thread;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{HttpServer, clean_command, recover_in, run_bounded};
+use common::{
+    Background, HttpServer, Ran, dump_without_progress, events, eventually_every, journals_in, p,
+    read_journal, require_tool, run_bounded, run_to_end, say, step_event, tail, text,
+};
 use serde_json::{Value, json};
-
-/// A line on the real stderr, shown even when the test passes (the harness captures
-/// `eprintln!` of passing tests): progress, measurements, the timings, a skip.
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
-}
 
 const LAB_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lab/lab");
 const LAB_RUNBOOK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/runbooks/lab.yaml");
 /// The lab directory and ports `runbooks/lab.yaml` is written for.
 const DEFAULT_LAB_DIR: &str = "/var/tmp/recover-lab";
+/// How often a wait asks the VM again (each question is an ssh round trip).
+const POLL: Duration = Duration::from_millis(200);
 
 /// A scenario: it panics when an assertion fails.
 type ScenarioFn = fn(&Lab, &Scenario);
@@ -83,10 +80,6 @@ fn lab_command(args: &[&str]) -> Command {
     let mut cmd = Command::new(LAB_SCRIPT);
     cmd.args(args).stdin(Stdio::null());
     cmd
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// `tests/lab/lab ARGS`, at most `limit`.
@@ -244,12 +237,15 @@ struct LabDown;
 impl Drop for LabDown {
     fn drop(&mut self) {
         if std::env::var_os("RECOVER_LAB_KEEP").is_some_and(|v| v == "1") {
-            say!("lab e2e: RECOVER_LAB_KEEP=1: the lab stays up (tests/lab/lab down)");
+            say("lab e2e: RECOVER_LAB_KEEP=1: the lab stays up (tests/lab/lab down)");
             return;
         }
         let out = lab_try(&["down"], Duration::from_secs(60));
         if !out.status.success() {
-            say!("lab e2e: `lab down` failed: {}", text(&out.stderr));
+            say(&format!(
+                "lab e2e: `lab down` failed: {}",
+                text(&out.stderr)
+            ));
         }
     }
 }
@@ -359,78 +355,8 @@ fn write_runbook(dir: &Path, rb: &Value) -> PathBuf {
     path
 }
 
-// --- the journal -------------------------------------------------------------------------------
-
-fn read_journal(path: &Path) -> Vec<Value> {
-    let t = fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("read the journal {}: {e}", path.display()));
-    t.lines()
-        .map(|l| {
-            serde_json::from_str(l)
-                .unwrap_or_else(|e| panic!("journal line is not JSON ({e}): {l}"))
-        })
-        .collect()
-}
-
-fn events<'a>(journal: &'a [Value], kind: &str) -> Vec<&'a Value> {
-    journal.iter().filter(|e| e["event"] == kind).collect()
-}
-
-fn step_finished(journal: &[Value], n: u64) -> &Value {
-    let f: Vec<_> = events(journal, "step_finished")
-        .into_iter()
-        .filter(|e| e["step"] == n)
-        .collect();
-    assert_eq!(
-        f.len(),
-        1,
-        "one step_finished of step {n}:\n{}",
-        dump(journal)
-    );
-    f[0]
-}
-
-/// The events without the progress lines, one a line.
-fn dump(journal: &[Value]) -> String {
-    journal
-        .iter()
-        .filter(|e| e["event"] != "step_progress")
-        .map(Value::to_string)
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
     v[key].as_str().unwrap_or("")
-}
-
-/// The journals under a state directory (`$XDG_STATE_HOME/recover/runs`), oldest first.
-fn journals_in(state: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = fs::read_dir(state.join("recover/runs"))
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
-                .collect()
-        })
-        .unwrap_or_default();
-    files.sort();
-    files
-}
-
-/// Polls `cond` every 200 ms for at most `timeout`.
-fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    for _ in 0..10_000 {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(200));
-    }
-    false
 }
 
 // --- running recover ---------------------------------------------------------------------------
@@ -477,34 +403,17 @@ impl Scenario {
 
     /// `recover ARGS` to its end (at most `limit`), state under the scenario's directory.
     fn recover(&self, args: &[&str], limit: Duration) -> Ran {
-        let mut cmd = recover_in(&self.state());
-        cmd.args(args)
-            .timeout(limit)
-            .env("RECOVER_WEBHOOK", self.webhook());
-        let started = Instant::now();
-        let out = cmd.output().expect("run recover");
-        Ran {
-            code: out.status.code(),
-            stdout: text(&out.stdout),
-            stderr: text(&out.stderr),
-            took: started.elapsed(),
-        }
+        run_to_end(
+            &self.state(),
+            args,
+            &[("RECOVER_WEBHOOK", &self.webhook())],
+            limit,
+        )
     }
 
     /// `recover ARGS` in the background.
     fn background(&self, args: &[&str]) -> Background {
-        let stdout = self.dir.join("bg.stdout");
-        let stderr = self.dir.join("bg.stderr");
-        let mut cmd = clean_command(env!("CARGO_BIN_EXE_recover"), &self.state());
-        cmd.args(args)
-            .env("RECOVER_WEBHOOK", self.webhook())
-            .stdout(Stdio::from(fs::File::create(&stdout).unwrap()))
-            .stderr(Stdio::from(fs::File::create(&stderr).unwrap()));
-        Background {
-            child: cmd.spawn().expect("spawn recover"),
-            stdout,
-            stderr,
-        }
+        Background::start(&self.state(), args, &[("RECOVER_WEBHOOK", &self.webhook())])
     }
 
     /// What the webhook received: the Slack `text` of each post.
@@ -517,80 +426,13 @@ impl Scenario {
     }
 }
 
-struct Ran {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-    took: Duration,
-}
-
-impl Ran {
-    fn context(&self) -> String {
-        format!(
-            "exit {:?} after {:.1?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.code,
-            self.took,
-            tail(&self.stdout, 60),
-            tail(&self.stderr, 60)
-        )
-    }
-}
-
-fn tail(s: &str, lines: usize) -> String {
-    let all: Vec<&str> = s.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-struct Background {
-    child: Child,
-    stdout: PathBuf,
-    stderr: PathBuf,
-}
-
-impl Background {
-    /// Waits at most `timeout` for the exit; None if it is still running.
-    fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        for _ in 0..100_000 {
-            if let Some(st) = self.child.try_wait().expect("try_wait") {
-                return Some(st);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-        None
-    }
-
-    fn output(&self) -> String {
-        let mut s = String::new();
-        for f in [&self.stdout, &self.stderr] {
-            s.push_str(&tail(&fs::read_to_string(f).unwrap_or_default(), 40));
-            s.push('\n');
-        }
-        s
-    }
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().expect("a UTF-8 path")
-}
-
 // --- the suite ---------------------------------------------------------------------------------
 
 /// Says so on the real stderr: the test harness captures `eprintln!` of passing tests.
 fn skipped(why: &str) {
-    say!("SKIPPED: the lab end-to-end suite (tests/lab_e2e.rs): {why}");
+    say(&format!(
+        "SKIPPED: the lab end-to-end suite (tests/lab_e2e.rs): {why}"
+    ));
 }
 
 #[test]
@@ -599,22 +441,19 @@ fn lab_end_to_end() {
         skipped("RECOVER_SKIP_LAB=1");
         return;
     }
-    let has_qemu = Command::new("qemu-system-x86_64")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !has_qemu {
-        skipped("qemu-system-x86_64 is missing, no VM can boot (scripts/setup installs it)");
+    if require_tool(&["qemu-system-x86_64"]).is_none() {
         return;
     }
-    let only: Option<Vec<u32>> = std::env::var("RECOVER_LAB_SCENARIOS").ok().map(|v| {
-        v.split([',', ' '])
-            .filter(|s| !s.is_empty())
-            .map(|s| s.parse().expect("RECOVER_LAB_SCENARIOS: numbers, like 2,5"))
-            .collect()
-    });
+    // An empty or blank RECOVER_LAB_SCENARIOS means all of them, never none.
+    let only: Option<Vec<u32>> = std::env::var("RECOVER_LAB_SCENARIOS")
+        .ok()
+        .map(|v| {
+            v.split([',', ' '])
+                .filter(|s| !s.is_empty())
+                .map(|s| s.parse().expect("RECOVER_LAB_SCENARIOS: numbers, like 2,5"))
+                .collect::<Vec<u32>>()
+        })
+        .filter(|v| !v.is_empty());
 
     let suite = Instant::now();
     let t = Instant::now();
@@ -657,7 +496,7 @@ fn lab_end_to_end() {
             .expect("a tempdir")
             .keep();
         let sc = Scenario::new(dir.clone());
-        say!("lab e2e: scenario {n}: {name} …");
+        say(&format!("lab e2e: scenario {n}: {name} …"));
         let result = catch_unwind(AssertUnwindSafe(|| {
             if reset_first {
                 reset();
@@ -687,7 +526,10 @@ fn lab_end_to_end() {
                             .lines()
                             .filter_map(|l| serde_json::from_str(l).ok())
                             .collect();
-                        msg.push_str(&format!("its last events:\n{}\n", tail(&dump(&evs), 12)));
+                        msg.push_str(&format!(
+                            "its last events:\n{}\n",
+                            tail(&dump_without_progress(&evs), 12)
+                        ));
                     }
                 }
                 msg.push_str(&console_tail(40));
@@ -700,7 +542,7 @@ fn lab_end_to_end() {
         }
     }
     report.push(format!("suite {:.1?}", suite.elapsed()));
-    say!("lab e2e timings:\n  {}", report.join("\n  "));
+    say(&format!("lab e2e timings:\n  {}", report.join("\n  ")));
     assert!(
         failures.is_empty(),
         "{} lab scenario(s) failed:\n\n{}",
@@ -722,7 +564,7 @@ fn lab_yaml_for(lab: &Lab, sc: &Scenario) -> PathBuf {
     if defaults {
         return PathBuf::from(LAB_RUNBOOK);
     }
-    say!("lab e2e: the lab's directory or ports are not the defaults: retargeted copy");
+    say("lab e2e: the lab's directory or ports are not the defaults: retargeted copy");
     let mut rb = lab_yaml();
     retarget(&mut rb, lab);
     write_runbook(&sc.dir, &rb)
@@ -751,27 +593,46 @@ fn full_runbook(lab: &Lab, sc: &Scenario) {
     let boot_id = lab.boot_id();
 
     // Complete: run_started first, run_finished success last, the real boot id.
-    assert_eq!(j[0]["event"], "run_started", "{}", dump(&j));
+    assert_eq!(
+        j[0]["event"],
+        "run_started",
+        "{}",
+        dump_without_progress(&j)
+    );
     let total = j[0]["steps"].as_u64().expect("steps");
     let end = j.last().unwrap();
-    assert_eq!(end["event"], "run_finished", "{}", dump(&j));
+    assert_eq!(
+        end["event"],
+        "run_finished",
+        "{}",
+        dump_without_progress(&j)
+    );
     assert_eq!(end["outcome"], "success");
     assert_eq!(end["exit_code"], 0);
     let connected = events(&j, "connected");
-    assert!(!connected.is_empty(), "{}", dump(&j));
+    assert!(!connected.is_empty(), "{}", dump_without_progress(&j));
     for c in &connected {
         assert_eq!(c["boot_id"], boot_id.as_str(), "{c}");
     }
-    assert!(events(&j, "boot_id_changed").is_empty(), "{}", dump(&j));
+    assert!(
+        events(&j, "boot_id_changed").is_empty(),
+        "{}",
+        dump_without_progress(&j)
+    );
 
     // Every step ran and passed, in order.
     let started: Vec<u64> = events(&j, "step_started")
         .iter()
         .map(|e| e["step"].as_u64().unwrap())
         .collect();
-    assert_eq!(started, (1..=total).collect::<Vec<_>>(), "{}", dump(&j));
+    assert_eq!(
+        started,
+        (1..=total).collect::<Vec<_>>(),
+        "{}",
+        dump_without_progress(&j)
+    );
     for n in 1..=total {
-        let f = step_finished(&j, n);
+        let f = step_event(&j, "step_finished", n);
         assert_eq!(f["outcome"], "passed", "step {n}: {f}");
     }
     for ph in events(&j, "phase_finished") {
@@ -794,9 +655,9 @@ fn full_runbook(lab: &Lab, sc: &Scenario) {
                 .clone()
         })
         .collect();
-    assert_eq!(journal_units, units, "{}", dump(&j));
+    assert_eq!(journal_units, units, "{}", dump_without_progress(&j));
     for s in &starts {
-        let f = step_finished(&j, s["step"].as_u64().unwrap());
+        let f = step_event(&j, "step_finished", s["step"].as_u64().unwrap());
         assert!(
             str_of(f, "reason").contains("active and healthy after"),
             "gate: {f}"
@@ -823,7 +684,7 @@ fn full_runbook(lab: &Lab, sc: &Scenario) {
         str_of(dc, "command").starts_with("sudo -n "),
         "drop_caches runs through sudo -n: {dc}"
     );
-    let dcf = step_finished(&j, dc["step"].as_u64().unwrap());
+    let dcf = step_event(&j, "step_finished", dc["step"].as_u64().unwrap());
     assert_eq!(dcf["exit"], 0, "{dcf}");
     let reason = str_of(dcf, "reason");
     let re = regex::Regex::new(r"^page cache dropped: (\d+) MB before, (\d+) MB after$").unwrap();
@@ -911,7 +772,7 @@ fn rehearse_order(lab: &Lab, sc: &Scenario) {
         .into_iter()
         .filter(|e| e["outcome"] == "failed_continued")
         .collect();
-    assert_eq!(bad.len(), 1, "one problem:\n{}", dump(&j));
+    assert_eq!(bad.len(), 1, "one problem:\n{}", dump_without_progress(&j));
     let why = str_of(bad[0], "reason");
     assert_eq!(bad[0]["name"], "start dispatcher.service", "{}", bad[0]);
     assert!(
@@ -942,7 +803,7 @@ fn rehearse_order(lab: &Lab, sc: &Scenario) {
         assert!(
             f["outcome"] == "passed" || f["outcome"] == "would_run",
             "{f}\n{}",
-            dump(&j)
+            dump_without_progress(&j)
         );
     }
     let marker_step = finished
@@ -1009,9 +870,18 @@ fn unit_faults(lab: &Lab, sc: &Scenario) {
         assert_eq!(ran.code, Some(1), "{fault}: {}", ran.context());
         let j = read_journal(&jpath);
         let end = j.last().unwrap();
-        assert_eq!(end["event"], "run_finished", "{fault}: {}", dump(&j));
+        assert_eq!(
+            end["event"],
+            "run_finished",
+            "{fault}: {}",
+            dump_without_progress(&j)
+        );
         assert_eq!(end["outcome"], "failed", "{fault}");
-        let f = step_finished(&j, end["failed_step"].as_u64().expect("failed_step"));
+        let f = step_event(
+            &j,
+            "step_finished",
+            end["failed_step"].as_u64().expect("failed_step"),
+        );
         assert_eq!(f["name"], "start dispatcher.service", "{fault}: {f}");
         let reason = str_of(f, "reason");
         let out = str_of(f, "stdout");
@@ -1021,7 +891,9 @@ fn unit_faults(lab: &Lab, sc: &Scenario) {
             "{fault}: {f}"
         );
         let took = f["duration"].as_f64().unwrap();
-        say!("lab e2e:   {fault}: the gate ended after {took:.1} s");
+        say(&format!(
+            "lab e2e:   {fault}: the gate ended after {took:.1} s"
+        ));
         assert!(took < 90.0, "{fault}: the gate took {took} s");
         // The unit's own journal lines are in the failure.
         assert!(
@@ -1082,8 +954,8 @@ fn hung_inference(lab: &Lab, sc: &Scenario) {
     assert_eq!(ran.code, Some(1), "{}", ran.context());
     let j = read_journal(&jpath);
     let end = j.last().unwrap();
-    assert_eq!(end["outcome"], "failed", "{}", dump(&j));
-    let f = step_finished(&j, end["failed_step"].as_u64().unwrap());
+    assert_eq!(end["outcome"], "failed", "{}", dump_without_progress(&j));
+    let f = step_event(&j, "step_finished", end["failed_step"].as_u64().unwrap());
     assert_eq!(f["name"], "start vllm-qwen36.service");
     let reason = str_of(f, "reason");
     assert!(
@@ -1092,7 +964,9 @@ fn hung_inference(lab: &Lab, sc: &Scenario) {
         "the probe's timeout is the reason: {f}"
     );
     let took = f["duration"].as_f64().unwrap();
-    say!("lab e2e:   hang: the gate failed after {took:.1} s");
+    say(&format!(
+        "lab e2e:   hang: the gate failed after {took:.1} s"
+    ));
     assert!(
         (20.0..50.0).contains(&took),
         "the gate ends at its 20 s timeout: {took}"
@@ -1124,10 +998,10 @@ fn power_cut(lab: &Lab, sc: &Scenario) {
     const CUT_IN: &str = "vllm-qwen36.service";
     let mut bg = sc.background(&["run", p(&path), "--yes"]);
     assert!(
-        eventually(Duration::from_secs(30), || !journals_in(&sc.state())
+        eventually_every(POLL, Duration::from_secs(30), || !journals_in(&sc.state())
             .is_empty()),
         "no journal appeared: {}",
-        bg.output()
+        tail(&bg.output(), 80)
     );
     let jpath = journals_in(&sc.state())[0].clone();
     sc.note_journal(&jpath);
@@ -1143,9 +1017,10 @@ fn power_cut(lab: &Lab, sc: &Scenario) {
             .and_then(|e| e["step"].as_u64())
     };
     assert!(
-        eventually(Duration::from_secs(180), || started_step(&jpath).is_some()),
+        eventually_every(POLL, Duration::from_secs(180), || started_step(&jpath)
+            .is_some()),
         "the start of {CUT_IN} never began: {}",
-        bg.output()
+        tail(&bg.output(), 80)
     );
     let step_n = started_step(&jpath).unwrap();
     let old_boot = events(&read_journal(&jpath), "connected")[0]["boot_id"]
@@ -1155,10 +1030,11 @@ fn power_cut(lab: &Lab, sc: &Scenario) {
     assert_eq!(old_boot, lab.boot_id());
     let unit = [CUT_IN.to_owned()];
     assert!(
-        eventually(Duration::from_secs(60), || lab.active_states(&unit)[0]
+        eventually_every(POLL, Duration::from_secs(60), || lab.active_states(&unit)
+            [0]
             != "inactive"),
         "{CUT_IN} was never started: {}",
-        bg.output()
+        tail(&bg.output(), 80)
     );
     let first = read_journal(&jpath);
     assert!(
@@ -1166,17 +1042,23 @@ fn power_cut(lab: &Lab, sc: &Scenario) {
             .iter()
             .all(|e| e["step"] != step_n),
         "the gate of {CUT_IN} ended before the cut (warm-up too short?):\n{}",
-        dump(&first)
+        dump_without_progress(&first)
     );
     let cut_index = first.len();
     labctl(&["powercut"], Duration::from_secs(60));
     let cut = Instant::now();
     let status = bg.wait(Duration::from_secs(90));
     let after_cut = cut.elapsed();
-    let status =
-        status.unwrap_or_else(|| panic!("recover still runs 90 s after the cut:\n{}", bg.output()));
-    assert_eq!(status.code(), Some(1), "{}", bg.output());
-    say!("lab e2e:   recover ended {after_cut:.1?} after the cut (exit 1)");
+    let status = status.unwrap_or_else(|| {
+        panic!(
+            "recover still runs 90 s after the cut:\n{}",
+            tail(&bg.output(), 80)
+        )
+    });
+    assert_eq!(status.code(), Some(1), "{}", tail(&bg.output(), 80));
+    say(&format!(
+        "lab e2e:   recover ended {after_cut:.1?} after the cut (exit 1)"
+    ));
     assert!(
         after_cut < Duration::from_secs(30),
         "recover ended {after_cut:.1?} after the cut"
@@ -1186,17 +1068,25 @@ fn power_cut(lab: &Lab, sc: &Scenario) {
     assert!(
         !lost.is_empty(),
         "connection_lost after the cut:\n{}",
-        dump(&j)
+        dump_without_progress(&j)
     );
-    let f = step_finished(&j, step_n);
+    let f = step_event(&j, "step_finished", step_n);
     assert_eq!(f["outcome"], "failed", "{f}");
-    say!("lab e2e:   step {step_n} failed: {}", str_of(f, "reason"));
+    say(&format!(
+        "lab e2e:   step {step_n} failed: {}",
+        str_of(f, "reason")
+    ));
     assert!(
         str_of(f, "reason").starts_with("lost the connection to spark while waiting for"),
         "{f}"
     );
     let end = j.last().unwrap();
-    assert_eq!(end["event"], "run_finished", "{}", dump(&j));
+    assert_eq!(
+        end["event"],
+        "run_finished",
+        "{}",
+        dump_without_progress(&j)
+    );
     assert_eq!(end["outcome"], "failed");
     assert_eq!(end["failed_step"], step_n);
     assert!(str_of(end, "resume").contains("--resume"), "{end}");
@@ -1204,7 +1094,7 @@ fn power_cut(lab: &Lab, sc: &Scenario) {
         .into_iter()
         .filter(|e| e["step"].as_u64().unwrap() > step_n)
         .collect();
-    assert!(started_after.is_empty(), "{}", dump(&j));
+    assert!(started_after.is_empty(), "{}", dump_without_progress(&j));
     let run_id = str_of(&j[0], "run_id").to_owned();
 
     // Mains back: wait_ssh sees the box come back.
@@ -1231,10 +1121,10 @@ fn power_cut(lab: &Lab, sc: &Scenario) {
         .captures(str_of(ws, "reason"))
         .and_then(|c| c[1].parse().ok())
         .unwrap_or_else(|| panic!("{ws}"));
-    say!(
+    say(&format!(
         "lab e2e:   wait_ssh saw the VM back after {attempts} attempts, {:.1?}",
         ran.took
-    );
+    ));
     assert!(attempts >= 2, "wait_ssh began while the VM was down: {ws}");
     assert_eq!(str_of(ws, "stdout").trim(), new_boot);
 
@@ -1253,7 +1143,7 @@ fn power_cut(lab: &Lab, sc: &Scenario) {
     assert_eq!(r[0]["resumed_from"], run_id.as_str(), "{}", r[0]);
     assert_eq!(r[0]["first_step"], step_n, "{}", r[0]);
     let changed = events(&r, "boot_id_changed");
-    assert_eq!(changed.len(), 1, "{}", dump(&r));
+    assert_eq!(changed.len(), 1, "{}", dump_without_progress(&r));
     assert_eq!(changed[0]["old"], old_boot.as_str());
     assert_eq!(changed[0]["new"], new_boot.as_str());
     assert_ne!(changed[0]["old"], changed[0]["new"]);
@@ -1261,19 +1151,28 @@ fn power_cut(lab: &Lab, sc: &Scenario) {
     let warned = events(&r, "warning")
         .iter()
         .any(|w| w["message"].as_str().unwrap_or("").contains("--from 1"));
-    assert!(warned, "no reboot warning on resume\n{}", dump(&r));
+    assert!(
+        warned,
+        "no reboot warning on resume\n{}",
+        dump_without_progress(&r)
+    );
     let started: Vec<u64> = events(&r, "step_started")
         .iter()
         .map(|e| e["step"].as_u64().unwrap())
         .collect();
-    assert_eq!(started.first(), Some(&step_n), "{}", dump(&r));
+    assert_eq!(
+        started.first(),
+        Some(&step_n),
+        "{}",
+        dump_without_progress(&r)
+    );
     for f in events(&r, "step_finished") {
         let n = f["step"].as_u64().unwrap();
         let want = if n < step_n { "skipped" } else { "passed" };
         assert_eq!(f["outcome"], want, "{f}");
     }
     let end = r.last().unwrap();
-    assert_eq!(end["outcome"], "success", "{}", dump(&r));
+    assert_eq!(end["outcome"], "success", "{}", dump_without_progress(&r));
     // From the interrupted step on, every unit is up again, in the runbook's order. (The
     // units started before the cut went down with the power and are not restarted: a resume
     // continues from its step, on whatever boot the target is in.)
@@ -1283,7 +1182,7 @@ fn power_cut(lab: &Lab, sc: &Scenario) {
         lab.active_states(rest).iter().all(|s| s == "active"),
         "{rest:?}: {:?}\n{}",
         lab.active_states(rest),
-        dump(&r)
+        dump_without_progress(&r)
     );
     let since = lab.active_since(rest);
     assert!(since.windows(2).all(|w| w[0] < w[1]), "{since:?}");
@@ -1310,15 +1209,20 @@ fn kmsg_abort(lab: &Lab, sc: &Scenario) {
     assert_eq!(ran.code, Some(3), "{}", ran.context());
     let j = read_journal(&jpath);
     let end = j.last().unwrap();
-    assert_eq!(end["event"], "run_finished", "{}", dump(&j));
+    assert_eq!(
+        end["event"],
+        "run_finished",
+        "{}",
+        dump_without_progress(&j)
+    );
     assert_eq!(end["outcome"], "aborted");
     let n = end["failed_step"].as_u64().unwrap();
-    let f = step_finished(&j, n);
+    let f = step_event(&j, "step_finished", n);
     assert_eq!(f["name"], "Last kernel messages", "{f}");
     assert_eq!(f["outcome"], "aborted");
     assert!(str_of(f, "reason").contains("EXT4-fs error"), "{f}");
     let ap = events(&j, "abort_procedure");
-    assert_eq!(ap.len(), 1, "{}", dump(&j));
+    assert_eq!(ap.len(), 1, "{}", dump_without_progress(&j));
     assert!(str_of(ap[0], "message").contains("OFF THE 30-MINUTE TIMELINE"));
     // No unit was started.
     assert!(
@@ -1326,7 +1230,7 @@ fn kmsg_abort(lab: &Lab, sc: &Scenario) {
             .iter()
             .all(|e| e["kind"] != "start"),
         "{}",
-        dump(&j)
+        dump_without_progress(&j)
     );
     assert!(
         lab.active_states(&units).iter().all(|s| s == "inactive"),

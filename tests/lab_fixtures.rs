@@ -16,7 +16,7 @@ fn fixture(name: &str) -> String {
 
 fn spark_plan() -> Plan {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("runbooks/spark-power.yaml");
-    let loaded = recover::runbook::load(&path).unwrap().unwrap();
+    let loaded = recover::runbook::load(&path).unwrap();
     recover::plan::resolve(&loaded, &Options::default()).unwrap()
 }
 

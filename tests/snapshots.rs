@@ -2,6 +2,8 @@
 //! rendered errors of representative broken runbooks. Review changes with `cargo insta review`
 //! (or read the `.snap.new` files): every line must read well at midnight.
 
+mod common;
+
 use std::path::Path;
 
 use assert_cmd::Command;
@@ -13,13 +15,12 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The real binary, with an environment that makes its output the same on every machine.
+/// The real binary, with an environment that makes its output the same on every machine:
+/// `common::recover`'s, and a fixed home for the `~` of the runbook's paths.
 fn recover(dir: &Path) -> Command {
-    let mut cmd = Command::cargo_bin("recover").expect("the recover binary is built");
+    let mut cmd = common::recover();
     cmd.current_dir(dir)
-        .env_clear()
         .env("HOME", "/home/operator")
-        .env("NO_COLOR", "1")
         .env("RECOVER_WEBHOOK", SECRET);
     cmd
 }

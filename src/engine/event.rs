@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::exit::Exit;
+
 /// How a step ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -44,13 +46,18 @@ pub enum RunOutcome {
 }
 
 impl RunOutcome {
-    pub fn exit_code(self) -> i32 {
+    pub fn exit(self) -> Exit {
         match self {
-            RunOutcome::Success => 0,
-            RunOutcome::Failed => 1,
-            RunOutcome::Aborted => 3,
-            RunOutcome::Interrupted => 130,
+            RunOutcome::Success => Exit::Ok,
+            RunOutcome::Failed => Exit::StepFailed,
+            RunOutcome::Aborted => Exit::Aborted,
+            RunOutcome::Interrupted => Exit::Interrupted,
         }
+    }
+
+    /// The exit code as the journal records it.
+    pub fn exit_code(self) -> i32 {
+        i32::from(self.exit().code())
     }
 }
 
@@ -190,6 +197,156 @@ impl Event {
             | Event::StepFinished { at, .. }
             | Event::RunFinished { at, .. } => Some(*at),
             _ => None,
+        }
+    }
+}
+
+impl Event {
+    /// Call `f` on every string the event holds. Every variant is taken apart field by field
+    /// (no `..`), so a string field added later is a compile error here until it is visited:
+    /// redaction cannot miss it.
+    pub fn each_string(&mut self, f: &mut dyn FnMut(&mut String)) {
+        fn opt(s: &mut Option<String>, f: &mut dyn FnMut(&mut String)) {
+            if let Some(s) = s {
+                f(s);
+            }
+        }
+        match self {
+            Event::RunStarted {
+                run_id,
+                mode: _,
+                runbook,
+                path,
+                sha256,
+                budget: _,
+                steps: _,
+                phases: _,
+                resumed_from,
+                first_step: _,
+                targets,
+            } => {
+                f(run_id);
+                f(runbook);
+                f(path);
+                f(sha256);
+                opt(resumed_from, f);
+                for TargetInfo {
+                    name,
+                    destination,
+                    port: _,
+                } in targets
+                {
+                    f(name);
+                    f(destination);
+                }
+            }
+            Event::Connected {
+                target,
+                destination,
+                boot_id,
+                reconnect: _,
+            } => {
+                f(target);
+                f(destination);
+                f(boot_id);
+            }
+            Event::BootIdChanged { target, old, new } => {
+                f(target);
+                f(old);
+                f(new);
+            }
+            Event::ConnectionLost { target, error } => {
+                f(target);
+                f(error);
+            }
+            Event::PhaseStarted {
+                phase: _,
+                name,
+                window_start: _,
+                window_end: _,
+                at: _,
+            }
+            | Event::PhaseOverrun {
+                phase: _,
+                name,
+                window_end: _,
+                at: _,
+            }
+            | Event::PhaseFinished {
+                phase: _,
+                name,
+                started: _,
+                at: _,
+                window_start: _,
+                window_end: _,
+                result: _,
+            } => f(name),
+            Event::StepStarted {
+                step: _,
+                phase: _,
+                name,
+                kind,
+                target,
+                mutates: _,
+                command,
+                timeout: _,
+                at: _,
+            } => {
+                f(name);
+                f(kind);
+                f(target);
+                opt(command, f);
+            }
+            Event::StepProgress { step: _, line } => f(line),
+            Event::StepFinished {
+                step: _,
+                phase: _,
+                name,
+                outcome: _,
+                exit: _,
+                duration: _,
+                at: _,
+                reason,
+                stdout,
+                stderr,
+            } => {
+                f(name);
+                opt(reason, f);
+                opt(stdout, f);
+                opt(stderr, f);
+            }
+            Event::Warning { step: _, message } => f(message),
+            Event::Notified {
+                channel,
+                ok: _,
+                attempts: _,
+                error,
+            } => {
+                f(channel);
+                opt(error, f);
+            }
+            Event::AbortProcedure {
+                step: _,
+                reason,
+                step_message,
+                message,
+            } => {
+                f(reason);
+                opt(step_message, f);
+                f(message);
+            }
+            Event::RunFinished {
+                outcome: _,
+                exit_code: _,
+                at: _,
+                budget: _,
+                failed_step: _,
+                message,
+                resume,
+            } => {
+                f(message);
+                opt(resume, f);
+            }
         }
     }
 }

@@ -12,9 +12,8 @@ use std::time::{Duration, Instant};
 
 use super::step::verdict_result;
 use super::{Engine, Event, StepOutcome, StepResult};
-use crate::plan::{Command, Gate, Probe, Step, remote_wire};
+use crate::plan::{Action, Command, Gate, Probe, Step, fmt_duration};
 use crate::target::ExecError;
-use crate::template::shell_quote;
 use crate::verdict::judge_http;
 
 /// The shortest pause between two probes.
@@ -130,11 +129,13 @@ pub fn pause_basis(probe_took: Option<Duration>, iteration: Duration) -> Duratio
 }
 
 impl Engine<'_> {
+    /// A `start` step: `start`, then `status` and the gate's probe until healthy; `journal`
+    /// when it fails.
     pub(crate) async fn start(
         &self,
         s: &Step,
         unit: &str,
-        start: &Command,
+        (start, status, journal): (&Command, &Command, &Command),
         gate: Option<&Gate>,
     ) -> StepResult {
         let started = Instant::now();
@@ -170,20 +171,6 @@ impl Engine<'_> {
         };
         let every = gate.map(|g| g.every).unwrap_or(Duration::from_secs(1));
         let needed = gate.map(|g| g.successes).unwrap_or(1);
-        let show = Command {
-            script: String::new(),
-            sudo: false,
-            wire: remote_wire(
-                &format!(
-                    "systemctl show -p LoadState -p ActiveState -p SubState -p Result {}",
-                    shell_quote(unit)
-                ),
-                false,
-                Duration::from_secs(10),
-                &start.marker,
-            ),
-            marker: start.marker.clone(),
-        };
         let mut successes = 0;
         let mut probes = 0u32;
         let mut last = String::from("not checked yet");
@@ -192,7 +179,7 @@ impl Engine<'_> {
                 return StepResult::with(StepOutcome::Interrupted, "interrupted");
             }
             let tick = Instant::now();
-            let state = match self.exec_remote(s, &show, Duration::from_secs(10)).await {
+            let state = match self.exec_remote(s, status, Duration::from_secs(10)).await {
                 Ok(f) => UnitState::parse(&f.output.stdout),
                 Err(ExecError::Interrupted) => {
                     return StepResult::with(StepOutcome::Interrupted, "interrupted");
@@ -215,7 +202,7 @@ impl Engine<'_> {
                 }
             };
             if let Some(why) = state.fatal() {
-                return self.unit_failed(s, unit, start, &state, &why).await;
+                return self.unit_failed(s, unit, journal, &state, &why).await;
             }
             let mut probe_took = None;
             if state.active == "active" {
@@ -236,7 +223,7 @@ impl Engine<'_> {
                                     StepOutcome::Passed,
                                     format!(
                                         "{unit} active and healthy after {} ({probes} probes)",
-                                        crate::plan::fmt_duration(Duration::from_secs(
+                                        fmt_duration(Duration::from_secs(
                                             started.elapsed().as_secs()
                                         ))
                                     ),
@@ -259,10 +246,10 @@ impl Engine<'_> {
             if Instant::now() >= gate_deadline {
                 let why = format!(
                     "{unit} not healthy after {}: {last}",
-                    crate::plan::fmt_duration(Duration::from_secs(started.elapsed().as_secs()))
+                    fmt_duration(Duration::from_secs(started.elapsed().as_secs()))
                 );
                 let mut res = StepResult::with(StepOutcome::Failed, why);
-                res.stdout = self.journal_lines(s, unit, start).await;
+                res.stdout = self.journal_lines(s, unit, journal).await;
                 return res;
             }
             let pause = next_interval(every, pause_basis(probe_took, tick.elapsed()))
@@ -281,24 +268,10 @@ impl Engine<'_> {
         &self,
         s: &Step,
         unit: &str,
+        inspect: &Command,
         gate: Option<&Gate>,
     ) -> StepResult {
-        let marker = format!("recover:{}:{}", self.plan.name, s.number);
-        let show = Command {
-            script: String::new(),
-            sudo: false,
-            wire: remote_wire(
-                &format!(
-                    "systemctl show -p LoadState -p ActiveState -p SubState -p Result -p After -p Requires -p Wants {}",
-                    shell_quote(unit)
-                ),
-                false,
-                Duration::from_secs(10),
-                &marker,
-            ),
-            marker: marker.clone(),
-        };
-        let text = match self.exec_remote(s, &show, Duration::from_secs(10)).await {
+        let text = match self.exec_remote(s, inspect, Duration::from_secs(10)).await {
             Ok(f) if f.output.exit == Some(0) => f.output.stdout,
             Ok(f) => {
                 return StepResult::with(
@@ -325,7 +298,7 @@ impl Engine<'_> {
             .iter()
             .flat_map(|p| &p.steps)
             .filter_map(|st| match &st.action {
-                crate::plan::Action::Start { unit, .. } => Some(unit.as_str()),
+                Action::Start { unit, .. } => Some(unit.as_str()),
                 _ => None,
             })
             .collect();
@@ -362,8 +335,7 @@ impl Engine<'_> {
     async fn probe(&self, s: &Step, probe: &Probe) -> (bool, String) {
         match probe {
             Probe::Http(req) => {
-                let marker = format!("recover:{}:{}", self.plan.name, s.number);
-                let r = self.send(req, s.target, &marker).await;
+                let r = self.send(req, s.target).await;
                 match r.status {
                     Some(code) => {
                         let res = verdict_result(judge_http(code, &r.body, Some(&req.expect)));
@@ -396,7 +368,7 @@ impl Engine<'_> {
         &self,
         s: &Step,
         unit: &str,
-        start: &Command,
+        journal: &Command,
         state: &UnitState,
         why: &str,
     ) -> StepResult {
@@ -407,24 +379,13 @@ impl Engine<'_> {
             ));
         }
         let mut res = StepResult::with(StepOutcome::Failed, reason);
-        res.stdout = self.journal_lines(s, unit, start).await;
+        res.stdout = self.journal_lines(s, unit, journal).await;
         res
     }
 
-    /// `journalctl -u UNIT -n 30`: what the unit said last.
-    async fn journal_lines(&self, s: &Step, unit: &str, start: &Command) -> Option<String> {
-        let cmd = Command {
-            script: String::new(),
-            sudo: start.sudo,
-            wire: remote_wire(
-                &format!("journalctl -u {} -n 30 --no-pager", shell_quote(unit)),
-                start.sudo,
-                Duration::from_secs(15),
-                &start.marker,
-            ),
-            marker: start.marker.clone(),
-        };
-        match self.exec_remote(s, &cmd, Duration::from_secs(15)).await {
+    /// The plan's `journalctl -u UNIT -n 30`: what the unit said last.
+    async fn journal_lines(&self, s: &Step, unit: &str, journal: &Command) -> Option<String> {
+        match self.exec_remote(s, journal, Duration::from_secs(15)).await {
             Ok(f) => Some(format!(
                 "last journal lines of {unit}:\n{}",
                 f.output.stdout.trim_end()

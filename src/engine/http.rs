@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use super::{Engine, Event};
-use crate::plan::{Request, remote_wire};
+use crate::plan::request::CURL_GRACE;
+use crate::plan::{Command, Request, fmt_duration};
 
 /// Connecting must never eat a request's whole timeout.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -30,9 +31,9 @@ pub(crate) struct Reply {
 
 impl Engine<'_> {
     /// Send a request from where the step says, within its timeout.
-    pub(crate) async fn send(&self, req: &Request, target: usize, marker: &str) -> Reply {
-        if req.from_target {
-            return self.send_from_target(req, target, marker).await;
+    pub(crate) async fn send(&self, req: &Request, target: usize) -> Reply {
+        if let Some(curl) = &req.on_target {
+            return self.send_from_target(req, curl, target).await;
         }
         let method =
             reqwest::Method::from_bytes(req.method.as_bytes()).unwrap_or(reqwest::Method::GET);
@@ -59,7 +60,8 @@ impl Engine<'_> {
         }
     }
 
-    async fn send_from_target(&self, req: &Request, target: usize, marker: &str) -> Reply {
+    /// `from: target`: the plan's curl command, run on the target.
+    async fn send_from_target(&self, req: &Request, curl: &Command, target: usize) -> Reply {
         let Some(t) = self.targets.get(target) else {
             return Reply {
                 status: None,
@@ -67,19 +69,12 @@ impl Engine<'_> {
                 error: Some("no such target".into()),
             };
         };
-        let wire = remote_wire(
-            &req.curl(),
-            false,
-            req.timeout + Duration::from_secs(2),
-            marker,
-        );
         let mut cancel = self.cancel.clone();
         let res = t
             .exec(
-                &wire,
-                marker,
-                false,
-                req.timeout + Duration::from_secs(2),
+                &curl.wire,
+                curl.kill.as_deref(),
+                req.timeout + CURL_GRACE,
                 &mut cancel,
                 &mut |_| {},
             )
@@ -123,16 +118,7 @@ impl Engine<'_> {
         let Some(ch) = self.plan.channels.iter().find(|c| c.name == channel) else {
             return false;
         };
-        let (ctype, body) = crate::plan::payload(ch.format, &self.plan.name, text);
-        let mut req = Request {
-            method: "POST".into(),
-            url: ch.url.clone(),
-            headers: vec![("Content-Type".into(), ctype.into())],
-            body: Some(body),
-            expect: crate::verdict::HttpExpect::default(),
-            timeout: Duration::from_secs(10),
-            from_target: false,
-        };
+        let mut req = ch.post(&self.plan.name, text, Duration::from_secs(10));
         let mut last = None;
         let mut attempts = 0;
         for attempt in 1..=NOTIFY_ATTEMPTS {
@@ -146,7 +132,7 @@ impl Engine<'_> {
             }
             attempts = attempt;
             req.timeout = left.min(Duration::from_secs(10));
-            let r = self.send(&req, 0, "").await;
+            let r = self.send(&req, 0).await;
             match (r.status, r.error) {
                 (Some(s), _) if (200..300).contains(&s) => {
                     self.out.emit(Event::Notified {
@@ -191,7 +177,7 @@ impl Engine<'_> {
 
 fn describe(e: &reqwest::Error, timeout: Duration) -> String {
     if e.is_timeout() {
-        format!("no answer within {}", crate::plan::fmt_duration(timeout))
+        format!("no answer within {}", fmt_duration(timeout))
     } else if e.is_connect() {
         let mut s = "cannot connect".to_owned();
         let mut cur: Option<&dyn std::error::Error> = std::error::Error::source(e);

@@ -14,7 +14,8 @@ use tokio::sync::watch;
 
 pub use event::{Event, Mode, RunOutcome, Sink, StepOutcome, TargetInfo};
 
-use crate::plan::{Plan, Secrets};
+use crate::plan::Plan;
+use crate::secrets::Secrets;
 use crate::target::ssh::{Note, Ssh};
 
 /// What the operator answered at a manual step.
@@ -28,23 +29,66 @@ pub enum Answer {
 /// Asks the operator about a manual step: (step name, instructions) -> answer.
 pub type Prompt = Box<dyn FnMut(&str, &str) -> Answer + Send>;
 
+/// Who confirms manual steps, decided once from `--yes` and the terminal. `Confirm<()>` is
+/// the decision; [`Confirm::with_prompt`] gives `Ask` the prompt to ask with.
+pub enum Confirm<P = Prompt> {
+    /// `--yes`: manual steps count as done.
+    Yes,
+    /// The operator answers at a terminal.
+    Ask(P),
+    /// Nobody to ask (a rehearsal, or no terminal): a manual step fails.
+    Refuse,
+}
+
+impl Confirm<()> {
+    /// `--yes` wins; otherwise ask when there is a terminal to ask at.
+    pub fn decide(yes: bool, interactive: bool) -> Self {
+        match (yes, interactive) {
+            (true, _) => Confirm::Yes,
+            (false, true) => Confirm::Ask(()),
+            (false, false) => Confirm::Refuse,
+        }
+    }
+
+    pub fn with_prompt(self, prompt: impl FnOnce() -> Prompt) -> Confirm {
+        match self {
+            Confirm::Yes => Confirm::Yes,
+            Confirm::Ask(()) => Confirm::Ask(prompt()),
+            Confirm::Refuse => Confirm::Refuse,
+        }
+    }
+}
+
+/// What a resumed run takes over from the run it continues.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resume {
+    /// The run this one continues.
+    pub run_id: String,
+    /// Where its timeline stood.
+    pub elapsed: Duration,
+    /// Boot ids it recorded, per target name.
+    pub boot_ids: BTreeMap<String, String>,
+}
+
 /// How this run goes.
 pub struct Settings {
     pub mode: Mode,
     pub run_id: String,
     /// The first step to run (1-based); earlier steps are reported as skipped.
     pub first_step: usize,
-    /// Confirm manual steps without asking.
-    pub yes: bool,
-    /// When set, manual steps ask here; otherwise they need `yes`.
-    pub prompt: Option<Prompt>,
-    /// The run this one continues, and where its timeline stood.
-    pub resumed_from: Option<String>,
-    pub elapsed_offset: Duration,
-    /// Boot ids recorded by the run this one continues, per target name.
-    pub known_boot_ids: BTreeMap<String, String>,
+    /// Who confirms manual steps.
+    pub confirm: Confirm,
+    /// Set when this run continues an earlier one.
+    pub resume: Option<Resume>,
     /// The command that continues this run, printed when it stops early.
     pub resume_command: String,
+}
+
+impl Settings {
+    /// Where the run's timeline starts: where the resumed run stopped, or zero.
+    fn elapsed_offset(&self) -> Duration {
+        self.resume.as_ref().map_or(Duration::ZERO, |r| r.elapsed)
+    }
 }
 
 /// Events out, secrets redacted, from any task.
@@ -62,35 +106,20 @@ impl Emitter {
         }
     }
 
-    pub fn emit(&self, event: Event) {
-        let event = self.redact(event);
+    /// Hand the event to the sinks with every string in it redacted. The redaction works on
+    /// the event's own strings, before any sink serializes it, so there is no form of the
+    /// event that could carry a secret through.
+    pub fn emit(&self, mut event: Event) {
+        if !self.secrets.values.is_empty() {
+            event.each_string(&mut |s| {
+                let red = self.secrets.redact(s);
+                if red != *s {
+                    *s = red;
+                }
+            });
+        }
         let mut sink = self.sink.lock().unwrap_or_else(|e| e.into_inner());
         sink.emit(&event);
-    }
-
-    /// Every string in the event, secrets replaced by `***`, including JSON-escaped forms.
-    fn redact(&self, event: Event) -> Event {
-        if self.secrets.values.is_empty() {
-            return event;
-        }
-        let Ok(json) = serde_json::to_string(&event) else {
-            return event;
-        };
-        let mut red = json.clone();
-        for (_, v) in &self.secrets.values {
-            if v.len() < 3 {
-                continue;
-            }
-            if let Ok(esc) = serde_json::to_string(v) {
-                let esc = &esc[1..esc.len() - 1];
-                red = red.replace(esc, "***");
-            }
-            red = red.replace(v.as_str(), "***");
-        }
-        if red == json {
-            return event;
-        }
-        serde_json::from_str(&red).unwrap_or(event)
     }
 }
 
@@ -165,7 +194,11 @@ impl<'a> Engine<'a> {
             .map(Ssh::new)
             .collect::<Vec<_>>();
         for t in &targets {
-            if let Some(id) = settings.known_boot_ids.get(&t.spec.name) {
+            if let Some(id) = settings
+                .resume
+                .as_ref()
+                .and_then(|r| r.boot_ids.get(&t.spec.name))
+            {
                 t.set_known_boot_id(Some(id.clone()));
             }
         }
@@ -183,11 +216,11 @@ impl<'a> Engine<'a> {
 
     /// Seconds on the run's timeline.
     pub(crate) fn at(&self) -> f64 {
-        (self.settings.elapsed_offset + self.clock.elapsed()).as_secs_f64()
+        (self.settings.elapsed_offset() + self.clock.elapsed()).as_secs_f64()
     }
 
     pub(crate) fn elapsed(&self) -> Duration {
-        self.settings.elapsed_offset + self.clock.elapsed()
+        self.settings.elapsed_offset() + self.clock.elapsed()
     }
 
     pub(crate) fn cancelled(&self) -> bool {
@@ -215,8 +248,8 @@ impl<'a> Engine<'a> {
                         error,
                     },
                 };
-                let rebooted_under_resume = matches!(e, Event::BootIdChanged { .. })
-                    && self.settings.resumed_from.is_some();
+                let rebooted_under_resume =
+                    matches!(e, Event::BootIdChanged { .. }) && self.settings.resume.is_some();
                 self.out.emit(e);
                 if rebooted_under_resume {
                     self.out.emit(Event::Warning {
@@ -244,7 +277,7 @@ impl<'a> Engine<'a> {
             budget: plan.budget.as_secs_f64(),
             steps: total,
             phases: plan.phases.len(),
-            resumed_from: self.settings.resumed_from.clone(),
+            resumed_from: self.settings.resume.as_ref().map(|r| r.run_id.clone()),
             first_step: self.settings.first_step,
             targets: plan
                 .targets
@@ -425,7 +458,7 @@ impl<'a> Engine<'a> {
         let out = self.out.clone();
         let name = name.to_owned();
         let now = self.elapsed();
-        let offset = self.settings.elapsed_offset;
+        let offset = self.settings.elapsed_offset();
         let clock = self.clock;
         let task = tokio::spawn(async move {
             if end > now {
@@ -476,4 +509,146 @@ pub(crate) fn first_line(s: &str) -> String {
         .unwrap_or("")
         .trim()
         .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::Json;
+
+    /// A `Write` whose bytes the test reads back after the sink is gone.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Shared {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn finished(stdout: &str, reason: &str) -> Event {
+        Event::StepFinished {
+            step: 3,
+            phase: 1,
+            name: "token check".into(),
+            outcome: StepOutcome::Failed,
+            exit: Some(1),
+            duration: 0.5,
+            at: 1.0,
+            reason: Some(reason.into()),
+            stdout: Some(stdout.into()),
+            stderr: None,
+        }
+    }
+
+    /// Emit through a journal file and a `--json` sink; return both outputs.
+    fn emit_all(secrets: &[(&str, &str)], events: Vec<Event>) -> (String, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runs/j.jsonl");
+        let json = Shared::default();
+        let sinks: Vec<Box<dyn Sink>> = vec![
+            Box::new(crate::journal::Journal::open(&path).unwrap()),
+            Box::new(Json::new(json.clone())),
+        ];
+        let secrets = Secrets {
+            values: secrets
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            missing: vec![],
+        };
+        let out = Emitter::new(Box::new(event::Fanout(sinks)), secrets);
+        for e in events {
+            out.emit(e);
+        }
+        drop(out);
+        let journal = std::fs::read_to_string(&path).unwrap();
+        let json = String::from_utf8(json.0.lock().unwrap().clone()).unwrap();
+        (journal, json)
+    }
+
+    /// Every string leaf of every JSON line, parsed back.
+    fn strings(lines: &str) -> Vec<String> {
+        fn walk(v: &serde_json::Value, out: &mut Vec<String>) {
+            match v {
+                serde_json::Value::String(s) => out.push(s.clone()),
+                serde_json::Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
+                serde_json::Value::Object(m) => m.values().for_each(|v| walk(v, out)),
+                _ => {}
+            }
+        }
+        let mut out = Vec::new();
+        for l in lines.lines() {
+            let v: serde_json::Value = serde_json::from_str(l).expect("each line is JSON");
+            walk(&v, &mut out);
+        }
+        out
+    }
+
+    #[test]
+    fn a_secret_in_nested_output_is_redacted_in_the_journal_and_json() {
+        let stdout = "HTTP/1.1 401\n{\"error\": {\"detail\": \"token tok-9f8e7d rejected\"}}\nbye";
+        let (journal, json) = emit_all(
+            &[("API_TOKEN", "tok-9f8e7d")],
+            vec![
+                finished(stdout, "401 for tok-9f8e7d"),
+                Event::Warning {
+                    step: Some(3),
+                    message: "retrying with tok-9f8e7d".into(),
+                },
+            ],
+        );
+        for (name, text) in [("journal", &journal), ("json", &json)] {
+            assert!(!text.contains("tok-9f8e7d"), "{name} leaked:\n{text}");
+            let s = strings(text);
+            assert!(
+                s.iter().any(|s| s.contains("\"token *** rejected\"")),
+                "{name}: the output around the secret stays:\n{text}"
+            );
+            assert!(s.iter().any(|s| s == "401 for ***"), "{name}:\n{text}");
+            assert!(
+                s.iter().any(|s| s == "retrying with ***"),
+                "{name}:\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_secret_with_json_special_characters_is_redacted() {
+        let secret = r#"p"a\ss'w{o}rd"#;
+        let escaped = r#"p\"a\\ss'w{o}rd"#;
+        // The raw value in a reason, and its JSON-escaped form inside a body a step printed.
+        let stdout = format!("{{\"password\": \"{escaped}\"}}");
+        let (journal, json) = emit_all(
+            &[("DB_PASSWORD", secret)],
+            vec![finished(&stdout, &format!("login as {secret} failed"))],
+        );
+        for (name, text) in [("journal", &journal), ("json", &json)] {
+            let s = strings(text);
+            assert!(
+                s.iter()
+                    .all(|s| !s.contains(secret) && !s.contains(escaped)),
+                "{name} leaked:\n{text}"
+            );
+            assert!(!text.contains("ss'w{o}rd"), "{name} leaked:\n{text}");
+            assert!(
+                s.iter().any(|s| s == "login as *** failed"),
+                "{name}:\n{text}"
+            );
+            assert!(
+                s.iter().any(|s| s == "{\"password\": \"***\"}"),
+                "{name}:\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn without_secrets_events_pass_unchanged() {
+        let (journal, _) = emit_all(&[], vec![finished("plain output", "why")]);
+        assert!(strings(&journal).iter().any(|s| s == "plain output"));
+    }
 }

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use super::{Answer, Engine, Event, Mode, StepOutcome, StepResult, truncate};
-use crate::plan::{Action, Command, Step};
+use crate::plan::{Action, Command, Rehearse, Step, fmt_duration};
 use crate::runbook::model::OnFail;
 use crate::target::{ExecError, Finished, local};
 use crate::verdict::{Verdict, judge, judge_http};
@@ -22,29 +22,32 @@ impl Engine<'_> {
             step: s.number,
             phase,
             name: s.name.clone(),
-            kind: s.action.kind().to_owned(),
+            kind: s.action.kind().name().to_owned(),
             target,
             mutates: s.mutates,
             command: describe(s),
             timeout: s.timeout.as_secs_f64(),
             at: self.at(),
         });
-        let mut res = if self.settings.mode == Mode::Rehearse && s.mutates {
-            match &s.action {
-                Action::Start { unit, health, .. } => {
-                    self.rehearse_start(s, unit, health.as_ref()).await
-                }
-                Action::Run(c) => self.rehearse_paths(s, c).await,
-                _ => StepResult::with(
-                    StepOutcome::WouldRun,
-                    format!(
-                        "would run: {}",
-                        describe(s).unwrap_or_else(|| s.name.clone())
-                    ),
-                ),
-            }
+        let rehearse = if self.settings.mode == Mode::Rehearse {
+            &s.rehearse
         } else {
-            self.execute(s).await
+            &Rehearse::Run
+        };
+        let mut res = match (rehearse, &s.action) {
+            (Rehearse::Run, _) => self.execute(s).await,
+            (Rehearse::InspectUnit(inspect), Action::Start { unit, health, .. }) => {
+                self.rehearse_start(s, unit, inspect, health.as_deref())
+                    .await
+            }
+            (Rehearse::CheckPaths(check), Action::Run(c)) => self.rehearse_paths(s, c, check).await,
+            _ => StepResult::with(
+                StepOutcome::WouldRun,
+                format!(
+                    "would run: {}",
+                    describe(s).unwrap_or_else(|| s.name.clone())
+                ),
+            ),
         };
         if self.cancelled() && res.outcome != StepOutcome::Passed {
             res.outcome = StepOutcome::Interrupted;
@@ -92,15 +95,19 @@ impl Engine<'_> {
             Action::Start {
                 unit,
                 start,
+                status,
                 health,
-            } => self.start(s, unit, start, health.as_ref()).await,
+                journal,
+            } => {
+                self.start(s, unit, (start, status, journal), health.as_deref())
+                    .await
+            }
             Action::Http(req) => {
                 let req = req.clone();
                 self.with_retry(s, |e| {
                     let req = req.clone();
                     Box::pin(async move {
-                        let marker = format!("recover:{}:{}", e.plan.name, s.number);
-                        let r = e.send(&req, s.target, &marker).await;
+                        let r = e.send(&req, s.target).await;
                         match r.status {
                             Some(code) => {
                                 let v = judge_http(code, &r.body, Some(&req.expect));
@@ -120,7 +127,7 @@ impl Engine<'_> {
             Action::Notify { channel, message } => {
                 let text = message.replace(
                     "{{ run.elapsed }}",
-                    &crate::plan::fmt_duration(Duration::from_secs(self.elapsed().as_secs())),
+                    &fmt_duration(Duration::from_secs(self.elapsed().as_secs())),
                 );
                 if self.notify(channel, &text, s.timeout).await {
                     StepResult::passed()
@@ -135,14 +142,17 @@ impl Engine<'_> {
     }
 
     fn manual(&mut self, s: &Step, text: &str) -> StepResult {
-        if self.settings.yes {
-            return StepResult::with(StepOutcome::Passed, "confirmed with --yes");
-        }
-        let Some(prompt) = self.settings.prompt.as_mut() else {
-            return StepResult::with(
-                StepOutcome::Failed,
-                "a manual step needs a terminal to ask, or --yes",
-            );
+        let prompt = match &mut self.settings.confirm {
+            super::Confirm::Yes => {
+                return StepResult::with(StepOutcome::Passed, "confirmed with --yes");
+            }
+            super::Confirm::Refuse => {
+                return StepResult::with(
+                    StepOutcome::Failed,
+                    "a manual step needs a terminal to ask, or --yes",
+                );
+            }
+            super::Confirm::Ask(prompt) => prompt,
         };
         match prompt(&s.name, text) {
             Answer::Done => StepResult::with(StepOutcome::Passed, "confirmed by the operator"),
@@ -170,7 +180,7 @@ impl Engine<'_> {
                 res.reason = Some(format!(
                     "{} (after {n} attempts over {})",
                     res.reason.unwrap_or_default(),
-                    crate::plan::fmt_duration(Duration::from_secs(started.elapsed().as_secs()))
+                    fmt_duration(Duration::from_secs(started.elapsed().as_secs()))
                 ));
                 return res;
             }
@@ -179,7 +189,7 @@ impl Engine<'_> {
                 line: format!(
                     "attempt {n} failed: {}; next in {}",
                     super::first_line(res.reason.as_deref().unwrap_or("")),
-                    crate::plan::fmt_duration(r.every)
+                    fmt_duration(r.every)
                 ),
             });
             let mut cancel = self.cancel.clone();
@@ -232,8 +242,7 @@ impl Engine<'_> {
         let mut progress = move |line: String| out.emit(Event::StepProgress { step: number, line });
         let exec = t.exec(
             &c.wire,
-            &c.marker,
-            c.sudo,
+            c.kill.as_deref(),
             timeout,
             &mut cancel,
             &mut progress,
@@ -319,7 +328,7 @@ impl Engine<'_> {
             StepOutcome::Aborted,
             format!(
                 "no SSH after {} ({n} attempts); last error: {last}",
-                crate::plan::fmt_duration(timeout)
+                fmt_duration(timeout)
             ),
         )
     }
@@ -329,28 +338,9 @@ impl Engine<'_> {
     /// Rehearsal of a state-changing `run`: not run, but the devices it names must exist on
     /// the target (an error), and other absolute paths it names should (a warning: the step
     /// may create them).
-    async fn rehearse_paths(&self, s: &Step, c: &Command) -> StepResult {
+    async fn rehearse_paths(&self, s: &Step, c: &Command, check: &Command) -> StepResult {
         let would = format!("would run: {}", c.wire);
-        let paths = absolute_paths(&c.script);
-        if paths.is_empty() {
-            return StepResult::with(StepOutcome::WouldRun, would);
-        }
-        let quoted: Vec<String> = paths
-            .iter()
-            .map(|p| crate::template::shell_quote(p))
-            .collect();
-        let script = format!(
-            "for p in {}; do [ -e \"$p\" ] || echo \"$p\"; done",
-            quoted.join(" ")
-        );
-        let probe = Command {
-            wire: crate::plan::remote_wire(&script, false, Duration::from_secs(10), &c.marker),
-            script,
-            sudo: false,
-            marker: c.marker.clone(),
-        };
-        let missing: Vec<String> = match self.exec_remote(s, &probe, Duration::from_secs(10)).await
-        {
+        let missing: Vec<String> = match self.exec_remote(s, check, Duration::from_secs(10)).await {
             Ok(f) if f.output.exit == Some(0) => {
                 f.output.stdout.lines().map(str::to_owned).collect()
             }
@@ -384,26 +374,6 @@ impl Engine<'_> {
         }
         StepResult::with(StepOutcome::WouldRun, would)
     }
-}
-
-/// Absolute paths named in a shell command (`/dev/nvme0n1p1`, `/opt/bin/reset`), outside /proc,
-/// /sys and /tmp.
-pub fn absolute_paths(script: &str) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for word in script.split(|c: char| c.is_whitespace() || "'\";|&<>()=".contains(c)) {
-        let ok = word.len() > 1
-            && word.starts_with('/')
-            && word
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "/._+-@:".contains(c))
-            && !["/proc/", "/sys/", "/tmp/"]
-                .iter()
-                .any(|p| word.starts_with(p));
-        if ok && !out.iter().any(|w| w == word) {
-            out.push(word.to_owned());
-        }
-    }
-    out
 }
 
 /// A verdict as a step result.
@@ -462,21 +432,6 @@ pub fn describe(s: &Step) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::cache_sizes;
-
-    #[test]
-    fn absolute_paths_finds_devices_and_files_but_not_proc() {
-        assert_eq!(
-            super::absolute_paths(
-                "fsck -n /dev/nvme0n1p1 && cat /proc/meminfo > /tmp/x; /opt/bin/reset --all"
-            ),
-            vec!["/dev/nvme0n1p1", "/opt/bin/reset"]
-        );
-        assert!(super::absolute_paths("echo 3 > /proc/sys/vm/drop_caches").is_empty());
-        assert_eq!(
-            super::absolute_paths("mount '/srv/models'"),
-            vec!["/srv/models"]
-        );
-    }
 
     #[test]
     fn cache_sizes_reads_before_and_after() {

@@ -8,7 +8,6 @@
 mod shell;
 mod text;
 
-use std::io::Write;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -16,10 +15,8 @@ use minijinja::value::Value;
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use serde::Serialize;
 
-pub use crate::rehearsal::last::{Rehearsal, record_path};
+pub use crate::rehearsal::last::Rehearsal;
 
-use crate::app::{exit, load_plan};
-use crate::cli::{ExportArgs, ExportFormat};
 use crate::plan::{
     Action, BOOT_ID_COMMAND, Command, Gate, Plan, Probe, Request, Step, TargetSpec, fmt_duration,
 };
@@ -38,84 +35,6 @@ pub struct Context {
 pub enum Format {
     Markdown,
     Html,
-}
-
-/// `recover export`: resolve, render, write. Returns the exit code.
-pub fn export(a: &ExportArgs) -> i32 {
-    let opts = crate::app::options(&a.resolve);
-    let (_, plan) = match load_plan(&a.runbook, &opts) {
-        Ok(x) => x,
-        Err(code) => return code,
-    };
-    let generated = match generation_time(std::env::var("SOURCE_DATE_EPOCH").ok().as_deref()) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::USAGE;
-        }
-    };
-    let rehearsal = record_path(
-        &plan.name,
-        std::env::var_os("XDG_STATE_HOME"),
-        std::env::var_os("HOME"),
-    )
-    .map(|p| crate::rehearsal::last::read(&p))
-    .unwrap_or(Rehearsal::Never);
-    let format = match a.format {
-        ExportFormat::Md => Format::Markdown,
-        ExportFormat::Html => Format::Html,
-    };
-    let doc = match render(
-        &plan,
-        format,
-        &Context {
-            generated,
-            rehearsal,
-        },
-    ) {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("error: cannot render the binder: {e}");
-            return exit::USAGE;
-        }
-    };
-    match &a.output {
-        Some(path) => {
-            if let Err(e) = std::fs::write(path, &doc) {
-                eprintln!("error: cannot write {}: {e}", path.display());
-                return exit::USAGE;
-            }
-            let steps: usize = plan.phases.iter().map(|p| p.steps.len()).sum();
-            eprintln!(
-                "{}: binder copy of {} ({} phases, {steps} steps) written",
-                path.display(),
-                plan.name,
-                plan.phases.len()
-            );
-        }
-        None => {
-            let mut out = std::io::stdout().lock();
-            if let Err(e) = out.write_all(doc.as_bytes()).and_then(|()| out.flush()) {
-                eprintln!("error: cannot write the binder: {e}");
-                return exit::USAGE;
-            }
-        }
-    }
-    exit::OK
-}
-
-/// The generation date: now, or `SOURCE_DATE_EPOCH` (seconds) for reproducible copies.
-pub fn generation_time(source_date_epoch: Option<&str>) -> Result<DateTime<Utc>, String> {
-    match source_date_epoch.map(str::trim) {
-        None | Some("") => Ok(Utc::now()),
-        Some(s) => s
-            .parse::<i64>()
-            .ok()
-            .and_then(|secs| DateTime::from_timestamp(secs, 0))
-            .ok_or_else(|| {
-                format!("SOURCE_DATE_EPOCH=`{s}` is not a number of seconds since 1970")
-            }),
-    }
 }
 
 /// The binder in `format`. Secrets appear only as the variables to read.
@@ -408,11 +327,7 @@ impl Binder {
 
 /// `s` with every secret, set or not, shown as the variable to read: `$NAME`.
 fn text_without_secrets(plan: &Plan, s: &str) -> String {
-    let mut out = plan.secrets.as_variables(s);
-    for name in &plan.secrets.missing {
-        out = out.replace(&crate::plan::placeholder(name), &format!("${name}"));
-    }
-    out
+    plan.secrets.as_variables(s)
 }
 
 /// Builds the views of steps; every command line passes through [`Builder::shell`] and
@@ -459,7 +374,7 @@ impl Builder<'_> {
     /// A request sent with curl: from here, or from the target over ssh.
     fn request(&self, s: &Step, r: &Request) -> Vec<Cmd> {
         let curl = r.curl();
-        match (r.from_target, self.target(s)) {
+        match (r.on_target.is_some(), self.target(s)) {
             (true, Some(t)) => vec![
                 Cmd::typed(format!("Logged in on {}", t.name), self.shell(&curl)),
                 Cmd::exact(
@@ -482,19 +397,11 @@ impl Builder<'_> {
                 note: None,
             };
         };
-        let (content_type, body) = crate::plan::payload(c.format, &self.plan.name, message);
-        let req = Request {
-            method: "POST".into(),
-            url: c.url.clone(),
-            headers: vec![("Content-Type".into(), content_type.into())],
-            body: Some(body),
-            expect: HttpExpect {
-                status: None,
-                body: None,
-            },
-            timeout: crate::plan::DEFAULT_NOTIFY_TIMEOUT,
-            from_target: false,
-        };
+        let req = c.post(
+            &self.plan.name,
+            message,
+            crate::plan::DEFAULT_NOTIFY_TIMEOUT,
+        );
         let note = message.contains("{{ run.elapsed }}").then(|| {
             "Write the time since the recovery started in place of `{{ run.elapsed }}`.".to_owned()
         });
@@ -579,8 +486,9 @@ impl Builder<'_> {
                 unit,
                 start,
                 health,
+                ..
             } => {
-                self.start(s, unit, start, health.as_ref(), &mut blocks);
+                self.start(s, unit, start, health.as_deref(), &mut blocks);
                 format!("start a unit on {tname}")
             }
             Action::Http(r) => {
@@ -591,7 +499,7 @@ impl Builder<'_> {
                     expect: Some(http_expect_text(&r.expect)),
                     note: retry_note(s),
                 });
-                if r.from_target {
+                if r.on_target.is_some() {
                     format!("HTTP request from {tname}")
                 } else {
                     "HTTP request".into()
@@ -650,20 +558,16 @@ impl Builder<'_> {
             expect: None,
             note: None,
         });
-        let active = Command {
-            script: format!("systemctl is-active {}", crate::template::shell_quote(unit)),
-            sudo: false,
-            wire: String::new(),
-            marker: String::new(),
-        };
+        // By hand, `is-active` says it in one word; the tool reads `status` (`systemctl show`).
+        let active = format!("systemctl is-active {}", crate::template::shell_quote(unit));
         let mut active_cmds = vec![Cmd::typed(
             format!("Logged in on {tname}"),
-            self.shell(&active.script),
+            self.shell(&active),
         )];
         if let Some(t) = self.target(s) {
             active_cmds.push(Cmd::exact(
                 format!("Or {ON_HOST_LC}"),
-                self.shell(&t.ssh_line(&active.script)),
+                self.shell(&t.ssh_line(&active)),
             ));
         }
         let failed = format!(
@@ -875,18 +779,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn source_date_epoch_sets_the_date() {
-        let t = generation_time(Some("1717243200")).unwrap();
-        assert_eq!(
-            t.format("%Y-%m-%d %H:%M UTC").to_string(),
-            "2024-06-01 12:00 UTC"
-        );
-        assert!(generation_time(Some("soon")).is_err());
-        assert!(generation_time(None).is_ok());
-        assert!(generation_time(Some("")).is_ok());
-    }
-
-    #[test]
     fn login_line_drops_the_remote_command() {
         let t = TargetSpec {
             name: "spark".into(),
@@ -896,6 +788,7 @@ mod tests {
             identity: None,
             known_hosts: None,
             ssh_config: None,
+            boot_id: crate::plan::BOOT_ID_COMMAND.into(),
         };
         assert_eq!(login_line(&t), "ssh -p 22 ops@spark.local");
     }

@@ -1,6 +1,7 @@
 //! Command lines for a person to type: secrets as shell variables, sudo without the wrapper.
 
-use crate::plan::{Command, Secrets, placeholder};
+use crate::plan::Command;
+use crate::secrets::{Needle, Secrets};
 use crate::template::shell_quote;
 
 /// Replace every secret in a shell command line (its value, or the placeholder of an unset
@@ -11,17 +12,7 @@ use crate::template::shell_quote;
 /// command of an `ssh` line is expanded on the management host and reaches the target
 /// exactly where the value stood.
 pub fn secrets_as_variables(line: &str, secrets: &Secrets) -> String {
-    let mut needles: Vec<(String, &str)> = Vec::new();
-    for (name, value) in &secrets.values {
-        if value.len() >= 3 {
-            needles.push((value.clone(), name));
-        }
-        needles.push((placeholder(name), name));
-    }
-    for name in &secrets.missing {
-        needles.push((placeholder(name), name));
-    }
-    needles.sort_by_key(|(n, _)| std::cmp::Reverse(n.len()));
+    let needles = secrets.needles();
     if needles.is_empty() {
         return line.to_owned();
     }
@@ -39,7 +30,9 @@ pub fn secrets_as_variables(line: &str, secrets: &Secrets) -> String {
     let mut i = 0;
     while i < line.len() {
         let rest = &line[i..];
-        if let Some((needle, name)) = needles.iter().find(|(n, _)| rest.starts_with(n.as_str())) {
+        if let Some(Needle { text: needle, name }) =
+            needles.iter().find(|n| rest.starts_with(n.text.as_str()))
+        {
             i += needle.len();
             let close = match quote {
                 Quote::None => None,
@@ -113,6 +106,7 @@ pub fn as_typed(c: &Command) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn secrets() -> Secrets {
         Secrets {
@@ -167,12 +161,7 @@ mod tests {
     }
 
     fn cmd(script: &str, sudo: bool) -> Command {
-        Command {
-            script: script.into(),
-            sudo,
-            wire: String::new(),
-            marker: String::new(),
-        }
+        Command::remote(script.into(), sudo, Duration::from_secs(10), "recover:x:1")
     }
 
     #[test]

@@ -1,11 +1,10 @@
 //! The last rehearsal, as `recover rehearse` records it:
-//! `$XDG_STATE_HOME/recover/rehearsals/<runbook name>.json` holding
+//! `<state dir>/rehearsals/<runbook name>.json` ([`crate::state::StateDir::rehearsal`]) holding
 //! `{"date": RFC 3339, "sha256": "...", "result": "passed" | "failed"}`.
 //!
 //! A missing file means "never rehearsed"; a file that cannot be read or understood is
 //! reported as such, never an error: the binder must print whatever happens.
 
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -32,24 +31,6 @@ struct Record {
     date: String,
     sha256: String,
     result: String,
-}
-
-/// Where the rehearsal of runbook `name` is recorded: under `$XDG_STATE_HOME` when it is an
-/// absolute path, else `$HOME/.local/state`; `None` without either.
-pub fn record_path(
-    name: &str,
-    xdg_state_home: Option<OsString>,
-    home: Option<OsString>,
-) -> Option<PathBuf> {
-    let base = match xdg_state_home.map(PathBuf::from) {
-        Some(p) if p.is_absolute() => p,
-        _ => PathBuf::from(home?).join(".local/state"),
-    };
-    Some(
-        base.join("recover")
-            .join("rehearsals")
-            .join(format!("{name}.json")),
-    )
 }
 
 /// Read the record at `path`, tolerating a missing or malformed file.
@@ -162,29 +143,6 @@ mod tests {
         DateTime::parse_from_rfc3339("2025-06-01T12:00:00Z")
             .unwrap()
             .with_timezone(&Utc)
-    }
-
-    #[test]
-    fn the_path_follows_xdg_then_home() {
-        let p = record_path(
-            "spark-power",
-            Some("/state".into()),
-            Some("/home/op".into()),
-        );
-        assert_eq!(
-            p.unwrap(),
-            PathBuf::from("/state/recover/rehearsals/spark-power.json")
-        );
-        let p = record_path(
-            "spark-power",
-            Some("relative".into()),
-            Some("/home/op".into()),
-        );
-        assert_eq!(
-            p.unwrap(),
-            PathBuf::from("/home/op/.local/state/recover/rehearsals/spark-power.json")
-        );
-        assert_eq!(record_path("x", None, None), None);
     }
 
     #[test]

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::{Event, RunOutcome, Sink, StepOutcome};
 use crate::plan::{Plan, fmt_duration};
+use crate::state::StateDir;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PhaseTiming {
@@ -32,22 +33,9 @@ pub struct Record {
     pub phases: Vec<PhaseTiming>,
 }
 
-/// Where the rehearsal of `runbook` is recorded (see `last::record_path`).
-pub fn path(runbook: &str) -> PathBuf {
-    last::record_path(
-        runbook,
-        std::env::var_os("XDG_STATE_HOME"),
-        std::env::var_os("HOME"),
-    )
-    .unwrap_or_else(|| {
-        crate::journal::state_dir()
-            .join("rehearsals")
-            .join(format!("{runbook}.json"))
-    })
-}
-
-pub fn save(r: &Record) -> std::io::Result<PathBuf> {
-    let p = path(&r.runbook);
+/// Record the rehearsal under the state directory; returns where.
+pub fn save(state: &StateDir, r: &Record) -> std::io::Result<PathBuf> {
+    let p = state.rehearsal(&r.runbook);
     if let Some(d) = p.parent() {
         std::fs::create_dir_all(d)?;
     }
@@ -59,9 +47,11 @@ pub fn save(r: &Record) -> std::io::Result<PathBuf> {
 
 /// What `check` and `run` say about the last rehearsal; `warn` when it needs attention
 /// (never rehearsed, failed, overdue, or rehearsed on another version of the runbook).
-pub fn notice(plan: &Plan) -> (String, bool) {
+pub fn notice(state: Option<&StateDir>, plan: &Plan) -> (String, bool) {
     let now = chrono::Utc::now();
-    let last = last::read(&path(&plan.name));
+    let last = state.map_or(last::Rehearsal::Never, |s| {
+        last::read(&s.rehearsal(&plan.name))
+    });
     let (text, warn) = last.describe(&plan.sha256, plan.rehearse_every, now);
     match last {
         last::Rehearsal::Done { date, .. } => {

@@ -1,7 +1,7 @@
 //! Reading a runbook: all YAML loading lives here.
 
 pub mod diag;
-pub mod lint;
+pub use crate::plan::lint;
 pub mod model;
 
 use std::path::{Path, PathBuf};
@@ -46,13 +46,19 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// Read and parse a runbook file. Problems carry file, line, column and a fix.
-pub fn load(path: &Path) -> Result<Result<Loaded, Vec<Problem>>, ReadError> {
-    let bytes = std::fs::read(path).map_err(|source| ReadError::Io {
-        path: path.display().to_string(),
-        source,
+pub fn load(path: &Path) -> Result<Loaded, crate::Error> {
+    let bytes = std::fs::read(path).map_err(|source| crate::Error::Unreadable {
+        path: path.to_path_buf(),
+        source: ReadError::Io {
+            path: path.display().to_string(),
+            source,
+        },
     })?;
     let text = String::from_utf8_lossy(&bytes).into_owned();
-    Ok(parse(path, &text, sha256_hex(&bytes)))
+    parse(path, &text, sha256_hex(&bytes)).map_err(|problems| crate::Error::Runbook {
+        path: path.to_path_buf(),
+        problems,
+    })
 }
 
 /// Parse runbook text as if read from `path`.

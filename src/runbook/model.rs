@@ -471,14 +471,84 @@ pub struct Step {
     pub abort_message: Option<Spanned<String>>,
 }
 
-/// The step kinds, in the order `check` lists them.
+impl Step {
+    /// The kind keys this step carries, with where each is written (a valid step has one).
+    pub fn kinds(&self) -> Vec<(Kind, serde_saphyr::Location)> {
+        let at = |k: Kind, l: Option<serde_saphyr::Location>| l.map(|l| (k, l));
+        [
+            at(Kind::Manual, self.manual.as_ref().map(|v| v.referenced)),
+            at(Kind::Run, self.run.as_ref().map(|v| v.referenced)),
+            at(Kind::Local, self.local.as_ref().map(|v| v.referenced)),
+            at(Kind::WaitSsh, self.wait_ssh.as_ref().map(|v| v.referenced)),
+            at(
+                Kind::DropCaches,
+                self.drop_caches.as_ref().map(|v| v.referenced),
+            ),
+            at(Kind::Start, self.start.as_ref().map(|v| v.referenced)),
+            at(Kind::Http, self.http.as_ref().map(|v| v.referenced)),
+            at(Kind::Notify, self.notify.as_ref().map(|v| v.referenced)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+}
+
+/// What a step does: the one kind key it carries. Resolution dispatches on it (`plan::kinds`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Manual,
+    Run,
+    Local,
+    WaitSsh,
+    DropCaches,
+    Start,
+    Http,
+    Notify,
+}
+
+impl Kind {
+    /// Every kind, in the order `check` lists them.
+    pub const ALL: [Kind; 8] = [
+        Kind::Manual,
+        Kind::Run,
+        Kind::Local,
+        Kind::WaitSsh,
+        Kind::DropCaches,
+        Kind::Start,
+        Kind::Http,
+        Kind::Notify,
+    ];
+
+    /// The key that names the kind in a runbook.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Kind::Manual => "manual",
+            Kind::Run => "run",
+            Kind::Local => "local",
+            Kind::WaitSsh => "wait_ssh",
+            Kind::DropCaches => "drop_caches",
+            Kind::Start => "start",
+            Kind::Http => "http",
+            Kind::Notify => "notify",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The step kinds' keys, in the order `check` lists them.
 pub const KINDS: [&str; 8] = [
-    "manual",
-    "run",
-    "local",
-    "wait_ssh",
-    "drop_caches",
-    "start",
-    "http",
-    "notify",
+    Kind::ALL[0].name(),
+    Kind::ALL[1].name(),
+    Kind::ALL[2].name(),
+    Kind::ALL[3].name(),
+    Kind::ALL[4].name(),
+    Kind::ALL[5].name(),
+    Kind::ALL[6].name(),
+    Kind::ALL[7].name(),
 ];

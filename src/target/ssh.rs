@@ -3,8 +3,8 @@
 //! backoff, boot id recorded at each (re)connect.
 //!
 //! Dropping an ssh channel does not kill the remote process, so every remote command is
-//! wrapped (`timeout -k` on the target, see `plan::remote_wire`) and carries a marker word that
-//! `kill_remote` finds with `pkill -f`.
+//! wrapped (`timeout -k` on the target, see `plan::wire`) and carries a marker word that
+//! its kill line (`pkill -f`, also from the Plan) finds.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -15,7 +15,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 
 use super::{Capture, ExecError, Finished, last_line};
-use crate::plan::{BOOT_ID_COMMAND, KILL_GRACE, TargetSpec};
+use crate::plan::{KILL_GRACE, TargetSpec};
 use crate::verdict::Output;
 
 /// Keep-alive interval; ssh gives up after three missed answers.
@@ -112,14 +112,15 @@ impl Ssh {
         let session = Arc::new(session);
         let out = tokio::time::timeout(
             timeout.max(Duration::from_secs(5)),
-            session.raw_command(BOOT_ID_COMMAND).output(),
+            session.raw_command(&self.spec.boot_id).output(),
         )
         .await
         .map_err(|_| self.connect_error("connected, but reading the boot id timed out".into()))?
         .map_err(|e| self.connect_error(error_chain(&e)))?;
         if !out.status.success() {
             return Err(self.connect_error(format!(
-                "connected, but `{BOOT_ID_COMMAND}` failed: {}",
+                "connected, but `{}` failed: {}",
+                self.spec.boot_id,
                 String::from_utf8_lossy(&out.stderr).trim()
             )));
         }
@@ -223,12 +224,12 @@ impl Ssh {
     }
 
     /// Run `wire` (already wrapped with the remote timeout) and wait for it, at most
-    /// `timeout` plus grace. On cancel or a local deadline the remote process is killed.
+    /// `timeout` plus grace. On cancel or a local deadline the remote process is killed
+    /// with `kill`, the Plan's kill line for it.
     pub async fn exec(
         &self,
         wire: &str,
-        marker: &str,
-        sudo: bool,
+        kill: Option<&str>,
         timeout: Duration,
         cancel: &mut watch::Receiver<bool>,
         progress: &mut (dyn FnMut(String) + Send),
@@ -326,7 +327,9 @@ impl Ssh {
             }
             Err(e) => {
                 drop(child);
-                self.kill_remote(marker, sudo).await;
+                if let Some(kill) = kill {
+                    self.kill_remote(kill).await;
+                }
                 match e {
                     Some(e) => Err(e),
                     None => Ok(Finished {
@@ -347,18 +350,12 @@ impl Ssh {
         self.session.lock().await.take();
     }
 
-    /// Kill the remote process tree of a step, found by its marker word.
-    pub async fn kill_remote(&self, marker: &str, sudo: bool) -> bool {
-        let script = kill_script(marker);
-        let wire = if sudo {
-            format!("sudo -n {script}")
-        } else {
-            script
-        };
+    /// Kill the remote process tree of a step with its kill line (it finds the marker word).
+    pub async fn kill_remote(&self, kill: &str) -> bool {
         let session = { self.session.lock().await.clone() };
         let Some(session) = session else { return false };
         matches!(
-            tokio::time::timeout(Duration::from_secs(10), session.raw_command(&wire).output()).await,
+            tokio::time::timeout(Duration::from_secs(10), session.raw_command(kill).output()).await,
             Ok(Ok(o)) if o.status.success()
         )
     }
@@ -372,19 +369,6 @@ impl Ssh {
             let _ = s.close().await;
         }
     }
-}
-
-/// `sh -c 'pkill -TERM -f PAT; sleep 1; pkill -KILL -f PAT; true'` where PAT matches the
-/// marker at the end of a command line but not itself (`[r]ecover:...`).
-pub fn kill_script(marker: &str) -> String {
-    let escaped = regex::escape(marker);
-    let pat = match escaped.split_at_checked(1) {
-        Some((first, rest)) => format!("[{first}]{rest}$"),
-        None => escaped,
-    };
-    let q = crate::template::shell_quote(&pat);
-    let inner = format!("pkill -TERM -f {q}; sleep 1; pkill -KILL -f {q}; true");
-    format!("sh -c {}", crate::template::shell_quote(&inner))
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

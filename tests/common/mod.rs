@@ -1,9 +1,14 @@
 //! The integration-test harness: real servers on 127.0.0.1 and the `recover` binary in a clean
-//! environment. Included by each integration test file with `mod common;`.
+//! environment. Included by each integration test file with `mod common;`; every test file
+//! launches `recover` through it, never on its own.
 //!
 //! - [`Sshd`]: a real OpenSSH daemon with its own keys, known_hosts and ssh_config.
 //! - [`HttpServer`]: a small real HTTP/1.1 server with routes set at run time.
-//! - [`recover_in`]: the `recover` binary with `XDG_STATE_HOME` in the caller's directory.
+//! - [`recover_in`]: the `recover` binary with `XDG_STATE_HOME` in the caller's directory;
+//!   [`recover`] with a shared one, for runs whose state nobody reads.
+//! - [`process`]: [`run_to_end`], [`Background`], [`eventually`]: runs and waits, bounded.
+//! - [`journal`]: the journals a run writes, and their events.
+//! - [`skip`]: [`require_tool`], [`say`]: skips that show, and fail in CI.
 //!
 //! ```ignore
 //! mod common;
@@ -11,7 +16,7 @@
 //!
 //! #[test]
 //! fn a_run_step_reaches_the_target() {
-//!     let sshd = Sshd::start();
+//!     let Some(sshd) = Sshd::start_or_skip() else { return };
 //!     let api = HttpServer::start();
 //!     api.respond("GET", "/health", 200, "ok");
 //!     let dir = tempfile::tempdir().unwrap();
@@ -29,6 +34,9 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod http;
+pub mod journal;
+pub mod process;
+pub mod skip;
 pub mod sshd;
 
 use std::ffi::OsStr;
@@ -37,6 +45,12 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 pub use http::{HttpServer, Request, closed_port_url};
+pub use journal::{
+    dump, dump_without_progress, events, journals_in, last_event, only_journal, read_journal,
+    started_steps, step_event, wait_for_event,
+};
+pub use process::{Background, Ran, eventually, eventually_every, p, run_to_end, tail, text};
+pub use skip::{find_tool, require_tool, say, skipped};
 pub use sshd::{ALIAS, Sshd, free_port, run_bounded};
 
 /// The bound put on every `recover` run unless the test sets its own `.timeout(..)`.
@@ -65,6 +79,8 @@ const REMOVED_VARS: &[&str] = &[
 /// The `recover` binary with a clean environment and its state (journals) under `state_dir`:
 /// `XDG_STATE_HOME=state_dir`, `NO_COLOR=1`, terminal variables, the ssh agent and every
 /// `RECOVER_*` variable removed, stdin empty, and a 120 s timeout (override with `.timeout`).
+/// `state_dir` must be absolute: a relative `XDG_STATE_HOME` is ignored (XDG base directory
+/// spec), and the state would go to the developer's `~/.local/state`.
 pub fn recover_in(state_dir: &Path) -> assert_cmd::Command {
     let mut cmd =
         assert_cmd::Command::from_std(clean_command(env!("CARGO_BIN_EXE_recover"), state_dir));
@@ -74,6 +90,11 @@ pub fn recover_in(state_dir: &Path) -> assert_cmd::Command {
 
 /// Any program with the environment `recover_in` gives `recover` (see there).
 pub fn clean_command(program: impl AsRef<OsStr>, state_dir: &Path) -> std::process::Command {
+    assert!(
+        state_dir.is_absolute(),
+        "the state directory must be absolute: {}",
+        state_dir.display()
+    );
     let mut cmd = std::process::Command::new(program);
     for var in REMOVED_VARS {
         cmd.env_remove(var);

@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+use super::require_tool;
+
 /// The host alias that `ssh_config()` defines.
 pub const ALIAS: &str = "recover-test";
 
@@ -53,6 +55,15 @@ pub struct Sshd {
 }
 
 impl Sshd {
+    /// [`Sshd::start`] when OpenSSH (`sshd`, `ssh`, `ssh-keygen`) is installed; otherwise None,
+    /// after saying the test is skipped ([`require_tool`]: with `CI` set, it panics instead).
+    pub fn start_or_skip() -> Option<Sshd> {
+        let installed = [SSHD, "ssh", "ssh-keygen"]
+            .iter()
+            .all(|tool| require_tool(&[tool]).is_some());
+        installed.then(Sshd::start)
+    }
+
     /// Generates the keys and configuration, starts `sshd` on a free port and waits (at most
     /// 10 s) until `ssh -F ssh_config recover-test true` succeeds. Panics with the sshd log
     /// when it does not.

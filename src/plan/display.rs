@@ -1,8 +1,10 @@
-//! The plan as text: what `run --dry-run` prints. Secrets are shown as `***`.
+//! The plan as text: what `run --dry-run` prints, every line the engine may send included.
+//! Secrets are shown as `***`.
 
 use std::fmt::Write;
 
-use crate::plan::{Action, Plan, Probe, Request, Step, TargetSpec, fmt_duration, fmt_window};
+use super::{Action, Plan, Probe, Rehearse, Request, Step, TargetSpec, fmt_duration, fmt_window};
+use crate::runbook::model::OnFail;
 use crate::verdict::{HttpExpect, Matcher};
 
 pub fn plan_text(plan: &Plan) -> String {
@@ -25,6 +27,11 @@ pub fn plan_text(plan: &Plan) -> String {
             "  target    {}{}",
             target_line(t),
             if i == 0 { "  (default)" } else { "" }
+        );
+        let _ = writeln!(
+            o,
+            "  boot id   {}  (read on {} at each connection)",
+            t.boot_id, t.name
         );
     }
     for c in &plan.channels {
@@ -147,7 +154,12 @@ fn step_text(o: &mut String, plan: &Plan, s: &Step) {
         Action::Run(c) => line(o, &format!("on {target}"), &c.wire),
         Action::Local(c) => line(o, "local", &c.wire),
         Action::WaitSsh { every, timeout } => {
-            line(o, &format!("on {target}"), crate::plan::BOOT_ID_COMMAND);
+            let boot_id = plan.targets.get(s.target).map(|t| t.boot_id.as_str());
+            line(
+                o,
+                &format!("on {target}"),
+                boot_id.unwrap_or(super::BOOT_ID_COMMAND),
+            );
             line(
                 o,
                 "until",
@@ -159,7 +171,13 @@ fn step_text(o: &mut String, plan: &Plan, s: &Step) {
             );
         }
         Action::DropCaches(c) => line(o, &format!("on {target}"), &c.wire),
-        Action::Start { start, health, .. } => {
+        Action::Start {
+            start,
+            status,
+            health,
+            journal,
+            ..
+        } => {
             line(o, &format!("on {target}"), &start.wire);
             match health {
                 Some(g) => {
@@ -176,6 +194,7 @@ fn step_text(o: &mut String, plan: &Plan, s: &Step) {
                             fmt_duration(g.timeout)
                         ),
                     );
+                    line(o, "state", &status.wire);
                     match &g.probe {
                         Probe::Http(r) => request_lines(o, &line, r, target),
                         Probe::Run { command, expect } => {
@@ -186,8 +205,12 @@ fn step_text(o: &mut String, plan: &Plan, s: &Step) {
                         }
                     }
                 }
-                None => line(o, "gate", "unit active (no health probe)"),
+                None => {
+                    line(o, "gate", "unit active (no health probe)");
+                    line(o, "state", &status.wire);
+                }
             }
+            line(o, "if failed", &journal.wire);
         }
         Action::Http(r) => request_lines(o, &line, r, target),
         Action::Notify { channel, message } => {
@@ -207,14 +230,25 @@ fn step_text(o: &mut String, plan: &Plan, s: &Step) {
         line(o, "abort if", &matcher_text(m));
     }
     match s.on_fail {
-        crate::runbook::model::OnFail::Stop => {}
-        crate::runbook::model::OnFail::Abort => line(o, "on fail", "abort (off the timeline)"),
-        crate::runbook::model::OnFail::Continue => {
-            line(o, "on fail", "continue with the next step")
-        }
+        OnFail::Stop => {}
+        OnFail::Abort => line(o, "on fail", "abort (off the timeline)"),
+        OnFail::Continue => line(o, "on fail", "continue with the next step"),
     }
     if let Some(m) = &s.abort_message {
         line(o, "if abort", m.trim_end());
+    }
+    match &s.rehearse {
+        Rehearse::CheckPaths(c) | Rehearse::InspectUnit(c) => line(o, "rehearse", &c.wire),
+        Rehearse::Run | Rehearse::WouldRun => {}
+    }
+    let mut kills: Vec<&str> = Vec::new();
+    for k in s.commands().into_iter().filter_map(|c| c.kill.as_deref()) {
+        if !kills.contains(&k) {
+            kills.push(k);
+        }
+    }
+    for k in kills {
+        line(o, "to cancel", k);
     }
 }
 
@@ -224,12 +258,15 @@ fn request_lines(
     r: &Request,
     target: &str,
 ) {
-    let from = if r.from_target {
+    let from = if r.on_target.is_some() {
         format!("on {target}")
     } else {
         "from here".to_owned()
     };
     line(o, &from, &r.curl());
+    if let Some(c) = &r.on_target {
+        line(o, "sent as", &c.wire);
+    }
     line(o, "expect", &http_expect_text(&r.expect));
 }
 
@@ -264,4 +301,79 @@ pub fn http_expect_text(e: &HttpExpect) -> String {
         parts.push(format!("body matches /{}/", b.as_str()));
     }
     parts.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::plan_text;
+    use crate::plan::{Options, Plan, Rehearse, resolve};
+
+    const SMALL: &str = r#"
+name: small
+budget: 10m
+targets:
+  box: { host: box.local, user: root }
+phases:
+  - name: All
+    window: 0m-10m
+    steps:
+      - run: "mount /dev/sdb1 /srv/models"
+      - local: "true"
+      - start: api.service
+        health:
+          run: "curl -fsS http://127.0.0.1:9/health"
+      - http: { url: "http://127.0.0.1:9/ready", from: target }
+"#;
+
+    fn plan(path: &str, text: &str) -> Plan {
+        let loaded = crate::runbook::parse(Path::new(path), text, String::new()).expect("parses");
+        resolve(&loaded, &Options::default()).expect("resolves")
+    }
+
+    /// Every line the engine may send, as the Plan holds it, is printed by `--dry-run`.
+    #[test]
+    fn the_dry_run_shows_every_line_the_engine_may_send() {
+        let plans = [
+            plan(
+                "spark-power.yaml",
+                include_str!("../../runbooks/spark-power.yaml"),
+            ),
+            plan("lab.yaml", include_str!("../../runbooks/lab.yaml")),
+            plan("small.yaml", SMALL),
+        ];
+        for p in &plans {
+            let text = plan_text(p);
+            for t in &p.targets {
+                assert!(text.contains(&t.boot_id), "{}: no boot id read", p.name);
+            }
+            let mut kills = 0;
+            for s in p.phases.iter().flat_map(|ph| &ph.steps) {
+                for c in s.commands() {
+                    let wire = p.secrets.redact(&c.wire);
+                    assert!(text.contains(&wire), "{} step {}: {wire}", p.name, s.number);
+                    if let Some(k) = &c.kill {
+                        kills += 1;
+                        assert!(text.contains(k), "{} step {}: {k}", p.name, s.number);
+                    }
+                }
+            }
+            assert!(kills > 0, "{}: no remote command", p.name);
+        }
+        let small = &plans[2];
+        let steps: Vec<_> = small.phases[0].steps.iter().collect();
+        assert!(matches!(steps[0].rehearse, Rehearse::CheckPaths(_)));
+        assert!(matches!(steps[2].rehearse, Rehearse::InspectUnit(_)));
+        assert_eq!(steps[3].rehearse, Rehearse::Run);
+        let text = plan_text(small);
+        assert!(
+            text.contains("for p in /dev/sdb1 /srv/models; do"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sent as   timeout -k 5s 32s sh -c 'curl"),
+            "{text}"
+        );
+    }
 }

@@ -1,6 +1,6 @@
 //! Lints: things that are legal but probably wrong. Warnings, unless `check --strict`.
 
-use crate::plan::{Action, Plan, fmt_duration};
+use super::{Action, Plan, fmt_duration};
 use crate::runbook::Loaded;
 use crate::runbook::diag::{Pos, Problem};
 

@@ -1,0 +1,28 @@
+//! `recover check`: validate and lint, contacting nothing.
+
+use crate::cli::CheckArgs;
+use crate::error::Error;
+use crate::exit::Exit;
+use crate::plan::{self, Options};
+use crate::runbook::lint::lint;
+use crate::state::StateDir;
+
+pub fn check(a: &CheckArgs) -> Result<Exit, Error> {
+    let (loaded, plan) = super::load_plan(&a.runbook, &Options::from_process_env())?;
+    let warnings = lint(&loaded, &plan);
+    super::print_problems(&warnings);
+    super::print_rehearsal_notice(StateDir::from_env().as_ref(), &plan);
+    let steps: usize = plan.phases.iter().map(|p| p.steps.len()).sum();
+    eprintln!(
+        "{}: ok: {}, {}, budget {}; {}",
+        a.runbook.display(),
+        super::count(plan.phases.len(), "phase"),
+        super::count(steps, "step"),
+        plan::fmt_duration(plan.budget),
+        super::count(warnings.len(), "warning"),
+    );
+    if a.strict && !warnings.is_empty() {
+        return Err(Error::StrictWarnings);
+    }
+    Ok(Exit::Ok)
+}

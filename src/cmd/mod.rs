@@ -1,0 +1,114 @@
+//! The command layer: one module per command, from typed arguments to an [`Exit`].
+//!
+//! Each command returns `Ok(exit)` for how it ended or `Err(Error)` when it could not start;
+//! only this layer prints what the reporters do not, and only `main` exits.
+
+mod check;
+mod export;
+mod rehearse;
+mod run;
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+
+use crate::cli::{Cli, Cmd, Resolve};
+use crate::error::{Error, error_count};
+use crate::exit::Exit;
+use crate::plan::{self, Options, Plan};
+use crate::runbook::diag::Problem;
+use crate::runbook::{self, Loaded};
+use crate::state::StateDir;
+
+/// Run the command the arguments name.
+pub fn main(cli: Cli) -> Result<Exit, Error> {
+    match cli.command {
+        Cmd::Check(a) => check::check(&a),
+        Cmd::Run(a) if a.dry_run => run::dry_run(&a),
+        Cmd::Run(a) => run::run(&a),
+        Cmd::Rehearse(a) => rehearse::rehearse(&a),
+        Cmd::Export(a) => export::export(&a),
+    }
+}
+
+/// Print an error the way the operator reads it, and say how the process ends.
+pub fn report_error(e: &Error) -> Exit {
+    match e {
+        Error::Runbook { problems, .. } => {
+            print_problems(problems);
+            if error_count(problems) > 0 {
+                eprintln!("{e}");
+            }
+        }
+        Error::StrictWarnings => eprintln!("{e}"),
+        _ => eprintln!("error: {e}"),
+    }
+    e.exit_code()
+}
+
+/// Print problems the way a compiler does: `file:line:col`, snippet, help.
+pub fn print_problems(problems: &[Problem]) {
+    let handler = handler();
+    let mut err = std::io::stderr().lock();
+    for p in problems {
+        let mut out = String::new();
+        let _ = handler.render_report(&mut out, p);
+        let kind = if p.severity == miette::Severity::Warning {
+            "warning"
+        } else {
+            "error"
+        };
+        let _ = writeln!(err, "{kind}: {}: {}", p.place(), p.message);
+        let _ = writeln!(err, "{out}");
+    }
+}
+
+/// One problem as `print_problems` draws it below its headline.
+pub fn render_problem(p: &Problem) -> String {
+    let mut out = String::new();
+    let _ = handler().render_report(&mut out, p);
+    out
+}
+
+fn handler() -> miette::GraphicalReportHandler {
+    let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let theme = if color {
+        miette::GraphicalTheme::unicode()
+    } else {
+        miette::GraphicalTheme::unicode_nocolor()
+    };
+    miette::GraphicalReportHandler::new_themed(theme).with_context_lines(2)
+}
+
+/// `--var` and `--target` over the process environment.
+fn options(r: &Resolve) -> Options {
+    Options {
+        vars: r.vars.clone(),
+        targets: r.targets.clone(),
+        ..Options::from_process_env()
+    }
+}
+
+/// Load and resolve the runbook at `path`.
+fn load_plan(path: &Path, opts: &Options) -> Result<(Loaded, Plan), Error> {
+    let loaded = runbook::load(path)?;
+    plan::check_overrides(&loaded, opts).map_err(|message| Error::Override {
+        path: path.to_path_buf(),
+        message,
+    })?;
+    let plan = plan::resolve(&loaded, opts).map_err(|problems| Error::Runbook {
+        path: path.to_path_buf(),
+        problems,
+    })?;
+    Ok((loaded, plan))
+}
+
+/// "last rehearsed N days ago", with what needs attention (information, never a lint).
+fn print_rehearsal_notice(state: Option<&StateDir>, plan: &Plan) {
+    let (notice, attention) = crate::rehearsal::notice(state, plan);
+    eprintln!("rehearsal: {notice}{}", if attention { " (!)" } else { "" });
+}
+
+/// "1 phase", "4 phases".
+fn count(n: usize, word: &str) -> String {
+    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
+}

@@ -1,0 +1,270 @@
+//! `recover run`, and `run --dry-run`.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::cli::RunArgs;
+use crate::engine::{self, Answer, Confirm, Emitter, Mode, Resume, Settings};
+use crate::error::Error;
+use crate::exit::Exit;
+use crate::journal::{self, Journal};
+use crate::plan::{self, Plan};
+use crate::state::StateDir;
+use crate::template::shell_quote;
+
+/// `run --dry-run`: the resolved plan on stdout, nothing contacted.
+pub fn dry_run(a: &RunArgs) -> Result<Exit, Error> {
+    let (_, plan) = super::load_plan(&a.runbook, &super::options(&a.resolve))?;
+    print!("{}", crate::plan::display::plan_text(&plan));
+    Ok(Exit::Ok)
+}
+
+/// Where `run` starts, as the arguments say it; [`Start::resolve`] checks it against the plan.
+enum Start<'a> {
+    Beginning,
+    /// `--from STEP`.
+    From(&'a str),
+    /// `--resume` (with `--force`: accept a changed runbook).
+    Resume {
+        force: bool,
+    },
+}
+
+impl<'a> Start<'a> {
+    fn of(a: &'a RunArgs) -> Self {
+        match (&a.from, a.resume) {
+            (_, true) => Start::Resume { force: a.force },
+            (Some(f), false) => Start::From(f),
+            (None, false) => Start::Beginning,
+        }
+    }
+
+    /// The first step to run, and what a resumed run takes over.
+    fn resolve(
+        self,
+        a: &RunArgs,
+        plan: &Plan,
+        state: Option<&StateDir>,
+    ) -> Result<(usize, Option<Resume>), Error> {
+        match self {
+            Start::Beginning => Ok((1, None)),
+            Start::From(f) => Ok((find_step(plan, f)?, None)),
+            Start::Resume { force } => {
+                let path = match (&a.journal, state) {
+                    (Some(j), _) => j.clone(),
+                    (None, Some(s)) => {
+                        journal::latest(s, &plan.name).ok_or_else(|| Error::NoJournal {
+                            runbook: plan.name.clone(),
+                            dir: s.runs(),
+                        })?
+                    }
+                    (None, None) => return Err(Error::NoStateDir),
+                };
+                let Some(u) = journal::unfinished(&path)? else {
+                    return Err(Error::AlreadyFinished {
+                        runbook: plan.name.clone(),
+                        journal: path,
+                    });
+                };
+                if u.sha256 != plan.sha256 && !force {
+                    return Err(Error::RunbookChanged {
+                        path: a.runbook.clone(),
+                        then: u.sha256[..12.min(u.sha256.len())].to_owned(),
+                        now: plan.sha256[..12.min(plan.sha256.len())].to_owned(),
+                    });
+                }
+                eprintln!(
+                    "Resuming run {} from step {}{} (journal {}).",
+                    u.run_id,
+                    u.step,
+                    if u.step_name.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", u.step_name)
+                    },
+                    path.display()
+                );
+                let resume = Resume {
+                    run_id: u.run_id,
+                    elapsed: Duration::from_secs_f64(u.elapsed.max(0.0)),
+                    boot_ids: u.boot_ids,
+                };
+                Ok((u.step, Some(resume)))
+            }
+        }
+    }
+}
+
+/// Which step `--from` names: a number, a name (any case), or a unique part of a name.
+pub fn find_step(plan: &Plan, want: &str) -> Result<usize, Error> {
+    let steps: Vec<&plan::Step> = plan.phases.iter().flat_map(|p| &p.steps).collect();
+    if let Ok(n) = want.trim().parse::<usize>() {
+        if steps.iter().any(|s| s.number == n) {
+            return Ok(n);
+        }
+        return Err(Error::NoSuchStep {
+            number: n,
+            steps: steps.len(),
+        });
+    }
+    let w = want.trim().to_lowercase();
+    if let Some(s) = steps.iter().find(|s| s.name.to_lowercase() == w) {
+        return Ok(s.number);
+    }
+    let hits: Vec<&&plan::Step> = steps
+        .iter()
+        .filter(|s| s.name.to_lowercase().contains(&w))
+        .collect();
+    match hits.as_slice() {
+        [one] => Ok(one.number),
+        [] => Err(Error::NoStepNamed {
+            want: want.to_owned(),
+        }),
+        many => Err(Error::AmbiguousStep {
+            want: want.to_owned(),
+            matches: many
+                .iter()
+                .map(|s| format!("{} {}", s.number, s.name))
+                .collect(),
+        }),
+    }
+}
+
+/// The exact command that continues this run.
+fn resume_command(a: &RunArgs, confirm: &Confirm<()>) -> String {
+    let mut parts = vec![
+        "recover".to_owned(),
+        "run".to_owned(),
+        shell_quote(&a.runbook.display().to_string()),
+        "--resume".to_owned(),
+    ];
+    if let Some(j) = &a.journal {
+        parts.push(format!(
+            "--journal {}",
+            shell_quote(&j.display().to_string())
+        ));
+    }
+    if matches!(confirm, Confirm::Yes) {
+        parts.push("--yes".into());
+    }
+    for (k, v) in &a.resolve.vars {
+        parts.push(format!("--var {}", shell_quote(&format!("{k}={v}"))));
+    }
+    for (k, v) in &a.resolve.targets {
+        parts.push(format!("--target {}", shell_quote(&format!("{k}={v}"))));
+    }
+    if a.json {
+        parts.push("--json".into());
+    }
+    parts.join(" ")
+}
+
+pub fn run(a: &RunArgs) -> Result<Exit, Error> {
+    let (_, plan) = super::load_plan(&a.runbook, &super::options(&a.resolve))?;
+    if !plan.secrets.missing.is_empty() {
+        return Err(Error::MissingSecrets {
+            names: plan.secrets.missing.clone(),
+        });
+    }
+    let state = StateDir::from_env();
+    super::print_rehearsal_notice(state.as_ref(), &plan);
+
+    let (first_step, resume) = Start::of(a).resolve(a, &plan, state.as_ref())?;
+
+    // Manual steps need someone to ask, or --yes: decided before anything runs.
+    let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+    let confirm = Confirm::decide(a.yes, interactive);
+    let manual: Vec<String> = plan
+        .phases
+        .iter()
+        .flat_map(|p| &p.steps)
+        .filter(|s| s.number >= first_step && matches!(s.action, plan::Action::Manual { .. }))
+        .map(|s| format!("{} ({})", s.number, s.name))
+        .collect();
+    if !manual.is_empty() && matches!(confirm, Confirm::Refuse) {
+        return Err(Error::NoTerminal { steps: manual });
+    }
+
+    let run_id = journal::new_run_id();
+    let journal_path = match (&a.journal, &state) {
+        (Some(j), _) => j.clone(),
+        (None, Some(s)) => Journal::new_path(s, &plan.name, &run_id),
+        (None, None) => return Err(Error::NoStateDir),
+    };
+    let journal = open_journal(&journal_path)?;
+    let term = crate::report::for_terminal(a.json);
+    let suspender = term.suspender();
+    let sinks: Vec<Box<dyn engine::Sink>> = vec![Box::new(journal), Box::new(term)];
+    let out = Emitter::new(Box::new(engine::event::Fanout(sinks)), plan.secrets.clone());
+
+    let resume_command = resume_command(a, &confirm);
+    // The prompt draws above the progress bars; nothing is emitted while it waits.
+    let confirm = confirm.with_prompt(|| {
+        Box::new(move |name: &str, text: &str| suspender.suspend(|| ask(name, text)))
+    });
+    let settings = Settings {
+        mode: Mode::Run,
+        run_id,
+        first_step,
+        confirm,
+        resume,
+        resume_command,
+    };
+    let exit = execute(&plan, settings, out)?;
+    eprintln!("journal: {}", journal_path.display());
+    Ok(exit)
+}
+
+/// Run the engine on a runtime, with Ctrl-C wired to cancellation.
+pub(super) fn execute(plan: &Plan, settings: Settings, out: Emitter) -> Result<Exit, Error> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(Error::Runtime)?;
+    Ok(rt.block_on(async move {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                let _ = tx.send(true);
+                eprintln!(
+                    "\nInterrupted: stopping the current step (Ctrl-C again to quit at once)…"
+                );
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(Exit::Interrupted.code().into());
+                }
+            }
+        });
+        let engine = engine::Engine::new(plan, settings, out, rx);
+        engine.run().await.exit()
+    }))
+}
+
+/// Ask the operator at a manual step, on the terminal.
+fn ask(name: &str, text: &str) -> Answer {
+    let mut err = std::io::stderr();
+    let _ = writeln!(err, "\n== Manual step: {name}\n{}\n", text.trim_end());
+    loop {
+        let _ = write!(err, "Done? [d]one / [s]kip / [a]bort: ");
+        let _ = err.flush();
+        let mut line = String::new();
+        if std::io::stdin().read_line(&mut line).unwrap_or(0) == 0 {
+            return Answer::Abort;
+        }
+        match line.trim().to_lowercase().as_str() {
+            "d" | "done" | "y" | "yes" => return Answer::Done,
+            "s" | "skip" => return Answer::Skip,
+            "a" | "abort" => return Answer::Abort,
+            _ => {}
+        }
+    }
+}
+
+/// The journal, opened before anything runs.
+pub(super) fn open_journal(path: &Path) -> Result<Journal, Error> {
+    Journal::open(path).map_err(|source| Error::JournalOpen {
+        path: PathBuf::from(path),
+        source,
+    })
+}

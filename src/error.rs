@@ -1,0 +1,175 @@
+//! The one error type of the library. Every variant says what went wrong, where, and what to
+//! do next; [`Error::exit_code`] says how the process ends because of it.
+
+use std::path::PathBuf;
+
+use crate::exit::Exit;
+use crate::runbook::ReadError;
+use crate::runbook::diag::Problem;
+
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum Error {
+    /// The runbook has errors (or, with `--strict`, warnings): each is a miette diagnostic
+    /// with file:line:column.
+    #[error("{}", problems_summary(path, problems))]
+    Runbook {
+        path: PathBuf,
+        #[related]
+        problems: Vec<Problem>,
+    },
+
+    #[error("{source}\n{}: nothing was run.", path.display())]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        source: ReadError,
+    },
+
+    /// A `--target` or `--var` that does not fit the runbook.
+    #[error("{message}\n{}: nothing was run.", path.display())]
+    Override { path: PathBuf, message: String },
+
+    #[error("--strict: warnings count as errors")]
+    StrictWarnings,
+
+    #[error(
+        "the runbook reads {} from the environment, and {} not set: export {} and run again. Nothing was run.",
+        names.join(", "),
+        if names.len() == 1 { "it is" } else { "they are" },
+        if names.len() == 1 { "it" } else { "them" }
+    )]
+    MissingSecrets { names: Vec<String> },
+
+    #[error(
+        "nothing to resume: no journal of `{runbook}` under {}. Start the run without --resume.",
+        dir.display()
+    )]
+    NoJournal { runbook: String, dir: PathBuf },
+
+    #[error(
+        "nothing to resume: the last run of `{runbook}` ({}) finished successfully.",
+        journal.display()
+    )]
+    AlreadyFinished { runbook: String, journal: PathBuf },
+
+    #[error("cannot read journal {}: {source}", path.display())]
+    JournalRead {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{} holds no run", path.display())]
+    JournalEmpty { path: PathBuf },
+
+    #[error(
+        "{} changed since the run being resumed (sha256 {then} then, {now} now). Resuming would mix two procedures. Check the change with --dry-run, then resume with --force, or start afresh without --resume.",
+        path.display()
+    )]
+    RunbookChanged {
+        path: PathBuf,
+        then: String,
+        now: String,
+    },
+
+    #[error("--from {number}: the runbook has steps 1 to {steps}")]
+    NoSuchStep { number: usize, steps: usize },
+
+    #[error("--from {want:?}: no step has that name; `recover run --dry-run` lists them")]
+    NoStepNamed { want: String },
+
+    #[error("--from {want:?} matches {} steps ({}); give the step number", matches.len(), matches.join(", "))]
+    AmbiguousStep { want: String, matches: Vec<String> },
+
+    #[error(
+        "there is no terminal to confirm the manual steps {}: do them, then run again with --yes. Nothing was run.",
+        steps.join(", ")
+    )]
+    NoTerminal { steps: Vec<String> },
+
+    #[error(
+        "there is no state directory for the journal: set XDG_STATE_HOME to an absolute path or HOME, or give --journal. Nothing was run."
+    )]
+    NoStateDir,
+
+    #[error("cannot write the journal {}: {source}. Nothing was run.", path.display())]
+    JournalOpen {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("cannot start the runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+
+    #[error("cannot write the report {}: {source}", path.display())]
+    Report {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("SOURCE_DATE_EPOCH=`{0}` is not a number of seconds since 1970")]
+    SourceDateEpoch(String),
+
+    #[error("cannot render the binder: {0}")]
+    Render(#[source] minijinja::Error),
+
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("cannot write the binder: {0}")]
+    Stdout(#[source] std::io::Error),
+}
+
+impl Error {
+    /// How the process ends because of this error: nothing was run, so always a usage error.
+    pub fn exit_code(&self) -> Exit {
+        match self {
+            Error::Runbook { .. }
+            | Error::Unreadable { .. }
+            | Error::Override { .. }
+            | Error::StrictWarnings
+            | Error::MissingSecrets { .. }
+            | Error::NoJournal { .. }
+            | Error::AlreadyFinished { .. }
+            | Error::JournalRead { .. }
+            | Error::JournalEmpty { .. }
+            | Error::RunbookChanged { .. }
+            | Error::NoSuchStep { .. }
+            | Error::NoStepNamed { .. }
+            | Error::AmbiguousStep { .. }
+            | Error::NoTerminal { .. }
+            | Error::NoStateDir
+            | Error::JournalOpen { .. }
+            | Error::Runtime(_)
+            | Error::Report { .. }
+            | Error::SourceDateEpoch(_)
+            | Error::Render(_)
+            | Error::Write { .. }
+            | Error::Stdout(_) => Exit::Usage,
+        }
+    }
+}
+
+/// "three-errors.yaml: 3 errors in the runbook; nothing was run."
+fn problems_summary(path: &std::path::Path, problems: &[Problem]) -> String {
+    let errors = error_count(problems);
+    format!(
+        "{}: {errors} error{} in the runbook; nothing was run.",
+        path.display(),
+        if errors == 1 { "" } else { "s" }
+    )
+}
+
+/// How many of `problems` are errors, not warnings.
+pub fn error_count(problems: &[Problem]) -> usize {
+    problems
+        .iter()
+        .filter(|p| p.severity != miette::Severity::Warning)
+        .count()
+}

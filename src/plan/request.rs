@@ -1,0 +1,169 @@
+//! HTTP requests: resolved from `http:` (a step or a gate's probe), and their `curl` line.
+
+use std::time::Duration;
+
+use serde_saphyr::Spanned;
+
+use super::resolve::Resolver;
+use super::{Command, DEFAULT_HTTP_TIMEOUT, Request, TargetSpec, placeholder};
+use crate::runbook::diag::Pos;
+use crate::runbook::model;
+use crate::template::{Context, shell_quote};
+use crate::verdict::HttpExpect;
+
+/// How far below a `json:` key its strings are looked for, to point an error at one.
+const JSON_SEARCH_LINES: usize = 50;
+/// How much longer than curl's own `-m` the remote side of `from: target` may take.
+pub const CURL_GRACE: Duration = Duration::from_secs(2);
+
+impl Request {
+    /// The `curl` line that sends this request by hand; `-w` prints the status last.
+    pub fn curl(&self) -> String {
+        let mut parts = vec!["curl -sS".to_owned()];
+        if self.method != "GET" {
+            parts.push(format!("-X {}", self.method));
+        }
+        parts.push(format!("-m {}", self.timeout.as_secs().max(1)));
+        for (k, v) in &self.headers {
+            parts.push(format!("-H {}", shell_quote(&format!("{k}: {v}"))));
+        }
+        if let Some(b) = &self.body {
+            parts.push(format!("--data-raw {}", shell_quote(b)));
+        }
+        parts.push("-w '\\n%{http_code}\\n'".to_owned());
+        parts.push(shell_quote(&self.url));
+        parts.join(" ")
+    }
+}
+
+impl Resolver<'_> {
+    pub(super) fn request(
+        &mut self,
+        h: &Spanned<model::Http>,
+        target: Option<&TargetSpec>,
+        step_timeout: Option<Duration>,
+        marker: &str,
+    ) -> Request {
+        let v = &h.value;
+        let before = self.problems.len();
+        let url = self.render(&v.url, Context::Text, target, false);
+        // An unset `env.X` at the front is only known when the run starts: not a check error.
+        let unset = self
+            .secrets
+            .missing
+            .iter()
+            .any(|n| url.starts_with(&placeholder(n)));
+        // A URL still holding `{{` comes from a var whose template failed: already reported.
+        let checkable = self.problems.len() == before && !unset && !url.contains("{{");
+        if checkable && !url.starts_with("http://") && !url.starts_with("https://") {
+            self.err(
+                Pos::of(&v.url.referenced),
+                format!("`{url}` is not an http:// or https:// URL"),
+                "write the full URL, like http://spark.local:8000/v1/models",
+            );
+        }
+        let method = match &v.method {
+            Some(m) => {
+                let up = m.value.to_ascii_uppercase();
+                if !["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+                    .contains(&up.as_str())
+                {
+                    self.err(
+                        Pos::of(&m.referenced),
+                        format!("`{}` is not an HTTP method", m.value),
+                        "use GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS",
+                    );
+                }
+                up
+            }
+            None => {
+                if v.json.is_some() || v.body.is_some() {
+                    "POST".into()
+                } else {
+                    "GET".into()
+                }
+            }
+        };
+        let mut headers = Vec::new();
+        for (k, val) in v.headers.iter() {
+            let rendered = self.render(val, Context::Text, target, false);
+            headers.push((k.value.clone(), rendered));
+        }
+        let body = match (&v.json, &v.body) {
+            (Some(_), Some(b)) => {
+                self.err(
+                    Pos::of(&b.referenced),
+                    "an http step has both `json` and `body`",
+                    "keep one: `json` sends a JSON document, `body` sends text",
+                );
+                None
+            }
+            (Some(j), None) => {
+                let rendered = self.render_json(&j.value, Pos::of(&j.referenced), target);
+                if !headers
+                    .iter()
+                    .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+                {
+                    headers.push(("Content-Type".into(), "application/json".into()));
+                }
+                Some(serde_json::to_string(&rendered).unwrap_or_default())
+            }
+            (None, Some(b)) => Some(self.render(b, Context::Text, target, false)),
+            (None, None) => None,
+        };
+        let expect = v.expect.as_ref().map(|e| HttpExpect {
+            status: e.status.as_ref().map(|s| s.to_vec()),
+            body: e.body.as_ref().map(|p| p.0.clone()),
+        });
+        let timeout = v
+            .timeout
+            .as_ref()
+            .map(|t| t.value.0)
+            .or(step_timeout)
+            .unwrap_or(DEFAULT_HTTP_TIMEOUT);
+        let mut r = Request {
+            method,
+            url,
+            headers,
+            body,
+            expect: expect.unwrap_or_default(),
+            timeout,
+            on_target: None,
+        };
+        if v.from == Some(model::From::Target) {
+            // curl's own `-m` ends first; the remote timeout is the backstop.
+            let script = r.curl();
+            r.on_target = Some(Command::remote(script, false, timeout + CURL_GRACE, marker));
+        }
+        r
+    }
+
+    /// Render every string inside a JSON value.
+    fn render_json(
+        &mut self,
+        v: &serde_json::Value,
+        pos: Pos,
+        target: Option<&TargetSpec>,
+    ) -> serde_json::Value {
+        use serde_json::Value as J;
+        match v {
+            J::String(s) => {
+                let first = s.lines().next().unwrap_or("");
+                let at = self
+                    .loaded
+                    .source
+                    .find_after(pos, first, JSON_SEARCH_LINES)
+                    .map(|p| Pos { len: 0, ..p })
+                    .unwrap_or(pos);
+                J::String(self.render_at(s, at, Context::Text, target, false))
+            }
+            J::Array(a) => J::Array(a.iter().map(|x| self.render_json(x, pos, target)).collect()),
+            J::Object(o) => J::Object(
+                o.iter()
+                    .map(|(k, x)| (k.clone(), self.render_json(x, pos, target)))
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    }
+}

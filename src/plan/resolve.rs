@@ -1,0 +1,499 @@
+//! Resolution: a loaded runbook becomes its Plan, or every problem found on the way.
+//! Templates, targets, vars, channels, the abort handler and the phases are resolved here;
+//! each step is resolved by its kind (`kinds.rs`).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_saphyr::Spanned;
+
+use super::{
+    AbortSpec, BOOT_ID_COMMAND, ChannelSpec, Phase, Plan, Secrets, TargetSpec, fmt_duration,
+    fmt_window, placeholder,
+};
+use crate::runbook::Loaded;
+use crate::runbook::diag::{Pos, Problem};
+use crate::runbook::model::{self, Format};
+use crate::template::{Context, Templates, Values, check_name};
+use crate::verdict::Matcher;
+
+/// How a plan is resolved.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// `--var KEY=VALUE`: replaces or adds a var.
+    pub vars: Vec<(String, String)>,
+    /// `--target NAME=HOST`: points a target at another host.
+    pub targets: Vec<(String, String)>,
+    /// The environment `env.X` reads (the process environment, or a test's).
+    pub env: BTreeMap<String, String>,
+}
+
+impl Options {
+    pub fn from_process_env() -> Self {
+        Options {
+            env: std::env::vars().collect(),
+            ..Options::default()
+        }
+    }
+}
+
+pub(super) struct Resolver<'a> {
+    pub(super) loaded: &'a Loaded,
+    pub(super) opts: &'a Options,
+    pub(super) templates: Templates,
+    pub(super) problems: Vec<Problem>,
+    pub(super) secrets: Secrets,
+    pub(super) var_names: Vec<String>,
+    pub(super) values: Values,
+}
+
+impl<'a> Resolver<'a> {
+    pub(super) fn err(&mut self, pos: Pos, msg: impl Into<String>, help: impl Into<String>) {
+        let p = Problem::error(&self.loaded.source, pos, msg).help(help);
+        self.problems.push(p);
+    }
+
+    /// Where `key:` is written in the mapping whose first key is at `block`, else `fallback`.
+    pub(super) fn key_at(&self, block: Pos, key: &str, fallback: Pos) -> Pos {
+        self.loaded
+            .source
+            .key_in_block(block, key)
+            .unwrap_or(fallback)
+    }
+
+    /// Render a template, reporting undefined names and syntax errors at `s`.
+    pub(super) fn render(
+        &mut self,
+        s: &Spanned<String>,
+        ctx: Context,
+        target: Option<&TargetSpec>,
+        late_ok: bool,
+    ) -> String {
+        let pos = Pos::of(&s.referenced);
+        self.render_at(&s.value, pos, ctx, target, late_ok)
+    }
+
+    pub(super) fn render_at(
+        &mut self,
+        src: &str,
+        pos: Pos,
+        ctx: Context,
+        target: Option<&TargetSpec>,
+        late_ok: bool,
+    ) -> String {
+        let names = match self.templates.names(src) {
+            Ok(n) => n,
+            Err(e) => {
+                let message = match e.strip_prefix("syntax error") {
+                    Some(rest) => format!("template syntax error{rest}"),
+                    None => format!("template error: {e}"),
+                };
+                self.err(
+                    pos,
+                    message,
+                    "templates look like `{{ vars.api }}`: check the braces",
+                );
+                return src.to_owned();
+            }
+        };
+        let var_names = self.var_names.clone();
+        let vars: Vec<&str> = var_names.iter().map(String::as_str).collect();
+        let mut in_order = names.clone();
+        in_order.sort_by_key(|n| src.find(n.as_str()).unwrap_or(usize::MAX));
+        let mut ok = true;
+        for n in &in_order {
+            if let Err(e) = check_name(n, &vars, late_ok) {
+                ok = false;
+                let help = if n.starts_with("vars.") {
+                    "define it under `vars:` at the top of the runbook, or pass --var KEY=VALUE"
+                } else if n.starts_with("run.") {
+                    "commands are fixed before the run starts; only notify and abort messages are rendered as they are sent"
+                } else {
+                    "templates read vars.X (from `vars:`), env.X (the environment, kept secret), target.host/user/port/name and run.elapsed"
+                };
+                let at = self
+                    .loaded
+                    .source
+                    .find_after(pos, n, src.lines().count() + 1)
+                    .unwrap_or(pos);
+                self.err(at, e, help);
+            }
+        }
+        if !ok {
+            return src.to_owned();
+        }
+        let mut values = self.values.clone();
+        for n in &names {
+            if let Some(var) = n.strip_prefix("env.") {
+                let var = var.split('.').next().unwrap_or(var).to_owned();
+                let value = match self.opts.env.get(&var) {
+                    Some(v) => {
+                        if !self.secrets.values.iter().any(|(k, _)| *k == var) {
+                            self.secrets.values.push((var.clone(), v.clone()));
+                        }
+                        v.clone()
+                    }
+                    None => {
+                        if !self.secrets.missing.contains(&var) {
+                            self.secrets.missing.push(var.clone());
+                        }
+                        placeholder(&var)
+                    }
+                };
+                values.env.insert(var, value);
+            }
+        }
+        if late_ok {
+            values
+                .run
+                .insert("elapsed".into(), "{{ run.elapsed }}".into());
+        }
+        if let Some(t) = target {
+            values.target = target_values(t);
+        }
+        match self.templates.render(src, ctx, &values) {
+            Ok(s) => s,
+            Err(e) => {
+                self.err(
+                    pos,
+                    format!("template error: {e}"),
+                    "check the names used between {{ }}",
+                );
+                src.to_owned()
+            }
+        }
+    }
+}
+
+fn target_values(t: &TargetSpec) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    m.insert("name".into(), t.name.clone());
+    m.insert("host".into(), t.host.clone());
+    m.insert("user".into(), t.user.clone().unwrap_or_default());
+    m.insert("port".into(), t.port.unwrap_or(22).to_string());
+    m
+}
+
+fn expand_home(p: &str) -> PathBuf {
+    if let Some(rest) = p.strip_prefix("~/")
+        && let Some(home) = std::env::var_os("HOME")
+    {
+        return PathBuf::from(home).join(rest);
+    }
+    PathBuf::from(p)
+}
+
+pub(super) fn matcher(m: &model::Matcher) -> Matcher {
+    Matcher {
+        exit: m.exit.as_ref().map(|e| e.to_vec()),
+        stdout: m.stdout.as_ref().map(|p| p.0.clone()),
+        stderr: m.stderr.as_ref().map(|p| p.0.clone()),
+    }
+}
+
+pub(super) fn first_line(s: &str, max: usize) -> String {
+    let line = s
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim();
+    if line.chars().count() > max {
+        let cut: String = line.chars().take(max.saturating_sub(1)).collect();
+        format!("{cut}…")
+    } else {
+        line.to_owned()
+    }
+}
+
+/// Resolve a loaded runbook into its Plan, or every problem found on the way.
+pub fn resolve(loaded: &Loaded, opts: &Options) -> Result<Plan, Vec<Problem>> {
+    let rb = &loaded.runbook;
+    let mut r = Resolver {
+        loaded,
+        opts,
+        templates: Templates::new(),
+        problems: Vec::new(),
+        secrets: Secrets::default(),
+        var_names: Vec::new(),
+        values: Values::default(),
+    };
+
+    // name: used in file names and kill markers.
+    let name = rb.name.value.clone();
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        r.err(
+            Pos::of(&rb.name.referenced),
+            format!("runbook name `{name}` must be a single word of letters, digits, `-`, `_` or `.`"),
+            "the name is used for the journal and state files: write it like `spark-power`; put prose in `title:`",
+        );
+    }
+    let budget = rb.budget.value.0;
+    if budget.is_zero() {
+        r.err(
+            Pos::of(&rb.budget.referenced),
+            "the budget is zero",
+            "give the whole timeline, like `budget: 30m`",
+        );
+    }
+
+    // Targets, with --target overrides.
+    let mut targets = Vec::new();
+    if rb.targets.value.is_empty() {
+        r.err(
+            Pos::of(&rb.targets.referenced),
+            "no targets: a runbook needs at least one machine to recover",
+            "add `targets: { spark: { host: spark.local } }`",
+        );
+    }
+    for (tname, t) in rb.targets.value.iter() {
+        let mut host = t.host.value.clone();
+        if let Some((_, h)) = opts.targets.iter().rev().find(|(n, _)| *n == tname.value) {
+            host = h.clone();
+        }
+        if host.trim().is_empty() {
+            r.err(
+                Pos::of(&t.host.referenced),
+                format!("target `{}` has an empty host", tname.value),
+                "write an ssh destination, like `spark.local`",
+            );
+        }
+        targets.push(TargetSpec {
+            name: tname.value.clone(),
+            host,
+            user: t.user.clone(),
+            port: t.port.map(|p| p.0),
+            identity: t.identity.as_deref().map(expand_home),
+            known_hosts: t.known_hosts.as_deref().map(expand_home),
+            ssh_config: t.ssh_config.as_deref().map(expand_home),
+            boot_id: BOOT_ID_COMMAND.to_owned(),
+        });
+    }
+    // Targets named by --target must exist: a typo would silently aim at the real box.
+    // That is a usage error reported by the caller, see `check_overrides`.
+
+    // vars: rendered in order; a var may use env and earlier vars.
+    for (k, _) in rb.vars.iter() {
+        r.var_names.push(k.value.clone());
+    }
+    for (i, (k, v)) in rb.vars.iter().enumerate() {
+        let value = match opts.vars.iter().rev().find(|(n, _)| *n == k.value) {
+            Some((_, over)) => over.clone(),
+            None if r.uses_later_var(i, v) => v.value.clone(),
+            None => {
+                let first = targets.first().cloned();
+                r.render(v, Context::Text, first.as_ref(), false)
+            }
+        };
+        r.values.vars.insert(k.value.clone(), value);
+    }
+    for (k, v) in &opts.vars {
+        if !r.var_names.contains(k) {
+            r.var_names.push(k.clone());
+            r.values.vars.insert(k.clone(), v.clone());
+        }
+    }
+
+    // Notify channels.
+    let mut channels = Vec::new();
+    for (cname, c) in rb.notify.iter() {
+        let url = r.render(
+            &c.webhook,
+            Context::Text,
+            targets.first().cloned().as_ref(),
+            false,
+        );
+        channels.push(ChannelSpec {
+            name: cname.value.clone(),
+            url,
+            format: c.format.unwrap_or(Format::Json),
+        });
+    }
+
+    // Abort handler.
+    let mut abort = AbortSpec::default();
+    if let Some(a) = &rb.abort {
+        if let Some(ch) = &a.value.notify {
+            if rb.notify.contains(&ch.value) {
+                abort.channel = Some(ch.value.clone());
+            } else {
+                r.unknown_channel(ch);
+            }
+        }
+        if let Some(m) = &a.value.message {
+            abort.message = r.render(m, Context::Text, targets.first().cloned().as_ref(), true);
+        }
+    }
+
+    // Phases: windows inside the budget, in order, never overlapping.
+    let mut phases = Vec::new();
+    let mut number = 0;
+    let mut prev_end: Option<(Duration, String)> = None;
+    if rb.phases.value.is_empty() {
+        r.err(
+            Pos::of(&rb.phases.referenced),
+            "no phases: nothing to run",
+            "add at least one phase with a window and steps",
+        );
+    }
+    for ph in &rb.phases.value {
+        let w = ph.window.value;
+        let wpos = Pos::of(&ph.window.referenced);
+        if w.start >= w.end {
+            r.err(
+                wpos,
+                format!("window {} ends before it starts", fmt_window(&w)),
+                "write START-END with START before END, like 5m-10m",
+            );
+        } else if w.end > budget {
+            r.err(
+                wpos,
+                format!(
+                    "window {} runs past the budget of {}",
+                    fmt_window(&w),
+                    fmt_duration(budget)
+                ),
+                "end the window within the budget, or raise `budget:`",
+            );
+        }
+        if let Some((end, prev)) = &prev_end
+            && w.start < *end
+        {
+            r.err(
+                wpos,
+                format!(
+                    "window {} overlaps the previous phase `{prev}`, which ends at {}",
+                    fmt_window(&w),
+                    fmt_duration(*end)
+                ),
+                "phases run one after the other: start this window at or after the previous one's end",
+            );
+        }
+        prev_end = Some((w.end, ph.name.value.clone()));
+        if ph.steps.value.is_empty() {
+            r.err(
+                Pos::of(&ph.steps.referenced),
+                format!("phase `{}` has no steps", ph.name.value),
+                "add steps, or remove the phase",
+            );
+        }
+        let mut steps = Vec::new();
+        for st in &ph.steps.value {
+            number += 1;
+            if let Some(s) = r.step(number, st, &targets, &channels) {
+                steps.push(s);
+            }
+        }
+        phases.push(Phase {
+            name: ph.name.value.clone(),
+            window: w,
+            steps,
+        });
+    }
+
+    if r.problems.is_empty() {
+        Ok(Plan {
+            name,
+            title: rb.title.clone().unwrap_or_else(|| rb.name.value.clone()),
+            source: loaded.path.clone(),
+            sha256: loaded.sha256.clone(),
+            budget,
+            rehearse_every: rb.rehearse_every.map(|d| d.0),
+            targets,
+            channels,
+            abort,
+            phases,
+            secrets: r.secrets,
+        })
+    } else {
+        // Reported in the order they are written, as a compiler does; a message that quotes a
+        // rendered value must not show an `env` secret.
+        r.problems.sort_by_key(|p| (p.pos.line, p.pos.column));
+        for p in &mut r.problems {
+            p.message = r.secrets.redact(&p.message);
+            p.help = p.help.as_deref().map(|h| r.secrets.redact(h));
+        }
+        Err(r.problems)
+    }
+}
+
+/// Check `--target NAME=HOST` names against the runbook: a typo must not go unnoticed.
+pub fn check_overrides(loaded: &Loaded, opts: &Options) -> Result<(), String> {
+    for (n, _) in &opts.targets {
+        if !loaded.runbook.targets.value.contains(n) {
+            let known: Vec<&str> = loaded.runbook.targets.value.keys().collect();
+            return Err(format!(
+                "--target {n}=…: the runbook has no target `{n}`; its targets: {}",
+                known.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl Resolver<'_> {
+    /// Whether var number `i` reads itself or a var defined below it (reported here): vars are
+    /// rendered in order, so it could only be undefined.
+    fn uses_later_var(&mut self, i: usize, v: &Spanned<String>) -> bool {
+        let Ok(names) = self.templates.names(&v.value) else {
+            return false;
+        };
+        let vars = &self.loaded.runbook.vars;
+        let this = vars
+            .0
+            .get(i)
+            .map(|(k, _)| k.value.clone())
+            .unwrap_or_default();
+        let mut found = false;
+        for n in names {
+            let Some(name) = n.strip_prefix("vars.") else {
+                continue;
+            };
+            let name = name.split('.').next().unwrap_or(name);
+            let Some(j) = vars.0.iter().position(|(k, _)| k.value == name) else {
+                continue;
+            };
+            if j < i {
+                continue;
+            }
+            found = true;
+            let pos = Pos::of(&v.referenced);
+            let at = self
+                .loaded
+                .source
+                .find_after(pos, &n, v.value.lines().count() + 1)
+                .unwrap_or(pos);
+            let (message, help) = if j == i {
+                (
+                    format!("var `{this}` reads itself"),
+                    "give it a value that does not depend on itself".to_owned(),
+                )
+            } else {
+                (
+                    format!("var `{this}` reads `vars.{name}`, which is defined below it"),
+                    format!("vars are read in order: move `{name}` above `{this}` under `vars:`"),
+                )
+            };
+            self.err(at, message, help);
+        }
+        found
+    }
+
+    pub(super) fn unknown_channel(&mut self, ch: &Spanned<String>) {
+        let known: Vec<&str> = self.loaded.runbook.notify.keys().collect();
+        let help = if known.is_empty() {
+            "define it under `notify:` with a webhook and a format".to_owned()
+        } else {
+            format!("channels defined under `notify:`: {}", known.join(", "))
+        };
+        self.err(
+            Pos::of(&ch.referenced),
+            format!("unknown notify channel `{}`", ch.value),
+            help,
+        );
+    }
+}
