@@ -124,6 +124,21 @@ pub enum Error {
 
     #[error("cannot write the binder: {0}")]
     Stdout(#[source] std::io::Error),
+
+    /// A journal given to `recover report` that cannot be read or holds no run.
+    #[error("{0}. Give the journal of a run (`recover run` prints its path at the end).")]
+    Incident(#[source] crate::incident::IncidentError),
+
+    #[error(
+        "no journal of `{runbook}` under {}: nothing to report. Give the journal's path if it was written elsewhere (--journal).",
+        dir.display()
+    )]
+    NoRunOf { runbook: String, dir: PathBuf },
+
+    #[error(
+        "there is no state directory to find journals in: set XDG_STATE_HOME to an absolute path or HOME, or give the journal's path"
+    )]
+    NoStateDirForReport,
 }
 
 impl Error {
@@ -151,7 +166,10 @@ impl Error {
             | Error::SourceDateEpoch(_)
             | Error::Render(_)
             | Error::Write { .. }
-            | Error::Stdout(_) => Exit::Usage,
+            | Error::Stdout(_)
+            | Error::Incident(_)
+            | Error::NoRunOf { .. }
+            | Error::NoStateDirForReport => Exit::Usage,
         }
     }
 }

@@ -8,12 +8,14 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use common::{HttpServer, Sshd, clean_command, recover_in, run_bounded};
+use common::{
+    Background, HttpServer, Sshd, eventually, journals_in, p, recover_in, require_tool, run_bounded,
+};
 use recover::incident::{self, Report};
 
 // --- helpers ---------------------------------------------------------------------------------
@@ -74,19 +76,10 @@ phases:
     path
 }
 
-fn journals(state: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = fs::read_dir(state.join("recover/runs"))
-        .map(|rd| rd.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    v.retain(|p| p.extension().is_some_and(|x| x == "jsonl"));
-    v.sort();
-    v
-}
-
 /// Whether a journal not in `before` says, within 30 s, that the step `name` started.
 fn step_started(state: &Path, before: &[PathBuf], name: &str) -> bool {
     eventually(Duration::from_secs(30), || {
-        journals(state)
+        journals_in(state)
             .iter()
             .filter(|j| !before.contains(j))
             .any(|j| {
@@ -100,9 +93,9 @@ fn step_started(state: &Path, before: &[PathBuf], name: &str) -> bool {
 
 /// The journal written by the command `f` runs (the one file new under `state`).
 fn new_journal(state: &Path, f: impl FnOnce()) -> PathBuf {
-    let before = journals(state);
+    let before = journals_in(state);
     f();
-    let after = journals(state);
+    let after = journals_in(state);
     let new: Vec<_> = after.iter().filter(|p| !before.contains(p)).collect();
     assert_eq!(new.len(), 1, "expected one new journal: {new:?}");
     new[0].clone()
@@ -122,8 +115,20 @@ fn run(state: &Path, args: &[&str], code: i32) {
     );
 }
 
-fn p(path: &Path) -> &str {
-    path.to_str().expect("UTF-8 path")
+/// `recover ARGS` with the report's date fixed at [`fixed_now`]: its stdout when it exits
+/// with `code` 0, else its stderr.
+fn report_cmd(state: &Path, args: &[&str], code: i32) -> String {
+    let out = recover_in(state)
+        .args(args)
+        .env("SOURCE_DATE_EPOCH", fixed_now().timestamp().to_string())
+        .output()
+        .expect("run recover");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert_eq!(out.status.code(), Some(code), "recover {args:?}\n{stderr}");
+    if code == 0 { stdout } else { stderr }
 }
 
 fn fixed_now() -> DateTime<Utc> {
@@ -174,55 +179,6 @@ fn assert_md(name: &str, md: &str) {
     settings.bind(|| insta::assert_snapshot!(name, md));
 }
 
-/// `recover` started in the background (for Ctrl-C), output to files in `dir`.
-struct Background(Child);
-
-impl Background {
-    fn start(state: &Path, args: &[&str]) -> Background {
-        let mut cmd = clean_command(env!("CARGO_BIN_EXE_recover"), state);
-        cmd.args(args).stdout(Stdio::null()).stderr(Stdio::null());
-        Background(cmd.spawn().expect("spawn recover"))
-    }
-
-    fn wait(&mut self, timeout: Duration) -> Option<i32> {
-        let deadline = Instant::now() + timeout;
-        for _ in 0..5_000 {
-            if let Some(st) = self.0.try_wait().expect("try_wait") {
-                return st.code();
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        if self.0.try_wait().ok().flatten().is_none() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-/// Polls `cond` every 50 ms for at most `timeout`.
-fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    for _ in 0..2_000 {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
-
 fn servers() -> (HttpServer, HttpServer) {
     let api = HttpServer::start();
     api.respond(
@@ -237,17 +193,6 @@ fn servers() -> (HttpServer, HttpServer) {
 }
 
 // --- Chromium --------------------------------------------------------------------------------
-
-fn chromium() -> Option<PathBuf> {
-    ["chromium", "chromium-browser", "google-chrome"]
-        .iter()
-        .find_map(|name| {
-            let out = Command::new("which").arg(name).output().ok()?;
-            out.status
-                .success()
-                .then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
-        })
-}
 
 /// Opens `html` in headless Chromium, no network (every host name resolves to nothing), and
 /// returns the screenshot's pixels as (width, height, RGB rows).
@@ -410,16 +355,21 @@ fn reports_of_real_runs_compare_with_the_rehearsal_and_the_run_before() {
     // Ctrl-C in the POST wait, then --resume.
     flag("hang", true);
     let interrupted = new_journal(&state, || {
-        let before = journals(&state);
-        let mut bg = Background::start(&state, &["run", "--yes", p(&rb)]);
+        let before = journals_in(&state);
+        let mut bg = Background::start(&state, &["run", "--yes", p(&rb)], &[]);
         assert!(
             step_started(&state, &before, "wait for POST"),
             "the POST wait never started"
         );
         thread::sleep(Duration::from_millis(300));
         // SAFETY: kill(2) on our own child's pid.
-        assert_eq!(unsafe { libc::kill(bg.0.id() as i32, libc::SIGINT) }, 0);
-        assert_eq!(bg.wait(Duration::from_secs(20)), Some(130));
+        assert_eq!(unsafe { libc::kill(bg.pid(), libc::SIGINT) }, 0);
+        assert_eq!(
+            bg.wait(Duration::from_secs(20)).and_then(|s| s.code()),
+            Some(130),
+            "{}",
+            bg.output()
+        );
     });
     flag("hang", false);
     let resumed = new_journal(&state, || {
@@ -570,6 +520,58 @@ fn reports_of_real_runs_compare_with_the_rehearsal_and_the_run_before() {
     assert_eq!(rows[1].path, clean1);
     assert_md("history", &incident::history_markdown("incident", &rows));
 
+    // --- the same through `recover report` ----------------------------------------------------
+    let md = report_cmd(&state, &["report", p(&resumed)], 0);
+    assert_eq!(
+        md,
+        incident::markdown(&res),
+        "the command renders what the library does"
+    );
+    let last = report_of(&state, &edited);
+    assert_eq!(
+        report_cmd(&state, &["report", "--last", "incident"], 0),
+        incident::markdown(&last),
+        "--last NAME is the newest run"
+    );
+    let out = dir.path().join("out.html");
+    assert_eq!(
+        report_cmd(
+            &state,
+            &[
+                "report",
+                "--last",
+                p(&rb),
+                "--format",
+                "html",
+                "-o",
+                p(&out)
+            ],
+            0
+        ),
+        ""
+    );
+    assert_eq!(fs::read_to_string(&out).unwrap(), incident::html(&last));
+    assert_eq!(
+        report_cmd(&state, &["report", "--history", p(&rb)], 0),
+        incident::history_markdown("incident", &rows)
+    );
+    let page = report_cmd(
+        &state,
+        &["report", "--history", "incident", "--format", "html"],
+        0,
+    );
+    assert!(page.contains("<td>resumed run</td>"), "{page}");
+    assert_eq!(references(&page), Vec::<String>::new());
+    let err = report_cmd(&state, &["report", "--last", "nosuch"], 2);
+    assert!(err.contains("no journal of `nosuch` under "), "{err}");
+    let err = report_cmd(&state, &["report", p(&dir.path().join("nope.jsonl"))], 2);
+    assert!(err.contains("cannot read the journal"), "{err}");
+    let err = report_cmd(&state, &["report"], 2);
+    assert!(
+        err.contains("<JOURNAL|--last <RUNBOOK>|--history <RUNBOOK>>"),
+        "{err}"
+    );
+
     // --- the HTML in a real browser ----------------------------------------------------------
     let html = incident::html(&res);
     assert!(
@@ -584,8 +586,7 @@ fn reports_of_real_runs_compare_with_the_rehearsal_and_the_run_before() {
     assert!(html.contains("default-src 'none'"));
     let page = dir.path().join("report.html");
     fs::write(&page, &html).unwrap();
-    let Some(browser) = chromium() else {
-        eprintln!("SKIPPED: the HTML in a browser: needs chromium");
+    let Some(browser) = require_tool(&["chromium", "chromium-browser"]) else {
         return;
     };
     api.clear_requests();
@@ -641,8 +642,8 @@ fn a_reboot_mid_run_is_drawn_where_the_box_rebooted() {
     let keys = sshd.dir().join("authorized_keys");
     let key = fs::read_to_string(&keys).expect("authorized_keys");
 
-    let before = journals(&state);
-    let mut bg = Background::start(&state, &["run", "--yes", p(&rb)]);
+    let before = journals_in(&state);
+    let mut bg = Background::start(&state, &["run", "--yes", p(&rb)], &[]);
     assert!(
         step_started(&state, &before, "wait for POST"),
         "the POST wait never started"
@@ -654,11 +655,12 @@ fn a_reboot_mid_run_is_drawn_where_the_box_rebooted() {
     fs::write(&keys, forced).unwrap();
     sshd.start_again();
     assert_eq!(
-        bg.wait(Duration::from_secs(60)),
+        bg.wait(Duration::from_secs(60)).and_then(|s| s.code()),
         Some(0),
-        "the run did not succeed"
+        "the run did not succeed: {}",
+        bg.output()
     );
-    let new: Vec<PathBuf> = journals(&state)
+    let new: Vec<PathBuf> = journals_in(&state)
         .into_iter()
         .filter(|j| !before.contains(j))
         .collect();
@@ -732,6 +734,20 @@ fn a_cut_and_garbled_journal_gives_a_partial_report() {
     let err = incident::load(&empty, &[]).expect_err("no run in it");
     assert!(err.to_string().contains("holds no run"), "{err}");
     assert!(err.to_string().contains("line 1: not JSON"), "{err}");
+    let err = report_cmd(&state, &["report", p(&empty)], 2);
+    assert!(err.contains("holds no run"), "{err}");
+    // the damaged one through the command: a report, and a warning per line not used
+    let out = recover_in(&state)
+        .args(["report", p(&cut_path)])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr)
+            .matches("warning: ")
+            .count(),
+        3
+    );
     let missing = incident::load(&dir.path().join("nope.jsonl"), &[]).expect_err("missing");
     assert!(
         missing.to_string().starts_with("cannot read the journal"),

@@ -6,6 +6,7 @@
 mod check;
 mod export;
 mod rehearse;
+mod report;
 mod run;
 
 use std::io::{IsTerminal, Write};
@@ -27,6 +28,7 @@ pub fn main(cli: Cli) -> Result<Exit, Error> {
         Cmd::Run(a) => run::run(&a),
         Cmd::Rehearse(a) => rehearse::rehearse(&a),
         Cmd::Export(a) => export::export(&a),
+        Cmd::Report(a) => report::report(&a),
     }
 }
 
