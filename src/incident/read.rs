@@ -439,3 +439,109 @@ fn apply(run: &mut Run, e: &Event, at: f64) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::incident::MarkKind;
+
+    /// A gate with probes and a remedy (event kinds a later engine writes), a drill's mode, and
+    /// events without `at` placed by their wall-clock time.
+    const JOURNAL: &str = r#"{"event":"run_started","run_id":"r1","mode":"drill","runbook":"spark","path":"s.yaml","sha256":"ab","budget":600.0,"steps":1,"phases":1,"resumed_from":null,"first_step":1,"targets":[{"name":"spark","destination":"spark.local","port":null}],"ts":"2026-11-22T05:00:00.000Z"}
+{"event":"phase_started","phase":1,"name":"Start","window_start":0.0,"window_end":60.0,"at":0.5,"ts":"2026-11-22T05:00:00.500Z"}
+{"event":"step_started","step":1,"phase":1,"name":"start vllm","kind":"start","target":"spark","mutates":true,"command":"systemctl start vllm","timeout":300.0,"at":1.0,"ts":"2026-11-22T05:00:01.000Z"}
+{"event":"gate_probe","step":1,"ok":false,"detail":"503 loading","at":11.0,"ts":"2026-11-22T05:00:11.000Z"}
+{"event":"gate_probe","step":1,"ok":false,"detail":"timed out","ts":"2026-11-22T05:00:21.000Z"}
+{"event":"remedy_applied","step":1,"remedy":"kill","detail":"MainPID 4242 killed","at":22.0,"ts":"2026-11-22T05:00:22.000Z"}
+{"event":"connection_lost","target":"spark","error":"broken pipe","ts":"2026-11-22T05:00:30.000Z"}
+{"event":"connected","target":"spark","destination":"spark.local","boot_id":"b2","reconnect":true,"ts":"2026-11-22T05:00:40.000Z"}
+{"event":"boot_id_changed","target":"spark","old":"b1","new":"b2","ts":"2026-11-22T05:00:40.000Z"}
+{"event":"gate_probe","step":1,"ok":true,"at":70.0,"ts":"2026-11-22T05:01:10.000Z"}
+{"event":"step_finished","step":1,"phase":1,"name":"start vllm","outcome":"passed","exit":null,"duration":69.5,"at":70.5,"reason":"active and healthy","stdout":null,"stderr":null,"ts":"2026-11-22T05:01:10.500Z"}
+{"event":"phase_finished","phase":1,"name":"Start","started":0.5,"at":71.0,"window_start":0.0,"window_end":60.0,"result":"passed","ts":"2026-11-22T05:01:11.000Z"}
+{"event":"run_finished","outcome":"success","exit_code":0,"at":71.5,"budget":600.0,"failed_step":null,"message":"Recovered.","resume":null,"ts":"2026-11-22T05:01:11.500Z"}
+"#;
+
+    #[test]
+    fn probes_remedies_and_reboots_are_read_and_placed_on_the_timeline() {
+        let (runs, problems) = parse(JOURNAL);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(runs.len(), 1);
+        let r = &runs[0];
+        assert_eq!(r.mode, "drill");
+        assert_eq!(r.kind_word(), "drill");
+        let probes: Vec<(f64, bool)> = r.steps[0].probes.iter().map(|p| (p.at, p.passed)).collect();
+        // the second probe has no `at`: 10 s after the first one on the wall clock
+        assert_eq!(probes, [(11.0, false), (21.0, false), (70.0, true)]);
+        let marks: Vec<(f64, &MarkKind)> = r.marks.iter().map(|m| (m.at, &m.what)).collect();
+        assert!(matches!(marks[0], (22.0, MarkKind::Remedy { action, .. }) if action == "kill"));
+        assert!(matches!(marks[1], (30.0, MarkKind::ConnectionLost { .. })));
+        assert!(matches!(marks[2], (40.0, MarkKind::Reconnected { .. })));
+        assert!(matches!(marks[3], (40.0, MarkKind::BootIdChanged { new, .. }) if new == "b2"));
+        assert!(r.phases[0].overran, "71 s in a window ending at 60 s");
+    }
+
+    #[test]
+    fn the_report_shows_them() {
+        let (runs, problems) = parse(JOURNAL);
+        let r = crate::incident::Report {
+            journal: "j.jsonl".into(),
+            incident: crate::incident::Incident {
+                segments: runs,
+                problems,
+            },
+            baselines: Vec::new(),
+            generated: chrono::DateTime::UNIX_EPOCH,
+        };
+        let md = crate::incident::markdown(&r);
+        assert!(md.contains("| 3 (1 passed, 2 failed) |"), "{md}");
+        assert!(
+            md.contains("**remedy (step 1): kill: MainPID 4242 killed**"),
+            "{md}"
+        );
+        assert!(
+            md.contains("**spark REBOOTED: boot id b1 is now b2**"),
+            "{md}"
+        );
+        let svg = crate::incident::html(&r);
+        assert_eq!(
+            svg.matches("probe FAILED").count(),
+            2,
+            "failed probes as crosses"
+        );
+        assert_eq!(svg.matches("probe passed</title>").count(), 1);
+        assert!(svg.contains("remedy kill: MainPID 4242 killed</title>"));
+        assert!(svg.contains("spark rebooted</text>"));
+        assert!(svg.contains("OVERRAN its window by 11s"));
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        for text in [
+            "",
+            "\n\n",
+            "{",
+            "[]",
+            "{\"event\":5}",
+            "{\"event\":\"run_started\"}",
+            "{\"event\":\"step_finished\",\"step\":1}",
+            "{\"event\":\"run_started\",\"run_id\":\"x\",\"ts\":\"not a time\"}\n{\"event\":\"gate_probe\",\"step\":99,\"ok\":true}\n{\"event\":\"step_finished\",\"step\":1,\"phase\":1,\"name\":\"n\",\"outcome\":\"passed\",\"exit\":null,\"duration\":-5.0,\"at\":1e308,\"reason\":null,\"stdout\":null,\"stderr\":null}",
+        ] {
+            let (runs, _) = parse(text);
+            for r in runs {
+                let inc = crate::incident::Incident {
+                    segments: vec![r],
+                    problems: Vec::new(),
+                };
+                let rep = crate::incident::Report {
+                    journal: "j".into(),
+                    incident: inc,
+                    baselines: Vec::new(),
+                    generated: chrono::DateTime::UNIX_EPOCH,
+                };
+                let _ = crate::incident::markdown(&rep);
+                let _ = crate::incident::html(&rep);
+            }
+        }
+    }
+}
