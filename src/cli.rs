@@ -13,7 +13,9 @@ Examples:
   recover run spark-power.yaml --dry-run      every command exactly as it would be sent
   recover run spark-power.yaml                after mains returns
   recover run spark-power.yaml --resume       continue after a failure or Ctrl-C
-  recover rehearse spark-power.yaml           each quarter, against the live stack";
+  recover rehearse spark-power.yaml           each quarter, against the live stack
+  recover report --last spark-power.yaml --format html -o incident.html
+                                              after the incident: timeline, table, comparison";
 
 /// The examples, then every exit code.
 fn top_help() -> String {
@@ -29,6 +31,16 @@ fn check_exit_codes() -> String {
         (
             Exit::Usage,
             "the runbook has errors or cannot be read, or --strict and it has warnings",
+        ),
+    ])
+}
+
+fn report_exit_codes() -> String {
+    Exit::table(&[
+        (Exit::Ok, "the report (or the history) was written"),
+        (
+            Exit::Usage,
+            "usage error, or no journal to report on: nothing was written",
         ),
     ])
 }
@@ -112,6 +124,23 @@ written into the file, a gap in the timeline.",
     /// Print the runbook as a binder copy, complete enough to recover by hand
     #[command(after_help = export_exit_codes())]
     Export(ExportArgs),
+    /// After the incident: what happened in a run, against the budget and the runs before it
+    #[command(
+        long_about = "After the incident: the report of a run, read from its journal, contacting nothing.\n\n\
+Give the journal's path, or --last RUNBOOK for the newest run of a runbook (its file or its \
+name). A resumed run is reported with the run it resumed, as one incident. The report shows \
+each phase against its window and each step (started, took, result, gate probes, the reason \
+of a failure), each beside the last rehearsal and the previous run of the same runbook, and \
+where the time went: waiting on the box (wait_ssh, gates), commands, the operator (manual \
+steps) and recover's own overhead. HTML is one self-contained file with an SVG timeline that \
+prints on A4 and Letter; Markdown carries the same tables for an incident document.\n\n\
+--history RUNBOOK lists every run and rehearsal of the runbook instead: date, kind, total \
+against the budget, result, and whether the runbook changed (sha256).\n\n\
+A journal cut by a crash or holding lines this version does not understand is reported as \
+far as it goes, and the page lists the lines it could not use.",
+        after_help = report_exit_codes()
+    )]
+    Report(ReportArgs),
     /// Judge every unit the runbook starts against the six habits of a stack that survives power events
     #[command(
         long_about = "Judge every unit the runbook starts against the six habits of a stack that \
@@ -327,6 +356,25 @@ fn key_path(s: &str) -> Result<(String, PathBuf), String> {
         Ok((k, v)) if !v.is_empty() => Ok((k, PathBuf::from(v))),
         _ => Err(format!("`{s}` is not NAME=PATH")),
     }
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["journal", "last", "history"])))]
+pub struct ReportArgs {
+    /// The journal of the run (JSON Lines, as `recover run` writes it)
+    pub journal: Option<PathBuf>,
+    /// Report on the newest run of RUNBOOK (its file, or its name)
+    #[arg(long, value_name = "RUNBOOK")]
+    pub last: Option<String>,
+    /// List every run and rehearsal of RUNBOOK (its file, or its name)
+    #[arg(long, value_name = "RUNBOOK")]
+    pub history: Option<String>,
+    /// Markdown for an incident document, or one self-contained HTML file with the timeline
+    #[arg(long, value_enum, default_value = "md")]
+    pub format: ExportFormat,
+    /// Write to FILE instead of standard output
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 fn key_value(s: &str) -> Result<(String, String), String> {

@@ -139,6 +139,21 @@ pub enum Error {
     /// A sudo command no sudoers rule can permit exactly, or a user name sudoers cannot hold.
     #[error("{0}. Nothing was printed.")]
     Sudoers(#[from] crate::sudoers::SudoersError),
+
+    /// A journal given to `recover report` that cannot be read or holds no run.
+    #[error("{0}. Give the journal of a run (`recover run` prints its path at the end).")]
+    Incident(#[source] crate::incident::IncidentError),
+
+    #[error(
+        "no journal of `{runbook}` under {}: nothing to report. Give the journal's path if it was written elsewhere (--journal).",
+        dir.display()
+    )]
+    NoRunOf { runbook: String, dir: PathBuf },
+
+    #[error(
+        "there is no state directory to find journals in: set XDG_STATE_HOME to an absolute path or HOME, or give the journal's path"
+    )]
+    NoStateDirForReport,
 }
 
 impl Error {
@@ -170,7 +185,10 @@ impl Error {
             | Error::Write { .. }
             | Error::Stdout(_)
             | Error::Print { .. }
-            | Error::Sudoers(_) => Exit::Usage,
+            | Error::Sudoers(_)
+            | Error::Incident(_)
+            | Error::NoRunOf { .. }
+            | Error::NoStateDirForReport => Exit::Usage,
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod engine;
 pub mod error;
 pub mod exit;
 pub mod export;
+pub mod incident;
 pub mod journal;
 pub mod lock;
 pub mod plan;

@@ -23,7 +23,7 @@ impl Sink for Stderr {
 }
 
 pub fn audit(a: &AuditArgs) -> Result<Exit, Error> {
-    let (_, plan) = super::load_plan(&a.runbook, &super::options(&a.resolve))?;
+    let (_, plan) = super::load_plan(&a.runbook, &a.resolve.overlays, &super::options(&a.resolve))?;
     let out = Emitter::new(Box::new(Stderr), plan.secrets.clone());
     let settings = Settings {
         mode: Mode::Rehearse,

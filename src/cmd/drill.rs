@@ -11,7 +11,7 @@ use crate::plan::Action;
 use crate::state::StateDir;
 
 pub fn drill(a: &DrillArgs) -> Result<Exit, Error> {
-    let (_, plan) = super::load_plan(&a.runbook, &super::options(&a.resolve))?;
+    let (_, plan) = super::load_plan(&a.runbook, &a.resolve.overlays, &super::options(&a.resolve))?;
     let started: Vec<String> = plan
         .phases
         .iter()

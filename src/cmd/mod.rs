@@ -8,6 +8,7 @@ mod check;
 mod drill;
 mod export;
 mod rehearse;
+mod report;
 mod run;
 mod sudoers;
 mod tools;
@@ -37,6 +38,7 @@ pub fn main(cli: Cli) -> Result<Exit, Error> {
         Cmd::Man { dir } => tools::man(dir.as_deref()),
         Cmd::Audit(a) => audit::audit(&a),
         Cmd::Drill(a) => drill::drill(&a),
+        Cmd::Report(a) => report::report(&a),
     }
 }
 

@@ -5,7 +5,7 @@ use crate::error::Error;
 use crate::exit::Exit;
 
 pub fn sudoers(a: &SudoersArgs) -> Result<Exit, Error> {
-    let (_, plan) = super::load_plan(&a.runbook, &super::options(&a.resolve))?;
+    let (_, plan) = super::load_plan(&a.runbook, &a.resolve.overlays, &super::options(&a.resolve))?;
     let text = crate::sudoers::drop_in(&plan, a.user.as_deref())?;
     super::tools::print("the sudoers drop-in", text.as_bytes())
 }

@@ -4,6 +4,7 @@ use console::measure_text_width;
 
 use super::fmt::{self, clock, duration, fit, span, window};
 use crate::engine::event::{Event, Mode, RunOutcome, Sink, StepOutcome};
+use crate::incident::TimeSplit;
 
 /// Collects events; `render` gives the table once the run has finished (or as far as it got).
 #[derive(Debug, Clone, Default)]
@@ -16,6 +17,12 @@ pub struct Summary {
     rows: Vec<Row>,
     outcomes: Vec<StepOutcome>,
     end: Option<(RunOutcome, f64)>,
+    /// Each started step's kind, for where the time went.
+    kinds: Vec<(usize, String)>,
+    /// (kind, seconds) of every step that ran.
+    ran: Vec<(String, f64)>,
+    /// Where this run's timeline began (later than 0 for a resumed run).
+    first_at: Option<f64>,
 }
 
 #[derive(Debug, Clone)]
@@ -130,9 +137,25 @@ impl Summary {
             out.push_str(&steps);
             out.push('\n');
         }
+        if let Some(time) = self.time_line() {
+            out.push_str(&time);
+            out.push('\n');
+        }
         out.push_str(&self.total_line());
         out.push('\n');
         out
+    }
+
+    /// `Time   waiting 3m02s, commands 41s, operator 1m10s, overhead 0.4s`: waiting on the box
+    /// (`wait_ssh`, gates), commands, manual steps, and `recover`'s own time.
+    fn time_line(&self) -> Option<String> {
+        let (_, end) = self.end?;
+        if self.ran.is_empty() {
+            return None;
+        }
+        let wall = end - self.first_at.unwrap_or(0.0);
+        let split = TimeSplit::of(wall, self.ran.iter().map(|(k, d)| (k.as_str(), *d)));
+        Some(format!("Time   {}", split.line()))
     }
 
     fn result_word(&self, r: &Row) -> String {
@@ -264,16 +287,19 @@ impl Sink for Summary {
                 window_start,
                 window_end,
                 at,
-            } => self.rows.push(Row {
-                phase: *phase,
-                name: name.clone(),
-                window_start: *window_start,
-                window_end: *window_end,
-                started: *at,
-                ended: None,
-                result: None,
-                overran: false,
-            }),
+            } => {
+                self.first_at.get_or_insert(*at);
+                self.rows.push(Row {
+                    phase: *phase,
+                    name: name.clone(),
+                    window_start: *window_start,
+                    window_end: *window_end,
+                    started: *at,
+                    ended: None,
+                    result: None,
+                    overran: false,
+                })
+            }
             Event::PhaseOverrun { phase, .. } => {
                 if let Some(r) = self.row(*phase) {
                     r.overran = true;
@@ -308,7 +334,24 @@ impl Sink for Summary {
                     r.overran |= *result != StepOutcome::Skipped && *at > *window_end + 0.5;
                 }
             }
-            Event::StepFinished { outcome, .. } => self.outcomes.push(*outcome),
+            Event::StepStarted { step, kind, at, .. } => {
+                self.first_at.get_or_insert(*at);
+                self.kinds.push((*step, kind.clone()));
+            }
+            Event::StepFinished {
+                step,
+                outcome,
+                duration,
+                ..
+            } => {
+                self.outcomes.push(*outcome);
+                let started = self.kinds.iter().rev().find(|(n, _)| n == step);
+                if let Some((_, kind)) = started
+                    && !matches!(outcome, StepOutcome::Skipped | StepOutcome::WouldRun)
+                {
+                    self.ran.push((kind.clone(), *duration));
+                }
+            }
             Event::RunFinished {
                 outcome,
                 at,
@@ -355,8 +398,12 @@ mod tests {
         assert!(lines[3].starts_with("3  Start services in dependency order "));
         assert!(lines[3].ends_with("ok"));
         assert_eq!(lines[5], "Steps  20 ok");
-        assert_eq!(lines[6], "Total 12m24s of 30m budget (17m36s to spare)");
-        assert_eq!(lines.len(), 7);
+        assert_eq!(
+            lines[6],
+            "Time   waiting 9m22s, commands 1m42s, operator 1m19s, overhead 0.0s"
+        );
+        assert_eq!(lines[7], "Total 12m24s of 30m budget (17m36s to spare)");
+        assert_eq!(lines.len(), 8);
         assert!(!out.contains('\x1b'));
         // aligned: every column starts at the same place on every row
         let col = lines[0].find("Window").expect("header");

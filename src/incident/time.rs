@@ -1,0 +1,123 @@
+//! Where the time went: the run's wall time split into waiting on the box, commands, the
+//! operator, and `recover`'s own overhead. Shared by the report and the end-of-run summary.
+
+use crate::report::duration;
+
+/// What a step's time is spent on, by its kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Share {
+    /// Waiting for the box (or its power) to come up: `wait_ssh`, a `start` gate, `ups`.
+    Waiting,
+    /// Commands and requests doing their work: `run`, `local`, `http`, `notify`, ...
+    Commands,
+    /// A person: `manual` steps.
+    Operator,
+}
+
+impl Share {
+    pub fn of(kind: &str) -> Share {
+        match kind {
+            "wait_ssh" | "start" | "ups" => Share::Waiting,
+            "manual" => Share::Operator,
+            _ => Share::Commands,
+        }
+    }
+}
+
+/// Seconds spent on each share; `overhead` is the rest of the wall time: connecting, journal
+/// writes, the engine's own work between steps.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct TimeSplit {
+    pub waiting: f64,
+    pub commands: f64,
+    pub operator: f64,
+    pub overhead: f64,
+}
+
+impl TimeSplit {
+    /// The split of `wall` seconds given each step that ran, as (kind, seconds).
+    pub fn of<'a>(wall: f64, steps: impl IntoIterator<Item = (&'a str, f64)>) -> TimeSplit {
+        let mut t = TimeSplit::default();
+        for (kind, secs) in steps {
+            let secs = if secs.is_finite() { secs.max(0.0) } else { 0.0 };
+            match Share::of(kind) {
+                Share::Waiting => t.waiting += secs,
+                Share::Commands => t.commands += secs,
+                Share::Operator => t.operator += secs,
+            }
+        }
+        t.overhead = (wall - t.waiting - t.commands - t.operator).max(0.0);
+        t
+    }
+
+    pub fn total(&self) -> f64 {
+        self.waiting + self.commands + self.operator + self.overhead
+    }
+
+    /// The four shares with their names, in the order they are shown.
+    pub fn parts(&self) -> [(&'static str, f64); 4] {
+        [
+            ("waiting on the box", self.waiting),
+            ("commands", self.commands),
+            ("operator", self.operator),
+            ("recover's overhead", self.overhead),
+        ]
+    }
+
+    /// `waiting 3m02s, commands 41s, operator 1m10s, overhead 0.4s`: short, for one line.
+    pub fn line(&self) -> String {
+        format!(
+            "waiting {}, commands {}, operator {}, overhead {}",
+            duration(self.waiting),
+            duration(self.commands),
+            duration(self.operator),
+            duration(self.overhead)
+        )
+    }
+
+    /// A share as a percentage of the whole, for tables: `12.5 %`.
+    pub fn percent(&self, secs: f64) -> String {
+        let total = self.total();
+        if total <= 0.0 {
+            return "-".into();
+        }
+        format!("{:.1} %", 100.0 * secs / total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_are_shared_by_kind_and_the_rest_is_overhead() {
+        let t = TimeSplit::of(
+            100.0,
+            [
+                ("manual", 20.0),
+                ("wait_ssh", 30.0),
+                ("run", 5.0),
+                ("start", 40.0),
+                ("http", 1.5),
+            ],
+        );
+        assert_eq!(t.operator, 20.0);
+        assert_eq!(t.waiting, 70.0);
+        assert_eq!(t.commands, 6.5);
+        assert!((t.overhead - 3.5).abs() < 1e-9);
+        assert!((t.total() - 100.0).abs() < 1e-9);
+        assert_eq!(
+            t.line(),
+            "waiting 1m10s, commands 6.5s, operator 20s, overhead 3.5s"
+        );
+        assert_eq!(t.percent(t.waiting), "70.0 %");
+    }
+
+    #[test]
+    fn nonsense_durations_do_not_make_negative_shares() {
+        let t = TimeSplit::of(1.0, [("run", f64::NAN), ("run", -3.0), ("manual", 5.0)]);
+        assert_eq!(t.commands, 0.0);
+        assert_eq!(t.overhead, 0.0);
+        assert_eq!(TimeSplit::default().percent(0.0), "-");
+    }
+}
