@@ -5,6 +5,7 @@
 //! every secret replaced by the variable to read), which one of two minijinja templates
 //! turns into Markdown or a self-contained, printable HTML page.
 
+mod ere;
 mod shell;
 mod text;
 
