@@ -110,6 +110,8 @@ pub struct Step {
     pub on_fail: OnFail,
     pub mutates: bool,
     pub abort_message: Option<String>,
+    /// What the step may show that is expected and harmless, for the operator.
+    pub expected: Vec<String>,
     /// What `rehearse` does with it.
     pub rehearse: Rehearse,
     /// Where the step starts in the runbook.

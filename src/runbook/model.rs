@@ -469,6 +469,9 @@ pub struct Step {
     pub on_fail: Option<OnFail>,
     pub mutates: Option<bool>,
     pub abort_message: Option<Spanned<String>>,
+    /// Messages this step may show that look alarming but are expected and harmless
+    /// (after a power cut: journald's "corrupted or uncleanly shut down").
+    pub expected: Option<Vec<String>>,
 }
 
 impl Step {
