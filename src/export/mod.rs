@@ -390,11 +390,7 @@ impl Builder<'_> {
         let curl = r.curl();
         match (r.on_target.is_some(), self.target(s)) {
             (true, Some(t)) => (
-                self.shell(&format!(
-                    "{} {}",
-                    self.login(s),
-                    crate::template::shell_quote(&curl)
-                )),
+                self.shell(&format!("{} {}", self.login(s), double_quoted(&curl))),
                 Some(self.shell(&t.ssh_line(&curl))),
             ),
             _ => (self.shell(&curl), None),
@@ -768,6 +764,24 @@ impl Builder<'_> {
     }
 }
 
+/// `"LINE"` when double quotes keep it as it is (no `"`, `$`, backquote, and no backslash
+/// before one of them), else the line single-quoted.
+fn double_quoted(line: &str) -> String {
+    let mut chars = line.chars().peekable();
+    let mut plain = true;
+    while let Some(c) = chars.next() {
+        let escapes = c == '\\' && chars.peek().is_some_and(|n| "$`\"\\\n".contains(*n));
+        if "\"$`!".contains(c) || escapes {
+            plain = false;
+        }
+    }
+    if plain {
+        format!("\"{line}\"")
+    } else {
+        crate::template::shell_quote(line)
+    }
+}
+
 /// Where the login-function lines are typed.
 const EXACT: &str = "Small print: the exact line `recover` sends (same effect)";
 const ELAPSED_TEMPLATE: &str = "{{ run.elapsed }}";
@@ -1025,15 +1039,44 @@ mod tests {
 
     #[test]
     fn expectations_in_words() {
-        assert_eq!(expect_text(None), "exit code 0.");
+        let c = Command::remote(
+            "journalctl -p err".into(),
+            true,
+            Duration::from_secs(5),
+            "m",
+        );
+        assert_eq!(
+            expect_text(4, None, None, &c),
+            "it prints `exit 0`, and no check prints anything."
+        );
         let m = Matcher {
-            exit: None,
+            exit: Some(vec![0, 1]),
             stdout: Some(regex::Regex::new("a|b").unwrap()),
             stderr: None,
         };
         assert_eq!(
-            expect_text(Some(&m)),
-            "exit code 0, and its output matches `a|b`."
+            expect_text(4, Some(&m), None, &c),
+            "it prints `exit 0` or `exit 1`, and its output matches `a|b`, and no check prints anything."
         );
+        assert!(expect_text(4, None, Some(&m), &c).contains("`-- No entries --`"));
+    }
+
+    #[test]
+    fn checks_print_abort_or_fail() {
+        let m = Matcher {
+            exit: Some(vec![4, 8]),
+            stdout: Some(regex::Regex::new(r"a\s").unwrap()),
+            stderr: None,
+        };
+        assert_eq!(
+            command_checks(7, None, Some(&m)),
+            vec![
+                "grep -qxE 'exit (4|8)' s7.rc && echo ABORT",
+                "grep -E 'a[[:space:]]' s7.out && echo ABORT",
+                "grep -qxE 'exit 0' s7.rc || echo FAIL",
+            ]
+        );
+        let loop_ = until_loop(Duration::from_secs(15), Duration::from_secs(300), "x");
+        assert!(loop_.starts_with("end=$(( $(date +%s) + 300 ))\nuntil x; do"));
     }
 }
