@@ -52,15 +52,13 @@ pub enum Error {
     )]
     AlreadyFinished { runbook: String, journal: PathBuf },
 
-    #[error("cannot read journal {}: {source}", path.display())]
-    JournalRead {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// `--resume` cannot use the journal: unreadable, empty, damaged, or not of this Plan.
+    #[error("{0}. Nothing was run.")]
+    Journal(#[from] crate::journal::JournalError),
 
-    #[error("{} holds no run", path.display())]
-    JournalEmpty { path: PathBuf },
+    /// Another run holds a lock this run needs.
+    #[error("{0}")]
+    Locked(#[from] crate::lock::LockError),
 
     #[error(
         "{} changed since the run being resumed (sha256 {then} then, {now} now). Resuming would mix two procedures. Check the change with --dry-run, then resume with --force, or start afresh without --resume.",
@@ -137,8 +135,8 @@ impl Error {
             | Error::MissingSecrets { .. }
             | Error::NoJournal { .. }
             | Error::AlreadyFinished { .. }
-            | Error::JournalRead { .. }
-            | Error::JournalEmpty { .. }
+            | Error::Journal(_)
+            | Error::Locked(_)
             | Error::RunbookChanged { .. }
             | Error::NoSuchStep { .. }
             | Error::NoStepNamed { .. }

@@ -36,6 +36,10 @@ exit_codes! {
     Aborted = 3, "aborted by an abort condition: off the timeline, follow the abort procedure";
     /// Ctrl-C.
     Interrupted = 130, "interrupted (Ctrl-C); the journal is flushed and the resume command printed";
+    /// SIGTERM: `systemctl stop`, `kill`.
+    Terminated = 143, "terminated (SIGTERM: systemctl stop, kill); stopped as Ctrl-C stops";
+    /// SIGHUP: the terminal or the ssh session to the management host closed.
+    HungUp = 129, "hung up (SIGHUP: the terminal or session closed); stopped as Ctrl-C stops";
 }
 
 impl Exit {
@@ -74,7 +78,7 @@ mod tests {
     #[test]
     fn the_codes_are_the_documented_ones() {
         let codes: Vec<u8> = Exit::ALL.iter().map(|e| e.code()).collect();
-        assert_eq!(codes, [0, 1, 2, 3, 130]);
+        assert_eq!(codes, [0, 1, 2, 3, 130, 143, 129]);
     }
 
     #[test]

@@ -20,6 +20,21 @@ pub struct Secrets {
     pub values: Vec<(String, String)>,
     /// Variables used by the runbook but not set.
     pub missing: Vec<String>,
+    /// Those of `missing` that a step or a var reads (a command, a header, a URL): the run
+    /// cannot start without them. The others only status posts read: the run goes on and
+    /// those posts are not sent.
+    pub needed: Vec<String>,
+}
+
+impl Secrets {
+    /// The unset variables only status posts read.
+    pub fn notify_only(&self) -> Vec<String> {
+        self.missing
+            .iter()
+            .filter(|m| !self.needed.contains(m))
+            .cloned()
+            .collect()
+    }
 }
 
 /// What a missing environment variable renders as in a plan that is only shown.
@@ -120,6 +135,7 @@ mod tests {
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
             missing: missing.iter().map(|m| (*m).to_owned()).collect(),
+            ..Secrets::default()
         }
     }
 

@@ -36,6 +36,11 @@ impl StateDir {
         self.0.join("runs")
     }
 
+    /// Where the locks of runs in progress are (`crate::lock`).
+    pub fn locks(&self) -> PathBuf {
+        self.0.join("locks")
+    }
+
     /// Where the last rehearsal of runbook `name` is recorded.
     pub fn rehearsal(&self, name: &str) -> PathBuf {
         self.0.join("rehearsals").join(format!("{name}.json"))

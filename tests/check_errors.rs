@@ -135,6 +135,37 @@ const CASES: &[Case] = &[
     with_help("yaml-unclosed-quote", 9, 14, "unclosed quote: this value has no closing quote", "close the quote"),
     with_help("tab-indentation", 4, 2, "YAML syntax error: tabs disallowed", "indent with spaces"),
     with_help("colon-in-unquoted-value", 9, 36, "YAML syntax error: mapping values are not allowed in this context", "must be quoted"),
+    // Values that cannot work, or would be read as something else (issue 10).
+    with_help("zero-step-timeout", 10, 18, "a timeout of 0s leaves the step no time", "like `timeout: 30s`"),
+    with_help("negative-step-timeout", 10, 18, "`-5s` is a negative duration", "like 15s, 5m"),
+    with_help("zero-http-timeout", 9, 68, "an HTTP timeout of 0s leaves the request no time", "like `timeout: 30s`"),
+    with_help("gate-every-zero", 12, 18, "a health gate that probes every 0s never pauses between probes", "like `every: 10s`"),
+    with_help("gate-timeout-zero", 12, 20, "a health gate that waits 0s can never see the unit healthy", "like `timeout: 8m`"),
+    with_help("successes-zero", 12, 11, "a health gate needs at least one success", "set `successes: 1` or more"),
+    with_help("successes-negative", 12, 22, "`-1` is not a whole number", "write digits only"),
+    with_help("header-value-with-line-break", 12, 28, "the value of header `Authorization` holds a carriage return (CR): it would end the header and start another", "write the value on one line"),
+    with_help("header-value-block-scalar", 13, 15, "the value of header `Authorization` holds a line break (LF)", "a YAML block value (`|` or `>`) keeps its line breaks"),
+    with_help("header-value-with-control-character", 11, 31, "the value of header `X-Token` holds the control character U+0007", "remove it"),
+    with_help("header-name-with-space", 11, 22, "`X Token` is not an HTTP header name: it holds a space", "(RFC 9110)"),
+    with_help("unit-path-traversal", 9, 16, "`../../etc/passwd` is not a systemd unit name: `/` is not allowed in a unit name", "systemd.unit(5)"),
+    with_help("unit-with-space", 9, 16, "`vllm.service caddy.service` is not a systemd unit name: it holds a space", "split it into several `start` steps"),
+    with_help("unit-with-newline", 9, 16, "`vllm.service\\nreboot` is not a systemd unit name: it holds a line break (LF)", "systemd.unit(5)"),
+    with_help("unit-without-suffix", 9, 16, "`vllm` has no unit type suffix", "like `vllm.service`"),
+    with_help("unit-unknown-suffix", 9, 16, "`vllm.daemon` does not end in a unit type: `.daemon` is not one", "the suffixes are .service, .socket"),
+    with_help("unit-template-without-instance", 9, 16, "`getty@.service` is a template: it cannot be started without an instance", "like `getty@tty1.service`"),
+    with_help("unit-too-long", 9, 16, "is not a systemd unit name: it is 258 bytes long, and systemd allows 255", "systemd.unit(5)"),
+    with_help("url-with-space", 9, 22, "the URL `http://spark.local:8000/v1/chat completions` holds a space", "percent-encode"),
+    with_help("webhook-url-with-space", 6, 25, "the URL `https://hooks.example/a b` holds a space", "percent-encode"),
+    with_help("command-with-nul", 9, 14, "this command holds a NUL byte", "remove it"),
+    with_help("host-starting-with-dash", 5, 17, "the host `-oProxyCommand=touch /tmp/owned` starts with `-`: ssh would read it as an option", "write an ssh destination"),
+    with_help("identity-with-newline", 7, 15, "the file name in `identity` holds a line break (LF)", "write the path on one line"),
+    // Rendered values are checked by the same rules, at the place of the template.
+    with_help("unit-from-a-var", 11, 16, "`../../etc/passwd` is not a systemd unit name: `/` is not allowed in a unit name", "systemd.unit(5)"),
+    with_help("header-from-a-var-with-line-break", 13, 37, "the value of header `Authorization` holds a line break (LF): it would end the header and start another", "write the value on one line"),
+    // The bytes of the file: UTF-8 only, said where it is not; a BOM and CRLF line ends are fine.
+    with_help("not-utf8", 9, 20, "the runbook is not valid UTF-8: the byte 0xE9 at byte offset 135 is not UTF-8", "save the file as UTF-8"),
+    case("bom-then-error", 10, 18, "`soon` is not a duration"),
+    case("crlf-then-error", 11, 18, "`soon` is not a duration"),
     // Columns count characters, whatever multi-byte text comes before.
     case("unicode-before-error", 11, 18, "`5 minutes et demie` is not a duration"),
     case("unicode-on-the-error-line", 10, 61, "`5 minutes et demie` is not a duration"),
@@ -312,4 +343,72 @@ fn an_unset_env_url_is_left_for_the_run_and_a_set_one_is_never_shown() {
         !stderr.contains("spark-secret"),
         "the env value leaked:\n{stderr}"
     );
+}
+
+/// What a plan says, without the line naming the file and its hash.
+fn plan_of(dir: &Path, file: &str) -> String {
+    let out = recover(dir)
+        .env("RECOVER_WEBHOOK", "https://hooks.example/x")
+        .args(["run", "--dry-run", file])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{file}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("runbook "))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn crlf_line_ends_and_a_byte_order_mark_are_accepted_and_plan_the_same_commands() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("runbooks/spark-power.yaml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("lf.yaml"), &text).unwrap();
+    std::fs::write(dir.path().join("crlf.yaml"), text.replace('\n', "\r\n")).unwrap();
+    std::fs::write(dir.path().join("bom.yaml"), format!("\u{feff}{text}")).unwrap();
+    for file in ["crlf.yaml", "bom.yaml"] {
+        let out = recover(dir.path()).args(["check", file]).output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let lf = plan_of(dir.path(), "lf.yaml");
+    assert!(lf.contains("systemctl start --no-block"), "{lf}");
+    assert!(!plan_of(dir.path(), "crlf.yaml").contains('\r'));
+    assert_eq!(plan_of(dir.path(), "crlf.yaml"), lf);
+    assert_eq!(plan_of(dir.path(), "bom.yaml"), lf);
+}
+
+#[test]
+fn a_runbook_cut_inside_a_character_is_refused_by_run_too() {
+    let dir = tempfile::tempdir().unwrap();
+    // `é` is two bytes: the file ends after the first.
+    let text = "name: mini\nbudget: 30m\ntitle: R\u{e9}";
+    std::fs::write(
+        dir.path().join("cut.yaml"),
+        &text.as_bytes()[..text.len() - 1],
+    )
+    .unwrap();
+    let out = recover(dir.path())
+        .args(["run", "--dry-run", "cut.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("error: cut.yaml:3:9: the runbook is not valid UTF-8: the file ends at byte offset 31 in the middle of a character (0xC3)"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
 }

@@ -1101,7 +1101,7 @@ fn a_manual_step_without_a_terminal_needs_yes_and_nothing_runs_without_it() {
 // --- 13. a missing secret ------------------------------------------------------------------------
 
 #[test]
-fn a_missing_webhook_variable_is_named_and_nothing_runs() {
+fn a_missing_secret_a_step_reads_is_named_and_nothing_runs() {
     let Some(sshd) = Sshd::start_or_skip() else {
         return;
     };
@@ -1112,7 +1112,7 @@ fn a_missing_webhook_variable_is_named_and_nothing_runs() {
         &sshd.runbook_target_yaml("lab"),
         "notify:\n  ops: { webhook: \"{{ env.RECOVER_WEBHOOK }}\", format: slack }\n",
         r#"      - name: would write
-        run: touch @DIR@/ran
+        run: "touch @DIR@/ran; echo {{ env.RECOVER_WEBHOOK }}"
       - notify: ops
         message: done
 "#,
@@ -1129,28 +1129,35 @@ fn a_missing_webhook_variable_is_named_and_nothing_runs() {
 // --- more connection trouble: Ctrl-C while reconnecting, a step started while sshd is down,
 // --- a hung (frozen) target -----------------------------------------------------------------
 
-#[test]
-fn ctrl_c_while_the_target_is_unreachable_stops_at_once() {
-    let Some(mut sshd) = Sshd::start_or_skip() else {
-        return;
-    };
+/// A run of `before` (remote), `gap` (local, 1 s) and `after` (remote, `after_timeout`), with
+/// sshd stopped while `gap` runs: `after` starts while the target is unreachable.
+struct SshdGoesDown {
+    dir: tempfile::TempDir,
+    journal_path: PathBuf,
+    bg: Background,
+}
+
+fn run_while_sshd_goes_down(sshd: &mut Sshd, name: &str, after_timeout: &str) -> SshdGoesDown {
     let dir = tempfile::tempdir().unwrap();
-    let rb = write_runbook(
-        dir.path(),
-        "lostctrlc",
-        &sshd.runbook_target_yaml("lab"),
-        "",
+    let steps = format!(
         r#"      - name: before
         run: echo before >> @DIR@/trace
       - name: gap
         local: sleep 1
       - name: after
         run: echo after >> @DIR@/trace
-        timeout: 2m
-"#,
+        timeout: {after_timeout}
+"#
+    );
+    let rb = write_runbook(
+        dir.path(),
+        name,
+        &sshd.runbook_target_yaml("lab"),
+        "",
+        &steps,
     );
     let journal_path = dir.path().join("j.jsonl");
-    let mut bg = Background::start(
+    let bg = Background::start(
         dir.path(),
         &["run", p(&rb), "--journal", p(&journal_path)],
         &[],
@@ -1163,6 +1170,23 @@ fn ctrl_c_while_the_target_is_unreachable_stops_at_once() {
         bg.output()
     );
     sshd.stop();
+    SshdGoesDown {
+        dir,
+        journal_path,
+        bg,
+    }
+}
+
+#[test]
+fn ctrl_c_while_the_target_is_unreachable_stops_at_once() {
+    let Some(mut sshd) = Sshd::start_or_skip() else {
+        return;
+    };
+    let SshdGoesDown {
+        dir,
+        journal_path,
+        mut bg,
+    } = run_while_sshd_goes_down(&mut sshd, "lostctrlc", "2m");
     // The loss is journaled while it lasts, not only once the connection is back.
     assert!(
         wait_for_event(&journal_path, Duration::from_secs(10), |e| {
@@ -1203,35 +1227,11 @@ fn a_remote_step_started_while_sshd_is_down_reconnects_with_backoff() {
     let Some(mut sshd) = Sshd::start_or_skip() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let rb = write_runbook(
-        dir.path(),
-        "backoff",
-        &sshd.runbook_target_yaml("lab"),
-        "",
-        r#"      - name: before
-        run: echo before >> @DIR@/trace
-      - name: gap
-        local: sleep 1
-      - name: after
-        run: echo after >> @DIR@/trace
-        timeout: 20s
-"#,
-    );
-    let journal_path = dir.path().join("j.jsonl");
-    let mut bg = Background::start(
-        dir.path(),
-        &["run", p(&rb), "--journal", p(&journal_path)],
-        &[],
-    );
-    assert!(
-        wait_for_event(&journal_path, Duration::from_secs(20), |e| {
-            e["event"] == "step_started" && e["step"] == 2
-        }),
-        "the gap never started: {}",
-        bg.output()
-    );
-    sshd.stop();
+    let SshdGoesDown {
+        dir,
+        journal_path,
+        mut bg,
+    } = run_while_sshd_goes_down(&mut sshd, "backoff", "20s");
     assert!(
         wait_for_event(&journal_path, Duration::from_secs(20), |e| {
             e["event"] == "step_started" && e["step"] == 3

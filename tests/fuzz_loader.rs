@@ -10,13 +10,22 @@ use proptest::test_runner::{Config, FileFailurePersistence};
 use recover::cmd::render_problem;
 use recover::plan::display::plan_text;
 use recover::plan::{Options, resolve};
-use recover::runbook::{lint::lint, parse};
+use recover::runbook::{Loaded, diag::Problem, lint::lint, parse, parse_bytes};
 
 const REFERENCE: &str = include_str!("../runbooks/spark-power.yaml");
 
 /// Everything `check` and `run --dry-run` do with a runbook's text, short of running it.
 fn exercise(text: &str) {
-    let loaded = match parse(Path::new("fuzz.yaml"), text, "0".repeat(64)) {
+    after_parse(parse(Path::new("fuzz.yaml"), text, "0".repeat(64)));
+}
+
+/// The same from the file's bytes, which may not be UTF-8.
+fn exercise_bytes(bytes: &[u8]) {
+    after_parse(parse_bytes(Path::new("fuzz.yaml"), bytes));
+}
+
+fn after_parse(parsed: Result<Loaded, Vec<Problem>>) {
+    let loaded = match parsed {
         Ok(l) => l,
         Err(problems) => {
             assert!(!problems.is_empty(), "an error without a problem");
@@ -168,6 +177,14 @@ const SCALARS: &[&str] = &[
     "a\u{0}b",
     "\t",
     "\r\n",
+    "-5s",
+    "../../etc/passwd",
+    "getty@.service",
+    "x.daemon",
+    "-oProxyCommand=x",
+    "x\r\nSet-Cookie: y",
+    "http://a b/",
+    "\u{feff}",
 ];
 
 #[derive(Debug, Clone)]
@@ -311,12 +328,13 @@ fn step_value(key: &'static str, valid: bool) -> BoxedStrategy<String> {
         "echo {{ target.host }}",
         "tailscale.service",
         "it's é🔌",
+        "echo a\u{0}b",
         "{{ vars.nope }}",
         "{{ run.elapsed }}",
         "{{ vars.api }",
         "",
     ];
-    const DURATION: &[&str] = &["15s", "1m", "2h", "1m30s", "0s", "5", "soon"];
+    const DURATION: &[&str] = &["15s", "1m", "2h", "1m30s", "0s", "-5s", "5", "soon"];
     const REGEX: &[&str] = &["'EXT4-fs error'", "'\"choices\"'", "'.*'", "'(open'"];
     const CODES: &[&str] = &["0", "[0, 1]", "256", "zero", "[]"];
     match key {
@@ -352,6 +370,8 @@ fn step_value(key: &'static str, valid: bool) -> BoxedStrategy<String> {
                     "http://x:1/",
                     "\"{{ env.TOKEN }}/x\"",
                     "ftp://x",
+                    "\"http://a b/\"",
+                    "\"http://[::1/\"",
                 ],
                 3,
                 valid,
@@ -373,9 +393,14 @@ fn step_value(key: &'static str, valid: bool) -> BoxedStrategy<String> {
                     ", expect: { status: [200, 204], body: '\"choices\"' }",
                     ", timeout: 10s",
                     ", from: target",
+                    ", headers: { X-Api-Key: \"{{ env.TOKEN }}\", Accept: text/plain }",
                     ", expect: { status: ok }",
+                    ", timeout: 0s",
+                    ", headers: { \"X Key\": a }",
+                    ", headers: { A: \"x\\r\\nB: c\" }",
+                    ", headers: { A: \"x\\u0007\" }",
                 ],
-                4,
+                5,
                 valid,
             ),
         )
@@ -398,6 +423,9 @@ fn step_value(key: &'static str, valid: bool) -> BoxedStrategy<String> {
                     ", every: 10s, timeout: 1m",
                     ", timeout: 1m, successes: 2",
                     ", successes: 0",
+                    ", every: 0s",
+                    ", timeout: 0s",
+                    ", successes: -1",
                 ],
                 3,
                 valid,
@@ -412,6 +440,11 @@ fn step_value(key: &'static str, valid: bool) -> BoxedStrategy<String> {
                 "\"{{ vars.unit }}\"",
                 "two words",
                 "{{ vars.unit }}",
+                "../../etc/passwd",
+                "vllm",
+                "getty@.service",
+                "x.daemon",
+                "\"a\\nb.service\"",
             ],
             2,
             valid,
@@ -503,8 +536,13 @@ fn runbook() -> impl Strategy<Value = String> {
         mostly("spark-power", &["spark power", "é"]),
         mostly("30m", &["0s", "5"]),
         mostly(
-            "  lab: { host: \"{{ vars.api }}\", user: root, port: 2222 }\n",
-            &["", "  lab: { host: \"\" }\n"],
+            "  lab: { host: 127.0.0.1, user: root, port: 2222 }\n",
+            &[
+                "",
+                "  lab: { host: \"\" }\n",
+                "  lab: { host: \"-oProxyCommand=x\" }\n",
+                "  lab: { host: x, user: \"a b\", identity: \"k\\n\" }\n",
+            ],
         ),
         mostly(
             "vars:\n  api: http://spark.local:8000\n  dev: /dev/sda 1\n  unit: x.service\n  m: \"{{ vars.api }}\"\n",
@@ -512,7 +550,11 @@ fn runbook() -> impl Strategy<Value = String> {
         ),
         mostly(
             "notify:\n  operators: { webhook: \"{{ env.HOOK }}\", format: slack }\n",
-            &["", "notify:\n  operators: { webhook: \"https://hooks.slack.com/services/T0/B0/X1234567890123456789\" }\n"],
+            &[
+                "",
+                "notify:\n  operators: { webhook: \"https://hooks.slack.com/services/T0/B0/X1234567890123456789\" }\n",
+                "notify:\n  operators: { webhook: \"https://a b/\" }\n",
+            ],
         ),
         mostly(
             "abort: { notify: operators, message: \"late: {{ run.elapsed }}\" }\n",
@@ -561,7 +603,7 @@ fn edit() -> impl Strategy<Value = Edit> {
     ]
 }
 
-fn apply(e: &Edit) -> String {
+fn apply(e: &Edit) -> Vec<u8> {
     let mut b = REFERENCE.as_bytes().to_vec();
     match *e {
         Edit::Replace(i, x) => b[i] = x,
@@ -571,8 +613,7 @@ fn apply(e: &Edit) -> String {
         }
         Edit::Truncate(i) => b.truncate(i),
     }
-    // What `load` does with bytes that are not UTF-8.
-    String::from_utf8_lossy(&b).into_owned()
+    b
 }
 
 fn config() -> Config {
@@ -607,7 +648,12 @@ proptest! {
 
     #[test]
     fn mutations_of_the_reference_runbook_never_panic(e in edit()) {
-        exercise(&apply(&e));
+        exercise_bytes(&apply(&e));
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+        exercise_bytes(&bytes);
     }
 }
 

@@ -444,12 +444,16 @@ fn lab_end_to_end() {
     if require_tool(&["qemu-system-x86_64"]).is_none() {
         return;
     }
-    let only: Option<Vec<u32>> = std::env::var("RECOVER_LAB_SCENARIOS").ok().map(|v| {
-        v.split([',', ' '])
-            .filter(|s| !s.is_empty())
-            .map(|s| s.parse().expect("RECOVER_LAB_SCENARIOS: numbers, like 2,5"))
-            .collect()
-    });
+    // An empty or blank RECOVER_LAB_SCENARIOS means all of them, never none.
+    let only: Option<Vec<u32>> = std::env::var("RECOVER_LAB_SCENARIOS")
+        .ok()
+        .map(|v| {
+            v.split([',', ' '])
+                .filter(|s| !s.is_empty())
+                .map(|s| s.parse().expect("RECOVER_LAB_SCENARIOS: numbers, like 2,5"))
+                .collect::<Vec<u32>>()
+        })
+        .filter(|v| !v.is_empty());
 
     let suite = Instant::now();
     let t = Instant::now();

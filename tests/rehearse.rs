@@ -62,6 +62,15 @@ fn a_rehearsal_runs_read_only_steps_skips_the_rest_and_is_recorded() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
+    // Each state-changing step is shown once as "would run: <command>", the prefix once.
+    assert!(
+        stderr.contains(&format!(
+            "would run: timeout -k 5s 60s sh -c 'touch {}'",
+            marker.display()
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("would run: would run"), "{stderr}");
 
     // Nothing that changes state ran: no file on the target or here, no POST, no status post.
     assert!(!marker.exists(), "a state-changing run step ran");

@@ -1,5 +1,7 @@
 //! `recover rehearse`: the read-only steps against the live target, recorded.
 
+use std::io::Write;
+
 use crate::cli::RehearseArgs;
 use crate::engine::{self, Confirm, Emitter, Mode, Settings};
 use crate::error::Error;
@@ -10,6 +12,7 @@ use crate::state::StateDir;
 pub fn rehearse(a: &RehearseArgs) -> Result<Exit, Error> {
     let (_, plan) = super::load_plan(&a.runbook, &super::options(&a.resolve))?;
     let state = StateDir::from_env().ok_or(Error::NoStateDir)?;
+    super::run::say_if_a_run_is_in_progress(&plan, Some(&state));
     let run_id = journal::new_run_id();
     let journal_path = Journal::new_path(&state, &format!("{}-rehearsal", plan.name), &run_id);
     let journal = super::run::open_journal(&journal_path)?;
@@ -30,11 +33,13 @@ pub fn rehearse(a: &RehearseArgs) -> Result<Exit, Error> {
             "recover rehearse {}",
             crate::template::shell_quote(&a.runbook.display().to_string())
         ),
+        stop: crate::signals::StopCause::default(),
+        warnings: Vec::new(),
     };
     let exit = super::run::execute(&plan, settings, out)?;
     let events = collector.events();
-    if exit == Exit::Interrupted {
-        eprintln!("Rehearsal interrupted: not recorded.");
+    if matches!(exit, Exit::Interrupted | Exit::Terminated | Exit::HungUp) {
+        let _ = writeln!(std::io::stderr(), "Rehearsal interrupted: not recorded.");
         return Ok(exit);
     }
     let rec = crate::rehearsal::record(&plan, &events);

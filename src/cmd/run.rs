@@ -2,20 +2,22 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use crate::cli::RunArgs;
 use crate::engine::{self, Answer, Confirm, Emitter, Mode, Resume, Settings};
 use crate::error::Error;
 use crate::exit::Exit;
 use crate::journal::{self, Journal};
+use crate::lock;
 use crate::plan::{self, Plan};
+use crate::signals::Signals;
 use crate::state::StateDir;
 use crate::template::shell_quote;
 
 /// `run --dry-run`: the resolved plan on stdout, nothing contacted.
 pub fn dry_run(a: &RunArgs) -> Result<Exit, Error> {
     let (_, plan) = super::load_plan(&a.runbook, &super::options(&a.resolve))?;
+    say_if_a_run_is_in_progress(&plan, StateDir::from_env().as_ref());
     print!("{}", crate::plan::display::plan_text(&plan));
     Ok(Exit::Ok)
 }
@@ -67,11 +69,13 @@ impl<'a> Start<'a> {
                         journal: path,
                     });
                 };
+                u.check_steps(plan.phases.iter().map(|p| p.steps.len()).sum())?;
                 if u.sha256 != plan.sha256 && !force {
+                    let short = |s: &str| s.chars().take(12).collect::<String>();
                     return Err(Error::RunbookChanged {
                         path: a.runbook.clone(),
-                        then: u.sha256[..12.min(u.sha256.len())].to_owned(),
-                        now: plan.sha256[..12.min(plan.sha256.len())].to_owned(),
+                        then: short(&u.sha256),
+                        now: short(&plan.sha256),
                     });
                 }
                 eprintln!(
@@ -86,8 +90,8 @@ impl<'a> Start<'a> {
                     path.display()
                 );
                 let resume = Resume {
+                    elapsed: u.elapsed(),
                     run_id: u.run_id,
-                    elapsed: Duration::from_secs_f64(u.elapsed.max(0.0)),
                     boot_ids: u.boot_ids,
                 };
                 Ok((u.step, Some(resume)))
@@ -162,11 +166,14 @@ fn resume_command(a: &RunArgs, confirm: &Confirm<()>) -> String {
 
 pub fn run(a: &RunArgs) -> Result<Exit, Error> {
     let (_, plan) = super::load_plan(&a.runbook, &super::options(&a.resolve))?;
-    if !plan.secrets.missing.is_empty() {
+    // An unset secret a step needs stops the run before anything runs; one that only status
+    // posts read does not: a failing post never stops a recovery, neither may a missing one.
+    if !plan.secrets.needed.is_empty() {
         return Err(Error::MissingSecrets {
-            names: plan.secrets.missing.clone(),
+            names: plan.secrets.needed.clone(),
         });
     }
+    let mut warnings = unsent_posts(&plan);
     let state = StateDir::from_env();
     super::print_rehearsal_notice(state.as_ref(), &plan);
 
@@ -192,11 +199,18 @@ pub fn run(a: &RunArgs) -> Result<Exit, Error> {
         (None, Some(s)) => Journal::new_path(s, &plan.name, &run_id),
         (None, None) => return Err(Error::NoStateDir),
     };
+    // One run at a time: taken before anything is contacted, held until the run ends.
+    let (_lock, taken_over) = lock::acquire(
+        &lock_dir(state.as_ref()),
+        &lock_keys(&plan),
+        &lock::Owner::me(&plan.name, &journal_path),
+    )?;
     let journal = open_journal(&journal_path)?;
     let term = crate::report::for_terminal(a.json);
     let suspender = term.suspender();
     let sinks: Vec<Box<dyn engine::Sink>> = vec![Box::new(journal), Box::new(term)];
     let out = Emitter::new(Box::new(engine::event::Fanout(sinks)), plan.secrets.clone());
+    warnings.extend(taken_over.iter().map(lock::TakenOver::warning));
 
     let resume_command = resume_command(a, &confirm);
     // The prompt draws above the progress bars; nothing is emitted while it waits.
@@ -210,35 +224,111 @@ pub fn run(a: &RunArgs) -> Result<Exit, Error> {
         confirm,
         resume,
         resume_command,
+        stop: crate::signals::StopCause::default(),
+        warnings,
     };
     let exit = execute(&plan, settings, out)?;
-    eprintln!("journal: {}", journal_path.display());
+    // After SIGHUP the terminal may be gone: a failed write must not turn the exit into a panic.
+    let _ = writeln!(std::io::stderr(), "journal: {}", journal_path.display());
     Ok(exit)
 }
 
-/// Run the engine on a runtime, with Ctrl-C wired to cancellation.
+/// Run the engine on a runtime, with Ctrl-C, SIGTERM and SIGHUP wired to cancellation: the
+/// first stops the run cleanly, a second one quits at once.
 pub(super) fn execute(plan: &Plan, settings: Settings, out: Emitter) -> Result<Exit, Error> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(Error::Runtime)?;
-    Ok(rt.block_on(async move {
+    rt.block_on(async move {
+        let mut signals = Signals::listen().map_err(Error::Runtime)?;
         let (tx, rx) = tokio::sync::watch::channel(false);
+        let cause = settings.stop.clone();
+        let stopped = cause.clone();
         tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                let _ = tx.send(true);
-                eprintln!(
-                    "\nInterrupted: stopping the current step (Ctrl-C again to quit at once)…"
-                );
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    std::process::exit(Exit::Interrupted.code().into());
-                }
-            }
+            let stop = signals.next().await;
+            cause.set(stop);
+            let _ = tx.send(true);
+            // The terminal may be gone (SIGHUP): a failed write must not end the run.
+            let _ = writeln!(
+                std::io::stderr(),
+                "\n{}: stopping the current step (again to quit at once)…",
+                stop.describe()
+            );
+            let again = signals.next().await;
+            std::process::exit(again.exit().code().into());
         });
         let engine = engine::Engine::new(plan, settings, out, rx);
-        engine.run().await.exit()
-    }))
+        Ok(engine.run().await.exit_after(stopped.get()))
+    })
+}
+
+/// One warning per unset variable that only status posts read, naming the channels that will
+/// not be posted to.
+fn unsent_posts(plan: &Plan) -> Vec<String> {
+    plan.secrets
+        .notify_only()
+        .iter()
+        .map(|name| {
+            let marker = crate::secrets::placeholder(name);
+            let channels: Vec<String> = plan
+                .channels
+                .iter()
+                .filter(|c| c.url.contains(&marker))
+                .map(|c| format!("`{}`", c.name))
+                .collect();
+            let to = if channels.is_empty() {
+                "its status posts".to_owned()
+            } else {
+                format!("the status posts to {}", channels.join(", "))
+            };
+            format!(
+                "{name} is not set: {to} will not be sent. The recovery goes on; tell the operators another way, or export {name} and start again"
+            )
+        })
+        .collect()
+}
+
+/// The locks a run of `plan` takes: its runbook, and each target host.
+pub(super) fn lock_keys(plan: &Plan) -> Vec<lock::Key> {
+    lock::keys(
+        &plan.name,
+        plan.targets
+            .iter()
+            .map(|t| (t.host.as_str(), t.port.unwrap_or(22))),
+    )
+}
+
+/// Where locks live: the state directory, or without one a directory of this user's in the
+/// system's temporary directory.
+pub(super) fn lock_dir(state: Option<&StateDir>) -> PathBuf {
+    match state {
+        Some(s) => s.locks(),
+        None => {
+            // SAFETY: getuid(2) cannot fail.
+            let uid = unsafe { libc::getuid() };
+            std::env::temp_dir().join(format!("recover-{uid}-locks"))
+        }
+    }
+}
+
+/// For the commands that take no lock (`rehearse`, `--dry-run`): say that a run is in progress.
+pub(super) fn say_if_a_run_is_in_progress(plan: &Plan, state: Option<&StateDir>) {
+    if let Some((key, owner)) = lock::in_progress(&lock_dir(state), &lock_keys(plan)) {
+        let what = if key.what.starts_with("runbook") {
+            "a run of this runbook is in progress".to_owned()
+        } else {
+            format!(
+                "a run of `{}` against the {} is in progress",
+                owner.runbook, key.what
+            )
+        };
+        eprintln!(
+            "note: {what}: {}; this takes no lock and does not stop it",
+            owner.describe()
+        );
+    }
 }
 
 /// Ask the operator at a manual step, on the terminal.

@@ -59,6 +59,15 @@ impl RunOutcome {
     pub fn exit_code(self) -> i32 {
         i32::from(self.exit().code())
     }
+
+    /// How the process ends, knowing which signal (if any) stopped the run: an interrupted
+    /// run exits with the signal's code (130, 143, 129).
+    pub fn exit_after(self, stop: Option<crate::signals::Stop>) -> Exit {
+        match (self, stop) {
+            (RunOutcome::Interrupted, Some(s)) => s.exit(),
+            (o, _) => o.exit(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

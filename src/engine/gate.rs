@@ -324,7 +324,7 @@ impl Engine<'_> {
         StepResult::with(
             StepOutcome::WouldRun,
             format!(
-                "would run: {}; unit exists ({}), order agrees with its After=, probe passes now",
+                "{}; unit exists ({}), order agrees with its After=, probe passes now",
                 super::step::describe(s).unwrap_or_default(),
                 state.summary()
             ),

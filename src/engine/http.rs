@@ -126,8 +126,14 @@ impl Engine<'_> {
             if left.is_zero() {
                 break;
             }
-            if ch.url.contains("${") {
-                last = Some("the webhook URL's environment variable is not set".to_owned());
+            if let Some(name) = self
+                .plan
+                .secrets
+                .missing
+                .iter()
+                .find(|n| ch.url.contains(&crate::secrets::placeholder(n)))
+            {
+                last = Some(format!("not sent: {name} is not set"));
                 break;
             }
             attempts = attempt;

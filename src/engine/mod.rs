@@ -82,6 +82,11 @@ pub struct Settings {
     pub resume: Option<Resume>,
     /// The command that continues this run, printed when it stops early.
     pub resume_command: String,
+    /// Which signal cancelled the run, set by the canceller before it cancels.
+    pub stop: crate::signals::StopCause,
+    /// Found before the run started (an unset notify secret, a lock taken over): reported
+    /// right after the start, on every reporter and in the journal.
+    pub warnings: Vec<String>,
 }
 
 impl Settings {
@@ -289,6 +294,12 @@ impl<'a> Engine<'a> {
                 })
                 .collect(),
         });
+        for message in &self.settings.warnings {
+            self.out.emit(Event::Warning {
+                step: None,
+                message: message.clone(),
+            });
+        }
 
         let mut outcome = RunOutcome::Success;
         let mut failed_step = None;
@@ -405,9 +416,11 @@ impl<'a> Engine<'a> {
                 self.rehearsal_problems
             );
         }
+        let stop = self.settings.stop.get();
         if outcome == RunOutcome::Interrupted {
             message = format!(
-                "Interrupted at step {}. The remote command was stopped. To continue from this step: {}",
+                "{} at step {}. The remote command was stopped. To continue from this step: {}",
+                stop.map_or("Interrupted", |s| s.describe()),
                 failed_step.unwrap_or(0),
                 self.settings.resume_command
             );
@@ -425,7 +438,7 @@ impl<'a> Engine<'a> {
             .then(|| self.settings.resume_command.clone());
         self.out.emit(Event::RunFinished {
             outcome,
-            exit_code: outcome.exit_code(),
+            exit_code: i32::from(outcome.exit_after(stop).code()),
             at: self.at(),
             budget: plan.budget.as_secs_f64(),
             failed_step,
@@ -496,10 +509,31 @@ impl<'a> Engine<'a> {
                 text.push('\n');
                 text.push_str(m.trim());
             }
-            text.push_str("\nOff the timeline: following the abort procedure.");
+            let elapsed = crate::plan::fmt_duration(Duration::from_secs(self.elapsed().as_secs()));
+            text.push_str("\nThe abort procedure is being followed:\n");
+            text.push_str(&first_paragraph(
+                &plan.abort.message.replace("{{ run.elapsed }}", &elapsed),
+            ));
             self.notify(ch, &text, crate::plan::DEFAULT_NOTIFY_TIMEOUT)
                 .await;
         }
+    }
+}
+
+/// What a channel is told of the abort procedure: its first paragraph, then where the rest
+/// is. A second operator reading the channel learns what is being done without the whole
+/// procedure in the post.
+pub(crate) fn first_paragraph(procedure: &str) -> String {
+    let text = procedure.trim();
+    if text.is_empty() {
+        return "Off the timeline: see the binder for the abort procedure.".to_owned();
+    }
+    let mut paragraphs = text.split("\n\n").map(str::trim).filter(|p| !p.is_empty());
+    let first = paragraphs.next().unwrap_or(text);
+    if paragraphs.next().is_some() {
+        format!("{first}\n(the rest of the procedure: see the binder)")
+    } else {
+        format!("{first}\n(see the binder)")
     }
 }
 
@@ -560,6 +594,7 @@ mod tests {
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
             missing: vec![],
+            ..Secrets::default()
         };
         let out = Emitter::new(Box::new(event::Fanout(sinks)), secrets);
         for e in events {

@@ -41,12 +41,10 @@ impl Engine<'_> {
                     .await
             }
             (Rehearse::CheckPaths(check), Action::Run(c)) => self.rehearse_paths(s, c, check).await,
+            // The reason is what would run: the reporters say "would run:" before it.
             _ => StepResult::with(
                 StepOutcome::WouldRun,
-                format!(
-                    "would run: {}",
-                    describe(s).unwrap_or_else(|| s.name.clone())
-                ),
+                describe(s).unwrap_or_else(|| s.name.clone()),
             ),
         };
         if self.cancelled() && res.outcome != StepOutcome::Passed {
@@ -339,7 +337,7 @@ impl Engine<'_> {
     /// the target (an error), and other absolute paths it names should (a warning: the step
     /// may create them).
     async fn rehearse_paths(&self, s: &Step, c: &Command, check: &Command) -> StepResult {
-        let would = format!("would run: {}", c.wire);
+        let would = c.wire.clone();
         let missing: Vec<String> = match self.exec_remote(s, check, Duration::from_secs(10)).await {
             Ok(f) if f.output.exit == Some(0) => {
                 f.output.stdout.lines().map(str::to_owned).collect()

@@ -158,6 +158,7 @@ mod tests {
         Secrets {
             values: vec![("TOKEN".into(), "s3cr3t-value".into())],
             missing: vec!["RECOVER_WEBHOOK".into()],
+            ..Secrets::default()
         }
     }
 

@@ -394,7 +394,12 @@ impl Resolver<'_> {
                 "write the shell command to run",
             );
         }
-        self.render(src, Context::Shell, cx.target, false)
+        let script = self.render(src, Context::Shell, cx.target, false);
+        self.refuse(
+            Pos::of(&src.referenced),
+            crate::runbook::validate::command(&script),
+        );
+        script
     }
 
     fn run(&mut self, cx: &StepCx) -> Option<Resolved> {
@@ -463,13 +468,11 @@ impl Resolver<'_> {
         let u = s.start.as_ref()?;
         let rendered_before = self.problems.len();
         let unit = self.render(u, Context::Text, cx.target, false);
-        if self.problems.len() == rendered_before
-            && (unit.trim().is_empty() || unit.contains(char::is_whitespace))
-        {
-            self.err(
+        // A literal name was checked as the runbook was read; a rendered one is checked here.
+        if self.problems.len() == rendered_before && !self.holds_unset(&unit) {
+            self.refuse(
                 Pos::of(&u.referenced),
-                format!("`{unit}` is not a unit name"),
-                "write one systemd unit, like `vllm-qwen36.service`",
+                crate::runbook::validate::unit_name(&unit),
             );
         }
         let sudo = cx.sudo(s.sudo.unwrap_or(true));
@@ -526,7 +529,7 @@ impl Resolver<'_> {
             self.unknown_channel(ch);
         }
         let message = match &cx.step.message {
-            Some(m) => self.render(m, Context::Text, cx.target, true),
+            Some(m) => self.render_for_notify(m, cx.target, true),
             None => {
                 self.err(
                     Pos::of(&ch.referenced),

@@ -61,6 +61,11 @@ impl Resolver<'_> {
                 format!("`{url}` is not an http:// or https:// URL"),
                 "write the full URL, like http://spark.local:8000/v1/models",
             );
+        } else if checkable && !self.holds_unset(&url) {
+            self.refuse(
+                Pos::of(&v.url.referenced),
+                crate::runbook::validate::url(&url),
+            );
         }
         let method = match &v.method {
             Some(m) => {
@@ -87,6 +92,10 @@ impl Resolver<'_> {
         let mut headers = Vec::new();
         for (k, val) in v.headers.iter() {
             let rendered = self.render(val, Context::Text, target, false);
+            self.refuse(
+                Pos::of(&val.referenced),
+                crate::runbook::validate::header_value(&k.value, &rendered),
+            );
             headers.push((k.value.clone(), rendered));
         }
         let body = match (&v.json, &v.body) {

@@ -46,6 +46,8 @@ pub(super) struct Resolver<'a> {
     pub(super) secrets: Secrets,
     pub(super) var_names: Vec<String>,
     pub(super) values: Values,
+    /// Set while rendering what only status posts read (webhooks, notify and abort messages).
+    pub(super) for_notify: bool,
 }
 
 impl<'a> Resolver<'a> {
@@ -54,12 +56,46 @@ impl<'a> Resolver<'a> {
         self.problems.push(p);
     }
 
+    /// A value refused by the rules of `runbook::validate`, reported at `pos`.
+    pub(super) fn refuse(
+        &mut self,
+        pos: Pos,
+        checked: Result<(), crate::runbook::validate::Refusal>,
+    ) {
+        if let Err(r) = checked {
+            self.err(pos, r.message, r.help);
+        }
+    }
+
+    /// Whether `value` holds the placeholder of an unset `env` variable: known only when the
+    /// run starts, so not checked now.
+    pub(super) fn holds_unset(&self, value: &str) -> bool {
+        self.secrets
+            .missing
+            .iter()
+            .any(|n| value.contains(&placeholder(n)))
+    }
+
     /// Where `key:` is written in the mapping whose first key is at `block`, else `fallback`.
     pub(super) fn key_at(&self, block: Pos, key: &str, fallback: Pos) -> Pos {
         self.loaded
             .source
             .key_in_block(block, key)
             .unwrap_or(fallback)
+    }
+
+    /// [`Resolver::render`] for what only status posts read: an unset `env` value there does
+    /// not stop the run, it only keeps the post from being sent.
+    pub(super) fn render_for_notify(
+        &mut self,
+        s: &Spanned<String>,
+        target: Option<&TargetSpec>,
+        late_ok: bool,
+    ) -> String {
+        self.for_notify = true;
+        let out = self.render(s, Context::Text, target, late_ok);
+        self.for_notify = false;
+        out
     }
 
     /// Render a template, reporting undefined names and syntax errors at `s`.
@@ -137,6 +173,9 @@ impl<'a> Resolver<'a> {
                     None => {
                         if !self.secrets.missing.contains(&var) {
                             self.secrets.missing.push(var.clone());
+                        }
+                        if !self.for_notify && !self.secrets.needed.contains(&var) {
+                            self.secrets.needed.push(var.clone());
                         }
                         placeholder(&var)
                     }
@@ -217,6 +256,7 @@ pub fn resolve(loaded: &Loaded, opts: &Options) -> Result<Plan, Vec<Problem>> {
         secrets: Secrets::default(),
         var_names: Vec::new(),
         values: Values::default(),
+        for_notify: false,
     };
 
     // name: used in file names and kill markers.
@@ -301,12 +341,13 @@ pub fn resolve(loaded: &Loaded, opts: &Options) -> Result<Plan, Vec<Problem>> {
     // Notify channels.
     let mut channels = Vec::new();
     for (cname, c) in rb.notify.iter() {
-        let url = r.render(
-            &c.webhook,
-            Context::Text,
-            targets.first().cloned().as_ref(),
-            false,
-        );
+        let url = r.render_for_notify(&c.webhook, targets.first().cloned().as_ref(), false);
+        if !r.holds_unset(&url) && !url.contains("{{") {
+            r.refuse(
+                Pos::of(&c.webhook.referenced),
+                crate::runbook::validate::url(&url),
+            );
+        }
         channels.push(ChannelSpec {
             name: cname.value.clone(),
             url,
@@ -325,7 +366,7 @@ pub fn resolve(loaded: &Loaded, opts: &Options) -> Result<Plan, Vec<Problem>> {
             }
         }
         if let Some(m) = &a.value.message {
-            abort.message = r.render(m, Context::Text, targets.first().cloned().as_ref(), true);
+            abort.message = r.render_for_notify(m, targets.first().cloned().as_ref(), true);
         }
     }
 
@@ -423,7 +464,10 @@ pub fn resolve(loaded: &Loaded, opts: &Options) -> Result<Plan, Vec<Problem>> {
 
 /// Check `--target NAME=HOST` names against the runbook: a typo must not go unnoticed.
 pub fn check_overrides(loaded: &Loaded, opts: &Options) -> Result<(), String> {
-    for (n, _) in &opts.targets {
+    for (n, host) in &opts.targets {
+        if let Err(r) = crate::runbook::validate::ssh_host(host) {
+            return Err(format!("--target {n}=…: {}; {}", r.message, r.help));
+        }
         if !loaded.runbook.targets.value.contains(n) {
             let known: Vec<&str> = loaded.runbook.targets.value.keys().collect();
             return Err(format!(

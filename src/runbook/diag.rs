@@ -167,6 +167,19 @@ impl Source {
         None
     }
 
+    /// Where the value of `key:` starts in the mapping whose first key is at `block`.
+    pub fn value_in_block(&self, block: Pos, key: &str) -> Option<Pos> {
+        let k = self.key_in_block(block, key)?;
+        let text = self.line_text(k.line)?;
+        let after: String = text
+            .chars()
+            .skip(k.column - 1 + key.chars().count())
+            .collect();
+        let rest = after.trim_start_matches(' ').strip_prefix(':')?;
+        let skipped = after.chars().count() - rest.trim_start_matches(' ').chars().count();
+        Some(Pos::at(k.line, k.column + key.chars().count() + skipped, 0))
+    }
+
     /// Where the block mapping holding the key at `pos` starts: the first of its keys.
     pub fn block_start(&self, pos: Pos) -> Pos {
         if !pos.is_known() {

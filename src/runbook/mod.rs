@@ -3,6 +3,7 @@
 pub mod diag;
 pub use crate::plan::lint;
 pub mod model;
+pub mod validate;
 
 use std::path::{Path, PathBuf};
 
@@ -54,15 +55,59 @@ pub fn load(path: &Path) -> Result<Loaded, crate::Error> {
             source,
         },
     })?;
-    let text = String::from_utf8_lossy(&bytes).into_owned();
-    parse(path, &text, sha256_hex(&bytes)).map_err(|problems| crate::Error::Runbook {
+    parse_bytes(path, &bytes).map_err(|problems| crate::Error::Runbook {
         path: path.to_path_buf(),
         problems,
     })
 }
 
-/// Parse runbook text as if read from `path`.
+/// Parse a runbook file's bytes as if read from `path`. They must be UTF-8: bytes that are
+/// not would become U+FFFD, and the command sent would differ from the one in the file.
+pub fn parse_bytes(path: &Path, bytes: &[u8]) -> Result<Loaded, Vec<Problem>> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => parse(path, text, sha256_hex(bytes)),
+        Err(e) => Err(vec![not_utf8(path, bytes, &e)]),
+    }
+}
+
+/// The first byte that is not UTF-8: its line, column (in characters) and byte offset.
+fn not_utf8(path: &Path, bytes: &[u8], e: &std::str::Utf8Error) -> Problem {
+    let good = e.valid_up_to();
+    let text = String::from_utf8_lossy(bytes);
+    let before = String::from_utf8_lossy(&bytes[..good]);
+    let before = before.strip_prefix('\u{feff}').unwrap_or(&before);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    let bad = &bytes[good..good + e.error_len().unwrap_or(bytes.len() - good)];
+    let shown: Vec<String> = bad.iter().map(|b| format!("0x{b:02X}")).collect();
+    let what = if e.error_len().is_some() {
+        format!(
+            "the byte {} at byte offset {good} is not UTF-8",
+            shown.join(" ")
+        )
+    } else {
+        format!(
+            "the file ends at byte offset {good} in the middle of a character ({})",
+            shown.join(" ")
+        )
+    };
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    let source = Source::new(path.display().to_string(), text);
+    Problem::error(
+        &source,
+        Pos::at(line, column, 3),
+        format!("the runbook is not valid UTF-8: {what}"),
+    )
+    .label("not UTF-8")
+    .help(
+        "save the file as UTF-8 (in the editor, or `iconv -f latin1 -t utf-8 FILE`): recover does not guess an encoding, so that the command sent is the command written",
+    )
+}
+
+/// Parse runbook text as if read from `path`. A UTF-8 byte-order mark and CRLF line ends,
+/// as other editors write them, are accepted.
 pub fn parse(path: &Path, text: &str, sha256: String) -> Result<Loaded, Vec<Problem>> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let source = Source::new(path.display().to_string(), text);
     if text.trim().is_empty() {
         return Err(vec![
@@ -76,12 +121,18 @@ pub fn parse(path: &Path, text: &str, sha256: String) -> Result<Loaded, Vec<Prob
         with_snippet: false,
     };
     match serde_saphyr::from_str_with_options::<model::Runbook>(text, options) {
-        Ok(runbook) => Ok(Loaded {
-            path: path.to_path_buf(),
-            source,
-            sha256,
-            runbook,
-        }),
+        Ok(runbook) => {
+            let refused = validate::check(&runbook, &source);
+            if !refused.is_empty() {
+                return Err(refused);
+            }
+            Ok(Loaded {
+                path: path.to_path_buf(),
+                source,
+                sha256,
+                runbook,
+            })
+        }
         Err(e) => Err(vec![yaml_problem(&source, &e)]),
     }
 }
@@ -122,7 +173,8 @@ impl Found {
     fn shape(&self) -> String {
         match self.text.chars().next() {
             None => "nothing".into(),
-            Some('[') | Some('-') => "a list".into(),
+            Some('[') => "a list".into(),
+            Some('-') if self.text == "-" || self.text.starts_with("- ") => "a list".into(),
             Some('{') => "a mapping".into(),
             Some(_) if self.is_key() => "a mapping".into(),
             Some(_) => format!("`{}`", self.text),

@@ -72,6 +72,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if t.is_empty() {
         return Err(format!("empty duration\n{HOW}"));
     }
+    if t.starts_with('-') {
+        return Err(format!(
+            "`{t}` is a negative duration: durations count forward\n{HOW}"
+        ));
+    }
     if t.chars().all(|c| c.is_ascii_digit()) {
         return Err(format!(
             "`{t}` has no unit\nwrite {t}s, {t}m or {t}h: durations always carry a unit"

@@ -27,7 +27,7 @@ use super::require_tool;
 pub const ALIAS: &str = "recover-test";
 
 /// How long `start()` and `start_again()` wait for the daemon to accept a real login.
-const READY_TIMEOUT: Duration = Duration::from_secs(10);
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How many fresh ports `start()` tries when the one it picked was taken in the meantime.
 const PORT_ATTEMPTS: usize = 5;
 /// The default bound on a command run with [`Sshd::ssh`].

@@ -1,0 +1,580 @@
+//! Trusted when nobody is watching (issue 10): the real `recover` binary against a real sshd
+//! and real HTTP servers on 127.0.0.1. Corrupt journals for `--resume`, signals, one run at a
+//! time, a missing notification secret and the abort post's content.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{Background, HttpServer, Sshd, eventually, read_journal, recover_in};
+
+fn sha256_file(path: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(fs::read(path).unwrap()))
+}
+
+/// `DIR/NAME.yaml`, one phase of `steps` (six spaces of indentation) against `target`.
+fn write_runbook(dir: &Path, name: &str, target: &str, head: &str, steps: &str) -> PathBuf {
+    let text = format!(
+        "name: {name}\nbudget: 10m\ntargets:\n{target}{head}phases:\n  - name: Everything\n    window: 0m-10m\n    steps:\n{steps}"
+    )
+    .replace("@DIR@", &dir.display().to_string());
+    let path = dir.join(format!("{name}.yaml"));
+    fs::write(&path, text).unwrap();
+    path
+}
+
+// --- corrupt journals: a clear error and a way on, never a panic --------------------------------
+
+fn run_started(sha: &str) -> String {
+    format!(
+        r#"{{"event":"run_started","run_id":"ab12cd34","mode":"run","runbook":"j","path":"j.yaml","sha256":"{sha}","budget":600.0,"steps":3,"phases":1,"resumed_from":null,"first_step":1,"targets":[],"ts":"2026-12-03T13:00:00.000Z"}}"#
+    )
+}
+
+fn step_lines(n: &str, outcome: &str, at: &str) -> String {
+    format!(
+        r#"{{"event":"step_started","step":{n},"phase":1,"name":"s","kind":"run","target":"lab","mutates":true,"command":null,"timeout":60.0,"at":{at}}}
+{{"event":"step_finished","step":{n},"phase":1,"name":"s","outcome":"{outcome}","exit":0,"duration":0.1,"at":{at},"reason":null,"stdout":null,"stderr":null}}
+"#
+    )
+}
+
+/// `run --resume --journal` on a journal holding `text`: it must be refused (exit 2) with a
+/// message containing each of `says`, a way on, no panic, no new journal and no login.
+fn refused(name: &str, text: &str, says: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    // Never contacted: a closed port would fail the run if it were.
+    let rb = write_runbook(
+        dir.path(),
+        "j",
+        "  lab: { host: 127.0.0.1, port: 9 }\n",
+        "",
+        "      - run: echo one\n      - run: echo two\n      - run: echo three\n",
+    );
+    let text = text.replace("@SHA@", &sha256_file(&rb));
+    let journal = dir.path().join("old.jsonl");
+    fs::write(&journal, &text).unwrap();
+    let out = recover_in(dir.path())
+        .args(["run", "--yes", "--resume", "--journal"])
+        .arg(&journal)
+        .arg(&rb)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{name}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{name}: {stderr}");
+    for s in says {
+        assert!(stderr.contains(s), "{name}: no `{s}` in:\n{stderr}");
+    }
+    assert!(
+        stderr.contains("--from") && stderr.to_lowercase().contains("start afresh"),
+        "{name}: no way on in:\n{stderr}"
+    );
+    assert_eq!(
+        fs::read_to_string(&journal).unwrap(),
+        text,
+        "{name}: the journal was written to"
+    );
+    assert!(
+        !dir.path().join("recover/runs").exists(),
+        "{name}: a new run started"
+    );
+}
+
+#[test]
+fn corrupt_journals_are_refused_with_the_line_and_a_way_on() {
+    let head = format!(
+        "{}\n{}",
+        run_started("@SHA@"),
+        step_lines("1", "passed", "1.0")
+    );
+    refused("empty", "", &["holds no run"]);
+    refused(
+        "cut inside its first line",
+        &run_started("@SHA@")[..40],
+        &["holds no run"],
+    );
+    refused(
+        "garbled middle line",
+        &format!(
+            "{head}}}}}not json at all\n{}",
+            step_lines("2", "failed", "2.0")
+        ),
+        &["is damaged at line 4: not a journal event", "--from 2"],
+    );
+    refused(
+        "wrong types",
+        &format!("{head}{}", step_lines("\"two\"", "failed", "2.0")),
+        &["line 4: not a journal event (invalid type: string \"two\", expected usize"],
+    );
+    refused(
+        "a time of 1e300 seconds",
+        &format!("{head}{}", step_lines("2", "interrupted", "1e300")),
+        &[
+            "line 4: the time `1e300` s is not a place on a run's timeline",
+            "--from 2",
+        ],
+    );
+    refused(
+        "a huge step number",
+        &format!("{head}{}", step_lines("1e30", "failed", "2.0")),
+        &["line 4: not a journal event"],
+    );
+    refused(
+        "step 0",
+        &format!("{head}{}", step_lines("0", "failed", "2.0")),
+        &["line 4: step 0 does not exist"],
+    );
+    // `&sha256[..12]` once sliced inside the second byte of an `é`.
+    refused(
+        "a hash of multi-byte text",
+        &format!("{}\n", run_started(&format!("a{}", "é".repeat(40)))),
+        &["line 1: the runbook hash `aéé", "is not a sha256"],
+    );
+}
+
+#[test]
+fn a_journal_step_beyond_the_plan_is_refused() {
+    let head = format!(
+        "{}\n{}",
+        run_started("@SHA@"),
+        step_lines("1", "passed", "1.0")
+    );
+    refused(
+        "a step beyond the plan",
+        &format!("{head}{}", step_lines("57", "failed", "2.0")),
+        &[
+            "would resume at step 57, but the runbook has 3 steps",
+            "--from 2",
+        ],
+    );
+}
+
+#[test]
+fn a_journal_cut_by_a_crash_mid_line_resumes_after_its_last_whole_step() {
+    let Some(sshd) = Sshd::start_or_skip() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let rb = write_runbook(
+        dir.path(),
+        "cut",
+        &sshd.runbook_target_yaml("lab"),
+        "",
+        "      - run: echo one >> @DIR@/trace\n      - run: echo two >> @DIR@/trace\n      - run: echo three >> @DIR@/trace\n",
+    );
+    let whole = format!(
+        "{}\n{}",
+        run_started(&sha256_file(&rb)),
+        step_lines("1", "passed", "1.5")
+    );
+    let cut = step_lines("2", "passed", "2.0");
+    let journal = dir.path().join("old.jsonl");
+    fs::write(&journal, format!("{whole}{}", &cut[..60])).unwrap();
+    let out = recover_in(dir.path())
+        .args(["run", "--yes", "--resume", "--journal"])
+        .arg(&journal)
+        .arg(&rb)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("Resuming run ab12cd34 from step 2"),
+        "{stderr}"
+    );
+    assert_eq!(
+        fs::read_to_string(dir.path().join("trace")).unwrap(),
+        "two\nthree\n"
+    );
+}
+
+// --- helpers ------------------------------------------------------------------------------------
+
+fn signal(bg: &Background, sig: i32) {
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(bg.pid(), sig) }, 0);
+}
+
+/// Whether the process whose pid is in `pid_file` still runs on the target (a zombie does not).
+fn remote_pid_alive(sshd: &Sshd, pid_file: &Path) -> bool {
+    let pid: u32 = fs::read_to_string(pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let out = sshd.ssh(&format!(
+        "if kill -0 {pid} 2>/dev/null; then \
+           if [ \"$(cut -d' ' -f3 /proc/{pid}/stat)\" = Z ]; then echo zombie; else echo alive; fi; \
+         else echo gone; fi"
+    ));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim() == "alive"
+}
+
+fn logins(sshd: &Sshd) -> usize {
+    sshd.log().matches("Accepted publickey").count()
+}
+
+/// A runbook whose second step hangs (writing its pid) while `@DIR@/hang` exists.
+fn hanging_runbook(dir: &Path, name: &str, sshd: &Sshd) -> PathBuf {
+    fs::write(dir.join("hang"), "").unwrap();
+    write_runbook(
+        dir,
+        name,
+        &sshd.runbook_target_yaml("lab"),
+        "",
+        r#"      - run: echo first >> @DIR@/trace
+      - name: long step
+        run: "[ -e @DIR@/hang ] || exit 0; echo $$ > @DIR@/long.pid; exec sleep 300"
+        timeout: 2m
+      - run: echo last >> @DIR@/trace
+"#,
+    )
+}
+
+// --- SIGTERM and SIGHUP do what Ctrl-C does ------------------------------------------------------
+
+#[test]
+fn sigterm_and_sighup_kill_the_remote_command_flush_the_journal_and_print_the_resume_command() {
+    let Some(sshd) = Sshd::start_or_skip() else {
+        return;
+    };
+    for (sig, code) in [(libc::SIGTERM, 143), (libc::SIGHUP, 129)] {
+        let dir = tempfile::tempdir().unwrap();
+        let rb = hanging_runbook(dir.path(), "signals", &sshd);
+        let journal = dir.path().join("j.jsonl");
+        let mut bg = Background::start(
+            dir.path(),
+            &[
+                "run",
+                rb.to_str().unwrap(),
+                "--journal",
+                journal.to_str().unwrap(),
+            ],
+            &[],
+        );
+        let pid_file = dir.path().join("long.pid");
+        assert!(
+            eventually(Duration::from_secs(30), || pid_file.exists()),
+            "the long step never ran: {}",
+            bg.output()
+        );
+        let sent = Instant::now();
+        signal(&bg, sig);
+        let status = bg
+            .wait(Duration::from_secs(15))
+            .unwrap_or_else(|| panic!("signal {sig}: still running 15 s later: {}", bg.output()));
+        assert_eq!(status.code(), Some(code), "signal {sig}: {}", bg.output());
+        assert!(
+            sent.elapsed() < Duration::from_secs(8),
+            "took {:?}",
+            sent.elapsed()
+        );
+        assert!(
+            !remote_pid_alive(&sshd, &pid_file),
+            "signal {sig}: the remote `sleep 300` survived"
+        );
+        let events = read_journal(&journal);
+        let end = events.last().expect("a journal");
+        assert_eq!(end["event"], "run_finished", "signal {sig}: {events:?}");
+        assert_eq!(end["outcome"], "interrupted");
+        assert_eq!(end["exit_code"], code);
+        assert_eq!(end["failed_step"], 2);
+        let resume = end["resume"].as_str().expect("a resume command");
+        assert!(resume.contains("--resume"), "{resume}");
+        assert!(bg.output().contains(resume), "not printed: {}", bg.output());
+    }
+}
+
+// --- one run at a time ---------------------------------------------------------------------------
+
+#[test]
+fn a_second_run_is_refused_before_contacting_anything_and_rehearse_says_a_run_is_in_progress() {
+    let Some(sshd) = Sshd::start_or_skip() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let rb = hanging_runbook(dir.path(), "once", &sshd);
+    let journal = dir.path().join("first.jsonl");
+    let mut first = Background::start(
+        dir.path(),
+        &[
+            "run",
+            rb.to_str().unwrap(),
+            "--journal",
+            journal.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let pid_file = dir.path().join("long.pid");
+    assert!(
+        eventually(Duration::from_secs(30), || pid_file.exists()),
+        "the first run never reached its long step: {}",
+        first.output()
+    );
+    let before = logins(&sshd);
+
+    let second = recover_in(dir.path())
+        .args(["run", "--yes"])
+        .arg(&rb)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(2), "{stderr}");
+    for s in [
+        "another run holds the lock of the runbook `once`".to_owned(),
+        format!("pid {}", first.pid()),
+        format!("journal {}", journal.display()),
+        format!("ps -p {}", first.pid()),
+        "Nothing was contacted".to_owned(),
+    ] {
+        assert!(stderr.contains(&s), "no `{s}` in:\n{stderr}");
+    }
+
+    // Another runbook against the same host waits its turn too.
+    let other = write_runbook(
+        dir.path(),
+        "other",
+        &sshd.runbook_target_yaml("lab"),
+        "",
+        "      - run: touch @DIR@/other-ran\n",
+    );
+    let third = recover_in(dir.path())
+        .args(["run", "--yes"])
+        .arg(&other)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&third.stderr);
+    assert_eq!(third.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("another run holds the lock of the host 127.0.0.1:"),
+        "{stderr}"
+    );
+    assert_eq!(
+        logins(&sshd),
+        before,
+        "a refused run logged in:\n{}",
+        sshd.log()
+    );
+    assert!(!dir.path().join("other-ran").exists());
+
+    // The dry run takes no lock, and says a run is in progress.
+    let dry = recover_in(dir.path())
+        .args(["run", "--dry-run"])
+        .arg(&rb)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&dry.stderr);
+    assert_eq!(dry.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "a run of this runbook is in progress: pid {}",
+            first.pid()
+        )),
+        "{stderr}"
+    );
+
+    signal(&first, libc::SIGINT);
+    assert!(
+        first.wait(Duration::from_secs(15)).is_some(),
+        "{}",
+        first.output()
+    );
+    // Released: the next run goes.
+    fs::remove_file(dir.path().join("hang")).unwrap();
+    let next = recover_in(dir.path())
+        .args(["run", "--yes"])
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert_eq!(
+        next.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&next.stderr)
+    );
+    assert!(dir.path().join("other-ran").exists());
+}
+
+#[test]
+fn a_lock_left_by_a_killed_run_is_taken_over_with_a_warning_naming_its_pid() {
+    let Some(sshd) = Sshd::start_or_skip() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let rb = hanging_runbook(dir.path(), "stale", &sshd);
+    let mut first = Background::start(dir.path(), &["run", rb.to_str().unwrap()], &[]);
+    let pid_file = dir.path().join("long.pid");
+    assert!(
+        eventually(Duration::from_secs(30), || pid_file.exists()),
+        "{}",
+        first.output()
+    );
+    let dead = first.pid();
+    // SIGKILL: no handler runs, the lock file keeps its record.
+    signal(&first, libc::SIGKILL);
+    assert!(first.wait(Duration::from_secs(10)).is_some());
+    // The orphaned remote command is no business of the lock: stop it like an operator would.
+    let _ = sshd.ssh(&format!("kill $(cat '{}')", pid_file.display()));
+    fs::remove_file(dir.path().join("hang")).unwrap();
+
+    let next = recover_in(dir.path())
+        .args(["run", "--yes"])
+        .arg(&rb)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&next.stderr);
+    assert_eq!(next.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!("left by pid {dead}, which is no longer running")),
+        "{stderr}"
+    );
+}
+
+// --- a missing notification secret does not block a recovery -------------------------------------
+
+#[test]
+fn an_unset_webhook_used_only_by_notify_warns_runs_and_reports_the_post_not_sent() {
+    let Some(sshd) = Sshd::start_or_skip() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let rb = write_runbook(
+        dir.path(),
+        "nohook",
+        &sshd.runbook_target_yaml("lab"),
+        "notify:\n  ops: { webhook: \"{{ env.RECOVER_WEBHOOK }}\", format: slack }\n",
+        "      - run: touch @DIR@/ran\n      - notify: ops\n        message: we are back\n",
+    );
+    let journal = dir.path().join("j.jsonl");
+    let out = recover_in(dir.path())
+        .args(["run", "--yes", "--journal"])
+        .arg(&journal)
+        .arg(&rb)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(dir.path().join("ran").exists());
+    let warned = stderr
+        .lines()
+        .position(|l| l.contains("RECOVER_WEBHOOK is not set") && l.contains("not be sent"));
+    let first_step = stderr.lines().position(|l| l.contains("step 1"));
+    assert!(
+        warned.is_some() && warned < first_step,
+        "no warning before the run:\n{stderr}"
+    );
+    let events = read_journal(&journal);
+    let warning = events
+        .iter()
+        .find(|e| e["event"] == "warning")
+        .unwrap_or_else(|| panic!("no warning in the journal: {events:?}"));
+    assert!(
+        warning["message"]
+            .as_str()
+            .unwrap()
+            .contains("RECOVER_WEBHOOK is not set"),
+        "{warning}"
+    );
+    let post = events
+        .iter()
+        .find(|e| e["event"] == "notified")
+        .unwrap_or_else(|| panic!("no notified event: {events:?}"));
+    assert_eq!(post["ok"], false, "{post}");
+    assert!(
+        post["error"].as_str().unwrap().contains("not sent"),
+        "{post}"
+    );
+}
+
+#[test]
+fn an_unset_secret_used_by_a_step_refuses_the_run_before_anything_runs() {
+    let Some(sshd) = Sshd::start_or_skip() else {
+        return;
+    };
+    let hook = HttpServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let rb = write_runbook(
+        dir.path(),
+        "needsecret",
+        &sshd.runbook_target_yaml("lab"),
+        "",
+        &format!(
+            "      - run: touch @DIR@/ran\n      - http: {{ url: \"{}\", headers: {{ Authorization: \"Bearer {{{{ env.RECOVER_TOKEN }}}}\" }} }}\n",
+            hook.url_for("/v1/models")
+        ),
+    );
+    let before = logins(&sshd);
+    let out = recover_in(dir.path())
+        .args(["run", "--yes"])
+        .arg(&rb)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("RECOVER_TOKEN"), "{stderr}");
+    assert_eq!(logins(&sshd), before);
+    assert!(!dir.path().join("ran").exists());
+    assert!(hook.requests().is_empty());
+}
+
+// --- the abort post says what to do --------------------------------------------------------------
+
+#[test]
+fn the_abort_post_carries_the_steps_abort_message_and_the_procedures_first_paragraph() {
+    let Some(sshd) = Sshd::start_or_skip() else {
+        return;
+    };
+    let hook = HttpServer::start();
+    hook.respond("POST", "/hook", 200, "ok");
+    let dir = tempfile::tempdir().unwrap();
+    let head = "notify:\n  ops: { webhook: \"{{ env.RECOVER_WEBHOOK }}\", format: slack }\n\
+                abort:\n  notify: ops\n  message: |\n    Off the thirty-minute timeline.\n    Power the box off and call the on-call engineer.\n\n    Step 1 of the long procedure: boot from the rescue stick.\n    Step 2: run fsck -y by hand.\n";
+    let rb = write_runbook(
+        dir.path(),
+        "abortpost",
+        &sshd.runbook_target_yaml("lab"),
+        head,
+        r#"      - name: kernel log
+        run: echo "EXT4-fs error (device vda)"
+        abort_if: { stdout: "EXT4-fs error" }
+        abort_message: The kernel reported filesystem errors.
+"#,
+    );
+    let out = recover_in(dir.path())
+        .env("RECOVER_WEBHOOK", hook.url_for("/hook"))
+        .args(["run", "--yes"])
+        .arg(&rb)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(hook.wait_for_requests("/hook", 1, Duration::from_secs(10)));
+    let posts = hook.requests_to("/hook");
+    let text = posts[0].json()["text"].as_str().unwrap().to_owned();
+    for s in [
+        "ABORT",
+        "kernel log",
+        "The kernel reported filesystem errors.",
+        "Off the thirty-minute timeline.\nPower the box off and call the on-call engineer.",
+        "see the binder",
+    ] {
+        assert!(text.contains(s), "no `{s}` in the post:\n{text}");
+    }
+    assert!(
+        !text.contains("rescue stick"),
+        "the whole procedure was posted:\n{text}"
+    );
+}
