@@ -108,6 +108,8 @@ fn fixtures_for(script: &str) -> Vec<(String, Output)> {
         "journalctl-err-"
     } else if script.starts_with("fsck -n") {
         "fsck-n-"
+    } else if script.starts_with("dumpe2fs -h") {
+        "dumpe2fs-state-"
     } else if script.starts_with("tailscale status") {
         "tailscale-status-"
     } else {
