@@ -5,6 +5,7 @@
 //! every secret replaced by the variable to read), which one of two minijinja templates
 //! turns into Markdown or a self-contained, printable HTML page.
 
+mod ere;
 mod shell;
 mod text;
 
@@ -23,7 +24,8 @@ use crate::plan::{
 };
 use crate::runbook::model::{Format as ChannelFormat, OnFail};
 use crate::verdict::{HttpExpect, Matcher};
-use shell::{as_typed, secrets_as_variables};
+use ere::translate;
+use shell::{function_name, remote_arg, secrets_as_variables};
 
 /// What the binder says besides the Plan: when it was made and the last rehearsal.
 #[derive(Debug, Clone)]
@@ -155,7 +157,9 @@ struct TargetView {
     name: String,
     default: bool,
     about: String,
-    login: String,
+    /// `spark() { ssh ... "$@"; }`: typed once, used by every remote line.
+    function: String,
+    fname: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -168,6 +172,8 @@ struct ChannelView {
 #[derive(Debug, Serialize)]
 struct AbortView {
     message: String,
+    /// The status post's text, as it reaches the channel.
+    text: String,
     post: Option<Block>,
 }
 
@@ -201,13 +207,24 @@ struct Labelled {
 
 /// One thing to do: optional repeat instruction, a sentence, the command lines, and what a
 /// good result looks like.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Serialize)]
 struct Block {
     repeat: Option<String>,
     say: String,
     cmds: Vec<Cmd>,
+    /// Typed after the command: each prints `ABORT` or `FAIL`, or nothing when all is well.
+    checks: Vec<String>,
     expect: Option<String>,
     note: Option<String>,
+}
+
+impl Block {
+    fn say(say: String) -> Block {
+        Block {
+            say,
+            ..Block::default()
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -245,7 +262,6 @@ struct Outcome {
 }
 
 const ON_HOST: &str = "From the management host";
-const ON_HOST_LC: &str = "from the management host";
 
 impl Binder {
     fn new(plan: &Plan, cx: &Context) -> Binder {
@@ -264,18 +280,15 @@ impl Binder {
         secrets.dedup();
 
         let b = Builder { plan };
+        let post_text = format!(
+            "ABORTED: {} is off the {} timeline. Following the long procedure.",
+            plan.title,
+            fmt_duration(plan.budget)
+        );
         let abort = AbortView {
             message: clean(plan.abort.message.trim()),
-            post: plan.abort.channel.as_ref().map(|c| {
-                b.post(
-                    c,
-                    &format!(
-                        "ABORTED: {} is off the {} timeline. Following the long procedure.",
-                        plan.title,
-                        fmt_duration(plan.budget)
-                    ),
-                )
-            }),
+            text: clean(&post_text),
+            post: plan.abort.channel.as_ref().map(|c| b.post(c, &post_text)),
         };
         Binder {
             title: clean(&plan.title),
@@ -313,7 +326,8 @@ impl Binder {
                     name: clean(&t.name),
                     default: i == 0,
                     about: clean(&target_about(t)),
-                    login: b.shell(&login_line(t)),
+                    function: b.shell(&login_function(t)),
+                    fname: function_name(&t.name),
                 })
                 .collect(),
             channels: plan
@@ -377,66 +391,72 @@ impl Builder<'_> {
             .unwrap_or_else(|| "the target".into())
     }
 
-    /// The two ways to run a remote command: the plain command once logged in, and the
-    /// exact line the tool sends from the management host.
+    /// The login function of the step's target: `spark`.
+    fn login(&self, s: &Step) -> String {
+        function_name(&self.target_name(s))
+    }
+
+    /// A remote command as typed, its output saved for the checks, and the exact line the
+    /// tool sends, in small print.
     fn remote(&self, s: &Step, c: &Command) -> Vec<Cmd> {
-        let mut cmds = vec![Cmd::typed(
-            format!("Logged in on {}", self.target_name(s)),
-            self.shell(&as_typed(c)),
-        )];
+        let typed = format!("{} {}", self.login(s), remote_arg(c));
+        let mut cmds = vec![Cmd::typed(ON_HOST, self.shell(&saved(&typed, s.number)))];
         if let Some(t) = self.target(s) {
-            cmds.push(Cmd::exact(
-                format!("Or {ON_HOST_LC}"),
-                self.shell(&t.ssh_line(&c.wire)),
-            ));
+            cmds.push(Cmd::exact(EXACT, self.shell(&t.ssh_line(&c.wire))));
         }
         cmds
     }
 
-    /// A request sent with curl: from here, or from the target over ssh.
-    fn request(&self, s: &Step, r: &Request) -> Vec<Cmd> {
+    /// A request sent with curl: from here, or from the target through its login function.
+    fn request_line(&self, s: &Step, r: &Request) -> (String, Option<String>) {
         let curl = r.curl();
         match (r.on_target.is_some(), self.target(s)) {
-            (true, Some(t)) => vec![
-                Cmd::typed(format!("Logged in on {}", t.name), self.shell(&curl)),
-                Cmd::exact(
-                    format!("Or {ON_HOST_LC}, sent from {}", t.name),
-                    self.shell(&t.ssh_line(&curl)),
-                ),
-            ],
-            _ => vec![Cmd::typed(ON_HOST, self.shell(&curl))],
+            (true, Some(t)) => (
+                self.shell(&format!("{} {}", self.login(s), double_quoted(&curl))),
+                Some(self.shell(&t.ssh_line(&curl))),
+            ),
+            _ => (self.shell(&curl), None),
         }
+    }
+
+    fn request(&self, s: &Step, r: &Request) -> Vec<Cmd> {
+        let (line, exact) = self.request_line(s, r);
+        let mut cmds = vec![Cmd::typed(ON_HOST, saved(&line, s.number))];
+        cmds.extend(exact.map(|e| Cmd::exact(EXACT, e)));
+        cmds
     }
 
     /// A status post to `channel` with `message`, in the channel's payload format.
     fn post(&self, channel: &str, message: &str) -> Block {
         let Some(c) = self.plan.channels.iter().find(|c| c.name == channel) else {
-            return Block {
-                repeat: None,
-                say: format!("Tell the operators on channel {channel}."),
-                cmds: Vec::new(),
-                expect: None,
-                note: None,
-            };
+            return Block::say(format!("Tell the operators on channel {channel}."));
         };
         let req = c.post(
             &self.plan.name,
             message,
             crate::plan::DEFAULT_NOTIFY_TIMEOUT,
         );
-        let note = message.contains("{{ run.elapsed }}").then(|| {
-            "Write the time since the recovery started in place of `{{ run.elapsed }}`.".to_owned()
-        });
+        let elapsed = message.contains(ELAPSED_TEMPLATE);
+        let mut line = self.shell(&req.curl());
+        let mut cmds = Vec::new();
+        if elapsed {
+            // Inside the single-quoted JSON body: close the quotes around the variable.
+            line = line.replace(ELAPSED_TEMPLATE, "'\"$ELAPSED\"'");
+            cmds.push(Cmd::typed(ON_HOST, "ELAPSED=23m".into()));
+        }
+        cmds.push(Cmd::typed(ON_HOST, line));
         Block {
-            repeat: None,
             say: self.text(&format!(
                 "Post to {} ({} webhook):",
                 c.name,
                 format_name(c.format)
             )),
-            cmds: vec![Cmd::typed(ON_HOST, self.shell(&req.curl()))],
+            cmds,
             expect: Some("the last line is an HTTP status in the 200s.".into()),
-            note,
+            note: elapsed.then(|| {
+                "`ELAPSED`: the minutes from the recovery start written on the first page to now, as `23m`.".to_owned()
+            }),
+            ..Block::default()
         }
     }
 
@@ -450,26 +470,22 @@ impl Builder<'_> {
                     label: "Do".into(),
                     text: self.text(t.trim()),
                 });
+                blocks.push(Block {
+                    expect: Some(
+                        "everything the text above asks for is so. Write down what you saw if it is not."
+                            .into(),
+                    ),
+                    ..Block::default()
+                });
                 "by hand".to_owned()
             }
             Action::Run(c) => {
-                blocks.push(Block {
-                    repeat: None,
-                    say: "Run:".into(),
-                    cmds: self.remote(s, c),
-                    expect: Some(expect_text(s.expect.as_ref())),
-                    note: retry_note(s),
-                });
+                blocks.push(self.command_block(s, self.remote(s, c), s.expect.as_ref(), c));
                 format!("command on {tname}")
             }
             Action::Local(c) => {
-                blocks.push(Block {
-                    repeat: None,
-                    say: "Run:".into(),
-                    cmds: vec![Cmd::typed(ON_HOST, self.shell(&c.script))],
-                    expect: Some(expect_text(s.expect.as_ref())),
-                    note: retry_note(s),
-                });
+                let cmds = vec![Cmd::typed(ON_HOST, self.shell(&saved(&c.script, s.number)))];
+                blocks.push(self.command_block(s, cmds, s.expect.as_ref(), c));
                 "command on the management host".into()
             }
             Action::WaitSsh {
@@ -477,20 +493,20 @@ impl Builder<'_> {
                 timeout,
                 otherwise,
             } => {
-                let line = self
-                    .target(s)
-                    .map(|t| t.ssh_line(BOOT_ID_COMMAND))
-                    .unwrap_or_else(|| BOOT_ID_COMMAND.to_owned());
+                let f = self.login(s);
                 blocks.push(Block {
                     repeat: Some(format!(
-                        "Repeat every {} until it answers; give up after {}.",
+                        "Try every {} until it answers; the loop gives up by itself after {}.",
                         fmt_duration(*every),
                         fmt_duration(*timeout)
                     )),
-                    say: format!("Try to log in to {tname}:"),
-                    cmds: vec![Cmd::typed(ON_HOST, self.shell(&line))],
+                    say: format!("Wait for {tname} to answer:"),
+                    cmds: vec![Cmd::typed(
+                        ON_HOST,
+                        until_loop(*every, *timeout, &format!("{f} {BOOT_ID_COMMAND}")),
+                    )],
                     expect: Some(
-                        "it prints one line, the boot id (a UUID such as `0d1e5c6a-…`).".into(),
+                        "it prints one line, the boot id (a UUID such as `0d1e5c6a-…`), and the loop ends. Write it here: ______ (a different id later means the box rebooted again). `GAVE UP`: no answer in time.".into(),
                     ),
                     note: otherwise.as_ref().map(|ask| {
                         format!(
@@ -500,6 +516,7 @@ impl Builder<'_> {
                             fmt_duration(ask.timeout)
                         )
                     }),
+                    ..Block::default()
                 });
                 format!("wait for {tname}")
             }
@@ -515,6 +532,7 @@ impl Builder<'_> {
                     crate::runbook::model::OnUnclean::Continue => "Unclean: note it and go on.",
                 };
                 blocks.push(Block {
+                    checks: Vec::new(),
                     repeat: None,
                     say: "Find out whether the box shut down cleanly or lost power (read-only):"
                         .into(),
@@ -527,15 +545,13 @@ impl Builder<'_> {
                 format!("check on {tname}")
             }
             Action::DropCaches(c) => {
-                blocks.push(Block {
-                    repeat: None,
-                    say: "Flush to disk, then drop the page cache, as root:".into(),
-                    cmds: self.remote(s, c),
-                    expect: Some(
-                        "exit code 0; it prints `Cached:` twice, the second much smaller.".into(),
-                    ),
-                    note: None,
-                });
+                let mut b = self.command_block(s, self.remote(s, c), None, c);
+                b.say = "Flush to disk, then drop the page cache, as root:".into();
+                b.expect = Some(format!(
+                    "no check prints anything; {} shows `Cached:` twice, the second much smaller.",
+                    out_file(s.number)
+                ));
+                blocks.push(b);
                 format!("command on {tname}")
             }
             Action::Start {
@@ -548,12 +564,26 @@ impl Builder<'_> {
                 format!("start a unit on {tname}")
             }
             Action::Http(r) => {
+                let mut cmds = self.request(s, r);
+                let checks = http_checks(s.number, &r.expect);
+                if let Some(retry) = s.retry {
+                    let (line, _) = self.request_line(s, r);
+                    cmds[0] = Cmd::typed(
+                        ON_HOST,
+                        until_loop(
+                            retry.every,
+                            retry.timeout,
+                            &attempt(&line, s.number, &checks),
+                        ),
+                    );
+                }
                 blocks.push(Block {
-                    repeat: None,
+                    repeat: s.retry.map(retry_text),
                     say: format!("Send the {} request:", r.method),
-                    cmds: self.request(s, r),
+                    cmds,
+                    checks,
                     expect: Some(http_expect_text(&r.expect)),
-                    note: retry_note(s),
+                    ..Block::default()
                 });
                 if r.on_target.is_some() {
                     format!("HTTP request from {tname}")
@@ -577,6 +607,7 @@ impl Builder<'_> {
                     .map(|c| format!(", and battery.charge is at least {c}"))
                     .unwrap_or_default();
                 blocks.push(Block {
+                    checks: Vec::new(),
                     repeat: Some(format!(
                         "Repeat every {}; a status without OL, or with OB, LB or FSD, starts the count again; give up after {}.",
                         fmt_duration(w.every),
@@ -612,6 +643,7 @@ impl Builder<'_> {
                     ),
                 };
                 blocks.push(Block {
+                    checks: Vec::new(),
                     repeat: None,
                     say: say.into(),
                     cmds: p
@@ -651,6 +683,39 @@ impl Builder<'_> {
         }
     }
 
+    /// A command, its checks, and (for a step with `retry`) the bounded loop around both.
+    fn command_block(
+        &self,
+        s: &Step,
+        mut cmds: Vec<Cmd>,
+        expect: Option<&Matcher>,
+        c: &Command,
+    ) -> Block {
+        let checks = command_checks(s.number, expect, s.abort_if.as_ref());
+        if let Some(retry) = s.retry {
+            let typed = match &s.action {
+                Action::Local(_) => c.script.clone(),
+                _ => format!("{} {}", self.login(s), remote_arg(c)),
+            };
+            cmds[0] = Cmd::typed(
+                ON_HOST,
+                self.shell(&until_loop(
+                    retry.every,
+                    retry.timeout,
+                    &attempt(&typed, s.number, &checks),
+                )),
+            );
+        }
+        Block {
+            repeat: s.retry.map(retry_text),
+            say: "Run:".into(),
+            cmds,
+            expect: Some(expect_text(s.number, expect, s.abort_if.as_ref(), c)),
+            checks,
+            ..Block::default()
+        }
+    }
+
     fn start(
         &self,
         s: &Step,
@@ -659,86 +724,99 @@ impl Builder<'_> {
         health: Option<&Gate>,
         blocks: &mut Vec<Block>,
     ) {
-        let tname = self.target_name(s);
+        let f = self.login(s);
+        let mut started = self.remote(s, start);
+        started[0] = Cmd::typed(
+            ON_HOST,
+            self.shell(&format!("{f} {}; echo \"exit $?\"", remote_arg(start))),
+        );
         blocks.push(Block {
-            repeat: None,
             say: format!(
                 "Start `{unit}` (this returns at once; the unit starts in the background):"
             ),
-            cmds: self.remote(s, start),
-            expect: None,
-            note: None,
+            cmds: started,
+            expect: Some("it prints `exit 0`.".into()),
+            ..Block::default()
         });
-        // By hand, `is-active` says it in one word; the tool reads `status` (`systemctl show`).
-        let active = format!("systemctl is-active {}", crate::template::shell_quote(unit));
-        let mut active_cmds = vec![Cmd::typed(
-            format!("Logged in on {tname}"),
-            self.shell(&active),
-        )];
-        if let Some(t) = self.target(s) {
-            active_cmds.push(Cmd::exact(
-                format!("Or {ON_HOST_LC}"),
-                self.shell(&t.ssh_line(&active)),
-            ));
-        }
+        let q = crate::template::shell_quote(unit);
+        let active = format!("[ \"$({f} systemctl is-active {q})\" = active ]");
         let failed = format!(
-            "`active`. `activating`: not yet. `failed`: it will not come up, stop repeating; `sudo journalctl -u {} -n 50 --no-pager` says why.",
-            crate::template::shell_quote(unit)
+            "`{f} systemctl is-active {q}` prints `failed`: it will not come up; `{f} sudo journalctl -u {q} -n 50 --no-pager` says why. To try once more: `{f} sudo systemctl reset-failed {q}`, then start it again. Units started before this one stay running."
         );
-        match health {
-            None => blocks.push(Block {
-                repeat: Some(format!(
-                    "Repeat every 5s until it is active; give up after {}.",
-                    fmt_duration(s.timeout)
-                )),
-                say: "Check the unit is active:".into(),
-                cmds: active_cmds,
-                expect: Some(failed),
-                note: None,
-            }),
-            Some(g) => {
-                let times = if g.successes == 1 {
-                    "once".to_owned()
-                } else {
-                    format!("{} times in a row", g.successes)
-                };
-                blocks.push(Block {
-                    repeat: Some(format!(
-                        "Then repeat checks a and b every {} until both pass {times}; give up after {}.",
-                        fmt_duration(g.every),
-                        fmt_duration(g.timeout)
-                    )),
-                    say: "a. The unit is active:".into(),
-                    cmds: active_cmds,
-                    expect: Some(failed),
-                    note: None,
-                });
-                let (cmds, expect) = match &g.probe {
-                    Probe::Http(r) => (self.request(s, r), http_expect_text(&r.expect)),
-                    Probe::Run { command, expect } => {
-                        (self.remote(s, command), expect_text(expect.as_ref()))
-                    }
-                };
-                blocks.push(Block {
-                    repeat: None,
-                    say: "b. It does its work (the health probe):".into(),
-                    cmds,
-                    expect: Some(expect),
-                    note: None,
-                });
-                if let Some(r) = &g.remedy {
-                    blocks.push(Block {
-                        repeat: None,
-                        say: format!(
-                            "c. If the probe keeps failing while the unit is active: {}",
-                            crate::remedy::when(&r.policy)
-                        ),
-                        cmds: self.remote(s, &r.apply),
-                        expect: None,
-                        note: None,
-                    });
-                }
+        let (every, timeout, successes) = match health {
+            Some(g) => (g.every, g.timeout, g.successes),
+            None => (Duration::from_secs(5), s.timeout, 1),
+        };
+        let times = if successes <= 1 {
+            String::new()
+        } else {
+            format!(
+                " It must pass {successes} times in a row: when the loop ends, run it again {} more time(s).",
+                successes - 1
+            )
+        };
+        let (probe, checks, expect, exact) = match health.map(|g| &g.probe) {
+            None => (
+                String::new(),
+                Vec::new(),
+                "the loop ends quietly: the unit is active.".to_owned(),
+                None,
+            ),
+            Some(Probe::Http(r)) => {
+                let (line, exact) = self.request_line(s, r);
+                let checks = http_checks(s.number, &r.expect);
+                (
+                    format!(" && {}", attempt(&line, s.number, &checks)),
+                    checks,
+                    format!(
+                        "the loop ends quietly, then no check prints anything ({})",
+                        http_expect_text(&r.expect)
+                    ),
+                    exact,
+                )
             }
+            Some(Probe::Run { command, expect }) => {
+                let typed = format!("{f} {}", remote_arg(command));
+                let checks = command_checks(s.number, expect.as_ref(), None);
+                (
+                    format!(" && {}", attempt(&typed, s.number, &checks)),
+                    checks,
+                    format!(
+                        "the loop ends quietly, then no check prints anything ({})",
+                        expect_text(s.number, expect.as_ref(), None, command)
+                    ),
+                    self.target(s)
+                        .map(|t| self.shell(&t.ssh_line(&command.wire))),
+                )
+            }
+        };
+        let mut cmds = vec![Cmd::typed(
+            ON_HOST,
+            self.shell(&until_loop(every, timeout, &format!("{active}{probe}"))),
+        )];
+        cmds.extend(exact.map(|e| Cmd::exact(EXACT, e)));
+        blocks.push(Block {
+            repeat: Some(format!(
+                "Checks every {} that the unit is active{}; the loop gives up by itself after {}.{times}",
+                fmt_duration(every),
+                if health.is_some() { " and does its work (the health probe)" } else { "" },
+                fmt_duration(timeout)
+            )),
+            say: "Wait until it is up:".into(),
+            cmds,
+            checks,
+            expect: Some(expect),
+            note: Some(failed),
+        });
+        if let Some(r) = health.and_then(|g| g.remedy.as_ref()) {
+            blocks.push(Block {
+                say: format!(
+                    "If the probe keeps failing while the unit is active: {}",
+                    crate::remedy::when(&r.policy)
+                ),
+                cmds: self.remote(s, &r.apply),
+                ..Block::default()
+            });
         }
     }
 
@@ -748,7 +826,7 @@ impl Builder<'_> {
             for cond in matcher_parts(m) {
                 out.push(Outcome {
                     label: "ABORT if".into(),
-                    text: format!("{cond}."),
+                    text: format!("a check prints `ABORT` ({cond})."),
                     abort: true,
                 });
             }
@@ -759,11 +837,13 @@ impl Builder<'_> {
         // conditions); a manual step aborts when the operator says so.
         let wait = matches!(s.action, Action::WaitSsh { .. });
         let label = if manual {
-            "If not"
+            "If it is not so"
         } else if wait {
-            "If no answer in time"
-        } else {
+            "If it prints GAVE UP"
+        } else if notify {
             "If it fails"
+        } else {
+            "If a check prints FAIL"
         };
         let (text, abort) = if wait {
             ("ABORT.".to_owned(), true)
@@ -789,6 +869,13 @@ impl Builder<'_> {
             text,
             abort,
         });
+        if !s.expected.is_empty() {
+            out.push(Outcome {
+                label: "Expected and harmless".into(),
+                text: self.text(&s.expected.join("; ")),
+                abort: false,
+            });
+        }
         let can_abort =
             wait || manual || s.abort_if.is_some() || (s.on_fail == OnFail::Abort && !notify);
         if let Some(m) = &s.abort_message {
@@ -802,14 +889,150 @@ impl Builder<'_> {
     }
 }
 
-fn retry_note(s: &Step) -> Option<String> {
-    s.retry.map(|r| {
-        format!(
-            "If it fails, try again every {} for up to {} before giving up.",
-            fmt_duration(r.every),
-            fmt_duration(r.timeout)
-        )
-    })
+/// `"LINE"` when double quotes keep it as it is (no `"`, `$`, backquote, and no backslash
+/// before one of them), else the line single-quoted.
+fn double_quoted(line: &str) -> String {
+    let mut chars = line.chars().peekable();
+    let mut plain = true;
+    while let Some(c) = chars.next() {
+        let escapes = c == '\\' && chars.peek().is_some_and(|n| "$`\"\\\n".contains(*n));
+        if "\"$`!".contains(c) || escapes {
+            plain = false;
+        }
+    }
+    if plain {
+        format!("\"{line}\"")
+    } else {
+        crate::template::shell_quote(line)
+    }
+}
+
+/// Where the login-function lines are typed.
+const EXACT: &str = "Small print: the exact line `recover` sends (same effect)";
+const ELAPSED_TEMPLATE: &str = "{{ run.elapsed }}";
+
+fn out_file(n: usize) -> String {
+    format!("s{n}.out")
+}
+
+/// `LINE > s4.out 2> s4.err; echo "exit $?" | tee s4.rc`: the output kept for the checks.
+fn saved(line: &str, n: usize) -> String {
+    format!("{line} > s{n}.out 2> s{n}.err; echo \"exit $?\" | tee s{n}.rc")
+}
+
+/// One try inside a loop: the command, its exit code saved, and the checks all silent.
+fn attempt(line: &str, n: usize, checks: &[String]) -> String {
+    let run = format!("{{ {line} > s{n}.out 2> s{n}.err; echo \"exit $?\" > s{n}.rc; }}");
+    if checks.is_empty() {
+        run
+    } else {
+        format!("{run} && [ -z \"$({})\" ]", checks.join("; "))
+    }
+}
+
+/// A loop that tries `cond` every `every` and gives up by itself after `timeout`.
+fn until_loop(every: Duration, timeout: Duration, cond: &str) -> String {
+    format!(
+        "end=$(( $(date +%s) + {} ))\nuntil {cond}; do\n  [ \"$(date +%s)\" -lt \"$end\" ] || {{ echo GAVE UP; break; }}\n  sleep {}\ndone",
+        timeout.as_secs(),
+        every.as_secs().max(1)
+    )
+}
+
+fn retry_text(r: crate::plan::RetrySpec) -> String {
+    format!(
+        "Tries every {} until the checks pass; the loop gives up by itself after {}. Then run the checks once more.",
+        fmt_duration(r.every),
+        fmt_duration(r.timeout)
+    )
+}
+
+/// `exit 0` or `exit (4|8)` as a line pattern.
+fn exit_pattern(codes: &[i32]) -> String {
+    match codes {
+        [one] => format!("exit {one}"),
+        many => format!(
+            "exit ({})",
+            many.iter()
+                .map(i32::to_string)
+                .collect::<Vec<_>>()
+                .join("|")
+        ),
+    }
+}
+
+/// The typed checks of a command, in the order the verdict takes them: abort conditions
+/// print `ABORT`, unmet expectations `FAIL`; all silent is a pass.
+fn command_checks(n: usize, expect: Option<&Matcher>, abort_if: Option<&Matcher>) -> Vec<String> {
+    let mut out = Vec::new();
+    let (rc, stdout, stderr) = (format!("s{n}.rc"), format!("s{n}.out"), format!("s{n}.err"));
+    if let Some(m) = abort_if {
+        if let Some(e) = &m.exit {
+            out.push(format!(
+                "grep -qxE '{}' {rc} && echo ABORT",
+                exit_pattern(e)
+            ));
+        }
+        if let Some(r) = &m.stdout {
+            out.push(format!(
+                "{} && echo ABORT",
+                translate(r.as_str()).line("", &stdout)
+            ));
+        }
+        if let Some(r) = &m.stderr {
+            out.push(format!(
+                "{} && echo ABORT",
+                translate(r.as_str()).line("", &stderr)
+            ));
+        }
+    }
+    let exits = expect
+        .and_then(|m| m.exit.clone())
+        .unwrap_or_else(|| vec![0]);
+    out.push(format!(
+        "grep -qxE '{}' {rc} || echo FAIL",
+        exit_pattern(&exits)
+    ));
+    if let Some(m) = expect {
+        if let Some(r) = &m.stdout {
+            out.push(format!(
+                "{} || echo FAIL",
+                translate(r.as_str()).line("-q", &stdout)
+            ));
+        }
+        if let Some(r) = &m.stderr {
+            out.push(format!(
+                "{} || echo FAIL",
+                translate(r.as_str()).line("-q", &stderr)
+            ));
+        }
+    }
+    out
+}
+
+/// The checks of a curl response saved in `sN.out`: the status is its last line, the body
+/// the lines above it.
+fn http_checks(n: usize, e: &HttpExpect) -> Vec<String> {
+    let status = match &e.status {
+        Some(list) => format!(
+            "({})",
+            list.iter()
+                .map(u16::to_string)
+                .collect::<Vec<_>>()
+                .join("|")
+        ),
+        None => "2[0-9][0-9]".into(),
+    };
+    let mut out = vec![format!(
+        "tail -n 1 s{n}.out | grep -qxE '{status}' || echo FAIL"
+    )];
+    if let Some(b) = &e.body {
+        out.push(format!(
+            "sed '$d' s{n}.out | {} || echo FAIL",
+            translate(b.as_str()).line("-q", "").trim_end()
+        ));
+    }
+    out
 }
 
 /// `5m`, and `0m` rather than `0s` at the start of the timeline.
@@ -855,6 +1078,17 @@ fn login_line(t: &TargetSpec) -> String {
     line.strip_suffix(" true").unwrap_or(&line).to_owned()
 }
 
+/// The login as a shell function: strict host key, no password prompt, and a bound on each
+/// connection attempt so that a retry loop never hangs on one.
+fn login_function(t: &TargetSpec) -> String {
+    let login = login_line(t);
+    let opts = login.strip_prefix("ssh ").unwrap_or(&login);
+    format!(
+        "{}() {{ ssh -o StrictHostKeyChecking=yes -o BatchMode=yes -o ConnectTimeout=10 {opts} \"$@\"; }}",
+        function_name(&t.name)
+    )
+}
+
 /// Conditions in words, each one separately (an `abort_if` fires on any of them).
 fn matcher_parts(m: &Matcher) -> Vec<String> {
     let mut parts = Vec::new();
@@ -872,12 +1106,24 @@ fn matcher_parts(m: &Matcher) -> Vec<String> {
 }
 
 /// What a good result of a command is (every condition holds); exit 0 when nothing is said.
-fn expect_text(m: Option<&Matcher>) -> String {
-    let mut parts = m.map(matcher_parts).unwrap_or_default();
-    if m.is_none_or(|m| m.exit.is_none()) {
-        parts.insert(0, "exit code 0".into());
+fn expect_text(n: usize, m: Option<&Matcher>, abort_if: Option<&Matcher>, c: &Command) -> String {
+    let exits = m.and_then(|m| m.exit.clone()).unwrap_or_else(|| vec![0]);
+    let shown: Vec<String> = exits.iter().map(|e| format!("`exit {e}`")).collect();
+    let mut parts = vec![format!("it prints {}", shown.join(" or "))];
+    parts.extend(
+        m.map(matcher_parts)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|p| !p.starts_with("exit")),
+    );
+    let mut text = format!("{}, and no check prints anything.", parts.join(", and "));
+    if abort_if.is_some() && m.is_none_or(|m| m.stdout.is_none()) {
+        text.push_str(&format!(" `s{n}.out` may well be empty: that is good."));
+        if c.script.contains("journalctl") {
+            text.push_str(" `-- No entries --` means nothing was logged: good.");
+        }
     }
-    format!("{}.", parts.join(", and "))
+    text
 }
 
 fn http_expect_text(e: &HttpExpect) -> String {
@@ -918,15 +1164,44 @@ mod tests {
 
     #[test]
     fn expectations_in_words() {
-        assert_eq!(expect_text(None), "exit code 0.");
+        let c = Command::remote(
+            "journalctl -p err".into(),
+            true,
+            Duration::from_secs(5),
+            "m",
+        );
+        assert_eq!(
+            expect_text(4, None, None, &c),
+            "it prints `exit 0`, and no check prints anything."
+        );
         let m = Matcher {
-            exit: None,
+            exit: Some(vec![0, 1]),
             stdout: Some(regex::Regex::new("a|b").unwrap()),
             stderr: None,
         };
         assert_eq!(
-            expect_text(Some(&m)),
-            "exit code 0, and its output matches `a|b`."
+            expect_text(4, Some(&m), None, &c),
+            "it prints `exit 0` or `exit 1`, and its output matches `a|b`, and no check prints anything."
         );
+        assert!(expect_text(4, None, Some(&m), &c).contains("`-- No entries --`"));
+    }
+
+    #[test]
+    fn checks_print_abort_or_fail() {
+        let m = Matcher {
+            exit: Some(vec![4, 8]),
+            stdout: Some(regex::Regex::new(r"a\s").unwrap()),
+            stderr: None,
+        };
+        assert_eq!(
+            command_checks(7, None, Some(&m)),
+            vec![
+                "grep -qxE 'exit (4|8)' s7.rc && echo ABORT",
+                "grep -E 'a[[:space:]]' s7.out && echo ABORT",
+                "grep -qxE 'exit 0' s7.rc || echo FAIL",
+            ]
+        );
+        let loop_ = until_loop(Duration::from_secs(15), Duration::from_secs(300), "x");
+        assert!(loop_.starts_with("end=$(( $(date +%s) + 300 ))\nuntil x; do"));
     }
 }

@@ -103,8 +103,54 @@ pub fn as_typed(c: &Command) -> String {
     }
 }
 
+/// The remote command as one argument of the login function: `'sudo sh -c "a | b"'`,
+/// single quotes outside and, when `sudo` needs a shell, double quotes inside, so that no
+/// `'\''` appears unless the script itself has quotes or expansions.
+pub fn remote_arg(c: &Command) -> String {
+    let typed = as_typed(c);
+    let simple = !c.script.chars().any(|ch| "'\"$`\\!".contains(ch));
+    if c.sudo && simple && typed.starts_with("sudo sh -c ") {
+        return format!("'sudo sh -c \"{}\"'", c.script);
+    }
+    if typed.contains('\'') {
+        shell_quote(&typed)
+    } else {
+        format!("'{typed}'")
+    }
+}
+
+/// A name for the login function of a target: its name when that is a shell identifier.
+pub fn function_name(target: &str) -> String {
+    let mut f: String = target
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    if !f.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
+        f.insert(0, '_');
+    }
+    f
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn remote_arguments_avoid_nested_single_quotes() {
+        assert_eq!(
+            remote_arg(&cmd("dmesg | tail -50", true)),
+            r#"'sudo sh -c "dmesg | tail -50"'"#
+        );
+        assert_eq!(
+            remote_arg(&cmd("fsck -n /dev/vda", true)),
+            "'sudo fsck -n /dev/vda'"
+        );
+        assert_eq!(
+            remote_arg(&cmd("echo $HOME | cat", true)),
+            r"'sudo sh -c '\''echo $HOME | cat'\'''"
+        );
+        assert_eq!(function_name("spark-lab"), "spark_lab");
+        assert_eq!(function_name("1box"), "_1box");
+    }
+
     use super::*;
     use std::time::Duration;
 

@@ -360,6 +360,9 @@ fn step_text(o: &mut String, plan: &Plan, s: &Step) {
         OnFail::Abort => line(o, "on fail", "abort (off the timeline)"),
         OnFail::Continue => line(o, "on fail", "continue with the next step"),
     }
+    for e in &s.expected {
+        line(o, "harmless", e);
+    }
     if let Some(m) = &s.abort_message {
         line(o, "if abort", m.trim_end());
     }

@@ -297,6 +297,7 @@ impl Resolver<'_> {
             on_fail: s.on_fail.unwrap_or(OnFail::Stop),
             mutates,
             abort_message,
+            expected: s.expected.clone().unwrap_or_default(),
             pos: spos,
             sudo_check: None,
         };

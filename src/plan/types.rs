@@ -114,6 +114,8 @@ pub struct Step {
     pub on_fail: OnFail,
     pub mutates: bool,
     pub abort_message: Option<String>,
+    /// What the step may show that is expected and harmless, for the operator.
+    pub expected: Vec<String>,
     /// What `rehearse` does with it.
     pub rehearse: Rehearse,
     /// Rehearsal's `sudo -n -l` of every command the step runs with sudo (it runs nothing):

@@ -591,6 +591,9 @@ pub struct Step {
     pub mutates: Option<bool>,
     #[schemars(with = "Option<String>")]
     pub abort_message: Option<Spanned<String>>,
+    /// Messages this step may show that look alarming but are expected and harmless
+    /// (after a power cut: journald's "corrupted or uncleanly shut down").
+    pub expected: Option<Vec<String>>,
 }
 
 impl Step {
