@@ -708,10 +708,23 @@ impl Resolver<'_> {
                 "make `timeout` longer than `stable_for`, like { stable_for: 1m, timeout: 30m }",
             );
         }
+        // `host: nut.internal:3494` also works (a port written with the host, e.g. from a var
+        // an overlay sets); an explicit `port:` wins.
+        let (host, written_port) = match host.rsplit_once(':') {
+            Some((h, p)) if !h.is_empty() && !h.contains(':') => match p.parse::<u16>() {
+                Ok(p) if p > 0 => (h.to_owned(), Some(p)),
+                _ => (host, None),
+            },
+            _ => (host, None),
+        };
         let ups = nut::Ups {
             name,
             host,
-            port: u.port.map_or(nut::DEFAULT_PORT, |p| p.0),
+            port: u
+                .port
+                .map(|p| p.0)
+                .or(written_port)
+                .unwrap_or(nut::DEFAULT_PORT),
         };
         Some(Resolved {
             name: format!("mains stable on UPS {ups}"),
