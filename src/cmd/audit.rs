@@ -25,21 +25,8 @@ impl Sink for Stderr {
 pub fn audit(a: &AuditArgs) -> Result<Exit, Error> {
     let (_, plan) = super::load_plan(&a.runbook, &a.resolve.overlays, &super::options(&a.resolve))?;
     let out = Emitter::new(Box::new(Stderr), plan.secrets.clone());
-    let settings = Settings {
-        mode: Mode::Rehearse,
-        run_id: crate::journal::new_run_id(),
-        first_step: 1,
-        confirm: Confirm::Refuse,
-        resume: None,
-        resume_command: String::new(),
-        stop: crate::signals::StopCause::default(),
-        warnings: Vec::new(),
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(Error::Runtime)?;
+    let settings = super::read_only_settings(crate::journal::new_run_id());
+    let rt = super::runtime()?;
     let results = rt.block_on(async {
         let (_tx, rx) = tokio::sync::watch::channel(false);
         engine::Engine::new(&plan, settings, out, rx).audit().await

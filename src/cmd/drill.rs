@@ -48,21 +48,8 @@ pub fn drill(a: &DrillArgs) -> Result<Exit, Error> {
         Box::new(crate::report::for_terminal(a.json)),
     ];
     let out = Emitter::new(Box::new(engine::event::Fanout(sinks)), plan.secrets.clone());
-    let settings = Settings {
-        mode: Mode::Rehearse,
-        run_id,
-        first_step: 1,
-        confirm: Confirm::Refuse,
-        resume: None,
-        resume_command: String::new(),
-        stop: crate::signals::StopCause::default(),
-        warnings: Vec::new(),
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(Error::Runtime)?;
+    let settings = super::read_only_settings(run_id);
+    let rt = super::runtime()?;
     let rows = rt.block_on(async {
         let (_tx, rx) = tokio::sync::watch::channel(false);
         engine::Engine::new(&plan, settings, out, rx)

@@ -126,3 +126,27 @@ fn print_rehearsal_notice(state: Option<&StateDir>, plan: &Plan) {
 fn count(n: usize, word: &str) -> String {
     format!("{n} {word}{}", if n == 1 { "" } else { "s" })
 }
+
+/// The engine's settings for a command that only reads the live stack or acts on it outside a
+/// run (`audit`, `drill`): rehearsal mode, nothing to confirm, nothing to resume.
+fn read_only_settings(run_id: String) -> crate::engine::Settings {
+    crate::engine::Settings {
+        mode: crate::engine::Mode::Rehearse,
+        run_id,
+        first_step: 1,
+        confirm: crate::engine::Confirm::Refuse,
+        resume: None,
+        resume_command: String::new(),
+        stop: crate::signals::StopCause::default(),
+        warnings: Vec::new(),
+    }
+}
+
+/// The runtime the engine runs on: two worker threads are plenty for one run's I/O.
+fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(Error::Runtime)
+}

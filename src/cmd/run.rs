@@ -251,11 +251,7 @@ pub fn run(a: &RunArgs) -> Result<Exit, Error> {
 /// Run the engine on a runtime, with Ctrl-C, SIGTERM and SIGHUP wired to cancellation: the
 /// first stops the run cleanly, a second one quits at once.
 pub(super) fn execute(plan: &Plan, settings: Settings, out: Emitter) -> Result<Exit, Error> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(Error::Runtime)?;
+    let rt = super::runtime()?;
     rt.block_on(async move {
         let mut signals = Signals::listen().map_err(Error::Runtime)?;
         let (tx, rx) = tokio::sync::watch::channel(false);
