@@ -3,7 +3,7 @@
 
 use crate::cli::AuditArgs;
 use crate::engine::event::{Event, Sink};
-use crate::engine::{self, Confirm, Emitter, Mode, Settings};
+use crate::engine::{self, Emitter};
 use crate::error::Error;
 use crate::exit::Exit;
 

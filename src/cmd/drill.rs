@@ -3,7 +3,7 @@
 use std::io::{BufRead, IsTerminal, Write};
 
 use crate::cli::DrillArgs;
-use crate::engine::{self, Confirm, Emitter, Mode, Settings};
+use crate::engine::{self, Emitter};
 use crate::error::Error;
 use crate::exit::Exit;
 use crate::journal::{self, Journal};
