@@ -55,6 +55,17 @@ fn retargeted(env: &BTreeMap<String, String>) -> Value {
     };
     let src = std::fs::read_to_string(RUNBOOK).unwrap();
     let mut rb: Value = serde_saphyr::from_str(&src).unwrap();
+    // lab.yaml is an overlay: the copy written elsewhere extends the reference runbook by an
+    // absolute path.
+    if let Some(base) = rb["extends"].as_str() {
+        let abs = Path::new(RUNBOOK)
+            .parent()
+            .expect("runbooks/")
+            .join(base)
+            .canonicalize()
+            .expect("the base runbook");
+        rb["extends"] = json!(abs.to_str().expect("a UTF-8 path"));
+    }
     rb["targets"] = json!({ "spark": {
         "host": get("LAB_SSH_HOST"), "user": get("LAB_SSH_USER"),
         "port": get("LAB_SSH_PORT").parse::<u16>().unwrap(),
