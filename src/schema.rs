@@ -28,7 +28,38 @@ pub fn runbook_schema() -> serde_json::Value {
         .for_deserialize()
         .into_generator()
         .into_root_schema_for::<Runbook>();
-    schema.to_value()
+    let mut v = schema.to_value();
+    overlays(&mut v);
+    v
+}
+
+/// The keys an overlay (`extends: PATH`) may set, besides `extends`.
+const OVERLAY_KEYS: [&str; 6] = ["extends", "title", "budget", "targets", "vars", "notify"];
+
+/// A runbook with `extends:` is an overlay (`runbook/overlay.rs`): it needs none of the keys a
+/// whole runbook requires and may set only `OVERLAY_KEYS`; any other file is a whole runbook.
+fn overlays(root: &mut serde_json::Value) {
+    let Some(obj) = root.as_object_mut() else {
+        return;
+    };
+    if let Some(props) = obj.get_mut("properties").and_then(|p| p.as_object_mut()) {
+        props.insert(
+            "extends".into(),
+            serde_json::json!({
+                "type": "string",
+                "description": "This file is an overlay of the runbook at PATH (relative to this file): it may set title, budget, targets, vars and notify.",
+            }),
+        );
+    }
+    let required = obj
+        .remove("required")
+        .unwrap_or_else(|| serde_json::json!([]));
+    obj.insert("if".into(), serde_json::json!({ "required": ["extends"] }));
+    obj.insert(
+        "then".into(),
+        serde_json::json!({ "propertyNames": { "enum": OVERLAY_KEYS } }),
+    );
+    obj.insert("else".into(), serde_json::json!({ "required": required }));
 }
 
 /// A step has exactly one kind key: `oneOf` the kinds, each requiring its key.

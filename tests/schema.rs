@@ -70,7 +70,7 @@ fn the_schema_is_draft_2020_12_and_describes_a_runbook() {
     assert_eq!(s["$schema"], "https://json-schema.org/draft/2020-12/schema");
     assert_eq!(s["type"], "object");
     assert_eq!(s["additionalProperties"], false, "unknown keys are errors");
-    let required: Vec<&str> = s["required"]
+    let required: Vec<&str> = s["else"]["required"]
         .as_array()
         .unwrap()
         .iter()
@@ -101,6 +101,19 @@ fn the_bundled_runbooks_and_the_loaders_good_runbooks_pass() {
         let errs = errors(&v, &as_json(&path));
         assert!(errs.is_empty(), "{}:\n{}", path.display(), show(&errs));
     }
+    // An overlay may not bring phases of its own; a whole runbook must have them.
+    let mut lab = as_json(&repo().join("runbooks/lab.yaml"));
+    lab["phases"] = json!([]);
+    assert!(
+        !v.is_valid(&lab),
+        "an overlay with phases passes the schema"
+    );
+    let mut whole = as_json(&repo().join("runbooks/spark-power.yaml"));
+    whole.as_object_mut().unwrap().remove("phases");
+    assert!(
+        !v.is_valid(&whole),
+        "a runbook without phases passes the schema"
+    );
 }
 
 /// Broken runbooks of `tests/runbooks/broken/` whose mistake is one of shape (keys, types,
@@ -160,7 +173,8 @@ type Edit = fn(&mut Value);
 #[test]
 fn edits_that_break_the_lab_runbook_fail_the_schema_and_check() {
     let v = validator(&schema());
-    let lab = as_json(&repo().join("runbooks/lab.yaml"));
+    // lab.yaml is an overlay of spark-power.yaml: the phases and steps are edited in the base.
+    let lab = as_json(&repo().join("runbooks/spark-power.yaml"));
     assert!(errors(&v, &lab).is_empty());
     let step = json!({ "run": "true" });
     let edits: [(&str, Edit); 5] = [
