@@ -156,6 +156,23 @@ fn fixtures_for(script: &str) -> Vec<(String, Output)> {
             ));
         }
     }
+    if key == "dumpe2fs-state-" {
+        // Real `dumpe2fs -h` of a fresh mkfs.ext4 image (fixtures/fsck/capture.sh): the
+        // superblock check's pass path; and of the image with the error flag set.
+        for name in ["dumpe2fs_clean", "dumpe2fs_corrupt"] {
+            let dir = root().join("fixtures/fsck");
+            let read = |ext: &str| std::fs::read_to_string(dir.join(format!("{name}.{ext}")));
+            out.push((
+                format!("fsck/{name}"),
+                Output {
+                    exit: read("exit").ok().and_then(|e| e.trim().parse().ok()),
+                    stdout: read("stdout").unwrap_or_default(),
+                    stderr: read("stderr").unwrap_or_default(),
+                    timed_out: false,
+                },
+            ));
+        }
+    }
     if key == "dmesg-tail-" {
         let dir = root().join("fixtures/dmesg");
         let read = |ext: &str| std::fs::read_to_string(dir.join(format!("clean_tail50.{ext}")));
@@ -245,6 +262,7 @@ fn every_printed_check_gives_the_verdict_of_recover_on_the_fixtures() {
     let plan = lab_plan();
     let mut compared = 0;
     let mut kinds = [0usize; 3];
+    let mut clean_superblock = false;
     for s in plan.phases.iter().flat_map(|p| &p.steps) {
         let Some(j) = judged(s) else { continue };
         let printed = checks
@@ -273,6 +291,11 @@ fn every_printed_check_gives_the_verdict_of_recover_on_the_fixtures() {
                 .collect(),
         };
         for (name, want, out) in cases {
+            if name == "fsck/dumpe2fs_clean" {
+                // The superblock check's pass path, on a real clean superblock.
+                assert_eq!(want, Verdict::Pass, "step {}: {name}", s.number);
+                clean_superblock = true;
+            }
             let got = replay(s.number, printed, &out);
             assert!(
                 same(&got, &want),
@@ -293,6 +316,7 @@ fn every_printed_check_gives_the_verdict_of_recover_on_the_fixtures() {
         kinds[0], kinds[1], kinds[2]
     );
     assert!(compared >= 40, "only {compared} replays");
+    assert!(clean_superblock, "no clean `dumpe2fs -h` replayed");
     assert!(
         kinds.iter().all(|&k| k > 0),
         "every verdict is exercised: {kinds:?}"
@@ -366,4 +390,214 @@ fn run_grep(grep: &str, lines: &[String]) -> Vec<usize> {
         .lines()
         .filter_map(|l| l.split(':').next()?.parse().ok())
         .collect()
+}
+
+/// The printed "Wait until it is up:" loop of step `n`, exactly as printed.
+fn printed_gate_loop(md: &str, n: usize) -> String {
+    let section = md
+        .split("\n### ")
+        .find(|s| s.starts_with(&format!("{n}. ")))
+        .unwrap_or_else(|| panic!("no step {n}"));
+    let rest = section
+        .split("\nWait until it is up:\n\n```sh\n")
+        .nth(1)
+        .unwrap_or_else(|| panic!("step {n} prints no gate loop"));
+    rest.split("\n```")
+        .next()
+        .expect("a closed fence")
+        .to_owned()
+}
+
+/// Runs a printed gate loop through `sh` with stand-ins for the login function and curl,
+/// on a simulated clock: `sleep` moves it, `date` reads it, so a loop of minutes takes
+/// milliseconds and stays bounded by its own deadline. Returns what it printed and the dir.
+fn run_gate_loop(standins: &str, script: &str) -> (String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("clock"), "1000000\n").unwrap();
+    let prelude = r#"
+sleep() { echo $(( $(cat clock) + $1 )) > clock; }
+date() { cat clock; }
+log() { echo "$1" >> calls; }
+"#;
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{prelude}\n{standins}\n{script}"))
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sh runs");
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the gate loop hangs"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    (String::from_utf8_lossy(&out.stdout).into_owned(), dir)
+}
+
+fn read(dir: &Path, name: &str) -> String {
+    std::fs::read_to_string(dir.join(name)).unwrap_or_default()
+}
+
+/// The step whose gate carries a remedy of this kind.
+fn gate_with_remedy(plan: &Plan, kind: &str) -> (usize, recover::remedy::Policy) {
+    plan.phases
+        .iter()
+        .flat_map(|p| &p.steps)
+        .find_map(|s| match &s.action {
+            Action::Start {
+                health: Some(g), ..
+            } => g
+                .remedy
+                .as_ref()
+                .filter(|r| r.policy.action.name() == kind)
+                .map(|r| (s.number, r.policy.clone())),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no gate with a `{kind}` remedy"))
+}
+
+/// tailscale's gate (`remedy: { run: tailscale up --reset, after: 3 }`), typed as printed:
+/// the remedy runs once, after three failed probes while the unit is active, into its own
+/// files; the loop goes on probing, passes, and the printed checks then pass on the probe's
+/// output (the remedy never overwrote it).
+#[test]
+fn the_printed_gate_loop_applies_a_run_remedy_once_into_its_own_files() {
+    let md = binder();
+    let plan = lab_plan();
+    let (n, policy) = gate_with_remedy(&plan, "run");
+    let standins = r#"
+spark() {
+  case "$*" in
+    "systemctl is-active "*) echo active ;;
+    *"tailscale status"*) log probe
+      if [ -e reset ]; then echo '{"BackendState": "Running", "HostName": "spark"}'
+      else echo '{"BackendState": "NeedsLogin"}'; fi ;;
+    *"tailscale up --reset"*) log remedy; touch reset; echo 'Success.' ;;
+    *) echo "unexpected: $*" >&2; return 99 ;;
+  esac
+}
+"#;
+    let (printed, dir) = run_gate_loop(standins, &printed_gate_loop(&md, n));
+    let d = dir.path();
+    let after = policy.after as usize;
+    let mut want = vec!["probe"; after];
+    want.extend(["remedy", "probe"]);
+    assert_eq!(read(d, "calls").lines().collect::<Vec<_>>(), want);
+    assert_eq!(printed.matches("REMEDY APPLIED").count(), 1, "{printed}");
+    assert!(!printed.contains("GAVE UP"), "{printed}");
+    assert_eq!(read(d, &format!("s{n}.remedy.rc")).trim(), "exit 0");
+    assert_eq!(read(d, &format!("s{n}.remedy.out")).trim(), "Success.");
+    // The checks read the last probe's output, which the remedy left alone.
+    let checks = printed_checks(&md);
+    let out = Output {
+        exit: Some(0),
+        stdout: read(d, &format!("s{n}.out")),
+        stderr: read(d, &format!("s{n}.err")),
+        timed_out: false,
+    };
+    assert!(out.stdout.contains("Running"), "{}", out.stdout);
+    assert_eq!(replay(n, &checks[&n], &out), Verdict::Pass);
+}
+
+/// vLLM's gate (`remedy: kill`), typed as printed: a quick refusal (curl exit 7, a model
+/// still loading) resets the count, only probes with no answer in time (curl exit 28) count;
+/// at `after` the typed start-limit check runs, then the kill, once; the loop goes on and
+/// passes. With the start limit nearly used up, the kill is refused, said once, never sent,
+/// and the loop gives up by itself at its deadline.
+#[test]
+fn the_printed_gate_loop_kills_only_a_hang_and_never_past_the_start_limit() {
+    let md = binder();
+    let plan = lab_plan();
+    let (n, policy) = gate_with_remedy(&plan, "kill");
+    let script = printed_gate_loop(&md, n);
+    let standins = |restarts: u32| {
+        format!(
+            r#"
+spark() {{
+  case "$*" in
+    "systemctl is-active "*) echo active ;;
+    "systemctl show -p NRestarts -p StartLimitBurst -p Restart "*) log limit
+      printf 'Restart=on-failure\nNRestarts={restarts}\nStartLimitBurst=3\n' ;;
+    *"kill -s KILL"*) log kill; touch killed; echo 'killed 4242' ;;
+    *) echo "unexpected: $*" >&2; return 99 ;;
+  esac
+}}
+curl() {{
+  t=$(( $(cat tries 2>/dev/null || echo 0) + 1 )); echo $t > tries
+  if [ -e killed ]; then log answer; printf '{{"choices":[]}}\n200\n'; return 0; fi
+  if [ $t -eq 1 ]; then log refused; echo 'curl: (7) Failed to connect' >&2; return 7; fi
+  log hang; echo 'curl: (28) Operation timed out' >&2; return 28
+}}
+"#
+        )
+    };
+    let after = policy.after as usize;
+
+    let (printed, dir) = run_gate_loop(&standins(0), &script);
+    let d = dir.path();
+    let mut want = vec!["refused"];
+    want.extend(vec!["hang"; after]);
+    want.extend(["limit", "kill", "answer"]);
+    assert_eq!(read(d, "calls").lines().collect::<Vec<_>>(), want);
+    assert_eq!(printed.matches("REMEDY APPLIED").count(), 1, "{printed}");
+    assert!(!printed.contains("GAVE UP"), "{printed}");
+    assert_eq!(read(d, &format!("s{n}.remedy.out")).trim(), "killed 4242");
+    assert_eq!(read(d, &format!("s{n}.rc")).trim(), "exit 0");
+
+    // Two restarts already, burst 3: one more start would trip the limit.
+    let (printed, dir) = run_gate_loop(&standins(2), &script);
+    let calls = read(dir.path(), "calls");
+    assert!(!calls.contains("kill"), "{calls}");
+    assert_eq!(calls.matches("limit").count(), 1, "{calls}");
+    assert_eq!(printed.matches("REMEDY REFUSED").count(), 1, "{printed}");
+    assert!(!printed.contains("REMEDY APPLIED"), "{printed}");
+    assert!(printed.contains("GAVE UP"), "{printed}");
+    assert!(!dir.path().join(format!("s{n}.remedy.out")).exists());
+}
+
+/// A unit that reaches `failed` ends the printed loop at once, as it ends the engine's gate.
+#[test]
+fn the_printed_gate_loop_stops_when_the_unit_failed() {
+    let md = binder();
+    let plan = lab_plan();
+    let (n, _) = gate_with_remedy(&plan, "kill");
+    let standins = r#"
+spark() { case "$*" in "systemctl is-active "*) log state; echo failed ;; *) return 99 ;; esac; }
+curl() { log probe; return 7; }
+"#;
+    let (printed, dir) = run_gate_loop(standins, &printed_gate_loop(&md, n));
+    assert_eq!(read(dir.path(), "calls").trim(), "state");
+    assert!(printed.contains("UNIT FAILED"), "{printed}");
+}
+
+/// A gate with `successes: 2` (the dispatcher's) ends only after two passes in a row; a
+/// failure between them starts the count again.
+#[test]
+fn the_printed_gate_loop_needs_its_successes_in_a_row() {
+    let md = binder();
+    let plan = lab_plan();
+    let n = plan
+        .phases
+        .iter()
+        .flat_map(|p| &p.steps)
+        .find(|s| matches!(&s.action, Action::Start { health: Some(g), .. } if g.successes == 2))
+        .expect("a gate with successes: 2")
+        .number;
+    let standins = r#"
+spark() { case "$*" in "systemctl is-active "*) echo active ;; *) return 99 ;; esac; }
+curl() {
+  t=$(( $(cat tries 2>/dev/null || echo 0) + 1 )); echo $t > tries
+  if [ $t -eq 2 ]; then log fail; printf 'no\n503\n'; else log pass; printf 'ok\n200\n'; fi
+}
+"#;
+    let (printed, dir) = run_gate_loop(standins, &printed_gate_loop(&md, n));
+    assert_eq!(
+        read(dir.path(), "calls").lines().collect::<Vec<_>>(),
+        ["pass", "fail", "pass", "pass"]
+    );
+    assert!(!printed.contains("GAVE UP"), "{printed}");
 }

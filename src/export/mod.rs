@@ -741,7 +741,7 @@ impl Builder<'_> {
         let q = crate::template::shell_quote(unit);
         let active = format!("[ \"$({f} systemctl is-active {q})\" = active ]");
         let failed = format!(
-            "`{f} systemctl is-active {q}` prints `failed`: it will not come up; `{f} sudo journalctl -u {q} -n 50 --no-pager` says why. To try once more: `{f} sudo systemctl reset-failed {q}`, then start it again. Units started before this one stay running."
+            "`UNIT FAILED`, or `{f} systemctl is-active {q}` prints `failed`: it will not come up; `{f} sudo journalctl -u {q} -n 50 --no-pager` says why. To try once more: `{f} sudo systemctl reset-failed {q}`, then start it again. Units started before this one stay running."
         );
         let (every, timeout, successes) = match health {
             Some(g) => (g.every, g.timeout, g.successes),
@@ -750,23 +750,25 @@ impl Builder<'_> {
         let times = if successes <= 1 {
             String::new()
         } else {
-            format!(
-                " It must pass {successes} times in a row: when the loop ends, run it again {} more time(s).",
-                successes - 1
-            )
+            format!(" It must pass {successes} times in a row, as `recover` asks.")
         };
+        let remedy = health.and_then(|g| g.remedy.as_ref());
+        // A kill or restart counts only probes that got no answer in time: curl's exit 28,
+        // and `timeout`'s 124 around a command probe (the engine's 10 s).
+        let hang = remedy.is_some_and(|r| !crate::remedy::counts(&r.policy.action, false));
+        let n = s.number;
         let (probe, checks, expect, exact) = match health.map(|g| &g.probe) {
             None => (
-                String::new(),
+                None,
                 Vec::new(),
                 "the loop ends quietly: the unit is active.".to_owned(),
                 None,
             ),
             Some(Probe::Http(r)) => {
                 let (line, exact) = self.request_line(s, r);
-                let checks = http_checks(s.number, &r.expect);
+                let checks = http_checks(n, &r.expect);
                 (
-                    format!(" && {}", attempt(&line, s.number, &checks)),
+                    Some(line),
                     checks,
                     format!(
                         "the loop ends quietly, then no check prints anything ({})",
@@ -776,48 +778,82 @@ impl Builder<'_> {
                 )
             }
             Some(Probe::Run { command, expect }) => {
-                let typed = format!("{f} {}", remote_arg(command));
-                let checks = command_checks(s.number, expect.as_ref(), None);
+                let bound = if hang { "timeout 10 " } else { "" };
+                let typed = format!("{bound}{f} {}", remote_arg(command));
+                let checks = command_checks(n, expect.as_ref(), None);
                 (
-                    format!(" && {}", attempt(&typed, s.number, &checks)),
+                    Some(typed),
                     checks,
                     format!(
                         "the loop ends quietly, then no check prints anything ({})",
-                        expect_text(s.number, expect.as_ref(), None, command)
+                        expect_text(n, expect.as_ref(), None, command)
                     ),
                     self.target(s)
                         .map(|t| self.shell(&t.ssh_line(&command.wire))),
                 )
             }
         };
-        let mut cmds = vec![Cmd::typed(
-            ON_HOST,
-            self.shell(&until_loop(every, timeout, &format!("{active}{probe}"))),
-        )];
+        let typed_remedy = remedy.map(|r| TypedRemedy {
+            after: r.policy.after,
+            max: r.policy.max,
+            hang,
+            apply: format!("{f} {}", remote_arg(&r.apply)),
+            limit: hang.then(|| {
+                format!("{f} systemctl show -p NRestarts -p StartLimitBurst -p Restart {q}")
+            }),
+        });
+        let line = match &probe {
+            None => until_loop(every, timeout, &active),
+            Some(p) => gate_loop(&GateLoop {
+                n,
+                every,
+                timeout,
+                state: &format!("{f} systemctl is-active {q}"),
+                probe: p,
+                checks: &checks,
+                successes,
+                remedy: typed_remedy.as_ref(),
+            }),
+        };
+        let mut cmds = vec![Cmd::typed(ON_HOST, self.shell(&line))];
         cmds.extend(exact.map(|e| Cmd::exact(EXACT, e)));
+        let mut repeat = format!(
+            "Checks every {} that the unit is active{}; the loop gives up by itself after {}.{times}",
+            fmt_duration(every),
+            if health.is_some() {
+                " and does its work (the health probe)"
+            } else {
+                ""
+            },
+            fmt_duration(timeout)
+        );
+        let mut note = failed;
+        if let Some(r) = remedy {
+            repeat.push_str(&format!(
+                " It applies the remedy by itself and says `REMEDY APPLIED` (its output in `s{n}.remedy.out`): {}.",
+                crate::remedy::when(&r.policy)
+            ));
+            if hang {
+                note.push_str(&format!(
+                    " `REMEDY REFUSED`: one more start would go beyond the unit's start limit (or systemd would not restart it): the loop goes on without it; `s{n}.limit` says why."
+                ));
+            }
+            // The remedy's own line, as `recover` sends it, for reference only.
+            if let Some(t) = self.target(s) {
+                cmds.push(Cmd::exact(
+                    "Small print: the remedy the loop applies, as `recover` sends it",
+                    self.shell(&t.ssh_line(&r.apply.wire)),
+                ));
+            }
+        }
         blocks.push(Block {
-            repeat: Some(format!(
-                "Checks every {} that the unit is active{}; the loop gives up by itself after {}.{times}",
-                fmt_duration(every),
-                if health.is_some() { " and does its work (the health probe)" } else { "" },
-                fmt_duration(timeout)
-            )),
+            repeat: Some(repeat),
             say: "Wait until it is up:".into(),
             cmds,
             checks,
             expect: Some(expect),
-            note: Some(failed),
+            note: Some(note),
         });
-        if let Some(r) = health.and_then(|g| g.remedy.as_ref()) {
-            blocks.push(Block {
-                say: format!(
-                    "If the probe keeps failing while the unit is active: {}",
-                    crate::remedy::when(&r.policy)
-                ),
-                cmds: self.remote(s, &r.apply),
-                ..Block::default()
-            });
-        }
     }
 
     fn outcomes(&self, s: &Step) -> Vec<Outcome> {
@@ -937,6 +973,129 @@ fn until_loop(every: Duration, timeout: Duration, cond: &str) -> String {
         timeout.as_secs(),
         every.as_secs().max(1)
     )
+}
+
+/// A gate's remedy as the typed loop applies it.
+struct TypedRemedy {
+    after: u32,
+    max: u32,
+    /// Only probes with no answer in time count (kill, restart); a start-limit check first.
+    hang: bool,
+    /// The typed remedy line (login function and remote command).
+    apply: String,
+    /// For kill and restart: the typed `systemctl show` of NRestarts, StartLimitBurst, Restart.
+    limit: Option<String>,
+}
+
+/// A health gate as a person types it.
+struct GateLoop<'a> {
+    n: usize,
+    every: Duration,
+    timeout: Duration,
+    /// The typed `systemctl is-active UNIT`.
+    state: &'a str,
+    /// The typed probe, its output saved by the loop.
+    probe: &'a str,
+    checks: &'a [String],
+    successes: u32,
+    remedy: Option<&'a TypedRemedy>,
+}
+
+/// The engine's gate loop, typed: every `every`, while the unit is active, the probe (its
+/// output in `sN.out`/`sN.err`/`sN.rc`); `successes` passes in a row end it. With a remedy,
+/// failed probes are counted as the engine counts them ([`crate::remedy::counts`]); at
+/// `after` in a row the remedy runs (its output in `sN.remedy.*`, never in the files the
+/// checks read) and the loop says `REMEDY APPLIED`, at most `max` times; a kill or restart is
+/// refused when one more start would go beyond the unit's `StartLimitBurst`. The loop keeps
+/// probing until `timeout`, then says `GAVE UP`; a unit that reached `failed` ends it at once
+/// (`UNIT FAILED`), as it ends the engine's gate.
+fn gate_loop(g: &GateLoop) -> String {
+    let n = g.n;
+    let counted = g.successes > 1;
+    let mut l = vec![format!(
+        "end=$(( $(date +%s) + {} )){}{}",
+        g.timeout.as_secs(),
+        if counted { "; ok=0" } else { "" },
+        if g.remedy.is_some() {
+            "; n=0; applied=0"
+        } else {
+            ""
+        }
+    )];
+    l.push("while :; do".into());
+    l.push(format!("  state=$({})", g.state));
+    l.push("  if [ \"$state\" = active ]; then".into());
+    l.push(format!(
+        "    {} > s{n}.out 2> s{n}.err; echo \"exit $?\" > s{n}.rc",
+        g.probe
+    ));
+    let pass = if g.checks.is_empty() {
+        "true".to_owned()
+    } else {
+        format!("[ -z \"$({})\" ]", g.checks.join("; "))
+    };
+    l.push(format!("    if {pass}; then"));
+    if g.successes <= 1 {
+        l.push("      break".into());
+    } else {
+        l.push(format!(
+            "      ok=$((ok + 1)); [ \"$ok\" -ge {} ] && break",
+            g.successes
+        ));
+    }
+    if counted {
+        l.push("    else".into());
+        l.push("      ok=0".into());
+    } else if g.remedy.is_some() {
+        l.push("    else".into());
+    }
+    if let Some(r) = g.remedy {
+        if r.hang {
+            l.push(format!(
+                "      if grep -qxE 'exit (28|124)' s{n}.rc; then n=$((n + 1)); else n=0; fi"
+            ));
+        } else {
+            l.push("      n=$((n + 1))".into());
+        }
+        l.push(format!(
+            "      if [ \"$n\" -ge {} ] && [ \"$applied\" -lt {} ]; then",
+            r.after, r.max
+        ));
+        l.push("        n=0; applied=$((applied + 1))".into());
+        let apply = format!(
+            "{} > s{n}.remedy.out 2> s{n}.remedy.err; echo \"exit $?\" > s{n}.remedy.rc; echo REMEDY APPLIED",
+            r.apply
+        );
+        match &r.limit {
+            Some(limit) => {
+                l.push(format!("        {limit} > s{n}.limit"));
+                l.push(format!(
+                    "        nr=$(sed -n 's/^NRestarts=//p' s{n}.limit); burst=$(sed -n 's/^StartLimitBurst=//p' s{n}.limit)"
+                ));
+                l.push(format!(
+                    "        if grep -qxE 'Restart=(no|on-success)' s{n}.limit || {{ [ \"${{burst:-0}}\" -gt 0 ] && [ $(( ${{nr:-0}} + 2 )) -gt \"$burst\" ]; }}; then"
+                ));
+                l.push(format!("          echo REMEDY REFUSED; applied={}", r.max));
+                l.push("        else".into());
+                l.push(format!("          {apply}"));
+                l.push("        fi".into());
+            }
+            None => l.push(format!("        {apply}")),
+        }
+        l.push("      fi".into());
+    }
+    l.push("    fi".into());
+    l.push("  elif [ \"$state\" = failed ]; then".into());
+    l.push("    echo UNIT FAILED; break".into());
+    if counted {
+        l.push("  else".into());
+        l.push("    ok=0".into());
+    }
+    l.push("  fi".into());
+    l.push("  [ \"$(date +%s)\" -lt \"$end\" ] || { echo GAVE UP; break; }".into());
+    l.push(format!("  sleep {}", g.every.as_secs().max(1)));
+    l.push("done".into());
+    l.join("\n")
 }
 
 fn retry_text(r: crate::plan::RetrySpec) -> String {
