@@ -142,7 +142,7 @@ fn the_reference_runbook_is_clean_even_when_strict() {
         assert_eq!(
             stderr,
             "rehearsal: `spark-power`: never rehearsed; run `recover rehearse` against the live stack (!)\n\
-             runbooks/spark-power.yaml: ok: 4 phases, 20 steps, budget 30m; 0 warnings\n",
+             runbooks/spark-power.yaml: ok: 4 phases, 25 steps, budget 30m; 0 warnings\n",
             "{args:?}"
         );
     }

@@ -1348,3 +1348,134 @@ fn a_hung_target_fails_the_step_in_bounded_time_and_is_reconnected_when_it_answe
         Some("before\nafter\n")
     );
 }
+
+/// Stand-ins for `journalctl` and `last` on the target that answer every query of the
+/// previous-boot evidence command from a real capture of the lab VM (`fixtures/lab/`), section
+/// by section, with the capture's exit codes; put ahead of the real ones in the sessions' PATH
+/// (sshd's `SetEnv`), then sshd restarted on the same port.
+fn previous_boot_standins(sshd: &mut Sshd, dir: &Path, capture: &str) {
+    let bin = dir.join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/lab")
+        .join(capture);
+    assert!(fixture.is_file(), "{}", fixture.display());
+    let section = r#"#!/bin/sh
+# Prints section $1 of the capture and exits with its code.
+awk -v s="$1" '$0 == "@@ " s { on = 1; next } on && $0 ~ "^@@ " s " exit " { code = $NF; exit } on { print } END { exit code }' "$RECOVER_TEST_BOOT"
+"#;
+    let journalctl = r#"#!/bin/sh
+case "$*" in
+  *--list-boots*) exec section boots ;;
+  *uncleanly*) exec section unclean ;;
+  *MESSAGE_ID=*) exec section shutdown ;;
+  *"-t systemd-journald -n 5"*) exec section journald_stop ;;
+  *EXT4-fs*) exec section ext4 ;;
+esac
+echo "journalctl stand-in: unexpected $*" >&2; exit 2
+"#;
+    for (name, text) in [
+        ("section", section),
+        ("journalctl", journalctl),
+        ("last", "#!/bin/sh\nexec section last\n"),
+    ] {
+        let p = bin.join(name);
+        fs::write(&p, text).unwrap();
+        let mut perm = fs::metadata(&p).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+        fs::set_permissions(&p, perm).unwrap();
+    }
+    let mut cfg = fs::read_to_string(sshd.sshd_config()).unwrap();
+    cfg.push_str(&format!(
+        "SetEnv PATH={}:/usr/local/bin:/usr/bin:/bin RECOVER_TEST_BOOT={}\n",
+        bin.display(),
+        fixture.display()
+    ));
+    fs::write(sshd.sshd_config(), cfg).unwrap();
+    sshd.stop();
+    sshd.start_again();
+}
+
+/// `when: unclean_shutdown` against a real sshd, the target's journal played by real lab
+/// captures: after a clean shutdown the step is skipped (a `step_finished` "skipped" record
+/// that says why, nothing run on the target); after a power cut it runs, and the
+/// `previous_boot` step (`on_unclean: warn`) warns and the run goes on.
+#[test]
+fn a_when_unclean_shutdown_step_runs_only_after_a_hard_cut() {
+    for (capture, unclean) in [
+        ("previous-boot-after-shutdown.txt", false),
+        ("previous-boot-after-powercut.txt", true),
+    ] {
+        let Some(mut sshd) = Sshd::start_or_skip() else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        previous_boot_standins(&mut sshd, dir.path(), capture);
+        let rb = write_runbook(
+            dir.path(),
+            "when",
+            &sshd.runbook_target_yaml("lab"),
+            "",
+            r#"      - name: how it went down
+        previous_boot: { on_unclean: warn }
+        timeout: 20s
+      - name: verify the models
+        when: unclean_shutdown
+        run: echo verified > @DIR@/verified
+        timeout: 10s
+      - name: after
+        run: echo after > @DIR@/after
+        timeout: 10s
+"#,
+        );
+        let state = tempfile::tempdir().unwrap();
+        let out = recover_in(state.path())
+            .args(["run", p(&rb), "--yes"])
+            .timeout(Duration::from_secs(60))
+            .output()
+            .unwrap();
+        let j = read_journal(&only_journal(state.path()));
+        assert_eq!(out.status.code(), Some(0), "{capture}: {}", dump(&j));
+        let boot = step_event(&j, "step_finished", 1);
+        let verdict = if unclean { "unclean" } else { "clean" };
+        assert!(
+            boot["reason"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with(&format!("previous boot {verdict}:")),
+            "{capture}: {boot}"
+        );
+        let verify = step_event(&j, "step_finished", 2);
+        assert!(remote_file(&sshd, &dir.path().join("after")).is_some());
+        if unclean {
+            assert_eq!(verify["outcome"], "passed", "{verify}");
+            assert_eq!(
+                remote_file(&sshd, &dir.path().join("verified")).as_deref(),
+                Some("verified\n")
+            );
+            assert!(
+                events(&j, "warning")
+                    .iter()
+                    .any(|w| w["step"] == 1
+                        && w["message"].as_str().unwrap_or("").contains("unclean")),
+                "{}",
+                dump(&j)
+            );
+        } else {
+            assert_eq!(verify["outcome"], "skipped", "{verify}");
+            assert!(
+                verify["reason"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("step 1 found a clean shutdown"),
+                "{verify}"
+            );
+            assert!(remote_file(&sshd, &dir.path().join("verified")).is_none());
+            assert!(
+                !started_steps(&j).contains(&2),
+                "a skipped step never starts: {}",
+                dump(&j)
+            );
+        }
+    }
+}

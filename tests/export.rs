@@ -92,7 +92,13 @@ fn plan_items(plan: &Plan) -> Vec<(usize, String)> {
         match &s.action {
             Action::Manual { text } => add(squash(text)),
             Action::Run(c) | Action::DropCaches(c) | Action::PreviousBoot { command: c, .. } => {
-                add(c.script.clone());
+                // As typed after the login function: one argument, so a script with single
+                // quotes is quoted again (`'\''`).
+                add(if c.script.contains('\'') && !c.sudo {
+                    shell_quote(&c.script)
+                } else {
+                    c.script.clone()
+                });
                 add(shell_quote(&c.wire));
             }
             Action::Local(c) => add(c.script.clone()),

@@ -90,6 +90,8 @@ fn retargeted(env: &BTreeMap<String, String>) -> Value {
 struct Printed {
     typed: Vec<String>,
     checks: Option<String>,
+    /// `when: unclean_shutdown`: typed only unless this earlier step found a clean shutdown.
+    unless_clean: Option<usize>,
 }
 
 /// Each fenced box with the paragraph before it (empty for a box right after another).
@@ -120,6 +122,8 @@ enum Class {
     Check,
     /// The exact line `recover` sends: reference only, never typed.
     SmallPrint,
+    /// "Only if step N did not find a clean shutdown ...": the whole step is typed only then.
+    UnlessClean(usize),
 }
 
 /// The paragraphs the binder puts before a box a person types as a matter of course. Anything
@@ -144,7 +148,16 @@ fn classify(step: usize, before: &str, previous: Option<Class>) -> Class {
         Class::Check
     } else if TYPED.iter().any(|t| before.starts_with(t)) {
         Class::Typed
-    } else if before.is_empty() && previous == Some(Class::Typed) {
+    } else if let Some(rest) = before.strip_prefix("Only if step ")
+        && rest.contains("did not find a clean shutdown")
+    {
+        let n = rest
+            .split(' ')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("step {step}: which step? {before:?}"));
+        Class::UnlessClean(n)
+    } else if before.is_empty() && matches!(previous, Some(Class::Typed | Class::UnlessClean(_))) {
         // A second line of the same instruction (`ELAPSED=...`, then the post).
         Class::Typed
     } else {
@@ -183,6 +196,10 @@ fn printed(md: &str) -> (String, BTreeMap<usize, Printed>) {
                     p.checks = Some(body);
                 }
                 Class::Typed => p.typed.push(body),
+                Class::UnlessClean(of) => {
+                    p.unless_clean = Some(of);
+                    p.typed.push(body);
+                }
             }
             previous = Some(class);
         }
@@ -306,6 +323,20 @@ fn the_binder_recovers_the_lab_after_a_real_power_cut() {
                 booted = true;
             }
             continue;
+        }
+        if let Some(of) = p.unless_clean {
+            // The person reads step `of`'s saved evidence as the binder says; recover's own
+            // verdict on the same output decides here, and must agree with the Plan.
+            assert_eq!(s.when_unclean, Some(of), "step {}", s.number);
+            let evidence = std::fs::read_to_string(dir.join(format!("s{of}.out")))
+                .unwrap_or_else(|e| panic!("step {of} saved no evidence: {e}"));
+            let v = recover::previous_boot::judge(&evidence);
+            // After a real power cut, the previous boot is unclean: the step runs.
+            assert_eq!(
+                v.state,
+                recover::previous_boot::State::Unclean,
+                "step {of} after a power cut: {v:?}"
+            );
         }
         let limit = s.timeout + Duration::from_secs(120);
         let typed = p.typed.join("\n");

@@ -188,3 +188,131 @@ fn the_tailscale_gate_follows_the_backend_state() {
         Verdict::Fail(_)
     ));
 }
+
+/// `script` through `sh` in `dir`, bounded: its output as the verdict functions read it.
+fn sh_in(dir: &Path, script: &str) -> Output {
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c").arg(script).current_dir(dir);
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("sh runs");
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "`{script}` hangs"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    Output {
+        exit: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        timed_out: false,
+    }
+}
+
+fn script_of(s: &Step) -> &str {
+    match &s.action {
+        Action::Run(c) => &c.script,
+        _ => panic!("step {:?} is not a run step", s.name),
+    }
+}
+
+/// The lab's stand-ins (tests/lab/guest/usr/local/bin: the GPU and the clock, which a VM
+/// without a GPU or a network time source lacks) answer the reference runbook's commands the
+/// way its checks want; the lab's model files match their SHA256SUMS, and a damaged copy fails
+/// the checksum step, which runs only when the shutdown was not clean.
+#[test]
+fn the_lab_stand_ins_and_model_files_satisfy_the_reference_checks() {
+    let plan = spark_plan();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let guest = root.join("tests/lab/guest");
+    let bin = guest.join("usr/local/bin");
+    let judge_step = |s: &Step, out: &Output| judge(out, s.expect.as_ref(), s.abort_if.as_ref());
+
+    let gpu = step(&plan, "GPU answers");
+    let cmd = script_of(gpu).replacen(
+        "nvidia-smi",
+        &bin.join("nvidia-smi").display().to_string(),
+        1,
+    );
+    assert_eq!(judge_step(gpu, &sh_in(root, &cmd)), Verdict::Pass);
+    // What the real nvidia-smi says when the driver does not answer (exit 9).
+    let no_driver = Output {
+        exit: Some(9),
+        stdout: "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. Make sure that the latest NVIDIA driver is installed and running.\n".into(),
+        stderr: String::new(),
+        timed_out: false,
+    };
+    assert!(matches!(judge_step(gpu, &no_driver), Verdict::Fail(_)));
+
+    let clock = step(&plan, "Clock synchronised");
+    let cmd = script_of(clock).replacen(
+        "timedatectl",
+        &bin.join("timedatectl").display().to_string(),
+        1,
+    );
+    assert_eq!(judge_step(clock, &sh_in(root, &cmd)), Verdict::Pass);
+    let unsynced = Output {
+        exit: Some(0),
+        stdout: "no\n".into(),
+        stderr: String::new(),
+        timed_out: false,
+    };
+    assert!(matches!(judge_step(clock, &unsynced), Verdict::Fail(_)));
+
+    let sums = step(&plan, "Model files match their checksums");
+    let boot = step(&plan, "How the Spark went down");
+    assert!(matches!(boot.action, Action::PreviousBoot { .. }));
+    assert_eq!(sums.when_unclean, Some(boot.number));
+    assert!(boot.number < sums.number);
+    let models = tempfile::tempdir().unwrap();
+    let copy = sh_in(
+        root,
+        &format!(
+            "cp -R {}/. {}",
+            guest.join("srv/models").display(),
+            models.path().display()
+        ),
+    );
+    assert_eq!(copy.exit, Some(0), "{copy:?}");
+    let cmd = script_of(sums).replacen("/srv/models", &models.path().display().to_string(), 1);
+    assert_eq!(judge_step(sums, &sh_in(root, &cmd)), Verdict::Pass);
+    // A hard cut truncated a shard.
+    let shard = models
+        .path()
+        .join("qwen36/model-00001-of-00001.safetensors");
+    let len = std::fs::metadata(&shard).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&shard)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let out = sh_in(root, &cmd);
+    assert!(
+        matches!(judge_step(sums, &out), Verdict::Fail(_)),
+        "{out:?}"
+    );
+    assert!(
+        out.stdout
+            .contains("qwen36/model-00001-of-00001.safetensors: FAILED"),
+        "{out:?}"
+    );
+
+    // Free space: the runbook's own line, on this machine's filesystems.
+    let df = step(&plan, "Free space on the root, model and log filesystems");
+    assert!(script_of(df).starts_with("df -P / /srv/models /var/log | awk "));
+    let out = sh_in(root, &script_of(df).replacen("/srv/models", "/tmp", 1));
+    let full = out.stdout.lines().skip(1).any(|l| {
+        l.split_whitespace()
+            .nth(4)
+            .and_then(|p| p.trim_end_matches('%').parse::<u32>().ok())
+            .is_some_and(|p| p >= 90)
+    });
+    assert_eq!(judge_step(df, &out) == Verdict::Pass, !full, "{out:?}");
+}

@@ -9,7 +9,7 @@ use crate::target::ExecError;
 
 impl Engine<'_> {
     pub(crate) async fn previous_boot(
-        &self,
+        &mut self,
         s: &Step,
         command: &Command,
         on_unclean: OnUnclean,
@@ -22,6 +22,7 @@ impl Engine<'_> {
             Err(e) => return StepResult::with(StepOutcome::Failed, e.to_string()),
         };
         let v = judge(&f.output.stdout);
+        self.previous_boot = Some(v.state);
         let mut evidence = String::new();
         for e in &v.evidence {
             let mark = match e.points {

@@ -170,6 +170,8 @@ pub struct Engine<'a> {
     clock: Instant,
     /// Rehearsal: steps that failed or would have aborted (the drill goes on).
     pub(crate) rehearsal_problems: usize,
+    /// What this run's last `previous_boot` step said: `when: unclean_shutdown` reads it.
+    pub(crate) previous_boot: Option<crate::previous_boot::State>,
 }
 
 /// Output kept in events and the journal, per stream.
@@ -220,6 +222,7 @@ impl<'a> Engine<'a> {
             cancel,
             clock: Instant::now(),
             rehearsal_problems: 0,
+            previous_boot: None,
         }
     }
 
@@ -357,6 +360,10 @@ impl<'a> Engine<'a> {
                     phase_result = StepOutcome::Interrupted;
                     break;
                 }
+                if let Some(why) = self.not_needed(s) {
+                    self.skipped(pnum, s, &why);
+                    continue;
+                }
                 let res = self.step(pnum, s).await;
                 self.drain_notes();
                 match res.outcome {
@@ -464,6 +471,19 @@ impl<'a> Engine<'a> {
             t.close().await;
         }
         outcome
+    }
+
+    /// Why a `when: unclean_shutdown` step is skipped: only when this run's `previous_boot`
+    /// step found a clean shutdown. Unclean, unknown, or not run in this run (`--from` or
+    /// `--resume` past it): the step runs, since verifying costs time and skipping could let
+    /// a service load a file a hard cut damaged.
+    fn not_needed(&self, s: &crate::plan::Step) -> Option<String> {
+        let n = s.when_unclean?;
+        (self.previous_boot == Some(crate::previous_boot::State::Clean)).then(|| {
+            format!(
+                "not needed: step {n} found a clean shutdown (`when: unclean_shutdown` runs it only after a hard cut or when that is not known)"
+            )
+        })
     }
 
     fn skipped(&self, phase: usize, s: &crate::plan::Step, why: &str) {

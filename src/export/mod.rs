@@ -657,6 +657,14 @@ impl Builder<'_> {
                 "power on".into()
             }
         };
+        if let Some(n) = s.when_unclean
+            && let Some(first) = blocks.first_mut()
+        {
+            first.say = format!(
+                "Only if step {n} did not find a clean shutdown (unclean, or it could not tell); after a clean one, tick this step as skipped. {}",
+                first.say
+            );
+        }
         let mut about = vec![
             kind,
             if s.mutates {
@@ -872,6 +880,23 @@ impl Builder<'_> {
         // A wait_ssh that runs out of time aborts, whatever `on_fail` says (SPEC: abort
         // conditions); a manual step aborts when the operator says so.
         let wait = matches!(s.action, Action::WaitSsh { .. });
+        if let Action::PreviousBoot { on_unclean, .. } = &s.action {
+            use crate::runbook::model::OnUnclean;
+            let (text, abort) = match on_unclean {
+                OnUnclean::Abort => ("ABORT: the long procedure.".to_owned(), true),
+                OnUnclean::Warn => (
+                    "say so to the operators and go on: the next steps look for filesystem damage themselves, and a step marked \"only if this step did not find a clean shutdown\" runs now.".to_owned(),
+                    false,
+                ),
+                OnUnclean::Continue => ("write it down and go on.".to_owned(), false),
+            };
+            out.push(Outcome {
+                label: "If it is unclean or unknown".into(),
+                text,
+                abort,
+            });
+            return out;
+        }
         let label = if manual {
             "If it is not so"
         } else if wait {

@@ -344,6 +344,13 @@ fn step_text(o: &mut String, plan: &Plan, s: &Step) {
             );
         }
     }
+    if let Some(n) = s.when_unclean {
+        line(
+            o,
+            "when",
+            &format!("unclean_shutdown: skipped only if step {n} finds a clean shutdown"),
+        );
+    }
     if let Some(m) = &s.expect {
         line(o, "expect", &matcher_text(m));
     } else if matches!(

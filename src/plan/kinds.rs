@@ -279,6 +279,24 @@ impl Resolver<'_> {
             }
         }
 
+        let when_unclean = match &s.when {
+            None => None,
+            Some(w) => match (w.value, self.previous_boot) {
+                (model::When::UncleanShutdown, Some(n)) => Some(n),
+                (model::When::UncleanShutdown, None) => {
+                    self.err(
+                        Pos::of(&w.referenced),
+                        "`when: unclean_shutdown` needs an earlier `previous_boot` step to say how the box went down",
+                        "add `- previous_boot: { on_unclean: warn }` before this step (right after `wait_ssh`)",
+                    );
+                    None
+                }
+            },
+        };
+        if kind == Kind::PreviousBoot {
+            self.previous_boot = Some(number);
+        }
+
         if self.problems.len() > before {
             return None;
         }
@@ -298,6 +316,7 @@ impl Resolver<'_> {
             mutates,
             abort_message,
             expected: s.expected.clone().unwrap_or_default(),
+            when_unclean,
             pos: spos,
             sudo_check: None,
         };

@@ -135,6 +135,8 @@ pub(super) struct Resolver<'a> {
     pub(super) values: Values,
     /// Set while rendering what only status posts read (webhooks, notify and abort messages).
     pub(super) for_notify: bool,
+    /// The last `previous_boot` step resolved so far, for `when: unclean_shutdown`.
+    pub(super) previous_boot: Option<usize>,
 }
 
 impl<'a> Resolver<'a> {
@@ -368,6 +370,7 @@ pub fn resolve(loaded: &Loaded, opts: &Options) -> Result<Plan, Vec<Problem>> {
         var_names: Vec::new(),
         values: Values::default(),
         for_notify: false,
+        previous_boot: None,
     };
 
     // name: used in file names and kill markers.

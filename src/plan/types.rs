@@ -116,6 +116,9 @@ pub struct Step {
     pub abort_message: Option<String>,
     /// What the step may show that is expected and harmless, for the operator.
     pub expected: Vec<String>,
+    /// `when: unclean_shutdown`: the number of the earlier `previous_boot` step whose verdict
+    /// decides; the step is skipped (and says so) only when that step found a clean shutdown.
+    pub when_unclean: Option<usize>,
     /// What `rehearse` does with it.
     pub rehearse: Rehearse,
     /// Rehearsal's `sudo -n -l` of every command the step runs with sudo (it runs nothing):

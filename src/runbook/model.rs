@@ -538,6 +538,15 @@ pub struct PreviousBoot {
     pub on_unclean: Option<OnUnclean>,
 }
 
+/// `when:` on a step: the condition it runs under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum When {
+    /// Unless an earlier `previous_boot` step of this run said the last shutdown was clean:
+    /// after a hard cut, when it could not tell, or when this run started after it.
+    UncleanShutdown,
+}
+
 /// One step: exactly one kind key, plus the common keys.
 ///
 /// The kinds are optional fields rather than an enum so that every key keeps its location
@@ -594,6 +603,10 @@ pub struct Step {
     /// Messages this step may show that look alarming but are expected and harmless
     /// (after a power cut: journald's "corrupted or uncleanly shut down").
     pub expected: Option<Vec<String>>,
+    /// `when: unclean_shutdown`: run the step only unless an earlier `previous_boot` step of
+    /// this run found a clean shutdown (verifying model files after a hard cut).
+    #[schemars(with = "Option<When>")]
+    pub when: Option<Spanned<When>>,
 }
 
 impl Step {
