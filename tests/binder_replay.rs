@@ -3,6 +3,8 @@
 //! and must give the verdict `recover`'s own verdict functions give on the same output.
 //! A check line that cannot be replayed is a bug in the binder.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -600,4 +602,121 @@ curl() {
         ["pass", "fail", "pass", "pass"]
     );
     assert!(!printed.contains("GAVE UP"), "{printed}");
+}
+
+/// The printed "Read the UPS" loop of step `n`, exactly as printed.
+fn printed_ups_loop(md: &str, n: usize) -> String {
+    let section = md
+        .split("\n### ")
+        .find(|s| s.starts_with(&format!("{n}. ")))
+        .unwrap_or_else(|| panic!("no step {n}"));
+    let at = section.find("Read the UPS").expect("a UPS box");
+    let rest = &section[at..];
+    let body = rest.split("```sh\n").nth(1).expect("a fenced box");
+    body.split("\n```")
+        .next()
+        .expect("a closed fence")
+        .to_owned()
+}
+
+fn ups_step(plan: &Plan) -> (usize, &recover::plan::UpsWait) {
+    plan.phases
+        .iter()
+        .flat_map(|p| &p.steps)
+        .find_map(|s| match &s.action {
+            Action::Ups(w) => Some((s.number, w)),
+            _ => None,
+        })
+        .expect("a ups step")
+}
+
+/// The UPS step typed as printed, against a real upsd (`dummy-ups`, `upsc`) on 127.0.0.1 and
+/// the simulated clock: on line with enough charge, it ends after `stable_for` without giving
+/// up; on battery, it gives up by itself at its deadline.
+#[test]
+fn the_printed_ups_loop_reads_a_real_upsd_and_is_bounded() {
+    if common::require_tool(&["upsc"]).is_none() {
+        return;
+    }
+    let plan = lab_plan();
+    let (n, w) = ups_step(&plan);
+    for (status, charge, stable) in [("OL CHRG", 100, true), ("OB DISCHRG", 40, false)] {
+        let Some(upsd) = common::nut::Upsd::start(&w.ups.name, status, charge) else {
+            return;
+        };
+        let state = tempfile::tempdir().unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_recover"))
+            .current_dir(root())
+            .args(["export", RUNBOOK, "--format", "md", "--var"])
+            .arg(format!("nut={}:{}", upsd.host(), upsd.port()))
+            .env("XDG_STATE_HOME", state.path())
+            .env("RECOVER_WEBHOOK", "http://127.0.0.1:9/")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let script = printed_ups_loop(&String::from_utf8(out.stdout).unwrap(), n);
+        assert!(
+            script.contains(&format!("{}:{}", upsd.host(), upsd.port())),
+            "{script}"
+        );
+        let (printed, dir) = run_gate_loop("", &script);
+        assert!(
+            printed.contains(&format!("status: {status}, charge: {charge}")),
+            "{printed}"
+        );
+        let elapsed: u64 = read(dir.path(), "clock").trim().parse::<u64>().unwrap() - 1_000_000;
+        if stable {
+            assert!(!printed.contains("GAVE UP"), "{printed}");
+            let need = w.want.stable_for.as_secs();
+            assert!(
+                (need..=need + 2 * w.every.as_secs()).contains(&elapsed),
+                "ended after {elapsed}s on the simulated clock, stable_for {need}s"
+            );
+        } else {
+            assert!(printed.contains("GAVE UP"), "{printed}");
+            assert!(elapsed >= w.timeout.as_secs(), "{elapsed}s");
+        }
+    }
+}
+
+/// A flap back to battery starts the count again, as the engine's tracker does; too little
+/// charge holds it back (stand-in `upsc` on the simulated clock, one answer a read).
+#[test]
+fn the_printed_ups_loop_restarts_the_count_on_a_flap() {
+    let md = binder();
+    let plan = lab_plan();
+    let (n, w) = ups_step(&plan);
+    let min = w
+        .want
+        .min_charge
+        .expect("the reference runbook asks for a charge");
+    // Reads every `every`: on line, a flap, then on line for good but charging from too low.
+    let standins = format!(
+        r#"
+upsc() {{
+  t=$(( $(cat reads 2>/dev/null || echo 0) + 1 )); echo $t > reads
+  r=$(( (t + 1) / 2 ))
+  case "$2" in
+    ups.status) if [ $r -le 3 ] || [ $r -ge 5 ]; then echo 'OL CHRG'; else echo 'OB DISCHRG'; fi ;;
+    battery.charge) if [ $r -le 6 ]; then echo {low}; else echo {min}; fi ;;
+  esac
+}}
+"#,
+        low = min as u32 - 1,
+        min = min.ceil() as u32,
+    );
+    let (printed, dir) = run_gate_loop(&standins, &printed_ups_loop(&md, n));
+    assert!(!printed.contains("GAVE UP"), "{printed}");
+    let elapsed: u64 = read(dir.path(), "clock").trim().parse::<u64>().unwrap() - 1_000_000;
+    // Good from the 7th read (enough charge, on line), at (7 - 1) x every; then stable_for.
+    let every = w.every.as_secs();
+    let want = 6 * every + w.want.stable_for.as_secs();
+    assert!(
+        (want..=want + every).contains(&elapsed),
+        "ended after {elapsed}s, want about {want}s\n{printed}"
+    );
 }

@@ -129,11 +129,13 @@ fn plan_items(plan: &Plan) -> Vec<(usize, String)> {
                 add(r.url.clone());
                 add(r.curl());
             }
-            Action::Notify { message, .. } => add(message.clone()),
+            // `{{ run.elapsed }}` is what the person fills in as `$ELAPSED`.
+            Action::Notify { message, .. } => add(message.replace("{{ run.elapsed }}", "$ELAPSED")),
             Action::Ups(w) => {
                 let at = format!("{}@{}:{}", w.ups.name, w.ups.host, w.ups.port);
-                add(format!("upsc {at} ups.status"));
-                add(format!("upsc {at} battery.charge"));
+                add(format!("upsc {at} \"$1\""));
+                add(format!("GET VAR {} %s", w.ups.name));
+                add(format!("nc -w 5 {} {}", w.ups.host, w.ups.port));
             }
             Action::PowerOn(p) => p.by_hand().into_iter().for_each(&mut add),
         }

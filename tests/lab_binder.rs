@@ -90,6 +90,8 @@ fn retargeted(env: &BTreeMap<String, String>) -> Value {
 struct Printed {
     typed: Vec<String>,
     checks: Option<String>,
+    /// Typed only when the boxes above printed `GAVE UP` (a wait's second chance).
+    if_gave_up: Vec<String>,
     /// `when: unclean_shutdown`: typed only unless this earlier step found a clean shutdown.
     unless_clean: Option<usize>,
 }
@@ -124,6 +126,8 @@ enum Class {
     SmallPrint,
     /// "Only if step N did not find a clean shutdown ...": the whole step is typed only then.
     UnlessClean(usize),
+    /// "Only if the wait above printed `GAVE UP` ...": typed only then.
+    IfGaveUp,
 }
 
 /// The paragraphs the binder puts before a box a person types as a matter of course. Anything
@@ -148,6 +152,8 @@ fn classify(step: usize, before: &str, previous: Option<Class>) -> Class {
         Class::Check
     } else if TYPED.iter().any(|t| before.starts_with(t)) {
         Class::Typed
+    } else if before.starts_with("Only if the wait above printed `GAVE UP`") {
+        Class::IfGaveUp
     } else if let Some(rest) = before.strip_prefix("Only if step ")
         && rest.contains("did not find a clean shutdown")
     {
@@ -196,6 +202,7 @@ fn printed(md: &str) -> (String, BTreeMap<usize, Printed>) {
                     p.checks = Some(body);
                 }
                 Class::Typed => p.typed.push(body),
+                Class::IfGaveUp => p.if_gave_up.push(body),
                 Class::UnlessClean(of) => {
                     p.unless_clean = Some(of);
                     p.typed.push(body);
@@ -340,7 +347,12 @@ fn the_binder_recovers_the_lab_after_a_real_power_cut() {
         }
         let limit = s.timeout + Duration::from_secs(120);
         let typed = p.typed.join("\n");
-        let shown = sh(home.path(), &format!("{login}\n{scratch}\n{typed}"), limit);
+        let mut shown = sh(home.path(), &format!("{login}\n{scratch}\n{typed}"), limit);
+        if shown.lines().any(|l| l.trim() == "GAVE UP") && !p.if_gave_up.is_empty() {
+            // The second chance the binder gives (the person pressed the power button).
+            let again = p.if_gave_up.join("\n");
+            shown = sh(home.path(), &format!("{login}\n{scratch}\n{again}"), limit);
+        }
         let Some(checks) = &p.checks else {
             if matches!(s.action, Action::WaitSsh { .. }) {
                 assert!(!shown.contains("GAVE UP"), "step {}: {shown}", s.number);

@@ -442,7 +442,7 @@ impl Builder<'_> {
         if elapsed {
             // Inside the single-quoted JSON body: close the quotes around the variable.
             line = line.replace(ELAPSED_TEMPLATE, "'\"$ELAPSED\"'");
-            cmds.push(Cmd::typed(ON_HOST, "ELAPSED=23m".into()));
+            cmds.push(Cmd::typed(ON_HOST, "ELAPSED=__m".into()));
         }
         cmds.push(Cmd::typed(ON_HOST, line));
         Block {
@@ -454,7 +454,7 @@ impl Builder<'_> {
             cmds,
             expect: Some("the last line is an HTTP status in the 200s.".into()),
             note: elapsed.then(|| {
-                "`ELAPSED`: the minutes from the recovery start written on the first page to now, as `23m`.".to_owned()
+                "`ELAPSED=__m`: fill in the minutes from the recovery start written on the first page to now (`ELAPSED=23m`) before typing it.".to_owned()
             }),
             ..Block::default()
         }
@@ -508,16 +508,30 @@ impl Builder<'_> {
                     expect: Some(
                         "it prints one line, the boot id (a UUID such as `0d1e5c6a-…`), and the loop ends. Write it here: ______ (a different id later means the box rebooted again). `GAVE UP`: no answer in time.".into(),
                     ),
-                    note: otherwise.as_ref().map(|ask| {
-                        format!(
-                            "No answer after {}? {} Then try again for {} more.",
-                            fmt_duration(*timeout),
-                            ask.text.trim_end(),
-                            fmt_duration(ask.timeout)
-                        )
-                    }),
                     ..Block::default()
                 });
+                if let Some(ask) = otherwise {
+                    blocks.push(Block {
+                        repeat: Some(format!(
+                            "Try every {} until it answers; the loop gives up by itself after {}.",
+                            fmt_duration(*every),
+                            fmt_duration(ask.timeout)
+                        )),
+                        say: format!(
+                            "Only if the wait above printed `GAVE UP` (no answer after {}): {} Then wait again:",
+                            fmt_duration(*timeout),
+                            self.text(&ask.text.split_whitespace().collect::<Vec<_>>().join(" "))
+                        ),
+                        cmds: vec![Cmd::typed(
+                            ON_HOST,
+                            until_loop(*every, ask.timeout, &format!("{f} {BOOT_ID_COMMAND}")),
+                        )],
+                        expect: Some(
+                            "it prints the boot id and the loop ends. `GAVE UP` again: no answer in time.".into(),
+                        ),
+                        ..Block::default()
+                    });
+                }
                 format!("wait for {tname}")
             }
             Action::PreviousBoot {
@@ -594,13 +608,12 @@ impl Builder<'_> {
             Action::Notify { channel, message } => {
                 text = Some(Labelled {
                     label: "Message".into(),
-                    text: self.text(message.trim()),
+                    text: self.text(&message.trim().replace(ELAPSED_TEMPLATE, "$ELAPSED")),
                 });
                 blocks.push(self.post(channel, message.trim()));
                 format!("post to {channel}")
             }
             Action::Ups(w) => {
-                let at = format!("{}@{}:{}", w.ups.name, w.ups.host, w.ups.port);
                 let charge = w
                     .want
                     .min_charge
@@ -609,20 +622,18 @@ impl Builder<'_> {
                 blocks.push(Block {
                     checks: Vec::new(),
                     repeat: Some(format!(
-                        "Repeat every {}; a status without OL, or with OB, LB or FSD, starts the count again; give up after {}.",
+                        "Reads the UPS every {}; a status without OL, or with OB, LB or FSD{}, starts the count again; the loop gives up by itself after {}.",
                         fmt_duration(w.every),
+                        if w.want.min_charge.is_some() { ", or too little charge" } else { "" },
                         fmt_duration(w.timeout)
                     )),
-                    say: "Read the UPS from upsd (or read its panel):".into(),
-                    cmds: vec![
-                        Cmd::typed(ON_HOST, self.shell(&format!("upsc {at} ups.status"))),
-                        Cmd::typed(ON_HOST, self.shell(&format!("upsc {at} battery.charge"))),
-                    ],
+                    say: "Read the UPS from upsd until mains has been stable long enough (`upsc` if it is installed, else `nc`; or read the UPS's panel):".into(),
+                    cmds: vec![Cmd::typed(ON_HOST, self.shell(&ups_loop(w)))],
                     expect: Some(format!(
-                        "the status holds OL, and none of OB, LB, FSD, for {} without a break{charge}.",
+                        "the loop ends without `GAVE UP` once the status held OL, and none of OB, LB, FSD, for {} without a break{charge}; each line shows what it read.",
                         fmt_duration(w.want.stable_for)
                     )),
-                    note: None,
+                    note: Some("`GAVE UP`: mains never stayed stable for long enough: wait, or go on at your own risk if the panel shows mains and a charging battery.".into()),
                 });
                 "wait for mains".into()
             }
@@ -899,7 +910,15 @@ impl Builder<'_> {
         }
         let label = if manual {
             "If it is not so"
-        } else if wait {
+        } else if matches!(
+            s.action,
+            Action::WaitSsh {
+                otherwise: Some(_),
+                ..
+            }
+        ) {
+            "If the second wait prints GAVE UP too"
+        } else if wait || matches!(s.action, Action::Ups(_)) {
             "If it prints GAVE UP"
         } else if notify {
             "If it fails"
@@ -997,6 +1016,40 @@ fn until_loop(every: Duration, timeout: Duration, cond: &str) -> String {
         "end=$(( $(date +%s) + {} ))\nuntil {cond}; do\n  [ \"$(date +%s)\" -lt \"$end\" ] || {{ echo GAVE UP; break; }}\n  sleep {}\ndone",
         timeout.as_secs(),
         every.as_secs().max(1)
+    )
+}
+
+/// The `ups` step as a person types it: NUT's `GET VAR` through `upsc` when installed, else
+/// `nc` speaking the protocol itself; every `every` the status and the charge; the count of
+/// seconds on line starts again on a status without `OL` or with `OB`, `LB`, `FSD`, or a
+/// charge below the minimum; ends once on line for `stable_for`, or says `GAVE UP`.
+fn ups_loop(w: &crate::plan::UpsWait) -> String {
+    let (name, host, port) = (&w.ups.name, &w.ups.host, w.ups.port);
+    let min = w
+        .want
+        .min_charge
+        // Whole percents: a fractional minimum asks for the next one up.
+        .map(|c| {
+            format!(
+                "\n  [ \"${{ch%%.*}}\" -ge {} ] 2>/dev/null || ok=0",
+                c.ceil() as u64
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        "ups() {{ if command -v upsc >/dev/null; then upsc {name}@{host}:{port} \"$1\" 2>/dev/null; else printf 'GET VAR {name} %s\\nLOGOUT\\n' \"$1\" | nc -w 5 {host} {port} | sed -n 's/^VAR [^ ]* [^ ]* \"\\(.*\\)\"$/\\1/p'; fi; }}\n\
+end=$(( $(date +%s) + {timeout} )); since=\n\
+until [ -n \"$since\" ] && [ $(( $(date +%s) - since )) -ge {stable} ]; do\n\
+\x20 [ \"$(date +%s)\" -lt \"$end\" ] || {{ echo GAVE UP; break; }}\n\
+\x20 st=$(ups ups.status); ch=$(ups battery.charge); echo \"status: $st, charge: $ch\"\n\
+\x20 case \" $st \" in *\" OL \"*) ok=1 ;; *) ok=0 ;; esac\n\
+\x20 case \" $st \" in *\" OB \"*|*\" LB \"*|*\" FSD \"*) ok=0 ;; esac{min}\n\
+\x20 if [ \"$ok\" = 1 ]; then since=${{since:-$(date +%s)}}; else since=; fi\n\
+\x20 sleep {every}\n\
+done",
+        timeout = w.timeout.as_secs(),
+        stable = w.want.stable_for.as_secs(),
+        every = w.every.as_secs().max(1),
     )
 }
 
