@@ -59,7 +59,7 @@ def retarget(src, out):
     lab = os.environ["LAB_DIR"]
     subs = [("/var/tmp/recover-lab/", lab.rstrip("/") + "/"), ("port: 2222", "port: " + os.environ["LAB_SSH_PORT"])]
     for var, port in (("VLLM", 18000), ("SGLANG", 18001), ("DISPATCHER", 18002), ("NODE_EXPORTER", 19100),
-                      ("CADDY", 18080), ("PROMETHEUS", 19090)):
+                      ("CADDY", 18080), ("PROMETHEUS", 19090), ("PUBLIC", 18443)):
         subs.append((f"127.0.0.1:{port}", "127.0.0.1:" + os.environ[f"LAB_{var}_PORT"]))
     for old, new in subs:
         if old not in text:

@@ -20,7 +20,8 @@
 #   LAB_BOOT_TIMEOUT=600            seconds a boot may take to answer SSH
 #   RECOVER_LAB_DIR=/var/tmp/recover-lab-bench, LAB_SSH_PORT=2622, LAB_VLLM_PORT=18600,
 #   LAB_SGLANG_PORT=18601, LAB_DISPATCHER_PORT=18602, LAB_MCP_PORT=18603, LAB_CADDY_PORT=18680,
-#   LAB_NODE_EXPORTER_PORT=19600, LAB_PROMETHEUS_PORT=19690   the bench lab's dir and ports
+#   LAB_NODE_EXPORTER_PORT=19600, LAB_PROMETHEUS_PORT=19690, LAB_PUBLIC_PORT=18643
+#                                   the bench lab's dir and ports
 #
 # Needs: root (the lab builds its image with debootstrap and chroot), what scripts/setup installs
 # for the lab (qemu-system-x86, qemu-utils, debootstrap, e2fsprogs, openssh-client), python3.
@@ -34,7 +35,7 @@ export LAB_SSH_PORT=${LAB_SSH_PORT:-2622}
 export LAB_VLLM_PORT=${LAB_VLLM_PORT:-18600} LAB_SGLANG_PORT=${LAB_SGLANG_PORT:-18601}
 export LAB_DISPATCHER_PORT=${LAB_DISPATCHER_PORT:-18602} LAB_MCP_PORT=${LAB_MCP_PORT:-18603}
 export LAB_CADDY_PORT=${LAB_CADDY_PORT:-18680} LAB_NODE_EXPORTER_PORT=${LAB_NODE_EXPORTER_PORT:-19600}
-export LAB_PROMETHEUS_PORT=${LAB_PROMETHEUS_PORT:-19690}
+export LAB_PROMETHEUS_PORT=${LAB_PROMETHEUS_PORT:-19690} LAB_PUBLIC_PORT=${LAB_PUBLIC_PORT:-18643}
 # A loaded host boots the TCG guest slowly (over 180 s at load 17): wait longer than lab's default.
 export LAB_BOOT_TIMEOUT=${LAB_BOOT_TIMEOUT:-600}
 

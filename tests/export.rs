@@ -115,7 +115,8 @@ fn plan_items(plan: &Plan) -> Vec<(usize, String)> {
                 add(format!("systemctl is-active {unit}"));
                 match health.as_ref().map(|g| &g.probe) {
                     Some(Probe::Http(r)) => {
-                        add(r.url.clone());
+                        // The query is printed decoded, in the curl line's `--data-urlencode`.
+                        add(r.url.split('?').next().unwrap_or(&r.url).to_owned());
                         add(r.curl());
                     }
                     Some(Probe::Run { command, .. }) => {
@@ -126,7 +127,8 @@ fn plan_items(plan: &Plan) -> Vec<(usize, String)> {
                 }
             }
             Action::Http(r) => {
-                add(r.url.clone());
+                // The query is printed decoded, in the curl line's `--data-urlencode`.
+                add(r.url.split('?').next().unwrap_or(&r.url).to_owned());
                 add(r.curl());
             }
             // `{{ run.elapsed }}` is what the person fills in as `$ELAPSED`.

@@ -78,7 +78,10 @@ fn retargeted(env: &BTreeMap<String, String>) -> Value {
         ("node_exporter", get("LAB_NODE_EXPORTER_URL")),
         ("proxy", get("LAB_CADDY_URL")),
         ("prometheus", get("LAB_PROMETHEUS_URL")),
-        ("public_mcp", format!("{}/mcp/health", get("LAB_CADDY_URL"))),
+        (
+            "public_mcp",
+            format!("{}/mcp/health", get("LAB_PUBLIC_URL")),
+        ),
     ] {
         rb["vars"][k] = json!(v);
     }

@@ -290,7 +290,7 @@ fn port_vars(lab: &Lab) -> Vec<(&'static str, String)> {
         ("prometheus", lab.get("LAB_PROMETHEUS_URL").to_owned()),
         (
             "public_mcp",
-            format!("{}/mcp/health", lab.get("LAB_CADDY_URL")),
+            format!("{}/mcp/health", lab.get("LAB_PUBLIC_URL")),
         ),
     ]
 }

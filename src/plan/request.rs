@@ -31,9 +31,70 @@ impl Request {
             parts.push(format!("--data-raw {}", shell_quote(b)));
         }
         parts.push("-w '\\n%{http_code}\\n'".to_owned());
-        parts.push(shell_quote(&self.url));
+        match decoded_query(&self.url).filter(|_| self.method == "GET" && self.body.is_none()) {
+            Some((base, params)) => {
+                parts.push("-G".to_owned());
+                for p in params {
+                    parts.push(format!("--data-urlencode {}", shell_quote(&p)));
+                }
+                parts.push(shell_quote(base));
+            }
+            None => parts.push(shell_quote(&self.url)),
+        }
         parts.join(" ")
     }
+}
+
+/// The URL without its query, and each parameter decoded as `name=value`, when curl can send
+/// the same query from them (`-G`, one `--data-urlencode` each): a person reads and types
+/// `up{instance="spark.local:9100"}`, not `up%7Binstance%3D...`. `None` when a parameter has
+/// no `=`, a name needs encoding (curl encodes only the value), or a value does not decode.
+fn decoded_query(url: &str) -> Option<(&str, Vec<String>)> {
+    if url.contains('#') {
+        return None;
+    }
+    let (base, query) = url.split_once('?')?;
+    if query.is_empty() {
+        return None;
+    }
+    query
+        .split('&')
+        .map(|pair| {
+            let (name, value) = pair.split_once('=')?;
+            let plain = |c: char| c.is_ascii_alphanumeric() || "-._~".contains(c);
+            if name.is_empty() || !name.chars().all(plain) {
+                return None;
+            }
+            Some(format!("{name}={}", percent_decoded(value)?))
+        })
+        .collect::<Option<Vec<_>>>()
+        .map(|params| (base, params))
+}
+
+/// A query value decoded as a server reads it (`%XX`, and `+` for a space); `None` for a
+/// broken escape or bytes that are not UTF-8.
+fn percent_decoded(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 impl Resolver<'_> {
@@ -174,5 +235,28 @@ impl Resolver<'_> {
             ),
             other => other.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod query_tests {
+    use super::*;
+
+    #[test]
+    fn a_query_is_printed_decoded_for_curl_to_encode() {
+        let (base, params) = decoded_query(
+            "http://p:9090/api/v1/query?query=up%7Binstance%3D%22spark.local%3A9100%22%7D&x=a+b",
+        )
+        .unwrap();
+        assert_eq!(base, "http://p:9090/api/v1/query");
+        assert_eq!(
+            params,
+            [r#"query=up{instance="spark.local:9100"}"#, "x=a b"]
+        );
+        assert_eq!(decoded_query("http://h/p"), None);
+        assert_eq!(decoded_query("http://h/p?flag"), None);
+        assert_eq!(decoded_query("http://h/p?q=%ZZ"), None);
+        assert_eq!(decoded_query("http://h/p?q%5B%5D=1"), None);
+        assert_eq!(decoded_query("http://h/p?q=1#top"), None);
     }
 }
