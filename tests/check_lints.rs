@@ -41,6 +41,11 @@ const LINTS: &[Lint] = &[
         help: "start this window at 5m, or extend the previous one",
     },
     Lint {
+        file: "step-longer-than-its-window", line: 9, column: 9,
+        message: "step 1 allows 15m, longer than the 5m window of phase `Power`: used in full, it overruns the window on its own",
+        help: "shorten the step's timeout to 5m or less, or widen the phase's `window:`",
+    },
+    Lint {
         file: "timeline-gap-at-the-start", line: 7, column: 13,
         message: "gap in the timeline: 0s to 2m belongs to no phase (before the first phase)",
         help: "start the first window at 0s",

@@ -49,6 +49,32 @@ pub fn lint(loaded: &Loaded, plan: &Plan) -> Vec<Problem> {
         }
     }
 
+    // A step whose allowance alone is longer than its phase's window overruns the window
+    // whenever it uses its allowance. Allowances are worst cases, so their sum may exceed the
+    // window (not every step runs long); one step that cannot fit is a timeline nobody can keep.
+    for ph in &plan.phases {
+        let window = ph.window.end.saturating_sub(ph.window.start);
+        for s in ph.steps.iter().filter(|s| s.timeout > window) {
+            out.push(
+                Problem::warning(
+                    src,
+                    s.pos,
+                    format!(
+                        "step {} allows {}, longer than the {} window of phase `{}`: used in full, it overruns the window on its own",
+                        s.number,
+                        fmt_duration(s.timeout),
+                        fmt_duration(window),
+                        ph.name
+                    ),
+                )
+                .help(format!(
+                    "shorten the step's timeout to {} or less, or widen the phase's `window:`",
+                    fmt_duration(window)
+                )),
+            );
+        }
+    }
+
     // Webhook URLs are credentials: they belong in the environment.
     for (name, ch) in loaded.runbook.notify.iter() {
         let url = &ch.webhook.value;
