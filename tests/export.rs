@@ -520,3 +520,40 @@ fn var_and_target_overrides_reach_the_binder() {
     assert!(md.contains("http://10.9.8.7:8000/v1/chat/completions"));
     assert!(!md.contains("ops@spark.local"));
 }
+
+/// After a real run, the binder prints beside each step's allowance how long it took then
+/// ("usually 0.2s (the run of YYYY-MM-DD)"), read from the run's journal in the state
+/// directory.
+#[test]
+fn each_step_shows_how_long_it_took_in_the_last_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let rb = dir.path().join("timed.yaml");
+    std::fs::write(
+        &rb,
+        "name: timed\nbudget: 10m\ntargets:\n  box: { host: box.local }\nphases:\n  - name: Here\n    window: 0m-10m\n    steps:\n      - name: quick\n        local: \"true\"\n      - name: slower\n        local: sleep 1.2\n",
+    )
+    .unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let md = export_ok(rb.to_str().unwrap(), "md", state.path(), &[]);
+    assert!(!md.contains("usually"), "no run yet:\n{md}");
+    let ran = recover_in(state.path())
+        .args(["run", rb.to_str().unwrap(), "--yes"])
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert_eq!(ran.status.code(), Some(0), "{}", text(&ran.stderr));
+    let md = export_ok(rb.to_str().unwrap(), "md", state.path(), &[]);
+    let about = |name: &str| {
+        md.split(&format!(". {name}\n"))
+            .nth(1)
+            .and_then(|rest| rest.lines().find(|l| l.starts_with('*')))
+            .unwrap_or_else(|| panic!("no step {name}:\n{md}"))
+            .to_owned()
+    };
+    let slower = about("slower");
+    let re = regex::Regex::new(r"usually (\d+)\.(\d)s \(the run of \d{4}-\d{2}-\d{2}\)").unwrap();
+    let c = re.captures(&slower).unwrap_or_else(|| panic!("{slower}"));
+    let took: f64 = format!("{}.{}", &c[1], &c[2]).parse().unwrap();
+    assert!((1.2..10.0).contains(&took), "{slower}");
+    assert!(re.is_match(&about("quick")), "{}", about("quick"));
+}

@@ -13,9 +13,13 @@ use crate::state::StateDir;
 pub fn export(a: &ExportArgs) -> Result<Exit, Error> {
     let (_, plan) = super::load_plan(&a.runbook, &a.resolve.overlays, &super::options(&a.resolve))?;
     let generated = generation_time(std::env::var("SOURCE_DATE_EPOCH").ok().as_deref())?;
-    let rehearsal = StateDir::from_env()
+    let state = StateDir::from_env();
+    let rehearsal = state
+        .as_ref()
         .map(|s| crate::rehearsal::last::read(&s.rehearsal(&plan.name)))
         .unwrap_or(Rehearsal::Never);
+    let usual = state
+        .and_then(|s| crate::incident::latest(&crate::incident::journals(&s.runs(), &plan.name).0));
     let format = match a.format {
         ExportFormat::Md => Format::Markdown,
         ExportFormat::Html => Format::Html,
@@ -23,6 +27,7 @@ pub fn export(a: &ExportArgs) -> Result<Exit, Error> {
     let cx = Context {
         generated,
         rehearsal,
+        usual,
     };
     let doc = render(&plan, format, &cx).map_err(Error::Render)?;
     match &a.output {

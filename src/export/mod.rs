@@ -32,6 +32,8 @@ use shell::{function_name, remote_arg, secrets_as_variables};
 pub struct Context {
     pub generated: DateTime<Utc>,
     pub rehearsal: Rehearsal,
+    /// Step timings of the latest run or rehearsal, for "usually 12s" beside each allowance.
+    pub usual: Option<crate::incident::Baseline>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -279,7 +281,10 @@ impl Binder {
         secrets.sort();
         secrets.dedup();
 
-        let b = Builder { plan };
+        let b = Builder {
+            plan,
+            usual: cx.usual.as_ref(),
+        };
         let post_text = format!(
             "ABORTED: {} is off the {} timeline. Following the long procedure.",
             plan.title,
@@ -370,6 +375,7 @@ fn text_without_secrets(plan: &Plan, s: &str) -> String {
 /// every text through [`Builder::text`], which replace secrets.
 struct Builder<'a> {
     plan: &'a Plan,
+    usual: Option<&'a crate::incident::Baseline>,
 }
 
 impl Builder<'_> {
@@ -685,6 +691,24 @@ impl Builder<'_> {
             },
             format!("allow {}", fmt_duration(s.timeout)),
         ];
+        if let Some(u) = self.usual {
+            // The nth step of this name: a name may repeat (two `drop_caches`).
+            let nth = self
+                .plan
+                .phases
+                .iter()
+                .flat_map(|p| &p.steps)
+                .take_while(|x| x.number < s.number)
+                .filter(|x| x.name == s.name)
+                .count();
+            if let Some(t) = u.step(&s.name, nth) {
+                about.push(format!(
+                    "usually {} ({})",
+                    crate::report::duration(t),
+                    u.label
+                ));
+            }
+        }
         if let Some(r) = &s.retry {
             about.push(format!(
                 "retry every {} up to {}",

@@ -204,6 +204,26 @@ pub fn versus_short(took: f64, base: f64) -> String {
     }
 }
 
+/// The timings of the latest run or rehearsal among `journals` in which steps really ran:
+/// what the binder prints beside each step's allowance ("usually 12s").
+pub fn latest(journals: &[Journaled]) -> Option<Baseline> {
+    let r = journals
+        .iter()
+        .rev()
+        .map(|j| &j.run)
+        .find(|r| r.steps.iter().any(|s| s.ran() && s.duration.is_some()))?;
+    let what = if r.mode == "rehearse" {
+        "rehearsal"
+    } else {
+        "run"
+    };
+    let date = r
+        .date
+        .map(|d| d.format("%Y-%m-%d").to_string())
+        .unwrap_or_default();
+    Some(Baseline::of(format!("the {what} of {date}"), &[r]))
+}
+
 /// The last rehearsal before the incident and the previous run of the same runbook, from the
 /// journals; the rehearsal record stands in for a rehearsal whose journal is gone.
 pub fn baselines(

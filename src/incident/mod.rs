@@ -18,7 +18,9 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 
-pub use history::{Baseline, HistoryRow, Journaled, baselines, chain, history, journals, versus};
+pub use history::{
+    Baseline, HistoryRow, Journaled, baselines, chain, history, journals, latest, versus,
+};
 pub use html::{history_html, html};
 pub use markdown::{history_markdown, markdown};
 pub use model::{End, Incident, Mark, MarkKind, Phase, Probe, Run, Step};
