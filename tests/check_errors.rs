@@ -96,6 +96,7 @@ const CASES: &[Case] = &[
     with_help("sudo-on-http-step", 10, 9, "`sudo` does not apply to an `http` step", "sudo applies to run, start, drop_caches and previous_boot"),
     with_help("on-fail-on-notify-step", 13, 9, "`on_fail` does not apply to a notify step", "remove `on_fail`"),
     with_help("mutates-false-on-start", 10, 9, "a `start` step always changes state; `mutates: false` cannot change that", "remove `mutates`"),
+    with_help("pass-on-run-step", 10, 9, "`pass` does not apply to a `run` step (it applies to: manual)", "`pass` says when a manual step is done"),
     with_help("when-without-previous-boot", 10, 15, "`when: unclean_shutdown` needs an earlier `previous_boot` step", "add `- previous_boot: { on_unclean: warn }` before this step"),
     with_help("wait-ssh-with-step-timeout", 10, 9, "a wait_ssh step takes its timeout inside", "move `timeout` into the wait_ssh mapping"),
     // HTTP.

@@ -90,7 +90,7 @@ fn plan_items(plan: &Plan) -> Vec<(usize, String)> {
         let mut add = |x: String| items.push((s.number, x));
         add(s.name.clone());
         match &s.action {
-            Action::Manual { text } => add(squash(text)),
+            Action::Manual { text, .. } => add(squash(text)),
             Action::Run(c) | Action::DropCaches(c) | Action::PreviousBoot { command: c, .. } => {
                 // As typed after the login function: one argument, so a script with single
                 // quotes is quoted again (`'\''`).
@@ -556,4 +556,34 @@ fn each_step_shows_how_long_it_took_in_the_last_run() {
     let took: f64 = format!("{}.{}", &c[1], &c[2]).parse().unwrap();
     assert!((1.2..10.0).contains(&took), "{slower}");
     assert!(re.is_match(&about("quick")), "{}", about("quick"));
+}
+
+/// A manual step's `pass:` is its good result in the binder and "done when" in the dry run.
+#[test]
+fn a_manual_step_says_when_it_is_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let rb = dir.path().join("manual.yaml");
+    std::fs::write(
+        &rb,
+        "name: manual\nbudget: 10m\ntargets:\n  box: { host: box.local }\nphases:\n  - name: Power\n    window: 0m-10m\n    steps:\n      - manual: Press the power button once.\n        pass: the front LED is steady white\n      - manual: Look at the panel.\n",
+    )
+    .unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let md = export_ok(rb.to_str().unwrap(), "md", state.path(), &[]);
+    assert!(
+        md.contains("**Good result:** the front LED is steady white. Write down"),
+        "{md}"
+    );
+    // Without `pass:`, the text itself is the condition.
+    assert!(md.contains("**Good result:** everything the text above asks for is so."));
+    let dry = recover_in(state.path())
+        .args(["run", "--dry-run", rb.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let dry = text(&dry.stdout);
+    assert!(
+        dry.lines()
+            .any(|l| l.trim() == "done when the front LED is steady white"),
+        "{dry}"
+    );
 }

@@ -89,7 +89,13 @@ impl Engine<'_> {
 
     async fn execute(&mut self, s: &Step) -> StepResult {
         match &s.action {
-            Action::Manual { text } => self.manual(s, text),
+            Action::Manual { text, pass } => {
+                let text = match pass {
+                    Some(p) => format!("{}\nDone when: {}", text.trim_end(), p.trim()),
+                    None => text.clone(),
+                };
+                self.manual(s, &text)
+            }
             Action::Run(c) | Action::DropCaches(c) => {
                 let c = c.clone();
                 self.with_retry(s, |e| Box::pin(e.remote(s, &c))).await
@@ -520,7 +526,9 @@ pub(crate) fn cache_sizes(out: &str) -> Option<(u64, u64)> {
 /// The exact command or request a step sends, for the display and the journal.
 pub fn describe(s: &Step) -> Option<String> {
     Some(match &s.action {
-        Action::Manual { text } => format!("ask the operator: {}", super::first_line(text)),
+        Action::Manual { text, .. } => {
+            format!("ask the operator: {}", super::first_line(text))
+        }
         Action::Run(c) | Action::DropCaches(c) => sent(c),
         Action::PreviousBoot { command, .. } => sent(command),
         Action::Local(c) => c.wire.clone(),

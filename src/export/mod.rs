@@ -471,16 +471,21 @@ impl Builder<'_> {
         let mut text = None;
         let mut blocks = Vec::new();
         let kind = match &s.action {
-            Action::Manual { text: t } => {
+            Action::Manual { text: t, pass } => {
                 text = Some(Labelled {
                     label: "Do".into(),
                     text: self.text(t.trim()),
                 });
                 blocks.push(Block {
-                    expect: Some(
-                        "everything the text above asks for is so. Write down what you saw if it is not."
+                    expect: Some(match pass {
+                        Some(p) => format!(
+                            "{}. Write down what you saw if it is not.",
+                            self.text(&p.split_whitespace().collect::<Vec<_>>().join(" "))
+                                .trim_end_matches('.')
+                        ),
+                        None => "everything the text above asks for is so. Write down what you saw if it is not."
                             .into(),
-                    ),
+                    }),
                     ..Block::default()
                 });
                 "by hand".to_owned()

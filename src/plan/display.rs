@@ -181,7 +181,12 @@ fn step_text(o: &mut String, plan: &Plan, s: &Step) {
         }
     };
     match &s.action {
-        Action::Manual { text } => line(o, "operator", text.trim_end()),
+        Action::Manual { text, pass } => {
+            line(o, "operator", text.trim_end());
+            if let Some(p) = pass {
+                line(o, "done when", p.trim());
+            }
+        }
         Action::Run(c) => command(o, &format!("on {target}"), c),
         Action::Local(c) => line(o, "local", &c.wire),
         Action::WaitSsh {

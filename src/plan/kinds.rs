@@ -28,6 +28,8 @@ use crate::template::{Context, shell_quote};
 struct Rules {
     health: bool,
     message: bool,
+    /// `pass:`, the done-condition of a manual step.
+    pass: bool,
     retry: bool,
     expect: bool,
     sudo: bool,
@@ -40,6 +42,7 @@ fn rules(kind: Kind) -> Rules {
     let base = Rules {
         health: false,
         message: false,
+        pass: false,
         retry: false,
         expect: false,
         sudo: false,
@@ -49,6 +52,7 @@ fn rules(kind: Kind) -> Rules {
     match kind {
         Kind::Manual => Rules {
             mutates: Some(true),
+            pass: true,
             ..base
         },
         Kind::Run => Rules {
@@ -327,7 +331,14 @@ impl Resolver<'_> {
     /// Keys that only some kinds take.
     fn check_keys(&mut self, kind: Kind, s: &model::Step, spos: Pos) {
         let rule = rules(kind);
-        let checks: [(&str, Option<Pos>, bool, String, &str); 5] = [
+        let checks: [(&str, Option<Pos>, bool, String, &str); 6] = [
+            (
+                "pass",
+                s.pass.as_ref().map(|h| Pos::of(&h.referenced)),
+                rule.pass,
+                kinds_where(|r| r.pass),
+                "`pass` says when a manual step is done; other steps have `expect`",
+            ),
             (
                 "health",
                 s.health.as_ref().map(|h| Pos::of(&h.referenced)),
@@ -426,9 +437,14 @@ impl Resolver<'_> {
 
     fn manual(&mut self, cx: &StepCx) -> Option<Resolved> {
         let text = self.render(cx.step.manual.as_ref()?, Context::Text, cx.target, false);
+        let pass = cx
+            .step
+            .pass
+            .as_ref()
+            .map(|p| self.render(p, Context::Text, cx.target, false));
         Some(Resolved {
             name: first_line(&text, 60),
-            action: Action::Manual { text },
+            action: Action::Manual { text, pass },
             timeout: cx.timeout.unwrap_or(DEFAULT_MANUAL_TIMEOUT),
             mutates: true,
         })

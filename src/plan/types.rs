@@ -219,6 +219,8 @@ pub struct Command {
 pub enum Action {
     Manual {
         text: String,
+        /// `pass:`: what is true once it is done.
+        pass: Option<String>,
     },
     Run(Command),
     Local(Command),

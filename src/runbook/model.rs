@@ -582,6 +582,10 @@ pub struct Step {
     pub health: Option<Spanned<Health>>,
     #[schemars(with = "Option<String>")]
     pub message: Option<Spanned<String>>,
+    /// For a `manual` step: what is true once it is done ("the front LED is steady white"):
+    /// the operator's prompt and the binder's good result.
+    #[schemars(with = "Option<String>")]
+    pub pass: Option<Spanned<String>>,
 
     #[schemars(with = "Option<String>")]
     pub name: Option<Spanned<String>>,
