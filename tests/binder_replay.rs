@@ -69,22 +69,8 @@ fn replay(n: usize, checks: &str, out: &Output) -> Verdict {
     std::fs::write(d.join(format!("s{n}.err")), &out.stderr).unwrap();
     let rc = out.exit.map(|e| format!("exit {e}\n")).unwrap_or_default();
     std::fs::write(d.join(format!("s{n}.rc")), rc).unwrap();
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(checks)
-        .current_dir(d)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("sh runs");
-    let started = std::time::Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "step {n}: the checks hang"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let printed = child.wait_with_output().unwrap();
+    let printed = sh_bounded(d, checks);
+    assert!(printed.status.code().is_some(), "step {n}: the checks hang");
     let text = String::from_utf8_lossy(&printed.stdout);
     let said = |w: &str| text.lines().any(|l| l.trim() == w);
     if said("ABORT") {
@@ -137,43 +123,32 @@ fn fixtures_for(script: &str) -> Vec<(String, Output)> {
             },
         ));
     }
-    if key == "fsck-n-" {
-        for name in [
+    // Real e2fsprogs runs on small images (fixtures/fsck/capture.sh). For the superblock
+    // check: `dumpe2fs -h` of a fresh mkfs.ext4 image (its pass path) and of one with the
+    // error flag set.
+    let fsck: &[&str] = match key {
+        "fsck-n-" => &[
             "clean",
             "corrupt",
             "journal",
             "unflagged",
             "unflagged_forced",
-        ] {
-            let dir = root().join("fixtures/fsck");
-            let read = |ext: &str| std::fs::read_to_string(dir.join(format!("{name}.{ext}")));
-            out.push((
-                format!("fsck/{name}"),
-                Output {
-                    exit: read("exit").ok().and_then(|e| e.trim().parse().ok()),
-                    stdout: read("stdout").unwrap_or_default(),
-                    stderr: read("stderr").unwrap_or_default(),
-                    timed_out: false,
-                },
-            ));
-        }
-    }
-    if key == "dumpe2fs-state-" {
-        // Real `dumpe2fs -h` of a fresh mkfs.ext4 image (fixtures/fsck/capture.sh): the
-        // superblock check's pass path; and of the image with the error flag set.
-        for name in ["dumpe2fs_clean", "dumpe2fs_corrupt"] {
-            let dir = root().join("fixtures/fsck");
-            let read = |ext: &str| std::fs::read_to_string(dir.join(format!("{name}.{ext}")));
-            out.push((
-                format!("fsck/{name}"),
-                Output {
-                    exit: read("exit").ok().and_then(|e| e.trim().parse().ok()),
-                    stdout: read("stdout").unwrap_or_default(),
-                    stderr: read("stderr").unwrap_or_default(),
-                    timed_out: false,
-                },
-            ));
-        }
+        ],
+        "dumpe2fs-state-" => &["dumpe2fs_clean", "dumpe2fs_corrupt"],
+        _ => &[],
+    };
+    for name in fsck {
+        let dir = root().join("fixtures/fsck");
+        let read = |ext: &str| std::fs::read_to_string(dir.join(format!("{name}.{ext}")));
+        out.push((
+            format!("fsck/{name}"),
+            Output {
+                exit: read("exit").ok().and_then(|e| e.trim().parse().ok()),
+                stdout: read("stdout").unwrap_or_default(),
+                stderr: read("stderr").unwrap_or_default(),
+                timed_out: false,
+            },
+        ));
     }
     if key == "dmesg-tail-" {
         let dir = root().join("fixtures/dmesg");
@@ -421,23 +396,16 @@ sleep() { echo $(( $(cat clock) + $1 )) > clock; }
 date() { cat clock; }
 log() { echo "$1" >> calls; }
 "#;
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(format!("{prelude}\n{standins}\n{script}"))
-        .current_dir(dir.path())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("sh runs");
-    let started = std::time::Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the gate loop hangs"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
+    let out = sh_bounded(dir.path(), &format!("{prelude}\n{standins}\n{script}"));
+    assert!(out.status.code().is_some(), "the loop hangs");
     (String::from_utf8_lossy(&out.stdout).into_owned(), dir)
+}
+
+/// `script` through `sh` in `dir`, killed after 20 s (then it has no exit code).
+fn sh_bounded(dir: &Path, script: &str) -> std::process::Output {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c").arg(script).current_dir(dir);
+    common::run_bounded(cmd, Duration::from_secs(20))
 }
 
 fn read(dir: &Path, name: &str) -> String {

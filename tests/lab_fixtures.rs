@@ -1,6 +1,8 @@
 //! The reference runbook's checks and the gate's parsers against real outputs captured from the
 //! lab VM (real systemd 252, journald, e2fsck; see fixtures/lab/README.md for each command).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use recover::engine::gate::{UnitDeps, UnitState, order_problems};
@@ -193,20 +195,8 @@ fn the_tailscale_gate_follows_the_backend_state() {
 fn sh_in(dir: &Path, script: &str) -> Output {
     let mut cmd = std::process::Command::new("sh");
     cmd.arg("-c").arg(script).current_dir(dir);
-    let mut child = cmd
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("sh runs");
-    let started = std::time::Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(20),
-            "`{script}` hangs"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
+    let out = common::run_bounded(cmd, std::time::Duration::from_secs(20));
+    assert!(out.status.code().is_some(), "`{script}` hangs");
     Output {
         exit: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -234,36 +224,30 @@ fn the_lab_stand_ins_and_model_files_satisfy_the_reference_checks() {
     let bin = guest.join("usr/local/bin");
     let judge_step = |s: &Step, out: &Output| judge(out, s.expect.as_ref(), s.abort_if.as_ref());
 
-    let gpu = step(&plan, "GPU answers");
-    let cmd = script_of(gpu).replacen(
-        "nvidia-smi",
-        &bin.join("nvidia-smi").display().to_string(),
-        1,
-    );
-    assert_eq!(judge_step(gpu, &sh_in(root, &cmd)), Verdict::Pass);
-    // What the real nvidia-smi says when the driver does not answer (exit 9).
-    let no_driver = Output {
-        exit: Some(9),
-        stdout: "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. Make sure that the latest NVIDIA driver is installed and running.\n".into(),
-        stderr: String::new(),
-        timed_out: false,
-    };
-    assert!(matches!(judge_step(gpu, &no_driver), Verdict::Fail(_)));
-
-    let clock = step(&plan, "Clock synchronised");
-    let cmd = script_of(clock).replacen(
-        "timedatectl",
-        &bin.join("timedatectl").display().to_string(),
-        1,
-    );
-    assert_eq!(judge_step(clock, &sh_in(root, &cmd)), Verdict::Pass);
-    let unsynced = Output {
-        exit: Some(0),
-        stdout: "no\n".into(),
-        stderr: String::new(),
-        timed_out: false,
-    };
-    assert!(matches!(judge_step(clock, &unsynced), Verdict::Fail(_)));
+    // Each stand-in through the step's own command line; then what the real tool says when
+    // it is not so (nvidia-smi without a driver answering: exit 9; a clock not synced: `no`).
+    for (name, tool, (exit, bad)) in [
+        (
+            "GPU answers",
+            "nvidia-smi",
+            (
+                9,
+                "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. Make sure that the latest NVIDIA driver is installed and running.\n",
+            ),
+        ),
+        ("Clock synchronised", "timedatectl", (0, "no\n")),
+    ] {
+        let s = step(&plan, name);
+        let cmd = script_of(s).replacen(tool, &bin.join(tool).display().to_string(), 1);
+        assert_eq!(judge_step(s, &sh_in(root, &cmd)), Verdict::Pass, "{name}");
+        let not_so = Output {
+            exit: Some(exit),
+            stdout: bad.into(),
+            stderr: String::new(),
+            timed_out: false,
+        };
+        assert!(matches!(judge_step(s, &not_so), Verdict::Fail(_)), "{name}");
+    }
 
     let sums = step(&plan, "Model files match their checksums");
     let boot = step(&plan, "How the Spark went down");
