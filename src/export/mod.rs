@@ -465,7 +465,10 @@ impl Builder<'_> {
         let mut text = None;
         let mut blocks = Vec::new();
         let kind = match &s.action {
-            Action::Manual { text: t } => {
+            Action::Manual {
+                text: t,
+                unattended,
+            } => {
                 text = Some(Labelled {
                     label: "Do".into(),
                     text: self.text(t.trim()),
@@ -475,6 +478,10 @@ impl Builder<'_> {
                         "everything the text above asks for is so. Write down what you saw if it is not."
                             .into(),
                     ),
+                    note: Some(self.text(&format!(
+                        "When recover ran by itself (`recover run --unattended`, started when mains returned), nobody did this step: {}. Do it now if the run went on without it.",
+                        crate::plan::display::unattended_text(*unattended)
+                    ))),
                     ..Block::default()
                 });
                 "by hand".to_owned()
