@@ -216,6 +216,11 @@ impl Engine<'_> {
                 return asked;
             }
         }
+        let asked = if self.settings.confirm.is_unattended() {
+            "the ask was posted (unattended: nobody prompted)"
+        } else {
+            "a person was asked"
+        };
         let mut res = self.wait_ssh(s, every, o.timeout).await;
         let reason = res.reason.take().unwrap_or_default();
         res.reason = Some(match res.outcome {
@@ -225,7 +230,7 @@ impl Engine<'_> {
                 fmt_duration(o.timeout)
             ),
             StepOutcome::Passed => format!(
-                "no SSH within {}, so a person was asked; then {reason}",
+                "no SSH within {}, so {asked}; then {reason}",
                 fmt_duration(first)
             ),
             _ => reason,
