@@ -504,3 +504,20 @@ fn unattended_and_yes_cannot_be_given_together() {
         "{stderr}"
     );
 }
+
+#[test]
+fn the_bundled_runbooks_can_run_unattended() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for runbook in ["runbooks/spark-power.yaml", "runbooks/lab.yaml"] {
+        let out = recover(root)
+            .args(["check", "--unattended", runbook])
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{runbook}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -491,3 +491,48 @@ fn upsmon_starts_the_unattended_run_when_mains_returns_and_we_are_back_is_posted
     assert!(!output.contains("Done?"), "{output}");
     assert!(upsmon.is_running(), "{}", upsmon.log());
 }
+
+#[test]
+fn the_dry_run_and_the_binder_say_what_an_unattended_run_does_at_each_manual_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let rb = write_runbook(
+        dir.path(),
+        "said",
+        "  box: { host: box.invalid }\n",
+        r#"      - name: read the UPS panel
+        manual: Read the UPS panel.
+        unattended: skip
+      - name: press the power button
+        manual: Press the power button.
+        unattended: abort
+      - name: look at the LEDs
+        manual: Look at the LEDs.
+"#,
+    );
+    let plan = run_to_end(dir.path(), &["run", "--dry-run", p(&rb)], &[], QUICK);
+    assert_eq!(plan.code, Some(0), "{}", plan.context());
+    for line in [
+        "      unattended skip: go on; the journal and the abort channel say nobody confirmed it",
+        "      unattended abort: the run stops here (the abort procedure, its post, exit 3)",
+        "      unattended not said: `run --unattended` refuses this runbook",
+    ] {
+        assert!(
+            plan.stdout.contains(line),
+            "no `{line}` in:\n{}",
+            plan.stdout
+        );
+    }
+    let binder = run_to_end(dir.path(), &["export", p(&rb)], &[], QUICK);
+    assert_eq!(binder.code, Some(0), "{}", binder.context());
+    for text in [
+        "nobody did this step: the run went on without it (`unattended: skip`) and told the channel so. Do it now.",
+        "it stopped here (`unattended: abort`) and posted the abort: go on by hand from this step.",
+        "This step has no `unattended:`: `recover run --unattended` refuses this runbook",
+    ] {
+        assert!(
+            binder.stdout.contains(text),
+            "no `{text}` in:\n{}",
+            binder.stdout
+        );
+    }
+}
