@@ -58,12 +58,8 @@ const fn unattended(
     help: &'static str,
 ) -> Case {
     Case {
-        file,
-        line,
-        column,
-        message,
-        help: Some(help),
         unattended: true,
+        ..with_help(file, line, column, message, help)
     }
 }
 

@@ -48,6 +48,15 @@ fn write_runbook(dir: &Path, name: &str, target: &str, steps: &str) -> PathBuf {
     path
 }
 
+/// A real sshd, a webhook listener answering 200 on `/hook`, and the test's directory; None
+/// (a visible skip) without sshd.
+fn peers() -> Option<(Sshd, HttpServer, tempfile::TempDir)> {
+    let sshd = Sshd::start_or_skip()?;
+    let hook = HttpServer::start();
+    hook.respond("POST", "/hook", 200, "ok");
+    Some((sshd, hook, tempfile::tempdir().unwrap()))
+}
+
 /// The Slack `text` of every post the webhook received, in order.
 fn posts(hook: &HttpServer) -> Vec<String> {
     hook.requests_to("/hook")
@@ -79,12 +88,9 @@ fn remote_file(sshd: &Sshd, path: &Path) -> Option<String> {
 
 #[test]
 fn an_unattended_skip_goes_on_and_the_journal_and_the_channel_say_nobody_confirmed_it() {
-    let Some(sshd) = Sshd::start_or_skip() else {
+    let Some((sshd, hook, dir)) = peers() else {
         return;
     };
-    let hook = HttpServer::start();
-    hook.respond("POST", "/hook", 200, "ok");
-    let dir = tempfile::tempdir().unwrap();
     let rb = write_runbook(
         dir.path(),
         "skip",
@@ -165,12 +171,9 @@ fn an_unattended_skip_goes_on_and_the_journal_and_the_channel_say_nobody_confirm
 
 #[test]
 fn an_unattended_abort_stops_the_run_there_through_the_abort_path() {
-    let Some(sshd) = Sshd::start_or_skip() else {
+    let Some((sshd, hook, dir)) = peers() else {
         return;
     };
-    let hook = HttpServer::start();
-    hook.respond("POST", "/hook", 200, "ok");
-    let dir = tempfile::tempdir().unwrap();
     let rb = write_runbook(
         dir.path(),
         "abort",
@@ -244,13 +247,10 @@ fn an_unattended_abort_stops_the_run_there_through_the_abort_path() {
 
 #[test]
 fn an_unattended_wait_ssh_posts_its_ask_and_waits_again_without_prompting() {
-    let Some(mut sshd) = Sshd::start_or_skip() else {
+    let Some((mut sshd, hook, dir)) = peers() else {
         return;
     };
-    let hook = HttpServer::start();
-    hook.respond("POST", "/hook", 200, "ok");
     sshd.stop();
-    let dir = tempfile::tempdir().unwrap();
     let rb = write_runbook(
         dir.path(),
         "ask",
@@ -303,15 +303,12 @@ fn an_unattended_wait_ssh_posts_its_ask_and_waits_again_without_prompting() {
 /// `ups` gate against the same upsd and ends with "we are back".
 #[test]
 fn upsmon_starts_the_unattended_run_when_mains_returns_and_we_are_back_is_posted() {
-    let Some(sshd) = Sshd::start_or_skip() else {
+    let Some((sshd, hook, dir)) = peers() else {
         return;
     };
     let Some(mut upsd) = Upsd::start("tups", "OB", 90) else {
         return;
     };
-    let hook = HttpServer::start();
-    hook.respond("POST", "/hook", 200, "ok");
-    let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let state = d.join("state");
     let logs = d.join("logs");
