@@ -368,6 +368,75 @@ fn drill(c: &Ctx) {
     assert_eq!(lab.prop("reranker.service", "ActiveState"), "failed");
     let measured = events(&j, "drill_measured");
     assert_eq!(measured.len(), 2, "{}", dump_without_progress(&j));
+    assert_eq!(events(&j, "run_started")[0]["mode"], "drill");
+    // NRestarts before and after: systemd counted the drill's kill as one automatic restart.
+    let vllm = measured
+        .iter()
+        .find(|m| m["unit"] == "vllm-qwen36.service")
+        .expect("vllm measured");
+    let before = vllm["n_restarts_before"]
+        .as_u64()
+        .expect("NRestarts before");
+    assert_eq!(
+        vllm["n_restarts_after"].as_u64(),
+        Some(before + 1),
+        "{vllm}"
+    );
+    // The record, per unit, and "last drilled" in `check` with the measured times.
+    let state = c.dir.join("state-drill");
+    let record: Value = serde_json::from_str(
+        &std::fs::read_to_string(state.join("recover/drills/drill.json")).expect("drill record"),
+    )
+    .expect("record is JSON");
+    let rec = &record["units"]["vllm-qwen36.service"];
+    assert_eq!(rec["passed"], true, "{record}");
+    assert!(
+        rec["restarted_after"].as_f64().is_some_and(|s| s > 0.0),
+        "{record}"
+    );
+    assert!(
+        rec["healthy_after"].as_f64().is_some_and(|s| s > 0.0),
+        "{record}"
+    );
+    assert_eq!(
+        record["units"]["reranker.service"]["passed"], false,
+        "{record}"
+    );
+    let check = run_to_end(&state, &["check", rbs], &[], Duration::from_secs(60));
+    assert_eq!(check.code, Some(0), "{}", check.context());
+    let line = |unit: &str| {
+        check
+            .stderr
+            .lines()
+            .find(|l| l.starts_with(&format!("drill: {unit}: ")))
+            .unwrap_or_else(|| panic!("no drill line for {unit}:\n{}", check.stderr))
+            .to_owned()
+    };
+    let v = line("vllm-qwen36.service");
+    assert!(
+        v.contains("last drilled 0 days ago")
+            && v.contains("restarted after")
+            && v.contains("healthy after")
+            && v.ends_with("passed"),
+        "{v}"
+    );
+    assert!(
+        line("reranker.service").contains("FAILED: not restarted"),
+        "{}",
+        check.stderr
+    );
+    // The drill is in the runbook's history.
+    let hist = run_to_end(
+        &state,
+        &["report", "--history", rbs],
+        &[],
+        Duration::from_secs(60),
+    );
+    assert!(
+        hist.stdout.lines().any(|l| l.contains("| drill |")),
+        "{}",
+        hist.context()
+    );
 }
 
 fn audit(c: &Ctx) {

@@ -56,8 +56,8 @@ impl<'a> Start<'a> {
                 let path = match (&a.journal, state) {
                     (Some(j), _) => j.clone(),
                     (None, Some(s)) => {
-                        journal::latest(s, &plan.name).ok_or_else(|| Error::NoJournal {
-                            runbook: plan.name.clone(),
+                        journal::latest(s, &plan.state_key()).ok_or_else(|| Error::NoJournal {
+                            runbook: plan.state_key(),
                             dir: s.runs(),
                         })?
                     }
@@ -211,7 +211,7 @@ pub fn run(a: &RunArgs) -> Result<Exit, Error> {
     let run_id = journal::new_run_id();
     let journal_path = match (&a.journal, &state) {
         (Some(j), _) => j.clone(),
-        (None, Some(s)) => Journal::new_path(s, &plan.name, &run_id),
+        (None, Some(s)) => Journal::new_path(s, &plan.state_key(), &run_id),
         (None, None) => return Err(Error::NoStateDir),
     };
     // One run at a time: taken before anything is contacted, held until the run ends.

@@ -75,6 +75,8 @@ impl RunOutcome {
 pub enum Mode {
     Run,
     Rehearse,
+    /// `recover drill`: only its `run_started` says so; the engine drills in rehearsal mode.
+    Drill,
 }
 
 /// One thing that happened. Times are seconds on the run's timeline (`at`), which a
@@ -206,6 +208,12 @@ pub enum Event {
         restarted_after: Option<f64>,
         /// Seconds from the kill to the health probe passing again.
         healthy_after: Option<f64>,
+        /// `NRestarts` before the kill, and once the unit was active again (systemd's count
+        /// of its automatic restarts: the drill's kill adds one).
+        #[serde(default)]
+        n_restarts_before: Option<u64>,
+        #[serde(default)]
+        n_restarts_after: Option<u64>,
         passed: bool,
         /// Why it failed, when it did.
         reason: Option<String>,
@@ -403,6 +411,8 @@ impl Event {
                 new_pid: _,
                 restarted_after: _,
                 healthy_after: _,
+                n_restarts_before: _,
+                n_restarts_after: _,
                 passed: _,
                 reason,
             } => {

@@ -273,19 +273,19 @@ impl<'a> Engine<'a> {
         }
     }
 
-    /// Walk the plan. Returns how the run ended; every event has been emitted.
-    pub async fn run(mut self) -> RunOutcome {
+    /// The `run_started` event of this run (or drill: `mode`), with `steps` and `phases` it
+    /// covers.
+    pub(crate) fn run_started(&self, mode: Mode, steps: usize, phases: usize) -> Event {
         let plan = self.plan;
-        let total: usize = plan.phases.iter().map(|p| p.steps.len()).sum();
-        self.out.emit(Event::RunStarted {
+        Event::RunStarted {
             run_id: self.settings.run_id.clone(),
-            mode: self.settings.mode,
+            mode,
             runbook: plan.name.clone(),
             path: plan.source.display().to_string(),
             sha256: plan.sha256.clone(),
             budget: plan.budget.as_secs_f64(),
-            steps: total,
-            phases: plan.phases.len(),
+            steps,
+            phases,
             resumed_from: self.settings.resume.as_ref().map(|r| r.run_id.clone()),
             first_step: self.settings.first_step,
             targets: plan
@@ -308,7 +308,15 @@ impl<'a> Engine<'a> {
                     })
                     .collect(),
             },
-        });
+        }
+    }
+
+    /// Walk the plan. Returns how the run ended; every event has been emitted.
+    pub async fn run(mut self) -> RunOutcome {
+        let plan = self.plan;
+        let total: usize = plan.phases.iter().map(|p| p.steps.len()).sum();
+        self.out
+            .emit(self.run_started(self.settings.mode, total, plan.phases.len()));
         for message in &self.settings.warnings {
             self.out.emit(Event::Warning {
                 step: None,
@@ -447,6 +455,7 @@ impl<'a> Engine<'a> {
                     crate::plan::fmt_duration(plan.budget)
                 ),
                 Mode::Rehearse => "Rehearsal finished: every read-only step passed.".to_owned(),
+                Mode::Drill => "Drill finished.".to_owned(),
             };
         }
         let resume = matches!(outcome, RunOutcome::Failed | RunOutcome::Interrupted)

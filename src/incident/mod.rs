@@ -101,7 +101,7 @@ pub fn report(
     generated: DateTime<Utc>,
 ) -> Result<Report, IncidentError> {
     let probe = load(path, &[])?;
-    let (others, _) = journals(runs_dir, &probe.last().runbook);
+    let (others, _) = journals(runs_dir, &probe.last().key);
     let incident = load(path, &others)?;
     let baselines = baselines(&incident, &others, record);
     Ok(Report {

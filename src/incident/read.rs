@@ -64,6 +64,25 @@ struct Started {
     first_step: usize,
     #[serde(default)]
     targets: Vec<TargetName>,
+    /// An overlay's files (`run_started.files`), read for the state key; a file whose role this
+    /// build does not know is left out.
+    #[serde(default)]
+    files: Vec<Value>,
+}
+
+impl Started {
+    /// The state key of the runbook this run was of.
+    fn key(&self) -> String {
+        let files: Vec<(crate::runbook::Role, std::path::PathBuf)> = self
+            .files
+            .iter()
+            .filter_map(|f| {
+                let role = serde_json::from_value(f.get("role")?.clone()).ok()?;
+                Some((role, std::path::PathBuf::from(f.get("path")?.as_str()?)))
+            })
+            .collect();
+        crate::plan::state_key(&self.runbook, files.iter().map(|(r, p)| (*r, p.as_path())))
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -192,6 +211,7 @@ fn build(mut recs: Vec<Rec>) -> Option<Run> {
         run_id: st.run_id.clone(),
         mode: st.mode.clone(),
         runbook: st.runbook.clone(),
+        key: st.key(),
         path: st.path.clone(),
         sha256: st.sha256.clone(),
         budget: st.budget,

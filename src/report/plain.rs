@@ -100,6 +100,7 @@ impl<W: Write + Send> Plain<W> {
                 let what = match mode {
                     Mode::Run => "run",
                     Mode::Rehearse => "rehearsal",
+                    Mode::Drill => "drill",
                 };
                 let mut l = format!(
                     "{what} {run_id} started: {runbook} ({path}, sha256 {}), {steps} steps in {phases} phases, budget {}",

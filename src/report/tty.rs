@@ -487,6 +487,7 @@ impl Sink for Tty {
                 let verb = match mode {
                     Mode::Run => "run",
                     Mode::Rehearse => "rehearse",
+                    Mode::Drill => "drill",
                 };
                 self.print(fit(
                     &st()
