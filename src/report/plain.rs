@@ -236,7 +236,8 @@ impl<W: Write + Send> Plain<W> {
                 let first = reason_lines.next().map(|r| format!(": {}", r.trim()));
                 let first = first.unwrap_or_default();
                 let mut v = vec![match outcome {
-                    StepOutcome::Passed => format!("step {step} ok ({})", duration(*took)),
+                    // a passed gate says how: "active and healthy after 4m (12 probes); remedy: …"
+                    StepOutcome::Passed => format!("step {step} ok ({}){first}", duration(*took)),
                     StepOutcome::Skipped => format!("step {step} skipped{first}"),
                     StepOutcome::WouldRun => {
                         let what = reason

@@ -23,6 +23,54 @@ pub struct Summary {
     ran: Vec<(String, f64)>,
     /// Where this run's timeline began (later than 0 for a resumed run).
     first_at: Option<f64>,
+    /// Every remedy a gate applied, in order, with the unit's return when it was seen.
+    remedies: Vec<Remedy>,
+}
+
+/// A gate's remedy, for the lines under the table: which unit was healed, how.
+#[derive(Debug, Clone)]
+struct Remedy {
+    step: usize,
+    unit: String,
+    action: String,
+    failures: u32,
+    old_pid: Option<u64>,
+    message: String,
+    /// The new main pid and seconds after the remedy (a `kill` or `restart` seen through).
+    back: Option<(u64, f64)>,
+}
+
+impl Remedy {
+    /// `Remedy step 11 vllm-qwen36.service: kill after 3 failed probes, main pid 367 → 412
+    /// (active again after 6.2s)`.
+    fn line(&self) -> String {
+        let head = format!("Remedy step {} {}", self.step, self.unit);
+        if self.action == "run" {
+            return format!("{head}: {}", self.message);
+        }
+        let probes = if self.failures == 1 {
+            "probe"
+        } else {
+            "probes"
+        };
+        let mut l = format!(
+            "{head}: {} after {} failed {probes}",
+            self.action, self.failures
+        );
+        match (self.old_pid, self.back) {
+            (Some(old), Some((new, after))) => l.push_str(&format!(
+                ", main pid {old} → {new} (active again after {after:.1}s)"
+            )),
+            (None, Some((new, after))) => l.push_str(&format!(
+                ", new main pid {new} (active again after {after:.1}s)"
+            )),
+            (Some(old), None) => l.push_str(&format!(
+                ", main pid {old}; not seen active again with a new one"
+            )),
+            (None, None) => l.push_str("; not seen active again with a new main pid"),
+        }
+        l
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -135,6 +183,10 @@ impl Summary {
         }
         if let Some(steps) = self.steps_line() {
             out.push_str(&steps);
+            out.push('\n');
+        }
+        for r in &self.remedies {
+            out.push_str(&r.line());
             out.push('\n');
         }
         if let Some(time) = self.time_line() {
@@ -361,6 +413,38 @@ impl Sink for Summary {
                 self.end = Some((*outcome, *at));
                 if *budget > 0.0 {
                     self.budget = *budget;
+                }
+            }
+            Event::RemedyApplied {
+                step,
+                unit,
+                action,
+                failures,
+                old_pid,
+                message,
+            } => self.remedies.push(Remedy {
+                step: *step,
+                unit: unit.clone(),
+                action: action.clone(),
+                failures: *failures,
+                old_pid: *old_pid,
+                message: message.clone(),
+                back: None,
+            }),
+            Event::RemedyRestarted {
+                step,
+                unit,
+                new_pid,
+                after,
+                ..
+            } => {
+                if let Some(r) = self
+                    .remedies
+                    .iter_mut()
+                    .rev()
+                    .find(|r| r.step == *step && r.unit == *unit && r.back.is_none())
+                {
+                    r.back = Some((*new_pid, *after));
                 }
             }
             _ => {}
