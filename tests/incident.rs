@@ -754,3 +754,108 @@ fn a_cut_and_garbled_journal_gives_a_partial_report() {
         "{missing}"
     );
 }
+
+/// A gate's probes as the engine journals them (`gate_probe`, written by the journal sink the
+/// engine uses, on a real file): ticks for the passed probes, crosses for the failed ones (with
+/// their reason), and the probes column. A real `start:` gate needs systemd: the same report
+/// from a real gate's journal is asserted on the lab (`tests/lab_heal.rs`, `remedy-kill`).
+#[test]
+fn gate_probes_in_the_journal_are_ticks_and_the_probes_column() {
+    use recover::engine::{Event, Mode, RunOutcome, Sink, StepOutcome};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gated.jsonl");
+    let mut j = recover::journal::Journal::open(&path).unwrap();
+    let mut emit = |e: Event| j.emit(&e);
+    emit(Event::RunStarted {
+        run_id: "a1b2c3d4".into(),
+        mode: Mode::Run,
+        runbook: "gated".into(),
+        path: "gated.yaml".into(),
+        sha256: "ab".repeat(32),
+        budget: 600.0,
+        steps: 1,
+        phases: 1,
+        resumed_from: None,
+        first_step: 1,
+        targets: Vec::new(),
+        files: Vec::new(),
+    });
+    emit(Event::PhaseStarted {
+        phase: 1,
+        name: "Start".into(),
+        window_start: 0.0,
+        window_end: 600.0,
+        at: 0.0,
+    });
+    emit(Event::StepStarted {
+        step: 1,
+        phase: 1,
+        name: "start vllm-qwen36.service".into(),
+        kind: "start".into(),
+        target: "spark".into(),
+        mutates: true,
+        command: None,
+        timeout: 540.0,
+        at: 0.1,
+    });
+    for (at, ok) in [(10.0, false), (20.0, false), (30.0, false), (95.0, true)] {
+        emit(Event::GateProbe {
+            step: 1,
+            at,
+            ok,
+            detail: (!ok).then(|| "HTTP 503 Service Unavailable".to_owned()),
+        });
+    }
+    emit(Event::StepFinished {
+        step: 1,
+        phase: 1,
+        name: "start vllm-qwen36.service".into(),
+        outcome: StepOutcome::Passed,
+        exit: None,
+        duration: 95.0,
+        at: 95.1,
+        reason: Some("vllm-qwen36.service active and healthy after 1m35s (4 probes)".into()),
+        stdout: None,
+        stderr: None,
+    });
+    emit(Event::PhaseFinished {
+        phase: 1,
+        name: "Start".into(),
+        started: 0.0,
+        at: 95.2,
+        window_start: 0.0,
+        window_end: 600.0,
+        result: StepOutcome::Passed,
+    });
+    emit(Event::RunFinished {
+        outcome: RunOutcome::Success,
+        exit_code: 0,
+        at: 95.3,
+        budget: 600.0,
+        failed_step: None,
+        message: "Recovered.".into(),
+        resume: None,
+    });
+    drop(j);
+    let text = fs::read_to_string(&path).unwrap();
+    let probe_lines: Vec<&str> = text.lines().filter(|l| l.contains("gate_probe")).collect();
+    assert_eq!(probe_lines.len(), 4, "{text}");
+    // compact: no line of a probe is longer than a step's start
+    assert!(probe_lines.iter().all(|l| l.len() < 160), "{probe_lines:?}");
+
+    let r = incident::report(&path, dir.path(), None, fixed_now()).unwrap();
+    let step = &r.incident.last().steps[0];
+    assert_eq!(step.probes.len(), 4);
+    assert_eq!(step.probes.iter().filter(|p| p.passed).count(), 1);
+    assert!((step.probes[3].at - 95.0).abs() < 1e-9, "{:?}", step.probes);
+    let md = incident::markdown(&r);
+    assert!(md.contains("| 4 (1 passed, 3 failed) |"), "{md}");
+    let html = incident::html(&r);
+    assert_eq!(
+        html.matches("probe FAILED: HTTP 503 Service Unavailable</title>")
+            .count(),
+        3,
+        "{html}"
+    );
+    assert_eq!(html.matches(" probe passed</title>").count(), 1, "{html}");
+}

@@ -219,6 +219,59 @@ fn remedy_cures_a_hang(c: &Ctx) {
     let log = lab.ssh("sudo -n journalctl -u vllm-qwen36.service -n 40 --no-pager");
     assert!(log.contains("the engine is hung"), "{log}");
     assert!(log.contains("code=killed, status=9/KILL"), "{log}");
+    // Each probe of the gate is in the journal: failed (the hang) before the kill, passed at
+    // the end; the report draws them as crosses and ticks and counts them.
+    let probes = events(&j, "gate_probe");
+    assert!(
+        probes
+            .iter()
+            .any(|p| p["ok"] == false && p["detail"].is_string())
+            && probes.last().is_some_and(|p| p["ok"] == true),
+        "{}",
+        dump_without_progress(&j)
+    );
+    let journal = journals_in(&c.dir.join("state-remedy-kill"))
+        .pop()
+        .expect("the run's journal");
+    let report = run_to_end(
+        &c.dir.join("state-remedy-kill"),
+        &[
+            "report",
+            journal.to_str().expect("utf-8"),
+            "--format",
+            "html",
+        ],
+        &[],
+        Duration::from_secs(60),
+    );
+    assert_eq!(report.code, Some(0), "{}", report.context());
+    assert!(
+        report.stdout.contains(" probe FAILED"),
+        "no failed-probe cross"
+    );
+    assert!(
+        report.stdout.contains(" probe passed</title>"),
+        "no passed-probe tick"
+    );
+    let md = run_to_end(
+        &c.dir.join("state-remedy-kill"),
+        &["report", journal.to_str().expect("utf-8")],
+        &[],
+        Duration::from_secs(60),
+    );
+    assert!(
+        md.stdout.contains(&format!("| {} (", probes.len())),
+        "the probes column: {}",
+        md.stdout
+    );
+    // The summary ends with the remedy: which unit, how, old pid → new pid.
+    assert!(
+        ran.stderr.contains(&format!(
+            "Remedy step 1 vllm-qwen36.service: kill after 2 failed probes, main pid {old} → {new}"
+        )),
+        "{}",
+        ran.stderr
+    );
 }
 
 fn near_the_start_limit_no_kill(c: &Ctx) {

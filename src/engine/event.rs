@@ -174,6 +174,16 @@ pub enum Event {
         step: Option<usize>,
         message: String,
     },
+    /// One probe of a health gate: when, whether it passed, and (failed) why, in one short
+    /// line. Journaled without its own `fdatasync` (see `crate::journal`): `--resume` never
+    /// reads it, and the step's end, synced, makes every probe line before it durable.
+    GateProbe {
+        step: usize,
+        at: f64,
+        ok: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+    },
     /// A gate applied its remedy: the unit was active, its probe kept failing.
     RemedyApplied {
         step: usize,
@@ -253,6 +263,7 @@ impl Event {
             | Event::PhaseFinished { at, .. }
             | Event::StepStarted { at, .. }
             | Event::StepFinished { at, .. }
+            | Event::GateProbe { at, .. }
             | Event::RunFinished { at, .. } => Some(*at),
             _ => None,
         }
@@ -396,6 +407,12 @@ impl Event {
                 f(action);
                 f(message);
             }
+            Event::GateProbe {
+                step: _,
+                at: _,
+                ok: _,
+                detail,
+            } => opt(detail, f),
             Event::RemedyRestarted {
                 step: _,
                 unit,

@@ -266,7 +266,8 @@ fn apply(run: &mut Run, e: &Event, at: f64) {
         run.marks.push(Mark { at, step, what });
     };
     match e {
-        Event::RunStarted { .. } | Event::StepProgress { .. } => {}
+        // `gate_probe` lines are read as probes before the typed events (see `Kind::Probe`)
+        Event::RunStarted { .. } | Event::StepProgress { .. } | Event::GateProbe { .. } => {}
         // `remedy_*` lines are read as marks before the typed events (see `Kind::Remedy`); a
         // drill's measurements belong to the drill's own table.
         Event::RemedyApplied { .. }

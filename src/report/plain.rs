@@ -209,6 +209,8 @@ impl<W: Write + Send> Plain<W> {
                     span(*timeout)
                 )]
             }
+            // the progress line of the same probe says it; the journal keeps the probes
+            Event::GateProbe { .. } => Vec::new(),
             Event::StepProgress { step, line } => {
                 let due = self.progress.get(step).is_none_or(|last| {
                     now.signed_duration_since(*last).num_seconds() >= PROGRESS_EVERY_SECS

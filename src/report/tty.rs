@@ -622,6 +622,7 @@ impl Sink for Tty {
                     }));
                 self.step.set_message("");
             }
+            Event::GateProbe { .. } => {}
             Event::StepProgress { line, .. } => {
                 let line = one_line(line);
                 if !line.is_empty() {
