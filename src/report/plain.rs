@@ -102,10 +102,14 @@ impl<W: Write + Send> Plain<W> {
                     Mode::Rehearse => "rehearsal",
                     Mode::Drill => "drill",
                 };
+                let size = if *mode == Mode::Drill {
+                    format!("{steps} unit(s) to drill")
+                } else {
+                    format!("{steps} steps in {phases} phases, budget {}", span(*budget))
+                };
                 let mut l = format!(
-                    "{what} {run_id} started: {runbook} ({path}, sha256 {}), {steps} steps in {phases} phases, budget {}",
+                    "{what} {run_id} started: {runbook} ({path}, sha256 {}), {size}",
                     sha256.get(..12).unwrap_or(sha256),
-                    span(*budget)
                 );
                 for t in targets {
                     let port = t.port.map(|p| format!(":{p}")).unwrap_or_default();
@@ -277,11 +281,26 @@ impl<W: Write + Send> Plain<W> {
                 unit,
                 passed,
                 reason,
+                restarted_after,
+                healthy_after,
+                n_restarts_before,
+                n_restarts_after,
                 ..
             } => vec![format!(
                 "DRILL: {unit}: {}",
                 if *passed {
-                    "restarted and healthy again".to_owned()
+                    let mut l = "restarted".to_owned();
+                    if let Some(r) = restarted_after {
+                        l.push_str(&format!(" after {r:.1}s"));
+                    }
+                    l.push_str(", healthy again");
+                    if let Some(h) = healthy_after {
+                        l.push_str(&format!(" after {h:.1}s"));
+                    }
+                    if let (Some(b), Some(a)) = (n_restarts_before, n_restarts_after) {
+                        l.push_str(&format!(" (NRestarts {b} → {a})"));
+                    }
+                    l
                 } else {
                     clean(reason.as_deref().unwrap_or("failed"))
                 }

@@ -104,6 +104,13 @@ impl Summary {
     /// [`render`](Self::render) with the table cut to `width` columns where it can be: long phase
     /// names give way first (never below 16 columns).
     pub fn render_within(&self, width: usize) -> String {
+        // A drill has no phases, steps or budget: its table is the drill's own (`crate::drill`).
+        if self.mode == Some(Mode::Drill) {
+            return match self.end {
+                Some((_, at)) => format!("Drill {}\n", duration(at)),
+                None => "Drill unfinished\n".to_owned(),
+            };
+        }
         let mut table: Vec<[String; 6]> = vec![[
             "#".into(),
             "Phase".into(),
@@ -464,6 +471,27 @@ mod tests {
         }
         assert!(s.is_finished());
         s.render()
+    }
+
+    #[test]
+    fn a_drill_has_no_table_only_its_time() {
+        let mut s = scenarios::Script::new(Mode::Drill);
+        s.push(Event::DrillMeasured {
+            step: 11,
+            unit: "vllm-qwen36.service".into(),
+            restart: "on-failure".into(),
+            old_pid: 367,
+            new_pid: Some(412),
+            restarted_after: Some(6.2),
+            healthy_after: Some(20.4),
+            n_restarts_before: Some(0),
+            n_restarts_after: Some(1),
+            passed: true,
+            reason: None,
+        });
+        s.at = 21.0;
+        let events = s.finish(RunOutcome::Success, "Drill finished.", None);
+        assert_eq!(summary(&events), "Drill 21s\n");
     }
 
     #[test]

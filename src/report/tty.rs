@@ -496,10 +496,14 @@ impl Sink for Tty {
                         .to_string(),
                     width,
                 ));
-                let mut l = format!(
-                    "  budget {}, {steps} steps in {phases} phases",
-                    span(*budget)
-                );
+                let mut l = if *mode == Mode::Drill {
+                    format!("  {steps} unit(s) to drill")
+                } else {
+                    format!(
+                        "  budget {}, {steps} steps in {phases} phases",
+                        span(*budget)
+                    )
+                };
                 for t in targets {
                     let port = t.port.map(|p| format!(":{p}")).unwrap_or_default();
                     let _ = write!(l, ", {} {}{port}", t.name, t.destination);
