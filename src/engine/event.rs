@@ -169,6 +169,10 @@ pub enum Event {
         /// Truncated output, secrets redacted.
         stdout: Option<String>,
         stderr: Option<String>,
+        /// A retried step: seconds before its last attempt (the failed attempts and the pauses
+        /// between them), counted as waiting on the box in "where the time went".
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        waited: Option<f64>,
     },
     Warning {
         step: Option<usize>,
@@ -388,6 +392,7 @@ impl Event {
                 reason,
                 stdout,
                 stderr,
+                waited: _,
             } => {
                 f(name);
                 opt(reason, f);

@@ -139,6 +139,9 @@ pub(crate) struct StepResult {
     pub reason: Option<String>,
     pub stdout: Option<String>,
     pub stderr: Option<String>,
+    /// Seconds a retried step spent before its last attempt (failed attempts and the pauses
+    /// between them): waiting on the box, not the command's work.
+    pub waited: Option<f64>,
 }
 
 impl StepResult {
@@ -149,6 +152,7 @@ impl StepResult {
             reason: None,
             stdout: None,
             stderr: None,
+            waited: None,
         }
     }
     pub fn with(outcome: StepOutcome, reason: impl Into<String>) -> Self {
@@ -487,6 +491,7 @@ impl<'a> Engine<'a> {
             reason: Some(why.to_owned()),
             stdout: None,
             stderr: None,
+            waited: None,
         });
     }
 
@@ -600,6 +605,7 @@ mod tests {
             reason: Some(reason.into()),
             stdout: Some(stdout.into()),
             stderr: None,
+            waited: None,
         }
     }
 

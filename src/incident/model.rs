@@ -75,6 +75,8 @@ pub struct Step {
     pub exit: Option<i32>,
     pub reason: Option<String>,
     pub probes: Vec<Probe>,
+    /// A retried step: seconds before its last attempt (waiting on the box).
+    pub waited: Option<f64>,
 }
 
 impl Step {

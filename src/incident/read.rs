@@ -377,6 +377,7 @@ fn apply(run: &mut Run, e: &Event, at: f64) {
             exit: None,
             reason: None,
             probes: Vec::new(),
+            waited: None,
         }),
         Event::StepFinished {
             step,
@@ -387,6 +388,7 @@ fn apply(run: &mut Run, e: &Event, at: f64) {
             duration,
             at,
             reason,
+            waited,
             ..
         } => {
             let open = run
@@ -409,6 +411,7 @@ fn apply(run: &mut Run, e: &Event, at: f64) {
                     exit: None,
                     reason: None,
                     probes: Vec::new(),
+                    waited: None,
                 });
                 run.steps.len() - 1
             });
@@ -417,6 +420,7 @@ fn apply(run: &mut Run, e: &Event, at: f64) {
             s.outcome = Some(*outcome);
             s.exit = *exit;
             s.reason = reason.clone();
+            s.waited = waited.filter(|w| w.is_finite() && *w >= 0.0);
         }
         Event::Warning { step, message } => mark(
             run,

@@ -333,6 +333,7 @@ impl Script {
             reason: reason.map(String::from),
             stdout: stdout.map(String::from),
             stderr: stderr.map(String::from),
+            waited: None,
         })
     }
 

@@ -19,8 +19,8 @@ pub struct Summary {
     end: Option<(RunOutcome, f64)>,
     /// Each started step's kind, for where the time went.
     kinds: Vec<(usize, String)>,
-    /// (kind, seconds) of every step that ran.
-    ran: Vec<(String, f64)>,
+    /// (kind, seconds, seconds before its last attempt) of every step that ran.
+    ran: Vec<(String, f64, f64)>,
     /// Where this run's timeline began (later than 0 for a resumed run).
     first_at: Option<f64>,
     /// Every remedy a gate applied, in order, with the unit's return when it was seen.
@@ -213,7 +213,8 @@ impl Summary {
             return None;
         }
         let wall = end - self.first_at.unwrap_or(0.0);
-        let split = TimeSplit::of(wall, self.ran.iter().map(|(k, d)| (k.as_str(), *d)));
+        let split =
+            TimeSplit::with_retries(wall, self.ran.iter().map(|(k, d, w)| (k.as_str(), *d, *w)));
         Some(format!("Time   {}", split.line()))
     }
 
@@ -401,6 +402,7 @@ impl Sink for Summary {
                 step,
                 outcome,
                 duration,
+                waited,
                 ..
             } => {
                 self.outcomes.push(*outcome);
@@ -408,7 +410,8 @@ impl Sink for Summary {
                 if let Some((_, kind)) = started
                     && !matches!(outcome, StepOutcome::Skipped | StepOutcome::WouldRun)
                 {
-                    self.ran.push((kind.clone(), *duration));
+                    self.ran
+                        .push((kind.clone(), *duration, waited.unwrap_or(0.0)));
                 }
             }
             Event::RunFinished {
