@@ -10,7 +10,6 @@ use crate::exit::Exit;
 use crate::journal::{self, Journal};
 use crate::lock;
 use crate::plan::Action;
-use crate::signals::Signals;
 use crate::state::StateDir;
 
 pub fn drill(a: &DrillArgs) -> Result<Exit, Error> {
@@ -74,23 +73,9 @@ pub fn drill(a: &DrillArgs) -> Result<Exit, Error> {
     let stop_cause = settings.stop.clone();
     let rt = super::runtime()?;
     let rows = rt.block_on(async {
-        let mut signals = Signals::listen().map_err(Error::Runtime)?;
-        let (tx, rx) = tokio::sync::watch::channel(false);
-        let cause = stop_cause.clone();
         // Ctrl-C, SIGTERM and SIGHUP stop the drill between polls (the unit being drilled is
         // not recorded); a second one quits at once.
-        tokio::spawn(async move {
-            let stop = signals.next().await;
-            cause.set(stop);
-            let _ = tx.send(true);
-            let _ = writeln!(
-                std::io::stderr(),
-                "\n{}: stopping the drill (again to quit at once)…",
-                stop.describe()
-            );
-            let again = signals.next().await;
-            std::process::exit(again.exit().code().into());
-        });
+        let rx = super::run::cancel_on_signals(stop_cause.clone(), "the drill")?;
         Ok::<_, Error>(
             engine::Engine::new(&plan, settings, out, rx)
                 .drill(&chosen)
