@@ -320,6 +320,41 @@ fn near_the_start_limit_no_kill(c: &Ctx) {
         pid,
         "killed after all"
     );
+    // The drill keeps the same rule: a unit one start from its limit is skipped, not killed,
+    // and nothing is recorded for it.
+    let (drilled, dj) = c.run(
+        "near-limit-drill",
+        &["drill", rb.to_str().expect("utf-8"), "--yes"],
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        drilled.code,
+        Some(1),
+        "{}\n{}",
+        drilled.context(),
+        dump_without_progress(&dj)
+    );
+    assert!(
+        drilled
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("vllm-qwen36.service")
+                && l.contains("SKIPPED")
+                && l.contains("start limit")),
+        "{}",
+        drilled.stdout
+    );
+    assert_eq!(
+        lab.prop("vllm-qwen36.service", "MainPID"),
+        pid,
+        "the drill killed it"
+    );
+    assert!(
+        !c.dir
+            .join("state-near-limit-drill/recover/drills/near-limit.json")
+            .exists(),
+        "a skipped unit was recorded"
+    );
 }
 
 fn no_remedy_fails(c: &Ctx) {
