@@ -141,7 +141,7 @@ pub fn order_problems(unit: &str, order: &[&str], deps: &UnitDeps) -> (Vec<Strin
 /// The longest reason a `gate_probe` line keeps: a few words, not a response body.
 const PROBE_DETAIL: usize = 120;
 
-/// A failed probe's reason for the journal: its first line, at most [`PROBE_DETAIL`] bytes.
+/// A failed probe's reason for the journal: its first line, at most 120 bytes.
 pub fn probe_detail(why: &str) -> String {
     let line = why.lines().next().unwrap_or("").trim();
     if line.len() <= PROBE_DETAIL {
@@ -584,6 +584,16 @@ impl Engine<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_probe_detail_is_one_short_line() {
+        assert_eq!(probe_detail("  HTTP 503\nbody: loading\n"), "HTTP 503");
+        let long = "é".repeat(100);
+        let d = probe_detail(&long);
+        assert!(d.len() <= PROBE_DETAIL + "…".len(), "{}", d.len());
+        assert!(d.ends_with('…') && d.starts_with("éé"));
+        assert_eq!(probe_detail(""), "");
+    }
 
     #[test]
     fn parses_systemctl_show() {
