@@ -8,7 +8,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Background, Sshd, events, eventually, journals_in, read_journal, run_to_end};
+use common::{
+    Background, Sshd, clean_command, events, eventually, journals_in, read_journal, require_tool,
+    run_to_end,
+};
 
 /// A unit name no machine has: the drill can read no main process, so it kills nothing.
 const ABSENT: &str = "recover-drill-test-absent.service";
@@ -141,4 +144,77 @@ fn a_run_in_progress_refuses_the_drill_before_anything_is_contacted() {
         "the refused drill wrote a journal"
     );
     drop(run);
+}
+
+/// `recover drill` at a terminal (a pseudo-terminal from util-linux `script`), `typed` on its
+/// input; (exit code, what the terminal showed).
+fn drill_at_a_terminal(
+    state: &std::path::Path,
+    rb: &str,
+    typed: &str,
+) -> Option<(Option<i32>, String)> {
+    use std::io::{Read, Write};
+    use std::process::Stdio;
+    let script = require_tool(&["script"])?;
+    let line = format!(
+        "{} drill {rb} --unit {ABSENT}",
+        env!("CARGO_BIN_EXE_recover")
+    );
+    let mut child = clean_command(script, state)
+        .args(["-qec", &line, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(typed.as_bytes())
+        .expect("type");
+    let mut status = None;
+    for _ in 0..600 {
+        status = child.try_wait().expect("try_wait");
+        if status.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if status.is_none() {
+        let _ = child.kill();
+    }
+    let mut shown = String::new();
+    let _ = child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut shown);
+    Some((status.and_then(|s| s.code()), shown))
+}
+
+#[test]
+fn at_a_terminal_only_the_units_name_typed_is_consent() {
+    let Some(sshd) = Sshd::start_or_skip() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let rb = runbook(dir.path(), &sshd, "");
+    let rbs = rb.to_str().unwrap();
+    let Some((code, shown)) = drill_at_a_terminal(&state, rbs, "yes\n") else {
+        return;
+    };
+    assert_eq!(code, Some(2), "{shown}");
+    assert!(
+        shown.contains(&format!("Type `{ABSENT}` to go on")) && shown.contains("Not confirmed."),
+        "{shown}"
+    );
+    assert!(journals_in(&state).is_empty(), "a refused drill ran");
+    let (code, shown) =
+        drill_at_a_terminal(&state, rbs, &format!("{ABSENT}\n")).expect("script is there");
+    // consent: the drill ran (and, with no systemd managing the unit, killed nothing)
+    assert_eq!(code, Some(1), "{shown}");
+    assert!(shown.contains("could not kill its main process"), "{shown}");
+    assert_eq!(journals_in(&state).len(), 1, "{shown}");
 }
