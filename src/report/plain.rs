@@ -277,34 +277,9 @@ impl<W: Write + Send> Plain<W> {
                 }
                 v
             }
-            Event::DrillMeasured {
-                unit,
-                passed,
-                reason,
-                restarted_after,
-                healthy_after,
-                n_restarts_before,
-                n_restarts_after,
-                ..
-            } => vec![format!(
-                "DRILL: {unit}: {}",
-                if *passed {
-                    let mut l = "restarted".to_owned();
-                    if let Some(r) = restarted_after {
-                        l.push_str(&format!(" after {r:.1}s"));
-                    }
-                    l.push_str(", healthy again");
-                    if let Some(h) = healthy_after {
-                        l.push_str(&format!(" after {h:.1}s"));
-                    }
-                    if let (Some(b), Some(a)) = (n_restarts_before, n_restarts_after) {
-                        l.push_str(&format!(" (NRestarts {b} → {a})"));
-                    }
-                    l
-                } else {
-                    clean(reason.as_deref().unwrap_or("failed"))
-                }
-            )],
+            Event::DrillMeasured { unit, .. } => {
+                vec![format!("DRILL: {unit}: {}", super::fmt::drilled(event))]
+            }
             Event::RemedyApplied { step, message, .. } => {
                 vec![format!("REMEDY (step {step}): {}", clean(message))]
             }

@@ -638,20 +638,9 @@ impl Sink for Tty {
                 self.step_finished(event);
                 self.idle("…");
             }
-            Event::DrillMeasured {
-                unit,
-                passed,
-                reason,
-                ..
-            } => {
-                let text = if *passed {
-                    format!("✓ drill: {unit}: restarted and healthy again")
-                } else {
-                    format!(
-                        "✗ drill: {unit}: {}",
-                        clean(reason.as_deref().unwrap_or("failed"))
-                    )
-                };
+            Event::DrillMeasured { unit, passed, .. } => {
+                let mark = if *passed { "✓" } else { "✗" };
+                let text = format!("{mark} drill: {unit}: {}", super::fmt::drilled(event));
                 self.print(format!("  {text}"));
             }
             Event::RemedyApplied { step, message, .. } => {
