@@ -151,6 +151,23 @@ fn record(line: &str) -> Result<Rec, String> {
                 .ok_or("`gate_probe` without `ok`")?,
             detail: text("detail").or_else(|| text("line")),
         },
+        // the unit back after a kill or restart: its new main pid, seconds after the remedy
+        "remedy_restarted" => Kind::Remedy {
+            step,
+            action: "back".to_owned(),
+            detail: obj.get("new_pid").and_then(Value::as_u64).map(|pid| {
+                let after = obj
+                    .get("after")
+                    .and_then(Value::as_f64)
+                    .filter(|a| a.is_finite())
+                    .map(|a| format!(" after {a:.1}s"))
+                    .unwrap_or_default();
+                format!(
+                    "{} active again with main pid {pid}{after}",
+                    text("unit").unwrap_or_else(|| "the unit".to_owned())
+                )
+            }),
+        },
         t if t.starts_with("remedy") => Kind::Remedy {
             step,
             action: text("remedy")
@@ -491,6 +508,41 @@ mod tests {
 {"event":"phase_finished","phase":1,"name":"Start","started":0.5,"at":71.0,"window_start":0.0,"window_end":60.0,"result":"passed","ts":"2026-11-22T05:01:11.000Z"}
 {"event":"run_finished","outcome":"success","exit_code":0,"at":71.5,"budget":600.0,"failed_step":null,"message":"Recovered.","resume":null,"ts":"2026-11-22T05:01:11.500Z"}
 "#;
+
+    #[test]
+    fn the_engines_remedy_events_read_as_marks_in_words() {
+        let line = |e: Event| serde_json::to_string(&e).unwrap();
+        let text = [
+            JOURNAL.lines().next().unwrap().to_owned(),
+            line(Event::RemedyApplied {
+                step: 1,
+                unit: "vllm.service".into(),
+                action: "kill".into(),
+                failures: 3,
+                old_pid: Some(367),
+                message: "SIGKILL of vllm.service's main pid 367".into(),
+            }),
+            line(Event::RemedyRestarted {
+                step: 1,
+                unit: "vllm.service".into(),
+                old_pid: Some(367),
+                new_pid: 412,
+                after: 6.24,
+            }),
+        ]
+        .join("\n");
+        let (runs, problems) = parse(&text);
+        assert!(problems.is_empty(), "{problems:?}");
+        let marks: Vec<&MarkKind> = runs[0].marks.iter().map(|m| &m.what).collect();
+        assert!(
+            matches!(marks[0], MarkKind::Remedy { action, detail: Some(d) } if action == "kill" && d.contains("pid 367")),
+            "{marks:?}"
+        );
+        assert!(
+            matches!(marks[1], MarkKind::Remedy { action, detail: Some(d) } if action == "back" && d == "vllm.service active again with main pid 412 after 6.2s"),
+            "{marks:?}"
+        );
+    }
 
     #[test]
     fn probes_remedies_and_reboots_are_read_and_placed_on_the_timeline() {
