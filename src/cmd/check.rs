@@ -8,10 +8,15 @@ use crate::runbook::lint::lint;
 use crate::state::StateDir;
 
 pub fn check(a: &CheckArgs) -> Result<Exit, Error> {
-    let (loaded, plan) = super::load_plan(&a.runbook, &[], &Options::from_process_env())?;
+    let opts = Options {
+        unattended: a.unattended,
+        ..Options::from_process_env()
+    };
+    let (loaded, plan) = super::load_plan(&a.runbook, &[], &opts)?;
     let warnings = lint(&loaded, &plan);
     super::print_problems(&warnings);
     super::print_rehearsal_notice(StateDir::from_env().as_ref(), &plan);
+    super::print_drill_notice(StateDir::from_env().as_ref(), &plan);
     if plan.files.len() > 1 {
         for f in &plan.files {
             eprintln!(

@@ -16,18 +16,24 @@ pub fn export(a: &ExportArgs) -> Result<Exit, Error> {
     let state = StateDir::from_env();
     let rehearsal = state
         .as_ref()
-        .map(|s| crate::rehearsal::last::read(&s.rehearsal(&plan.name)))
+        .map(|s| crate::rehearsal::last::read(&s.rehearsal(&plan.state_key())))
         .unwrap_or(Rehearsal::Never);
-    let usual = state
-        .and_then(|s| crate::incident::latest(&crate::incident::journals(&s.runs(), &plan.name).0));
+    let usual = state.as_ref().and_then(|s| {
+        crate::incident::latest(&crate::incident::journals(&s.runs(), &plan.state_key()).0)
+    });
     let format = match a.format {
         ExportFormat::Md => Format::Markdown,
         ExportFormat::Html => Format::Html,
     };
+    let drills = state
+        .as_ref()
+        .map(|s| crate::drill::record::read(&s.drill(&plan.state_key())))
+        .unwrap_or(crate::drill::record::Drills::Never);
     let cx = Context {
         generated,
         rehearsal,
         usual,
+        drills,
     };
     let doc = render(&plan, format, &cx).map_err(Error::Render)?;
     match &a.output {

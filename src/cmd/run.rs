@@ -56,8 +56,8 @@ impl<'a> Start<'a> {
                 let path = match (&a.journal, state) {
                     (Some(j), _) => j.clone(),
                     (None, Some(s)) => {
-                        journal::latest(s, &plan.name).ok_or_else(|| Error::NoJournal {
-                            runbook: plan.name.clone(),
+                        journal::latest(s, &plan.state_key()).ok_or_else(|| Error::NoJournal {
+                            runbook: plan.state_key(),
                             dir: s.runs(),
                         })?
                     }
@@ -149,6 +149,8 @@ fn resume_command(a: &RunArgs, confirm: &Confirm<()>) -> String {
             shell_quote(&j.display().to_string())
         ));
     }
+    // Whoever reads it types it: an unattended run's resume is a person's, without
+    // --unattended or --started-by.
     if matches!(confirm, Confirm::Yes) {
         parts.push("--yes".into());
     }
@@ -180,7 +182,11 @@ fn resume_command(a: &RunArgs, confirm: &Confirm<()>) -> String {
 }
 
 pub fn run(a: &RunArgs) -> Result<Exit, Error> {
-    let (_, plan) = super::load_plan(&a.runbook, &a.resolve.overlays, &super::options(&a.resolve))?;
+    let opts = plan::Options {
+        unattended: a.unattended,
+        ..super::options(&a.resolve)
+    };
+    let (_, plan) = super::load_plan(&a.runbook, &a.resolve.overlays, &opts)?;
     // An unset secret a step needs stops the run before anything runs; one that only status
     // posts read does not: a failing post never stops a recovery, neither may a missing one.
     if !plan.secrets.needed.is_empty() {
@@ -194,9 +200,10 @@ pub fn run(a: &RunArgs) -> Result<Exit, Error> {
 
     let (first_step, resume) = Start::of(a).resolve(a, &plan, state.as_ref())?;
 
-    // Manual steps need someone to ask, or --yes: decided before anything runs.
+    // Manual steps need someone to ask, --yes, or --unattended (whose refusal of a manual
+    // step without `unattended:` came with the plan): decided before anything runs.
     let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
-    let confirm = Confirm::decide(a.yes, interactive);
+    let confirm = Confirm::decide(a.yes, a.unattended, interactive);
     let manual: Vec<String> = plan
         .phases
         .iter()
@@ -211,7 +218,7 @@ pub fn run(a: &RunArgs) -> Result<Exit, Error> {
     let run_id = journal::new_run_id();
     let journal_path = match (&a.journal, &state) {
         (Some(j), _) => j.clone(),
-        (None, Some(s)) => Journal::new_path(s, &plan.name, &run_id),
+        (None, Some(s)) => Journal::new_path(s, &plan.state_key(), &run_id),
         (None, None) => return Err(Error::NoStateDir),
     };
     // One run at a time: taken before anything is contacted, held until the run ends.
@@ -237,6 +244,7 @@ pub fn run(a: &RunArgs) -> Result<Exit, Error> {
         run_id,
         first_step,
         confirm,
+        started_by: a.started_by.clone(),
         resume,
         resume_command,
         stop: crate::signals::StopCause::default(),
@@ -253,26 +261,35 @@ pub fn run(a: &RunArgs) -> Result<Exit, Error> {
 pub(super) fn execute(plan: &Plan, settings: Settings, out: Emitter) -> Result<Exit, Error> {
     let rt = super::runtime()?;
     rt.block_on(async move {
-        let mut signals = Signals::listen().map_err(Error::Runtime)?;
-        let (tx, rx) = tokio::sync::watch::channel(false);
-        let cause = settings.stop.clone();
-        let stopped = cause.clone();
-        tokio::spawn(async move {
-            let stop = signals.next().await;
-            cause.set(stop);
-            let _ = tx.send(true);
-            // The terminal may be gone (SIGHUP): a failed write must not end the run.
-            let _ = writeln!(
-                std::io::stderr(),
-                "\n{}: stopping the current step (again to quit at once)…",
-                stop.describe()
-            );
-            let again = signals.next().await;
-            std::process::exit(again.exit().code().into());
-        });
+        let stopped = settings.stop.clone();
+        let rx = cancel_on_signals(settings.stop.clone(), "the current step")?;
         let engine = engine::Engine::new(plan, settings, out, rx);
         Ok(engine.run().await.exit_after(stopped.get()))
     })
+}
+
+/// Within the runtime: the first Ctrl-C, SIGTERM or SIGHUP is recorded in `cause` and cancels
+/// (the receiver turns true), saying that it is stopping `what`; a second one quits at once.
+pub(super) fn cancel_on_signals(
+    cause: crate::signals::StopCause,
+    what: &'static str,
+) -> Result<tokio::sync::watch::Receiver<bool>, Error> {
+    let mut signals = Signals::listen().map_err(Error::Runtime)?;
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let stop = signals.next().await;
+        cause.set(stop);
+        let _ = tx.send(true);
+        // The terminal may be gone (SIGHUP): a failed write must not end the run.
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n{}: stopping {what} (again to quit at once)…",
+            stop.describe()
+        );
+        let again = signals.next().await;
+        std::process::exit(again.exit().code().into());
+    });
+    Ok(rx)
 }
 
 /// One warning per unset variable that only status posts read, naming the channels that will

@@ -33,24 +33,37 @@ pub enum Answer {
 /// Asks the operator about a manual step: (step name, instructions) -> answer.
 pub type Prompt = Box<dyn FnMut(&str, &str) -> Answer + Send>;
 
-/// Who confirms manual steps, decided once from `--yes` and the terminal. `Confirm<()>` is
-/// the decision; [`Confirm::with_prompt`] gives `Ask` the prompt to ask with.
+/// Who confirms manual steps, decided once from `--yes`, `--unattended` and the terminal.
+/// `Confirm<()>` is the decision; [`Confirm::with_prompt`] gives `Ask` the prompt to ask with.
 pub enum Confirm<P = Prompt> {
     /// `--yes`: manual steps count as done.
     Yes,
     /// The operator answers at a terminal.
     Ask(P),
+    /// `--unattended`: nobody is there and nobody is asked; each manual step does what its
+    /// `unattended:` key says (skip, recorded and posted as not confirmed; or abort), and a
+    /// `wait_ssh` `otherwise:` ask is only posted.
+    Unattended,
     /// Nobody to ask (a rehearsal, or no terminal): a manual step fails.
     Refuse,
 }
 
+impl<P> Confirm<P> {
+    /// Whether nobody is there to confirm anything (`--unattended`).
+    pub fn is_unattended(&self) -> bool {
+        matches!(self, Confirm::Unattended)
+    }
+}
+
 impl Confirm<()> {
-    /// `--yes` wins; otherwise ask when there is a terminal to ask at.
-    pub fn decide(yes: bool, interactive: bool) -> Self {
-        match (yes, interactive) {
-            (true, _) => Confirm::Yes,
-            (false, true) => Confirm::Ask(()),
-            (false, false) => Confirm::Refuse,
+    /// `--unattended` and `--yes` first (the command line never gives both); otherwise ask
+    /// when there is a terminal to ask at.
+    pub fn decide(yes: bool, unattended: bool, interactive: bool) -> Self {
+        match (yes, unattended, interactive) {
+            (_, true, _) => Confirm::Unattended,
+            (true, false, _) => Confirm::Yes,
+            (false, false, true) => Confirm::Ask(()),
+            (false, false, false) => Confirm::Refuse,
         }
     }
 
@@ -58,6 +71,7 @@ impl Confirm<()> {
         match self {
             Confirm::Yes => Confirm::Yes,
             Confirm::Ask(()) => Confirm::Ask(prompt()),
+            Confirm::Unattended => Confirm::Unattended,
             Confirm::Refuse => Confirm::Refuse,
         }
     }
@@ -82,6 +96,8 @@ pub struct Settings {
     pub first_step: usize,
     /// Who confirms manual steps.
     pub confirm: Confirm,
+    /// Who or what started the run (`--started-by`): journaled, and said in every post.
+    pub started_by: Option<String>,
     /// Set when this run continues an earlier one.
     pub resume: Option<Resume>,
     /// The command that continues this run, printed when it stops early.
@@ -139,6 +155,9 @@ pub(crate) struct StepResult {
     pub reason: Option<String>,
     pub stdout: Option<String>,
     pub stderr: Option<String>,
+    /// Seconds a retried step spent before its last attempt (failed attempts and the pauses
+    /// between them): waiting on the box, not the command's work.
+    pub waited: Option<f64>,
 }
 
 impl StepResult {
@@ -149,6 +168,7 @@ impl StepResult {
             reason: None,
             stdout: None,
             stderr: None,
+            waited: None,
         }
     }
     pub fn with(outcome: StepOutcome, reason: impl Into<String>) -> Self {
@@ -226,6 +246,20 @@ impl<'a> Engine<'a> {
         }
     }
 
+    /// The line every status post of this run ends with when nobody typed the command: the
+    /// operators' channel must know the run started by itself, and who started it.
+    pub(crate) fn provenance(&self) -> Option<String> {
+        match (
+            self.settings.confirm.is_unattended(),
+            &self.settings.started_by,
+        ) {
+            (true, Some(by)) => Some(format!("(unattended run, started by {by})")),
+            (true, None) => Some("(unattended run: nobody at a terminal)".to_owned()),
+            (false, Some(by)) => Some(format!("(started by {by})")),
+            (false, None) => None,
+        }
+    }
+
     /// Seconds on the run's timeline.
     pub(crate) fn at(&self) -> f64 {
         (self.settings.elapsed_offset() + self.clock.elapsed()).as_secs_f64()
@@ -276,20 +310,22 @@ impl<'a> Engine<'a> {
         }
     }
 
-    /// Walk the plan. Returns how the run ended; every event has been emitted.
-    pub async fn run(mut self) -> RunOutcome {
+    /// The `run_started` event of this run (or drill: `mode`), with `steps` and `phases` it
+    /// covers.
+    pub(crate) fn run_started(&self, mode: Mode, steps: usize, phases: usize) -> Event {
         let plan = self.plan;
-        let total: usize = plan.phases.iter().map(|p| p.steps.len()).sum();
-        self.out.emit(Event::RunStarted {
+        Event::RunStarted {
             run_id: self.settings.run_id.clone(),
-            mode: self.settings.mode,
+            mode,
             runbook: plan.name.clone(),
             path: plan.source.display().to_string(),
             sha256: plan.sha256.clone(),
             budget: plan.budget.as_secs_f64(),
-            steps: total,
-            phases: plan.phases.len(),
+            steps,
+            phases,
             resumed_from: self.settings.resume.as_ref().map(|r| r.run_id.clone()),
+            unattended: self.settings.confirm.is_unattended(),
+            started_by: self.settings.started_by.clone(),
             first_step: self.settings.first_step,
             targets: plan
                 .targets
@@ -311,7 +347,15 @@ impl<'a> Engine<'a> {
                     })
                     .collect(),
             },
-        });
+        }
+    }
+
+    /// Walk the plan. Returns how the run ended; every event has been emitted.
+    pub async fn run(mut self) -> RunOutcome {
+        let plan = self.plan;
+        let total: usize = plan.phases.iter().map(|p| p.steps.len()).sum();
+        self.out
+            .emit(self.run_started(self.settings.mode, total, plan.phases.len()));
         for message in &self.settings.warnings {
             self.out.emit(Event::Warning {
                 step: None,
@@ -454,6 +498,7 @@ impl<'a> Engine<'a> {
                     crate::plan::fmt_duration(plan.budget)
                 ),
                 Mode::Rehearse => "Rehearsal finished: every read-only step passed.".to_owned(),
+                Mode::Drill => "Drill finished.".to_owned(),
             };
         }
         let resume = matches!(outcome, RunOutcome::Failed | RunOutcome::Interrupted)
@@ -498,6 +543,7 @@ impl<'a> Engine<'a> {
             reason: Some(why.to_owned()),
             stdout: None,
             stderr: None,
+            waited: None,
         });
     }
 
@@ -611,6 +657,7 @@ mod tests {
             reason: Some(reason.into()),
             stdout: Some(stdout.into()),
             stderr: None,
+            waited: None,
         }
     }
 

@@ -16,24 +16,27 @@ use minijinja::value::Value;
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use serde::Serialize;
 
+pub use crate::drill::record::Drills;
 pub use crate::rehearsal::last::Rehearsal;
 
 use crate::plan::{
     Action, BOOT_ID_COMMAND, Command, Gate, Plan, PowerOn, Probe, Request, Step, TargetSpec,
     fmt_duration,
 };
-use crate::runbook::model::{Format as ChannelFormat, OnFail};
+use crate::runbook::model::{Format as ChannelFormat, OnFail, Unattended};
 use crate::verdict::{HttpExpect, Matcher};
 use ere::translate;
 use shell::{function_name, remote_arg, secrets_as_variables};
 
-/// What the binder says besides the Plan: when it was made and the last rehearsal.
+/// What the binder says besides the Plan: when it was made, the last rehearsal, and the last
+/// drill of each unit.
 #[derive(Debug, Clone)]
 pub struct Context {
     pub generated: DateTime<Utc>,
     pub rehearsal: Rehearsal,
     /// Step timings of the latest run or rehearsal, for "usually 12s" beside each allowance.
     pub usual: Option<crate::incident::Baseline>,
+    pub drills: Drills,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -284,6 +287,8 @@ impl Binder {
         let b = Builder {
             plan,
             usual: cx.usual.as_ref(),
+            drills: &cx.drills,
+            generated: cx.generated,
         };
         let post_text = format!(
             "ABORTED: {} is off the {} timeline. Following the long procedure.",
@@ -376,6 +381,8 @@ fn text_without_secrets(plan: &Plan, s: &str) -> String {
 struct Builder<'a> {
     plan: &'a Plan,
     usual: Option<&'a crate::incident::Baseline>,
+    drills: &'a Drills,
+    generated: DateTime<Utc>,
 }
 
 impl Builder<'_> {
@@ -471,7 +478,11 @@ impl Builder<'_> {
         let mut text = None;
         let mut blocks = Vec::new();
         let kind = match &s.action {
-            Action::Manual { text: t, pass } => {
+            Action::Manual {
+                text: t,
+                pass,
+                unattended,
+            } => {
                 text = Some(Labelled {
                     label: "Do".into(),
                     text: self.text(t.trim()),
@@ -486,6 +497,17 @@ impl Builder<'_> {
                         None => "everything the text above asks for is so. Write down what you saw if it is not."
                             .into(),
                     }),
+                    note: Some(self.text(match unattended {
+                        Some(Unattended::Skip) => {
+                            "If recover ran by itself (`recover run --unattended`, started when mains returned), nobody did this step: the run went on without it (`unattended: skip`) and told the channel so. Do it now."
+                        }
+                        Some(Unattended::Abort) => {
+                            "If recover ran by itself (`recover run --unattended`, started when mains returned), it stopped here (`unattended: abort`) and posted the abort: go on by hand from this step."
+                        }
+                        None => {
+                            "This step has no `unattended:`: `recover run --unattended` refuses this runbook, so it is never run with nobody there."
+                        }
+                    })),
                     ..Block::default()
                 });
                 "by hand".to_owned()
@@ -902,6 +924,41 @@ impl Builder<'_> {
             expect: Some(expect),
             note: Some(note),
         });
+        if let Some(d) = self.drill_text(unit) {
+            blocks.push(Block::say(d));
+        }
+    }
+
+    /// What the last drill of `unit` measured, for the reader timing a restart by hand: "When
+    /// drilled on 2026-12-02 (3 days before this copy), systemd restarted it 6.2s after a
+    /// SIGKILL and its health probe passed again after 20.4s (the reload)."
+    fn drill_text(&self, unit: &str) -> Option<String> {
+        let d = self.drills.unit(unit)?;
+        let date = DateTime::parse_from_rfc3339(d.date.trim())
+            .ok()?
+            .with_timezone(&Utc);
+        let days = self.generated.signed_duration_since(date).num_days().max(0);
+        let secs = |s: f64| format!("{s:.1}s");
+        let what = match (d.restarted_after, d.healthy_after) {
+            (Some(r), Some(h)) => format!(
+                "systemd restarted it {} after a SIGKILL and its health probe passed again after {} (the reload)",
+                secs(r),
+                secs(h)
+            ),
+            (Some(r), None) if d.passed => {
+                format!("systemd restarted it {} after a SIGKILL", secs(r))
+            }
+            (Some(r), None) => format!(
+                "systemd restarted it {} after a SIGKILL, but its health probe did not pass again",
+                secs(r)
+            ),
+            (None, _) => "systemd did NOT restart it after a SIGKILL".to_string(),
+        };
+        Some(self.text(&format!(
+            "When drilled on {} ({days} day{} before this copy), {what}.",
+            date.format("%Y-%m-%d"),
+            if days == 1 { "" } else { "s" }
+        )))
     }
 
     fn outcomes(&self, s: &Step) -> Vec<Outcome> {

@@ -478,6 +478,7 @@ impl Sink for Tty {
                 resumed_from,
                 first_step,
                 targets,
+                started_by,
                 ..
             } => {
                 self.budget = *budget;
@@ -487,6 +488,7 @@ impl Sink for Tty {
                 let verb = match mode {
                     Mode::Run => "run",
                     Mode::Rehearse => "rehearse",
+                    Mode::Drill => "drill",
                 };
                 self.print(fit(
                     &st()
@@ -495,10 +497,14 @@ impl Sink for Tty {
                         .to_string(),
                     width,
                 ));
-                let mut l = format!(
-                    "  budget {}, {steps} steps in {phases} phases",
-                    span(*budget)
-                );
+                let mut l = if *mode == Mode::Drill {
+                    format!("  {steps} unit(s) to drill")
+                } else {
+                    format!(
+                        "  budget {}, {steps} steps in {phases} phases",
+                        span(*budget)
+                    )
+                };
                 for t in targets {
                     let port = t.port.map(|p| format!(":{p}")).unwrap_or_default();
                     let _ = write!(l, ", {} {}{port}", t.name, t.destination);
@@ -510,6 +516,9 @@ impl Sink for Tty {
                         &format!("  continuing run {from} from step {first_step}"),
                         width,
                     ));
+                }
+                if let Some(by) = started_by {
+                    self.print(fit(&format!("  started by {by}"), width));
                 }
                 if *mode == Mode::Rehearse {
                     let l = "  REHEARSAL: read-only steps run; steps that change state are shown (→), not run";
@@ -621,6 +630,7 @@ impl Sink for Tty {
                     }));
                 self.step.set_message("");
             }
+            Event::GateProbe { .. } => {}
             Event::StepProgress { line, .. } => {
                 let line = one_line(line);
                 if !line.is_empty() {
@@ -632,20 +642,9 @@ impl Sink for Tty {
                 self.step_finished(event);
                 self.idle("…");
             }
-            Event::DrillMeasured {
-                unit,
-                passed,
-                reason,
-                ..
-            } => {
-                let text = if *passed {
-                    format!("✓ drill: {unit}: restarted and healthy again")
-                } else {
-                    format!(
-                        "✗ drill: {unit}: {}",
-                        clean(reason.as_deref().unwrap_or("failed"))
-                    )
-                };
+            Event::DrillMeasured { unit, passed, .. } => {
+                let mark = if *passed { "✓" } else { "✗" };
+                let text = format!("{mark} drill: {unit}: {}", super::fmt::drilled(event));
                 self.print(format!("  {text}"));
             }
             Event::RemedyApplied { step, message, .. } => {

@@ -9,6 +9,8 @@
 //! - [`process`]: [`run_to_end`], [`Background`], [`eventually`]: runs and waits, bounded.
 //! - [`journal`]: the journals a run writes, and their events.
 //! - [`skip`]: [`require_tool`], [`say`]: skips that show, and fail in CI.
+//! - [`nut`], [`upsmon`]: a real upsd with the dummy-ups driver, and a real upsmon running a
+//!   NOTIFYCMD on its events.
 //!
 //! ```ignore
 //! mod common;
@@ -40,6 +42,7 @@ pub mod nut;
 pub mod process;
 pub mod skip;
 pub mod sshd;
+pub mod upsmon;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
