@@ -8,7 +8,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{Background, HttpServer, Sshd, eventually, read_journal, recover_in};
+use common::{Background, HttpServer, Sshd, eventually, read_journal, recover_in, step_event};
 
 fn sha256_file(path: &Path) -> String {
     use sha2::{Digest, Sha256};
@@ -247,7 +247,18 @@ fn sigterm_and_sighup_kill_the_remote_command_flush_the_journal_and_print_the_re
     let Some(sshd) = Sshd::start_or_skip() else {
         return;
     };
-    for (sig, code) in [(libc::SIGTERM, 143), (libc::SIGHUP, 129)] {
+    for (sig, code, reason) in [
+        (
+            libc::SIGTERM,
+            143,
+            "terminated by SIGTERM (systemctl stop, kill)",
+        ),
+        (
+            libc::SIGHUP,
+            129,
+            "hung up: SIGHUP (the terminal or the ssh session closed)",
+        ),
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let rb = hanging_runbook(dir.path(), "signals", &sshd);
         let journal = dir.path().join("j.jsonl");
@@ -288,6 +299,9 @@ fn sigterm_and_sighup_kill_the_remote_command_flush_the_journal_and_print_the_re
         assert_eq!(end["outcome"], "interrupted");
         assert_eq!(end["exit_code"], code);
         assert_eq!(end["failed_step"], 2);
+        let step = step_event(&events, "step_finished", 2);
+        assert_eq!(step["outcome"], "interrupted", "signal {sig}: {step}");
+        assert_eq!(step["reason"], reason, "signal {sig}: {step}");
         let resume = end["resume"].as_str().expect("a resume command");
         assert!(resume.contains("--resume"), "{resume}");
         assert!(bg.output().contains(resume), "not printed: {}", bg.output());
