@@ -8,23 +8,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{Background, HttpServer, Sshd, eventually, read_journal, recover_in, step_event};
-
-fn sha256_file(path: &Path) -> String {
-    use sha2::{Digest, Sha256};
-    hex::encode(Sha256::digest(fs::read(path).unwrap()))
-}
-
-/// `DIR/NAME.yaml`, one phase of `steps` (six spaces of indentation) against `target`.
-fn write_runbook(dir: &Path, name: &str, target: &str, head: &str, steps: &str) -> PathBuf {
-    let text = format!(
-        "name: {name}\nbudget: 10m\ntargets:\n{target}{head}phases:\n  - name: Everything\n    window: 0m-10m\n    steps:\n{steps}"
-    )
-    .replace("@DIR@", &dir.display().to_string());
-    let path = dir.join(format!("{name}.yaml"));
-    fs::write(&path, text).unwrap();
-    path
-}
+use common::{
+    Background, HttpServer, Sshd, eventually, logins, read_journal, recover_in, remote_pid_alive,
+    sha256_file, step_event, write_runbook,
+};
 
 // --- corrupt journals: a clear error and a way on, never a panic --------------------------------
 
@@ -197,30 +184,6 @@ fn a_journal_cut_by_a_crash_mid_line_resumes_after_its_last_whole_step() {
 fn signal(bg: &Background, sig: i32) {
     // SAFETY: kill(2) on our own child's pid.
     assert_eq!(unsafe { libc::kill(bg.pid(), sig) }, 0);
-}
-
-/// Whether the process whose pid is in `pid_file` still runs on the target (a zombie does not).
-fn remote_pid_alive(sshd: &Sshd, pid_file: &Path) -> bool {
-    let pid: u32 = fs::read_to_string(pid_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let out = sshd.ssh(&format!(
-        "if kill -0 {pid} 2>/dev/null; then \
-           if [ \"$(cut -d' ' -f3 /proc/{pid}/stat)\" = Z ]; then echo zombie; else echo alive; fi; \
-         else echo gone; fi"
-    ));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim() == "alive"
-}
-
-fn logins(sshd: &Sshd) -> usize {
-    sshd.log().matches("Accepted publickey").count()
 }
 
 /// A runbook whose second step hangs (writing its pid) while `@DIR@/hang` exists.
@@ -396,6 +359,29 @@ fn a_second_run_is_refused_before_contacting_anything_and_rehearse_says_a_run_is
         "{stderr}"
     );
 
+    // So does the rehearsal, which contacts the target read-only while the run holds it.
+    let rehearsal = recover_in(dir.path())
+        .args(["rehearse"])
+        .arg(&rb)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&rehearsal.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "note: a run of this runbook is in progress: pid {}, started ",
+            first.pid()
+        )) && stderr.contains("this takes no lock and does not stop it"),
+        "{stderr}"
+    );
+    // It ran to its end (the run writes its own --journal elsewhere).
+    let rehearsed = read_journal(&common::only_journal(dir.path()));
+    assert_eq!(rehearsed[0]["mode"], "rehearse", "{rehearsed:?}");
+    assert_eq!(
+        common::last_event(&rehearsed)["event"],
+        "run_finished",
+        "{stderr}"
+    );
+
     signal(&first, libc::SIGINT);
     assert!(
         first.wait(Duration::from_secs(15)).is_some(),
@@ -450,6 +436,134 @@ fn a_lock_left_by_a_killed_run_is_taken_over_with_a_warning_naming_its_pid() {
     assert!(
         stderr.contains(&format!("left by pid {dead}, which is no longer running")),
         "{stderr}"
+    );
+}
+
+/// `recover` as another account (nobody), in `dir`'s environment with the lock directory
+/// `locks`: the run held by root and the run of a second operator meet there.
+fn as_nobody(dir: &Path, state: &Path, locks: &Path, args: &[&str]) -> std::process::Output {
+    let mut cmd = common::clean_command("setpriv", state);
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_recover"))
+        .args(args)
+        .env("RECOVER_LOCK_DIR", locks)
+        .current_dir(dir);
+    common::run_bounded(cmd, Duration::from_secs(60))
+}
+
+#[test]
+fn a_run_held_by_root_refuses_another_accounts_run_naming_the_holder() {
+    if !common::require_root() {
+        return;
+    }
+    let Some(_) = common::require_tool(&["setpriv"]) else {
+        return;
+    };
+    let Some(sshd) = Sshd::start_or_skip() else {
+        return;
+    };
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    // Another account may read the runbook and reach the lock directory, nothing more.
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let theirs = dir.path().join("nobody-state");
+    fs::create_dir(&theirs).unwrap();
+    fs::set_permissions(&theirs, fs::Permissions::from_mode(0o777)).unwrap();
+    // The machine-wide directory does not exist yet: root's run makes it, for every account.
+    let locks = dir.path().join(common::LOCK_DIR);
+    let rb = hanging_runbook(dir.path(), "shared", &sshd);
+    let journal = dir.path().join("root.jsonl");
+    let mut first = Background::start(
+        dir.path(),
+        &[
+            "run",
+            rb.to_str().unwrap(),
+            "--journal",
+            journal.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let pid_file = dir.path().join("long.pid");
+    assert!(
+        eventually(Duration::from_secs(30), || pid_file.exists()),
+        "root's run never reached its long step: {}",
+        first.output()
+    );
+    let mode = fs::metadata(&locks).unwrap().permissions().mode();
+    assert_eq!(mode & 0o7777, 0o1777, "{mode:o}");
+    let before = logins(&sshd);
+
+    let second = as_nobody(
+        dir.path(),
+        &theirs,
+        &locks,
+        &["run", "--yes", rb.to_str().unwrap()],
+    );
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(2), "{stderr}");
+    for s in [
+        "another run holds the lock of the runbook `shared`".to_owned(),
+        format!("pid {}", first.pid()),
+        format!("journal {}", journal.display()),
+        "Nothing was contacted".to_owned(),
+    ] {
+        assert!(stderr.contains(&s), "no `{s}` in:\n{stderr}");
+    }
+    assert!(!stderr.contains("machine-wide lock directory"), "{stderr}");
+    assert_eq!(logins(&sshd), before, "a refused run logged in");
+
+    // The other account's dry run sees it too, through a lock file it only reads.
+    let dry = as_nobody(
+        dir.path(),
+        &theirs,
+        &locks,
+        &["run", "--dry-run", rb.to_str().unwrap()],
+    );
+    let stderr = String::from_utf8_lossy(&dry.stderr);
+    assert_eq!(dry.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "a run of this runbook is in progress: pid {}",
+            first.pid()
+        )),
+        "{stderr}"
+    );
+
+    signal(&first, libc::SIGINT);
+    assert!(
+        first.wait(Duration::from_secs(15)).is_some(),
+        "{}",
+        first.output()
+    );
+    // Released: the other account takes the lock in root's file (a runbook of the same name,
+    // against a closed port: it fails there, after the lock).
+    let later = dir.path().join("later");
+    fs::create_dir(&later).unwrap();
+    let rb2 = write_runbook(
+        &later,
+        "shared",
+        "  lab: { host: 127.0.0.1, port: 9 }\n",
+        "",
+        "      - run: \"true\"\n        timeout: 5s\n",
+    );
+    let lock_file = locks.join("runbook-shared.lock");
+    let mode = fs::metadata(&lock_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o666, "{mode:o}");
+    let after = as_nobody(
+        dir.path(),
+        &theirs,
+        &locks,
+        &["run", "--yes", rb2.to_str().unwrap()],
+    );
+    let stderr = String::from_utf8_lossy(&after.stderr);
+    assert_ne!(after.status.code(), Some(2), "{stderr}");
+    assert!(!stderr.contains("lock"), "{stderr}");
+    let run = read_journal(&common::only_journal(&theirs));
+    assert_eq!(run[0]["event"], "run_started", "{run:?}");
+    assert_eq!(
+        fs::read_to_string(&lock_file).unwrap(),
+        "",
+        "the record is emptied on release"
     );
 }
 
