@@ -275,7 +275,7 @@ pub fn decide(policy: &Policy, unit: &str, now: &UnitNow, failures: u32, applied
         let starts_after = now.n_restarts + 2;
         if starts_after > burst {
             let interval = match now.interval {
-                Some(Some(d)) => crate::plan::fmt_duration(d),
+                Some(Some(d)) => crate::duration::fmt_duration(d),
                 Some(None) => "infinity".to_string(),
                 None => "its interval".to_string(),
             };
