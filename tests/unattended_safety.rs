@@ -623,6 +623,79 @@ fn an_unset_webhook_used_only_by_notify_warns_runs_and_reports_the_post_not_sent
     );
 }
 
+/// A secret reached through `vars:` counts where the var is read: only by a webhook, the run
+/// goes on without the post; also by a step, the run is refused before anything runs.
+#[test]
+fn an_unset_secret_in_a_var_only_a_webhook_reads_warns_and_runs() {
+    let Some(sshd) = Sshd::start_or_skip() else {
+        return;
+    };
+    let hook = HttpServer::start();
+    hook.respond("POST", "/hook", 200, "ok");
+    // `hook` reads the secret, `token` reads it through `hook`: both only feed the webhook.
+    let head = format!(
+        "vars:\n  hook: \"{}/{{{{ env.RECOVER_HOOK_TOKEN }}}}\"\n  token: \"{{{{ vars.hook }}}}\"\n  greeting: we are back\n\
+         notify:\n  ops: {{ webhook: \"{{{{ vars.token }}}}\", format: json }}\n",
+        hook.url()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let rb = write_runbook(
+        dir.path(),
+        "varhook",
+        &sshd.runbook_target_yaml("lab"),
+        &head,
+        "      - run: echo {{ vars.greeting }} > @DIR@/ran\n      - notify: ops\n        message: \"{{ vars.greeting }}\"\n",
+    );
+    let journal = dir.path().join("j.jsonl");
+    let out = recover_in(dir.path())
+        .args(["run", "--yes", "--journal"])
+        .arg(&journal)
+        .arg(&rb)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        fs::read_to_string(dir.path().join("ran")).unwrap(),
+        "we are back\n"
+    );
+    assert!(
+        stderr
+            .contains("RECOVER_HOOK_TOKEN is not set: the status posts to `ops` will not be sent"),
+        "{stderr}"
+    );
+    let events = read_journal(&journal);
+    let post = events
+        .iter()
+        .find(|e| e["event"] == "notified")
+        .unwrap_or_else(|| panic!("no notified event: {events:?}"));
+    assert_eq!(post["ok"], false, "{post}");
+    assert!(
+        hook.requests().is_empty(),
+        "a post went out without its secret"
+    );
+
+    // The same var read by a step as well: needed, refused before anything runs.
+    let rb = write_runbook(
+        dir.path(),
+        "varstep",
+        &sshd.runbook_target_yaml("lab"),
+        &head,
+        "      - run: echo {{ vars.token }} > @DIR@/leaked\n      - notify: ops\n        message: hi\n",
+    );
+    let before = logins(&sshd);
+    let out = recover_in(dir.path())
+        .args(["run", "--yes"])
+        .arg(&rb)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("RECOVER_HOOK_TOKEN"), "{stderr}");
+    assert_eq!(logins(&sshd), before);
+    assert!(!dir.path().join("leaked").exists());
+}
+
 #[test]
 fn an_unset_secret_used_by_a_step_refuses_the_run_before_anything_runs() {
     let Some(sshd) = Sshd::start_or_skip() else {
