@@ -45,6 +45,8 @@ pub fn shared_dir() -> PathBuf {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dir {
     pub path: PathBuf,
+    /// The machine-wide directory (`path` too, unless it could not be used).
+    pub shared: PathBuf,
     /// Set when `path` is this account's own directory, not the machine-wide one.
     pub warning: Option<String>,
 }
@@ -56,9 +58,11 @@ impl Dir {
         match prepare_shared(shared) {
             Ok(()) => Dir {
                 path: shared.to_path_buf(),
+                shared: shared.to_path_buf(),
                 warning: None,
             },
             Err(e) => Dir {
+                shared: shared.to_path_buf(),
                 warning: Some(format!(
                     "the machine-wide lock directory {} cannot be used ({e}): this run's locks are in {}, which runs of other accounts (the automatic start as root, another operator) do not see. To share it: `sudo install -d -m 1777 {}`",
                     shared.display(),
@@ -68,6 +72,25 @@ impl Dir {
                 path: own,
             },
         }
+    }
+}
+
+impl Dir {
+    /// [`acquire`] in `path`; when that is this account's own directory, a run holding a lock
+    /// in the machine-wide one (readable even where it is not writable) is still refused.
+    pub fn acquire(&self, keys: &[Key], me: &Owner) -> Result<(Held, Vec<TakenOver>), LockError> {
+        if self.path != self.shared {
+            for key in keys {
+                let path = self.shared.join(&key.file);
+                if let Ok(Some(owner)) = holder(&path) {
+                    return Err(LockError::Held {
+                        key: Box::new(key.clone()),
+                        owner: owner.map(Box::new),
+                    });
+                }
+            }
+        }
+        acquire(&self.path, keys, me)
     }
 }
 
@@ -615,6 +638,7 @@ mod tests {
             d,
             Dir {
                 path: shared.clone(),
+                shared: shared.clone(),
                 warning: None
             }
         );
@@ -683,5 +707,31 @@ mod tests {
         let e = acquire(&locks, &k, &me).unwrap_err();
         assert!(e.to_string().contains("not a plain lock file"), "{e}");
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    }
+
+    #[test]
+    fn a_run_in_its_own_directory_still_sees_a_holder_in_the_shared_one() {
+        // The shared directory exists but this account cannot write it: it falls back to its
+        // own, and must not start beside a run (root's automatic start) holding the shared lock.
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path().join("shared");
+        let k = keys("spark-power", [("spark.local", 22)]);
+        let root = owner(std::os::unix::process::parent_id(), "/root/j.jsonl");
+        let (held, _) = acquire(&shared, &k, &root).unwrap();
+        let fallback = Dir {
+            path: dir.path().join("own"),
+            shared: shared.clone(),
+            warning: Some("own".into()),
+        };
+        let me = owner(std::process::id(), "/j");
+        let e = fallback.acquire(&k, &me).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains(&format!("pid {}, started", root.pid)),
+            "{e}"
+        );
+        drop(held);
+        let (_mine, _) = fallback.acquire(&k, &me).unwrap();
+        assert!(dir.path().join("own").join(&k[0].file).exists());
     }
 }

@@ -216,8 +216,7 @@ pub fn run(a: &RunArgs) -> Result<Exit, Error> {
     };
     // One run at a time: taken before anything is contacted, held until the run ends.
     let locks = lock::Dir::for_run(&lock::shared_dir(), own_lock_dir(state.as_ref()));
-    let (_lock, taken_over) = lock::acquire(
-        &locks.path,
+    let (_lock, taken_over) = locks.acquire(
         &lock_keys(&plan),
         &lock::Owner::me(&plan.name, &journal_path),
     )?;
