@@ -370,6 +370,17 @@ fn a_kernel_error_emits_the_abort_scenario() {
     assert_same_sequence("abort", &scenarios::abort(), &real);
 }
 
+/// Waits (a minute at most) until the run has printed a line of step `n`.
+fn wait_for_progress(bg: &Background, n: u64) {
+    assert!(
+        wait_for_event(bg.stdout_path(), Duration::from_secs(60), |e| {
+            e["event"] == "step_progress" && e["step"] == n
+        }),
+        "step {n} never printed: {}",
+        bg.output()
+    );
+}
+
 /// SIGINT while the vLLM stand-in's gate is waiting (its command prints, then hangs).
 #[test]
 fn ctrl_c_during_a_start_emits_the_interrupted_scenario() {
@@ -381,13 +392,7 @@ fn ctrl_c_during_a_start_emits_the_interrupted_scenario() {
             ..Shape::clean()
         },
         |_, bg, _| {
-            assert!(
-                wait_for_event(bg.stdout_path(), Duration::from_secs(60), |e| {
-                    e["event"] == "step_progress" && e["step"] == 11
-                }),
-                "step 11 never printed: {}",
-                bg.output()
-            );
+            wait_for_progress(bg, 11);
             // SAFETY: kill(2) on our own child's pid.
             assert_eq!(unsafe { libc::kill(bg.pid(), libc::SIGINT) }, 0);
         },
@@ -443,19 +448,14 @@ fn a_phase_past_its_window_emits_the_overrun_scenario() {
             ..Shape::clean()
         },
         |dir, bg, sshd| {
-            let t = Duration::from_secs(60);
-            assert!(
-                wait_for_event(bg.stdout_path(), t, |e| {
-                    e["event"] == "step_progress" && e["step"] == 11
-                }),
-                "step 11 never printed: {}",
-                bg.output()
-            );
+            wait_for_progress(bg, 11);
             sshd.stop();
             fs::write(dir.join("rebooted"), "").unwrap();
             sshd.start_again();
             assert!(
-                wait_for_event(bg.stdout_path(), t, |e| e["event"] == "phase_overrun"),
+                wait_for_event(bg.stdout_path(), Duration::from_secs(60), |e| {
+                    e["event"] == "phase_overrun"
+                }),
                 "phase 3 never overran: {}",
                 bg.output()
             );

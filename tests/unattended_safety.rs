@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{
-    Background, HttpServer, Sshd, eventually, logins, read_journal, recover_in, remote_pid_alive,
-    sha256_file, step_event, write_runbook,
+    Background, HttpServer, Sshd, eventually, logins, p, read_journal, recover_in,
+    remote_pid_alive, sha256_file, step_event, write_runbook,
 };
 
 // --- corrupt journals: a clear error and a way on, never a panic --------------------------------
@@ -203,6 +203,21 @@ fn hanging_runbook(dir: &Path, name: &str, sshd: &Sshd) -> PathBuf {
     )
 }
 
+/// `run` of [`hanging_runbook`] `name` in the background, writing `DIR/NAME.jsonl`, once its
+/// long step runs on the target: (the run, the runbook, the journal, the remote pid's file).
+fn start_hanging(dir: &Path, name: &str, sshd: &Sshd) -> (Background, PathBuf, PathBuf, PathBuf) {
+    let rb = hanging_runbook(dir, name, sshd);
+    let journal = dir.join(format!("{name}.jsonl"));
+    let bg = Background::start(dir, &["run", p(&rb), "--journal", p(&journal)], &[]);
+    let pid_file = dir.join("long.pid");
+    assert!(
+        eventually(Duration::from_secs(30), || pid_file.exists()),
+        "the run never reached its long step: {}",
+        bg.output()
+    );
+    (bg, rb, journal, pid_file)
+}
+
 // --- SIGTERM and SIGHUP do what Ctrl-C does ------------------------------------------------------
 
 #[test]
@@ -223,24 +238,7 @@ fn sigterm_and_sighup_kill_the_remote_command_flush_the_journal_and_print_the_re
         ),
     ] {
         let dir = tempfile::tempdir().unwrap();
-        let rb = hanging_runbook(dir.path(), "signals", &sshd);
-        let journal = dir.path().join("j.jsonl");
-        let mut bg = Background::start(
-            dir.path(),
-            &[
-                "run",
-                rb.to_str().unwrap(),
-                "--journal",
-                journal.to_str().unwrap(),
-            ],
-            &[],
-        );
-        let pid_file = dir.path().join("long.pid");
-        assert!(
-            eventually(Duration::from_secs(30), || pid_file.exists()),
-            "the long step never ran: {}",
-            bg.output()
-        );
+        let (mut bg, _, journal, pid_file) = start_hanging(dir.path(), "signals", &sshd);
         let sent = Instant::now();
         signal(&bg, sig);
         let status = bg
@@ -279,24 +277,7 @@ fn a_second_run_is_refused_before_contacting_anything_and_rehearse_says_a_run_is
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let rb = hanging_runbook(dir.path(), "once", &sshd);
-    let journal = dir.path().join("first.jsonl");
-    let mut first = Background::start(
-        dir.path(),
-        &[
-            "run",
-            rb.to_str().unwrap(),
-            "--journal",
-            journal.to_str().unwrap(),
-        ],
-        &[],
-    );
-    let pid_file = dir.path().join("long.pid");
-    assert!(
-        eventually(Duration::from_secs(30), || pid_file.exists()),
-        "the first run never reached its long step: {}",
-        first.output()
-    );
+    let (mut first, rb, journal, _) = start_hanging(dir.path(), "once", &sshd);
     let before = logins(&sshd);
 
     let second = recover_in(dir.path())
@@ -410,14 +391,7 @@ fn a_lock_left_by_a_killed_run_is_taken_over_with_a_warning_naming_its_pid() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let rb = hanging_runbook(dir.path(), "stale", &sshd);
-    let mut first = Background::start(dir.path(), &["run", rb.to_str().unwrap()], &[]);
-    let pid_file = dir.path().join("long.pid");
-    assert!(
-        eventually(Duration::from_secs(30), || pid_file.exists()),
-        "{}",
-        first.output()
-    );
+    let (mut first, rb, _, pid_file) = start_hanging(dir.path(), "stale", &sshd);
     let dead = first.pid();
     // SIGKILL: no handler runs, the lock file keeps its record.
     signal(&first, libc::SIGKILL);
@@ -471,24 +445,7 @@ fn a_run_held_by_root_refuses_another_accounts_run_naming_the_holder() {
     fs::set_permissions(&theirs, fs::Permissions::from_mode(0o777)).unwrap();
     // The machine-wide directory does not exist yet: root's run makes it, for every account.
     let locks = dir.path().join(common::LOCK_DIR);
-    let rb = hanging_runbook(dir.path(), "shared", &sshd);
-    let journal = dir.path().join("root.jsonl");
-    let mut first = Background::start(
-        dir.path(),
-        &[
-            "run",
-            rb.to_str().unwrap(),
-            "--journal",
-            journal.to_str().unwrap(),
-        ],
-        &[],
-    );
-    let pid_file = dir.path().join("long.pid");
-    assert!(
-        eventually(Duration::from_secs(30), || pid_file.exists()),
-        "root's run never reached its long step: {}",
-        first.output()
-    );
+    let (mut first, rb, journal, _) = start_hanging(dir.path(), "shared", &sshd);
     let mode = fs::metadata(&locks).unwrap().permissions().mode();
     assert_eq!(mode & 0o7777, 0o1777, "{mode:o}");
     let before = logins(&sshd);
