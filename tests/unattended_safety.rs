@@ -186,6 +186,16 @@ fn signal(bg: &Background, sig: i32) {
     assert_eq!(unsafe { libc::kill(bg.pid(), sig) }, 0);
 }
 
+/// Ctrl-C to a run, which must end within 15 s (releasing its locks).
+fn interrupt(bg: &mut Background) {
+    signal(bg, libc::SIGINT);
+    assert!(
+        bg.wait(Duration::from_secs(15)).is_some(),
+        "{}",
+        bg.output()
+    );
+}
+
 /// A runbook whose second step hangs (writing its pid) while `@DIR@/hang` exists.
 fn hanging_runbook(dir: &Path, name: &str, sshd: &Sshd) -> PathBuf {
     fs::write(dir.join("hang"), "").unwrap();
@@ -363,12 +373,7 @@ fn a_second_run_is_refused_before_contacting_anything_and_rehearse_says_a_run_is
         "{stderr}"
     );
 
-    signal(&first, libc::SIGINT);
-    assert!(
-        first.wait(Duration::from_secs(15)).is_some(),
-        "{}",
-        first.output()
-    );
+    interrupt(&mut first);
     // Released: the next run goes.
     fs::remove_file(dir.path().join("hang")).unwrap();
     let next = recover_in(dir.path())
@@ -415,14 +420,15 @@ fn a_lock_left_by_a_killed_run_is_taken_over_with_a_warning_naming_its_pid() {
 
 /// `recover` as another account (nobody), in `dir`'s environment with the lock directory
 /// `locks`: the run held by root and the run of a second operator meet there.
-fn as_nobody(dir: &Path, state: &Path, locks: &Path, args: &[&str]) -> std::process::Output {
+fn as_nobody(dir: &Path, state: &Path, locks: &Path, args: &[&str]) -> (Option<i32>, String) {
     let mut cmd = common::clean_command("setpriv", state);
     cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .arg(env!("CARGO_BIN_EXE_recover"))
         .args(args)
         .env("RECOVER_LOCK_DIR", locks)
         .current_dir(dir);
-    common::run_bounded(cmd, Duration::from_secs(60))
+    let out = common::run_bounded(cmd, Duration::from_secs(60));
+    (out.status.code(), common::text(&out.stderr))
 }
 
 #[test]
@@ -450,14 +456,8 @@ fn a_run_held_by_root_refuses_another_accounts_run_naming_the_holder() {
     assert_eq!(mode & 0o7777, 0o1777, "{mode:o}");
     let before = logins(&sshd);
 
-    let second = as_nobody(
-        dir.path(),
-        &theirs,
-        &locks,
-        &["run", "--yes", rb.to_str().unwrap()],
-    );
-    let stderr = String::from_utf8_lossy(&second.stderr);
-    assert_eq!(second.status.code(), Some(2), "{stderr}");
+    let (code, stderr) = as_nobody(dir.path(), &theirs, &locks, &["run", "--yes", p(&rb)]);
+    assert_eq!(code, Some(2), "{stderr}");
     for s in [
         "another run holds the lock of the runbook `shared`".to_owned(),
         format!("pid {}", first.pid()),
@@ -470,14 +470,8 @@ fn a_run_held_by_root_refuses_another_accounts_run_naming_the_holder() {
     assert_eq!(logins(&sshd), before, "a refused run logged in");
 
     // The other account's dry run sees it too, through a lock file it only reads.
-    let dry = as_nobody(
-        dir.path(),
-        &theirs,
-        &locks,
-        &["run", "--dry-run", rb.to_str().unwrap()],
-    );
-    let stderr = String::from_utf8_lossy(&dry.stderr);
-    assert_eq!(dry.status.code(), Some(0), "{stderr}");
+    let (code, stderr) = as_nobody(dir.path(), &theirs, &locks, &["run", "--dry-run", p(&rb)]);
+    assert_eq!(code, Some(0), "{stderr}");
     assert!(
         stderr.contains(&format!(
             "a run of this runbook is in progress: pid {}",
@@ -486,12 +480,7 @@ fn a_run_held_by_root_refuses_another_accounts_run_naming_the_holder() {
         "{stderr}"
     );
 
-    signal(&first, libc::SIGINT);
-    assert!(
-        first.wait(Duration::from_secs(15)).is_some(),
-        "{}",
-        first.output()
-    );
+    interrupt(&mut first);
     // Released: the other account takes the lock in root's file (a runbook of the same name,
     // against a closed port: it fails there, after the lock).
     let later = dir.path().join("later");
@@ -506,14 +495,8 @@ fn a_run_held_by_root_refuses_another_accounts_run_naming_the_holder() {
     let lock_file = locks.join("runbook-shared.lock");
     let mode = fs::metadata(&lock_file).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o666, "{mode:o}");
-    let after = as_nobody(
-        dir.path(),
-        &theirs,
-        &locks,
-        &["run", "--yes", rb2.to_str().unwrap()],
-    );
-    let stderr = String::from_utf8_lossy(&after.stderr);
-    assert_ne!(after.status.code(), Some(2), "{stderr}");
+    let (code, stderr) = as_nobody(dir.path(), &theirs, &locks, &["run", "--yes", p(&rb2)]);
+    assert_ne!(code, Some(2), "{stderr}");
     assert!(!stderr.contains("lock"), "{stderr}");
     let run = read_journal(&common::only_journal(&theirs));
     assert_eq!(run[0]["event"], "run_started", "{run:?}");
@@ -525,6 +508,41 @@ fn a_run_held_by_root_refuses_another_accounts_run_naming_the_holder() {
 }
 
 // --- a missing notification secret does not block a recovery -------------------------------------
+
+/// `run --yes` of `rb` with its journal at `DIR/j.jsonl`, which must succeed: its output and
+/// the journal's path.
+fn run_to_success(dir: &Path, rb: &Path) -> (std::process::Output, PathBuf) {
+    let journal = dir.join("j.jsonl");
+    let out = recover_in(dir)
+        .args(["run", "--yes", "--journal"])
+        .arg(&journal)
+        .arg(rb)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out, journal)
+}
+
+/// `run --yes` of `rb` (in its directory) is refused for unset `secret` before anything runs:
+/// exit 2 naming it, no login on the target, no `trace` file written by a step.
+fn refused_for_secret(sshd: &Sshd, rb: &Path, secret: &str, trace: &Path) {
+    let before = logins(sshd);
+    let out = recover_in(rb.parent().unwrap())
+        .args(["run", "--yes"])
+        .arg(rb)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(secret), "{stderr}");
+    assert_eq!(logins(sshd), before, "a refused run logged in");
+    assert!(!trace.exists(), "a step ran");
+}
 
 #[test]
 fn an_unset_webhook_used_only_by_notify_warns_runs_and_reports_the_post_not_sent() {
@@ -539,15 +557,8 @@ fn an_unset_webhook_used_only_by_notify_warns_runs_and_reports_the_post_not_sent
         "notify:\n  ops: { webhook: \"{{ env.RECOVER_WEBHOOK }}\", format: slack }\n",
         "      - run: touch @DIR@/ran\n      - notify: ops\n        message: we are back\n",
     );
-    let journal = dir.path().join("j.jsonl");
-    let out = recover_in(dir.path())
-        .args(["run", "--yes", "--journal"])
-        .arg(&journal)
-        .arg(&rb)
-        .output()
-        .unwrap();
+    let (out, journal) = run_to_success(dir.path(), &rb);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(dir.path().join("ran").exists());
     let warned = stderr
         .lines()
@@ -603,15 +614,8 @@ fn an_unset_secret_in_a_var_only_a_webhook_reads_warns_and_runs() {
         &head,
         "      - run: echo {{ vars.greeting }} > @DIR@/ran\n      - notify: ops\n        message: \"{{ vars.greeting }}\"\n",
     );
-    let journal = dir.path().join("j.jsonl");
-    let out = recover_in(dir.path())
-        .args(["run", "--yes", "--journal"])
-        .arg(&journal)
-        .arg(&rb)
-        .output()
-        .unwrap();
+    let (out, journal) = run_to_success(dir.path(), &rb);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert_eq!(
         fs::read_to_string(dir.path().join("ran")).unwrap(),
         "we are back\n"
@@ -640,17 +644,7 @@ fn an_unset_secret_in_a_var_only_a_webhook_reads_warns_and_runs() {
         &head,
         "      - run: echo {{ vars.token }} > @DIR@/leaked\n      - notify: ops\n        message: hi\n",
     );
-    let before = logins(&sshd);
-    let out = recover_in(dir.path())
-        .args(["run", "--yes"])
-        .arg(&rb)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("RECOVER_HOOK_TOKEN"), "{stderr}");
-    assert_eq!(logins(&sshd), before);
-    assert!(!dir.path().join("leaked").exists());
+    refused_for_secret(&sshd, &rb, "RECOVER_HOOK_TOKEN", &dir.path().join("leaked"));
 }
 
 #[test]
@@ -670,17 +664,7 @@ fn an_unset_secret_used_by_a_step_refuses_the_run_before_anything_runs() {
             hook.url_for("/v1/models")
         ),
     );
-    let before = logins(&sshd);
-    let out = recover_in(dir.path())
-        .args(["run", "--yes"])
-        .arg(&rb)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("RECOVER_TOKEN"), "{stderr}");
-    assert_eq!(logins(&sshd), before);
-    assert!(!dir.path().join("ran").exists());
+    refused_for_secret(&sshd, &rb, "RECOVER_TOKEN", &dir.path().join("ran"));
     assert!(hook.requests().is_empty());
 }
 
