@@ -149,6 +149,8 @@ fn main() {
         steps: 20,
         phases: 4,
         resumed_from: None,
+        unattended: false,
+        started_by: None,
         first_step: 1,
         targets: vec![spark],
         files: Vec::new(),

@@ -260,8 +260,17 @@ pub struct RunArgs {
     #[arg(long, value_name = "STEP")]
     pub from: Option<String>,
     /// Confirm manual steps without asking (required when there is no terminal)
-    #[arg(long, short = 'y')]
+    #[arg(long, short = 'y', conflicts_with = "unattended")]
     pub yes: bool,
+    /// Nobody is there (started by upsmon or a systemd unit when mains returns): no prompt,
+    /// no terminal needed; each manual step does what its `unattended: skip | abort` says, and
+    /// a runbook with a manual step without it is refused before anything runs
+    #[arg(long)]
+    pub unattended: bool,
+    /// Who or what started the run, recorded in the journal and said in every status post,
+    /// e.g. `--started-by "the UPS: upsmon ONLINE, UPS spark-ups@localhost on line power"`
+    #[arg(long, value_name = "TEXT", value_parser = started_by)]
+    pub started_by: Option<String>,
     /// With --resume: accept a runbook that changed since the journal was written
     #[arg(long)]
     pub force: bool,
@@ -324,6 +333,10 @@ pub struct CheckArgs {
     /// Treat warnings as errors: exit 2 if there are any (for CI)
     #[arg(long)]
     pub strict: bool,
+    /// Also check that the runbook can run unattended (`run --unattended`): every manual step
+    /// says `unattended: skip | abort`
+    #[arg(long)]
+    pub unattended: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -349,6 +362,22 @@ pub struct ExportArgs {
 fn target_destination(s: &str) -> Result<(String, Destination), String> {
     let (name, dest) = key_value(s).map_err(|_| format!("`{s}` is not NAME=[USER@]HOST[:PORT]"))?;
     Ok((name, dest.parse()?))
+}
+
+/// `--started-by`: one line of printable text, short enough for a status post.
+fn started_by(s: &str) -> Result<String, String> {
+    const MAX: usize = 200;
+    let t = s.trim();
+    if t.is_empty() {
+        return Err("say who or what started the run".into());
+    }
+    if t.chars().any(char::is_control) {
+        return Err("one line of text, without control characters".into());
+    }
+    if t.chars().count() > MAX {
+        return Err(format!("at most {MAX} characters"));
+    }
+    Ok(t.to_owned())
 }
 
 fn key_path(s: &str) -> Result<(String, PathBuf), String> {

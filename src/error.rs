@@ -80,7 +80,7 @@ pub enum Error {
     AmbiguousStep { want: String, matches: Vec<String> },
 
     #[error(
-        "there is no terminal to confirm the manual steps {}: do them, then run again with --yes. Nothing was run.",
+        "there is no terminal to confirm the manual steps {}: do them, then run again with --yes (or, with nobody there, --unattended and an `unattended:` key on each). Nothing was run.",
         steps.join(", ")
     )]
     NoTerminal { steps: Vec<String> },

@@ -16,6 +16,8 @@ struct Case {
     message: &'static str,
     /// A fragment of the help line, when the fix is the point of the case.
     help: Option<&'static str>,
+    /// Checked with `check --unattended`: an error only for a run nobody attends.
+    unattended: bool,
 }
 
 const fn case(file: &'static str, line: usize, column: usize, message: &'static str) -> Case {
@@ -25,6 +27,7 @@ const fn case(file: &'static str, line: usize, column: usize, message: &'static 
         column,
         message,
         help: None,
+        unattended: false,
     }
 }
 
@@ -41,6 +44,22 @@ const fn with_help(
         column,
         message,
         help: Some(help),
+        unattended: false,
+    }
+}
+
+/// A runbook that is valid for a person at a terminal but cannot run unattended: an error
+/// under `check --unattended` (and `run --unattended`), fine under plain `check`.
+const fn unattended(
+    file: &'static str,
+    line: usize,
+    column: usize,
+    message: &'static str,
+    help: &'static str,
+) -> Case {
+    Case {
+        unattended: true,
+        ..with_help(file, line, column, message, help)
     }
 }
 
@@ -179,6 +198,11 @@ const CASES: &[Case] = &[
     with_help("power-on-ipmi-without-password", 9, 27, "`power_on: { ipmi: ... }` needs a `password`", "never its command line"),
     with_help("wait-ssh-otherwise-unknown-channel", 13, 65, "unknown notify channel `oncall`", "channels defined under `notify:`: operators"),
     with_help("power-on-user-with-wol", 9, 53, "`user` belongs to `ipmi`, not to `wol`", "Wake-on-LAN takes `wol`, `address` and `port`"),
+    // Unattended runs (issue 12): the key, and what `--unattended` refuses.
+    with_help("unattended-on-run-step", 10, 9, "`unattended` does not apply to a `run` step: only a manual step waits for a person", "remove `unattended`"),
+    with_help("unattended-unknown-value", 10, 21, "`later` is not one of: skip, abort", "use one of: skip, abort"),
+    unattended("unattended-manual-without-key", 11, 9, "step 2 (`read the UPS panel`) is a manual step without `unattended:`: an unattended run has nobody to ask", "add `unattended: skip` (go on; the journal and the abort channel say nobody confirmed it) or `unattended: abort` (stop the run here)"),
+    unattended("unattended-otherwise-without-channel", 12, 22, "this `otherwise:` ask has no channel to be posted to, and an unattended run has nobody at a terminal: nobody would be asked", "add `notify: CHANNEL` to `otherwise:`"),
 ];
 
 fn runbooks() -> PathBuf {
@@ -198,7 +222,12 @@ fn every_broken_runbook_is_an_error_at_its_place_and_nothing_runs() {
     let mut failures = Vec::new();
     for c in CASES {
         let file = format!("{}.yaml", c.file);
-        let out = recover(&dir).args(["check", &file]).output().unwrap();
+        let mut cmd = recover(&dir);
+        cmd.arg("check");
+        if c.unattended {
+            cmd.arg("--unattended");
+        }
+        let out = cmd.arg(&file).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         let place = format!("{file}:{}:{}", c.line, c.column);
         let mut wrong = Vec::new();
@@ -421,4 +450,70 @@ fn a_runbook_cut_inside_a_character_is_refused_by_run_too() {
         "{stderr}"
     );
     assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn what_cannot_run_unattended_is_refused_by_run_too_and_passes_for_a_person() {
+    let dir = runbooks().join("broken");
+    let state = tempfile::tempdir().unwrap();
+    for c in CASES.iter().filter(|c| c.unattended) {
+        let file = format!("{}.yaml", c.file);
+        // `run --unattended`: the same error at the same place, before anything is contacted
+        // (the target, spark.local, is never resolved) and before a journal is opened.
+        let out = common::recover_in(state.path())
+            .current_dir(&dir)
+            .args(["run", "--unattended", "--started-by", "the test", &file])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{file}: {stderr}");
+        let first = stderr.lines().next().unwrap_or("");
+        assert_eq!(
+            first,
+            format!("error: {file}:{}:{}: {}", c.line, c.column, c.message),
+            "{stderr}"
+        );
+        assert!(stderr.trim_end().ends_with("nothing was run."), "{stderr}");
+        assert!(common::journals_in(state.path()).is_empty(), "{file}");
+        // For a person at a terminal, the same runbook is fine.
+        let out = recover(&dir).args(["check", &file]).output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn unattended_and_yes_cannot_be_given_together() {
+    let out = recover(&runbooks())
+        .args(["run", "--unattended", "--yes", "three-errors.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("'--unattended' cannot be used with '--yes'")
+            || stderr.contains("'--yes' cannot be used with '--unattended'"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_bundled_runbooks_can_run_unattended() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for runbook in ["runbooks/spark-power.yaml", "runbooks/lab.yaml"] {
+        let out = recover(root)
+            .args(["check", "--unattended", runbook])
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{runbook}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

@@ -90,7 +90,7 @@ fn plan_items(plan: &Plan) -> Vec<(usize, String)> {
         let mut add = |x: String| items.push((s.number, x));
         add(s.name.clone());
         match &s.action {
-            Action::Manual { text } => add(squash(text)),
+            Action::Manual { text, .. } => add(squash(text)),
             Action::Run(c) | Action::DropCaches(c) | Action::PreviousBoot { command: c, .. } => {
                 add(c.script.clone());
                 add(shell_quote(&c.wire));

@@ -123,7 +123,7 @@ fn install_into_a_prefix_gives_a_working_binary_man_page_completions_and_runbook
 #[test]
 fn the_installed_man_page_formats_with_man() {
     if !has("man") {
-        common::skip::skipped("man is not installed (scripts/setup installs man-db)");
+        common::skip::skipped_unless_ci("man is not installed (scripts/setup installs man-db)");
         return;
     }
     let prefix = install();
@@ -165,7 +165,7 @@ fn the_installed_man_page_formats_with_man() {
 #[test]
 fn the_installed_bash_completion_completes_commands_and_options() {
     if !has("bash") {
-        common::skip::skipped("bash is not installed");
+        common::skip::skipped_unless_ci("bash is not installed");
         return;
     }
     let prefix = install();
@@ -191,7 +191,9 @@ fn the_zsh_and_fish_completions_parse_where_those_shells_exist() {
         let text = std::fs::read_to_string(share.join(file)).unwrap();
         assert!(text.contains("rehearse"), "{file}");
         if !has(shell) {
-            common::skip::skipped(&format!("{shell} is not installed: {file} not parsed"));
+            common::skip::skipped_unless_ci(&format!(
+                "{shell} is not installed: {file} not parsed"
+            ));
             continue;
         }
         let out = Command::new(shell)
@@ -201,4 +203,109 @@ fn the_zsh_and_fish_completions_parse_where_those_shells_exist() {
             .unwrap();
         assert!(out.status.success(), "{shell} -n {file}:\n{}", show(&out));
     }
+}
+
+/// The installed upsmon hook, run as upsmon runs it (the message as its argument, NOTIFYTYPE
+/// and UPSNAME in the environment), with a configuration that names only the runbook: it starts
+/// the binary installed beside it, `run --unattended`, detached, stdin empty, its output in the
+/// log directory. The runbook has a manual step without `unattended:`, so the run it starts
+/// refuses at once (exit 2) and contacts nothing; ONBATT starts nothing.
+#[test]
+fn the_installed_upsmon_hook_starts_the_installed_binary_unattended_and_only_on_online() {
+    let prefix = install();
+    let p = prefix.path();
+    let hook = p.join("lib/recover/recover-upsmon-hook");
+    let unit = std::fs::read_to_string(p.join("lib/systemd/system/recover-unattended.service"))
+        .expect("the unit is installed");
+    let exec = format!(
+        "ExecStart={} run --unattended --started-by ",
+        p.join("bin/recover").display()
+    );
+    assert!(unit.lines().any(|l| l.starts_with(&exec)), "{unit}");
+    assert!(
+        !unit.lines().any(|l| l.trim() == "[Install]"),
+        "never enabled at boot:\n{unit}"
+    );
+    let conf_example = std::fs::read_to_string(p.join("share/recover/unattended.conf")).unwrap();
+    assert!(conf_example.contains("RECOVER_RUNBOOK="), "{conf_example}");
+
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let runbook = w.join("attended.yaml");
+    std::fs::write(
+        &runbook,
+        "name: attended\nbudget: 5m\ntargets:\n  box: { host: box.invalid }\nphases:\n  - name: P\n    window: 0m-5m\n    steps:\n      - manual: Press the power button.\n",
+    )
+    .unwrap();
+    let logs = w.join("logs");
+    let conf = w.join("unattended.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "RECOVER_RUNBOOK=\"{}\"\nRECOVER_START=\"detach\"\nRECOVER_LOG_DIR=\"{}\"\nRECOVER_STATE_DIR=\"{}\"\n",
+            runbook.display(),
+            logs.display(),
+            w.join("state").display()
+        ),
+    )
+    .unwrap();
+    let hook_run = |notify_type: &str, message: &str| {
+        let out = common::clean_command(&hook, &w.join("state"))
+            .arg(message)
+            .env("NOTIFYTYPE", notify_type)
+            .env("UPSNAME", "tups@127.0.0.1:3493")
+            .env("RECOVER_UNATTENDED_CONF", &conf)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "the hook:\n{}", show(&out));
+    };
+    let run_logs = || -> Vec<PathBuf> {
+        std::fs::read_dir(&logs)
+            .map(|d| {
+                d.filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| {
+                        p.file_name()
+                            .is_some_and(|n| n.to_string_lossy().starts_with("recover-"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+
+    hook_run("ONBATT", "UPS tups@127.0.0.1:3493 on battery");
+    let hook_log = std::fs::read_to_string(logs.join("upsmon-hook.log")).unwrap();
+    assert!(
+        hook_log.contains("NOTIFYTYPE=ONBATT UPSNAME=tups@127.0.0.1:3493: ignored"),
+        "{hook_log}"
+    );
+    assert!(run_logs().is_empty(), "ONBATT started a run");
+
+    hook_run("ONLINE", "UPS tups@127.0.0.1:3493 on line power");
+    let mut output = String::new();
+    let done = common::eventually(std::time::Duration::from_secs(20), || {
+        output = run_logs()
+            .first()
+            .and_then(|f| std::fs::read_to_string(f).ok())
+            .unwrap_or_default();
+        output.contains("nothing was run.")
+    });
+    let hook_log = std::fs::read_to_string(logs.join("upsmon-hook.log")).unwrap();
+    assert!(
+        done,
+        "no refusal from the started run:\n{output}\n--- hook log\n{hook_log}"
+    );
+    assert!(
+        hook_log.contains(&format!(
+            "started {} run --unattended",
+            p.join("bin/recover").display()
+        )),
+        "{hook_log}"
+    );
+    assert!(
+        output.contains(
+            "is a manual step without `unattended:`: an unattended run has nobody to ask"
+        ),
+        "{output}"
+    );
+    assert!(!output.contains("Done?"), "it prompted:\n{output}");
 }

@@ -253,7 +253,7 @@ fn the_binder_recovers_the_lab_after_a_real_power_cut() {
         let p = steps
             .get(&s.number)
             .unwrap_or_else(|| panic!("step {} missing", s.number));
-        if let Action::Manual { text: t } = &s.action {
+        if let Action::Manual { text: t, .. } = &s.action {
             if t.contains("power button") && !booted {
                 lab(&["boot", "--no-wait"], Duration::from_secs(60));
                 booted = true;
@@ -315,5 +315,5 @@ fn has_manual_power_button(plan: &Plan) -> bool {
     plan.phases
         .iter()
         .flat_map(|p| &p.steps)
-        .any(|s| matches!(&s.action, Action::Manual { text } if text.contains("power button")))
+        .any(|s| matches!(&s.action, Action::Manual { text, .. } if text.contains("power button")))
 }

@@ -8,7 +8,11 @@ use crate::plan::{self, Options};
 use crate::state::StateDir;
 
 pub fn check(a: &CheckArgs) -> Result<Exit, Error> {
-    let (loaded, plan) = super::load_plan(&a.runbook, &[], &Options::from_process_env())?;
+    let opts = Options {
+        unattended: a.unattended,
+        ..Options::from_process_env()
+    };
+    let (loaded, plan) = super::load_plan(&a.runbook, &[], &opts)?;
     let warnings = lint(&loaded, &plan);
     super::print_problems(&warnings);
     super::print_rehearsal_notice(StateDir::from_env().as_ref(), &plan);

@@ -135,6 +135,7 @@ fn read_only_settings(run_id: String) -> crate::engine::Settings {
         run_id,
         first_step: 1,
         confirm: crate::engine::Confirm::Refuse,
+        started_by: None,
         resume: None,
         resume_command: String::new(),
         stop: crate::signals::StopCause::default(),

@@ -28,6 +28,7 @@ pub fn rehearse(a: &RehearseArgs) -> Result<Exit, Error> {
         run_id,
         first_step: 1,
         confirm: Confirm::Refuse,
+        started_by: None,
         resume: None,
         resume_command: format!(
             "recover rehearse {}",

@@ -149,6 +149,8 @@ fn resume_command(a: &RunArgs, confirm: &Confirm<()>) -> String {
             shell_quote(&j.display().to_string())
         ));
     }
+    // Whoever reads it types it: an unattended run's resume is a person's, without
+    // --unattended or --started-by.
     if matches!(confirm, Confirm::Yes) {
         parts.push("--yes".into());
     }
@@ -180,7 +182,11 @@ fn resume_command(a: &RunArgs, confirm: &Confirm<()>) -> String {
 }
 
 pub fn run(a: &RunArgs) -> Result<Exit, Error> {
-    let (_, plan) = super::load_plan(&a.runbook, &a.resolve.overlays, &super::options(&a.resolve))?;
+    let opts = plan::Options {
+        unattended: a.unattended,
+        ..super::options(&a.resolve)
+    };
+    let (_, plan) = super::load_plan(&a.runbook, &a.resolve.overlays, &opts)?;
     // An unset secret a step needs stops the run before anything runs; one that only status
     // posts read does not: a failing post never stops a recovery, neither may a missing one.
     if !plan.secrets.needed.is_empty() {
@@ -194,9 +200,10 @@ pub fn run(a: &RunArgs) -> Result<Exit, Error> {
 
     let (first_step, resume) = Start::of(a).resolve(a, &plan, state.as_ref())?;
 
-    // Manual steps need someone to ask, or --yes: decided before anything runs.
+    // Manual steps need someone to ask, --yes, or --unattended (whose refusal of a manual
+    // step without `unattended:` came with the plan): decided before anything runs.
     let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
-    let confirm = Confirm::decide(a.yes, interactive);
+    let confirm = Confirm::decide(a.yes, a.unattended, interactive);
     let manual: Vec<String> = plan
         .phases
         .iter()
@@ -238,6 +245,7 @@ pub fn run(a: &RunArgs) -> Result<Exit, Error> {
         run_id,
         first_step,
         confirm,
+        started_by: a.started_by.clone(),
         resume,
         resume_command,
         stop: crate::signals::StopCause::default(),

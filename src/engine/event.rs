@@ -93,6 +93,13 @@ pub enum Event {
         phases: usize,
         /// Set when this run continues an earlier one.
         resumed_from: Option<String>,
+        /// `--unattended`: nobody at a terminal, nobody asked; manual steps follow their
+        /// `unattended:` key.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        unattended: bool,
+        /// Who or what started the run (`--started-by`), e.g. the UPS's upsmon hook.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        started_by: Option<String>,
         first_step: usize,
         targets: Vec<TargetInfo>,
         /// For an overlay: every file read, each with its sha256 (`sha256` is of them all).
@@ -272,6 +279,8 @@ impl Event {
                 steps: _,
                 phases: _,
                 resumed_from,
+                unattended: _,
+                started_by,
                 first_step: _,
                 targets,
                 files,
@@ -281,6 +290,7 @@ impl Event {
                 f(path);
                 f(sha256);
                 opt(resumed_from, f);
+                opt(started_by, f);
                 for TargetInfo {
                     name,
                     destination,

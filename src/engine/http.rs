@@ -125,7 +125,11 @@ impl Engine<'_> {
         let Some(ch) = self.plan.channels.iter().find(|c| c.name == channel) else {
             return false;
         };
-        let mut req = ch.post(&self.plan.name, text, Duration::from_secs(10));
+        let text = match self.provenance() {
+            Some(line) => format!("{}\n{line}", text.trim_end()),
+            None => text.to_owned(),
+        };
+        let mut req = ch.post(&self.plan.name, &text, Duration::from_secs(10));
         let mut last = None;
         let mut attempts = 0;
         for attempt in 1..=NOTIFY_ATTEMPTS {

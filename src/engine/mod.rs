@@ -33,24 +33,37 @@ pub enum Answer {
 /// Asks the operator about a manual step: (step name, instructions) -> answer.
 pub type Prompt = Box<dyn FnMut(&str, &str) -> Answer + Send>;
 
-/// Who confirms manual steps, decided once from `--yes` and the terminal. `Confirm<()>` is
-/// the decision; [`Confirm::with_prompt`] gives `Ask` the prompt to ask with.
+/// Who confirms manual steps, decided once from `--yes`, `--unattended` and the terminal.
+/// `Confirm<()>` is the decision; [`Confirm::with_prompt`] gives `Ask` the prompt to ask with.
 pub enum Confirm<P = Prompt> {
     /// `--yes`: manual steps count as done.
     Yes,
     /// The operator answers at a terminal.
     Ask(P),
+    /// `--unattended`: nobody is there and nobody is asked; each manual step does what its
+    /// `unattended:` key says (skip, recorded and posted as not confirmed; or abort), and a
+    /// `wait_ssh` `otherwise:` ask is only posted.
+    Unattended,
     /// Nobody to ask (a rehearsal, or no terminal): a manual step fails.
     Refuse,
 }
 
+impl<P> Confirm<P> {
+    /// Whether nobody is there to confirm anything (`--unattended`).
+    pub fn is_unattended(&self) -> bool {
+        matches!(self, Confirm::Unattended)
+    }
+}
+
 impl Confirm<()> {
-    /// `--yes` wins; otherwise ask when there is a terminal to ask at.
-    pub fn decide(yes: bool, interactive: bool) -> Self {
-        match (yes, interactive) {
-            (true, _) => Confirm::Yes,
-            (false, true) => Confirm::Ask(()),
-            (false, false) => Confirm::Refuse,
+    /// `--unattended` and `--yes` first (the command line never gives both); otherwise ask
+    /// when there is a terminal to ask at.
+    pub fn decide(yes: bool, unattended: bool, interactive: bool) -> Self {
+        match (yes, unattended, interactive) {
+            (_, true, _) => Confirm::Unattended,
+            (true, false, _) => Confirm::Yes,
+            (false, false, true) => Confirm::Ask(()),
+            (false, false, false) => Confirm::Refuse,
         }
     }
 
@@ -58,6 +71,7 @@ impl Confirm<()> {
         match self {
             Confirm::Yes => Confirm::Yes,
             Confirm::Ask(()) => Confirm::Ask(prompt()),
+            Confirm::Unattended => Confirm::Unattended,
             Confirm::Refuse => Confirm::Refuse,
         }
     }
@@ -82,6 +96,8 @@ pub struct Settings {
     pub first_step: usize,
     /// Who confirms manual steps.
     pub confirm: Confirm,
+    /// Who or what started the run (`--started-by`): journaled, and said in every post.
+    pub started_by: Option<String>,
     /// Set when this run continues an earlier one.
     pub resume: Option<Resume>,
     /// The command that continues this run, printed when it stops early.
@@ -223,6 +239,20 @@ impl<'a> Engine<'a> {
         }
     }
 
+    /// The line every status post of this run ends with when nobody typed the command: the
+    /// operators' channel must know the run started by itself, and who started it.
+    pub(crate) fn provenance(&self) -> Option<String> {
+        match (
+            self.settings.confirm.is_unattended(),
+            &self.settings.started_by,
+        ) {
+            (true, Some(by)) => Some(format!("(unattended run, started by {by})")),
+            (true, None) => Some("(unattended run: nobody at a terminal)".to_owned()),
+            (false, Some(by)) => Some(format!("(started by {by})")),
+            (false, None) => None,
+        }
+    }
+
     /// Seconds on the run's timeline.
     pub(crate) fn at(&self) -> f64 {
         (self.settings.elapsed_offset() + self.clock.elapsed()).as_secs_f64()
@@ -287,6 +317,8 @@ impl<'a> Engine<'a> {
             steps: total,
             phases: plan.phases.len(),
             resumed_from: self.settings.resume.as_ref().map(|r| r.run_id.clone()),
+            unattended: self.settings.confirm.is_unattended(),
+            started_by: self.settings.started_by.clone(),
             first_step: self.settings.first_step,
             targets: plan
                 .targets

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use super::{Answer, Engine, Event, Mode, StepOutcome, StepResult, truncate};
 use crate::plan::{Action, Command, Otherwise, PowerOn, Rehearse, Step, fmt_duration};
-use crate::runbook::model::OnFail;
+use crate::runbook::model::{OnFail, Unattended};
 use crate::target::{ExecError, Finished, local};
 use crate::verdict::{Verdict, judge, judge_http};
 
@@ -94,7 +94,7 @@ impl Engine<'_> {
 
     async fn execute(&mut self, s: &Step) -> StepResult {
         match &s.action {
-            Action::Manual { text } => self.manual(s, text),
+            Action::Manual { text, unattended } => self.manual(s, text, *unattended).await,
             Action::Run(c) | Action::DropCaches(c) => {
                 let c = c.clone();
                 self.with_retry(s, |e| Box::pin(e.remote(s, &c))).await
@@ -190,18 +190,42 @@ impl Engine<'_> {
                 super::first_line(&o.text)
             ),
         });
-        if let Some(ch) = &o.channel {
-            let text = format!("{}: {}", s.name, o.text.trim_end());
-            self.notify(ch, &text, crate::plan::DEFAULT_NOTIFY_TIMEOUT)
-                .await;
+        let posted = match &o.channel {
+            Some(ch) => {
+                let text = format!("{}: {}", s.name, o.text.trim_end());
+                self.notify(ch, &text, crate::plan::DEFAULT_NOTIFY_TIMEOUT)
+                    .await
+            }
+            None => false,
+        };
+        if self.settings.confirm.is_unattended() {
+            // Nobody to prompt: the post was the ask; wait again for whoever reads it.
+            self.out.emit(Event::StepProgress {
+                step: s.number,
+                line: format!(
+                    "unattended: {}; waiting {} more without asking anyone here",
+                    match (&o.channel, posted) {
+                        (Some(ch), true) => format!("the ask was posted to {ch}"),
+                        (Some(ch), false) => format!("the ask could not be posted to {ch}"),
+                        (None, _) => "no channel to post the ask to".to_owned(),
+                    },
+                    fmt_duration(o.timeout)
+                ),
+            });
+        } else {
+            let asked = self.manual(s, &o.text, None).await;
+            if matches!(
+                asked.outcome,
+                StepOutcome::Aborted | StepOutcome::Interrupted
+            ) {
+                return asked;
+            }
         }
-        let asked = self.manual(s, &o.text);
-        if matches!(
-            asked.outcome,
-            StepOutcome::Aborted | StepOutcome::Interrupted
-        ) {
-            return asked;
-        }
+        let asked = if self.settings.confirm.is_unattended() {
+            "the ask was posted (unattended: nobody prompted)"
+        } else {
+            "a person was asked"
+        };
         let mut res = self.wait_ssh(s, every, o.timeout).await;
         let reason = res.reason.take().unwrap_or_default();
         res.reason = Some(match res.outcome {
@@ -211,7 +235,7 @@ impl Engine<'_> {
                 fmt_duration(o.timeout)
             ),
             StepOutcome::Passed => format!(
-                "no SSH within {}, so a person was asked; then {reason}",
+                "no SSH within {}, so {asked}; then {reason}",
                 fmt_duration(first)
             ),
             _ => reason,
@@ -219,10 +243,16 @@ impl Engine<'_> {
         res
     }
 
-    fn manual(&mut self, s: &Step, text: &str) -> StepResult {
+    async fn manual(&mut self, s: &Step, text: &str, unattended: Option<Unattended>) -> StepResult {
+        if self.settings.confirm.is_unattended() {
+            return self.nobody_to_confirm(s, text, unattended).await;
+        }
         let prompt = match &mut self.settings.confirm {
             super::Confirm::Yes => {
                 return StepResult::with(StepOutcome::Passed, "confirmed with --yes");
+            }
+            super::Confirm::Unattended => {
+                return StepResult::with(StepOutcome::Failed, "nobody to confirm");
             }
             super::Confirm::Refuse => {
                 return StepResult::with(
@@ -236,6 +266,50 @@ impl Engine<'_> {
             Answer::Done => StepResult::with(StepOutcome::Passed, "confirmed by the operator"),
             Answer::Skip => StepResult::with(StepOutcome::Skipped, "skipped by the operator"),
             Answer::Abort => StepResult::with(StepOutcome::Aborted, "the operator chose to abort"),
+        }
+    }
+
+    /// An unattended run at a manual step: nobody is asked. `skip` goes on, the journal and
+    /// the abort channel saying that nobody confirmed the step; `abort` stops the run here.
+    async fn nobody_to_confirm(
+        &mut self,
+        s: &Step,
+        text: &str,
+        unattended: Option<Unattended>,
+    ) -> StepResult {
+        match unattended {
+            Some(Unattended::Skip) => {
+                let reason = "not done: nobody confirmed it (unattended run, `unattended: skip`)";
+                self.out.emit(Event::Warning {
+                    step: Some(s.number),
+                    message: format!(
+                        "step {} ({}) was skipped: nobody confirmed it (unattended run). Check by hand: {}",
+                        s.number,
+                        s.name,
+                        super::first_line(text)
+                    ),
+                });
+                if let Some(ch) = self.plan.abort.channel.clone() {
+                    let post = format!(
+                        "{}: step {} ({}) was NOT confirmed by anyone: unattended run, `unattended: skip`; the recovery goes on. Check by hand: {}",
+                        self.plan.title,
+                        s.number,
+                        s.name,
+                        text.trim_end()
+                    );
+                    self.notify(&ch, &post, crate::plan::DEFAULT_NOTIFY_TIMEOUT)
+                        .await;
+                }
+                StepResult::with(StepOutcome::Skipped, reason)
+            }
+            Some(Unattended::Abort) => StepResult::with(
+                StepOutcome::Aborted,
+                "unattended run: nobody to confirm this manual step (`unattended: abort`)",
+            ),
+            None => StepResult::with(
+                StepOutcome::Failed,
+                "a manual step without `unattended:` cannot run unattended",
+            ),
         }
     }
 
@@ -525,7 +599,7 @@ pub(crate) fn cache_sizes(out: &str) -> Option<(u64, u64)> {
 /// The exact command or request a step sends, for the display and the journal.
 pub fn describe(s: &Step) -> Option<String> {
     Some(match &s.action {
-        Action::Manual { text } => format!("ask the operator: {}", super::first_line(text)),
+        Action::Manual { text, .. } => format!("ask the operator: {}", super::first_line(text)),
         Action::Run(c) | Action::DropCaches(c) => sent(c),
         Action::PreviousBoot { command, .. } => sent(command),
         Action::Local(c) => c.wire.clone(),

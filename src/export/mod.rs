@@ -22,7 +22,7 @@ use crate::plan::{
     Action, BOOT_ID_COMMAND, Command, Gate, Plan, PowerOn, Probe, Request, Step, TargetSpec,
     fmt_duration,
 };
-use crate::runbook::model::{Format as ChannelFormat, OnFail};
+use crate::runbook::model::{Format as ChannelFormat, OnFail, Unattended};
 use crate::verdict::{HttpExpect, Matcher};
 use ere::translate;
 use shell::{function_name, remote_arg, secrets_as_variables};
@@ -465,7 +465,10 @@ impl Builder<'_> {
         let mut text = None;
         let mut blocks = Vec::new();
         let kind = match &s.action {
-            Action::Manual { text: t } => {
+            Action::Manual {
+                text: t,
+                unattended,
+            } => {
                 text = Some(Labelled {
                     label: "Do".into(),
                     text: self.text(t.trim()),
@@ -475,6 +478,17 @@ impl Builder<'_> {
                         "everything the text above asks for is so. Write down what you saw if it is not."
                             .into(),
                     ),
+                    note: Some(self.text(match unattended {
+                        Some(Unattended::Skip) => {
+                            "If recover ran by itself (`recover run --unattended`, started when mains returned), nobody did this step: the run went on without it (`unattended: skip`) and told the channel so. Do it now."
+                        }
+                        Some(Unattended::Abort) => {
+                            "If recover ran by itself (`recover run --unattended`, started when mains returned), it stopped here (`unattended: abort`) and posted the abort: go on by hand from this step."
+                        }
+                        None => {
+                            "This step has no `unattended:`: `recover run --unattended` refuses this runbook, so it is never run with nobody there."
+                        }
+                    })),
                     ..Block::default()
                 });
                 "by hand".to_owned()

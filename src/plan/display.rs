@@ -181,7 +181,10 @@ fn step_text(o: &mut String, plan: &Plan, s: &Step) {
         }
     };
     match &s.action {
-        Action::Manual { text } => line(o, "operator", text.trim_end()),
+        Action::Manual { text, unattended } => {
+            line(o, "operator", text.trim_end());
+            line(o, "unattended", unattended_text(*unattended));
+        }
         Action::Run(c) => command(o, &format!("on {target}"), c),
         Action::Local(c) => line(o, "local", &c.wire),
         Action::WaitSsh {
@@ -433,6 +436,19 @@ pub fn http_expect_text(e: &HttpExpect) -> String {
         parts.push(format!("body matches /{}/", b.as_str()));
     }
     parts.join(", ")
+}
+
+/// What `run --unattended` does at a manual step, as `--dry-run` and the binder say it.
+pub fn unattended_text(u: Option<crate::runbook::model::Unattended>) -> &'static str {
+    match u {
+        Some(crate::runbook::model::Unattended::Skip) => {
+            "skip: go on; the journal and the abort channel say nobody confirmed it"
+        }
+        Some(crate::runbook::model::Unattended::Abort) => {
+            "abort: the run stops here (the abort procedure, its post, exit 3)"
+        }
+        None => "not said: `run --unattended` refuses this runbook",
+    }
 }
 
 #[cfg(test)]

@@ -216,7 +216,7 @@ impl Resolver<'_> {
             timeout: s.timeout.as_ref().map(|t| t.value.0),
         };
         let r = match kind {
-            Kind::Manual => self.manual(&cx),
+            Kind::Manual => self.manual(&cx, number),
             Kind::Run => self.run(&cx),
             Kind::Local => self.local(&cx),
             Kind::WaitSsh => self.wait_ssh(&cx, channels),
@@ -376,6 +376,16 @@ impl Resolver<'_> {
                 "remove `on_fail`; a failed post is retried, then reported",
             );
         }
+        if let (false, Some(u)) = (kind == Kind::Manual, &s.unattended) {
+            self.err(
+                self.key_at(spos, "unattended", Pos::of(&u.referenced)),
+                format!(
+                    "`unattended` does not apply to {} step: only a manual step waits for a person",
+                    a_kind(kind)
+                ),
+                "remove `unattended`; an unattended run does every other step as written",
+            );
+        }
         if let (Kind::WaitSsh, Some(t)) = (kind, &s.timeout) {
             self.err(
                 self.key_at(spos, "timeout", Pos::of(&t.referenced)),
@@ -405,11 +415,26 @@ impl Resolver<'_> {
         }
     }
 
-    fn manual(&mut self, cx: &StepCx) -> Option<Resolved> {
-        let text = self.render(cx.step.manual.as_ref()?, Context::Text, cx.target, false);
+    fn manual(&mut self, cx: &StepCx, number: usize) -> Option<Resolved> {
+        let manual = cx.step.manual.as_ref()?;
+        let text = self.render(manual, Context::Text, cx.target, false);
+        let unattended = cx.step.unattended.as_ref().map(|u| u.value);
+        if self.opts.unattended && unattended.is_none() {
+            let which = match &cx.step.name {
+                Some(n) => format!("step {number} (`{}`)", n.value),
+                None => format!("step {number} (`{}`)", first_line(&text, 40)),
+            };
+            self.err(
+                self.key_at(cx.pos, "manual", Pos::of(&manual.referenced)),
+                format!(
+                    "{which} is a manual step without `unattended:`: an unattended run has nobody to ask"
+                ),
+                "add `unattended: skip` (go on; the journal and the abort channel say nobody confirmed it) or `unattended: abort` (stop the run here)",
+            );
+        }
         Some(Resolved {
             name: first_line(&text, 60),
-            action: Action::Manual { text },
+            action: Action::Manual { text, unattended },
             timeout: cx.timeout.unwrap_or(DEFAULT_MANUAL_TIMEOUT),
             mutates: true,
         })
@@ -492,6 +517,15 @@ impl Resolver<'_> {
                 timeout: o.timeout.map(|d| d.0).unwrap_or(timeout),
             }
         });
+        if let (true, Some(o), Some(src)) = (self.opts.unattended, &otherwise, w.otherwise.as_ref())
+            && o.channel.is_none()
+        {
+            self.err(
+                Pos::of(&src.referenced),
+                "this `otherwise:` ask has no channel to be posted to, and an unattended run has nobody at a terminal: nobody would be asked",
+                "add `notify: CHANNEL` to `otherwise:`, or an abort channel (`abort: { notify: CHANNEL }`)",
+            );
+        }
         let total = timeout + otherwise.as_ref().map_or(Duration::ZERO, |o| o.timeout);
         Some(Resolved {
             name: format!("wait for SSH on {}", cx.target_name()),

@@ -31,6 +31,9 @@ pub struct Options {
     pub known_hosts: Vec<(String, PathBuf)>,
     /// The environment `env.X` reads (the process environment, or a test's).
     pub env: BTreeMap<String, String>,
+    /// `--unattended`: nobody will be at a terminal, so every `manual` step must say what to
+    /// do without a person (`unattended: skip | abort`).
+    pub unattended: bool,
 }
 
 /// Where `--target` points a target: `ops@127.0.0.1:2222`, `[::1]:2222`, `spark.lab`.

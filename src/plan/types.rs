@@ -216,6 +216,8 @@ pub struct Command {
 pub enum Action {
     Manual {
         text: String,
+        /// What an unattended run does here (`None`: it cannot run unattended).
+        unattended: Option<crate::runbook::model::Unattended>,
     },
     Run(Command),
     Local(Command),

@@ -92,6 +92,8 @@ impl<W: Write + Send> Plain<W> {
                 steps,
                 phases,
                 resumed_from,
+                unattended,
+                started_by,
                 first_step,
                 targets,
                 files,
@@ -122,6 +124,12 @@ impl<W: Write + Send> Plain<W> {
                     l.push_str(&format!(", continuing run {from} from step {first_step}"));
                 }
                 let mut v = vec![l];
+                match (unattended, started_by) {
+                    (true, Some(by)) => v.push(format!("  | unattended, started by {by}")),
+                    (true, None) => v.push("  | unattended: nobody at a terminal".into()),
+                    (false, Some(by)) => v.push(format!("  | started by {by}")),
+                    (false, None) => {}
+                }
                 if *mode == Mode::Rehearse {
                     v.push("  | rehearsal: read-only steps run; steps that change state are shown, not run".into());
                 }

@@ -235,6 +235,8 @@ impl Script {
             steps: 20,
             phases: 4,
             resumed_from: from.map(String::from),
+            unattended: false,
+            started_by: None,
             first_step,
             targets: vec![TargetInfo {
                 name: "spark".into(),

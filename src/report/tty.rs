@@ -478,6 +478,7 @@ impl Sink for Tty {
                 resumed_from,
                 first_step,
                 targets,
+                started_by,
                 ..
             } => {
                 self.budget = *budget;
@@ -510,6 +511,9 @@ impl Sink for Tty {
                         &format!("  continuing run {from} from step {first_step}"),
                         width,
                     ));
+                }
+                if let Some(by) = started_by {
+                    self.print(fit(&format!("  started by {by}"), width));
                 }
                 if *mode == Mode::Rehearse {
                     let l = "  REHEARSAL: read-only steps run; steps that change state are shown (→), not run";

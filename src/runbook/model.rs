@@ -538,6 +538,17 @@ pub struct PreviousBoot {
     pub on_unclean: Option<OnUnclean>,
 }
 
+/// What an unattended run (`recover run --unattended`: nobody at a terminal) does at a
+/// `manual` step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Unattended {
+    /// Go on: the journal and a post to the abort channel say that nobody confirmed the step.
+    Skip,
+    /// Stop the run here, through the abort procedure (exit 3, the abort post).
+    Abort,
+}
+
 /// One step: exactly one kind key, plus the common keys.
 ///
 /// The kinds are optional fields rather than an enum so that every key keeps its location
@@ -594,6 +605,10 @@ pub struct Step {
     /// Messages this step may show that look alarming but are expected and harmless
     /// (after a power cut: journald's "corrupted or uncleanly shut down").
     pub expected: Option<Vec<String>>,
+    /// `manual` steps: what an unattended run does here (`skip` or `abort`); a runbook with a
+    /// manual step without it cannot run unattended.
+    #[schemars(with = "Option<Unattended>")]
+    pub unattended: Option<Spanned<Unattended>>,
 }
 
 impl Step {

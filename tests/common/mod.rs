@@ -10,6 +10,8 @@
 //! - [`journal`]: the journals a run writes, and their events.
 //! - [`runbook`]: [`write_runbook`], [`remote_pid_alive`], [`logins`], [`sha256_file`].
 //! - [`skip`]: [`require_tool`], [`say`]: skips that show, and fail in CI.
+//! - [`nut`], [`upsmon`]: a real upsd with the dummy-ups driver, and a real upsmon running a
+//!   NOTIFYCMD on its events.
 //!
 //! ```ignore
 //! mod common;
@@ -42,6 +44,7 @@ pub mod process;
 pub mod runbook;
 pub mod skip;
 pub mod sshd;
+pub mod upsmon;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};

@@ -7,6 +7,8 @@
 //! declares the data stale (`ERR DATA-STALE`) after `MAXAGE`; [`Upsd::stop_driver`] ends it
 //! (`ERR DRIVER-NOT-CONNECTED`).
 //!
+//! `upsd.users` holds one account, [`MONITOR_USER`], for a `upsmon` ([`super::upsmon`]).
+//!
 //! As root both daemons drop to the `nut` user: the directory is world-readable and its state
 //! directory (the driver's socket) belongs to `nut`. `NUT_CONFPATH` and `NUT_STATEPATH` point
 //! them at the directory. Every wait is bounded; a failure panics with both logs.
@@ -32,6 +34,9 @@ pub const MAXAGE_SECS: u64 = 3;
 /// How long a state change may take to show through upsd.
 const SETTLE: Duration = Duration::from_secs(15);
 const PORT_ATTEMPTS: usize = 5;
+/// The account in `upsd.users` a `upsmon` (`tests/common/upsmon.rs`) logs in with.
+pub const MONITOR_USER: &str = "recover-monitor";
+pub const MONITOR_PASSWORD: &str = "recover-monitor-pw";
 
 /// A running upsd serving one dummy UPS. Dropping it stops both daemons and removes the
 /// directory.
@@ -73,7 +78,10 @@ impl Upsd {
                 "[{name}]\n  driver = dummy-ups\n  port = {name}.dev\n  desc = \"recover test\"\n"
             ),
         );
-        upsd.write_file("upsd.users", "");
+        upsd.write_file(
+            "upsd.users",
+            &format!("[{MONITOR_USER}]\n  password = {MONITOR_PASSWORD}\n  upsmon primary\n"),
+        );
         upsd.write_dev(status, charge);
         upsd.start_driver();
         for _ in 0..PORT_ATTEMPTS {
@@ -106,6 +114,11 @@ impl Upsd {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The UPS as upsmon's `MONITOR` line names it: `name@127.0.0.1:port`.
+    pub fn monitor(&self) -> String {
+        format!("{}@{}:{}", self.name, self.host(), self.port)
     }
 
     /// Rewrites the driver's `.dev` file and waits until upsd serves the new status and charge.

@@ -25,6 +25,18 @@ pub fn skipped(why: &str) {
     say(&format!("SKIPPED: {}: {why}", test_name()));
 }
 
+/// A skip for a reason other than a missing tool (not root, no apt candidate, ...): visible
+/// like [`skipped`], and with `CI` set a failure, since CI runs as root on a machine that
+/// `scripts/setup` prepared.
+pub fn skipped_unless_ci(why: &str) {
+    assert!(
+        !in_ci(),
+        "{}: {why}; CI is set, where this is a broken setup, not a skip",
+        test_name()
+    );
+    skipped(why);
+}
+
 /// Whether a `CI` variable is set: there, `scripts/setup` has installed every tool.
 fn in_ci() -> bool {
     std::env::var_os("CI").is_some_and(|v| !v.is_empty())
@@ -73,13 +85,7 @@ pub fn require_root() -> bool {
     // SAFETY: geteuid(2) cannot fail.
     let root = unsafe { libc::geteuid() } == 0;
     if !root {
-        let why = "needs root (to run a second account's `recover` with setpriv)";
-        assert!(
-            !in_ci(),
-            "{}: {why}; CI is set, where tests run as root",
-            test_name()
-        );
-        skipped(why);
+        skipped_unless_ci("needs root (to run a second account's `recover` with setpriv)");
     }
     root
 }
