@@ -186,6 +186,18 @@ fn signal(bg: &Background, sig: i32) {
     assert_eq!(unsafe { libc::kill(bg.pid(), sig) }, 0);
 }
 
+/// `rehearse` or `--dry-run` said, on stderr, that `run` holds this runbook's lock.
+fn says_a_run_is_in_progress(stderr: &str, run: &Background) {
+    let note = format!(
+        "note: a run of this runbook is in progress: pid {}, started ",
+        run.pid()
+    );
+    assert!(
+        stderr.contains(&note) && stderr.contains("this takes no lock and does not stop it"),
+        "no `{note}` in:\n{stderr}"
+    );
+}
+
 /// Ctrl-C to a run, which must end within 15 s (releasing its locks).
 fn interrupt(bg: &mut Background) {
     signal(bg, libc::SIGINT);
@@ -342,13 +354,7 @@ fn a_second_run_is_refused_before_contacting_anything_and_rehearse_says_a_run_is
         .unwrap();
     let stderr = String::from_utf8_lossy(&dry.stderr);
     assert_eq!(dry.status.code(), Some(0), "{stderr}");
-    assert!(
-        stderr.contains(&format!(
-            "a run of this runbook is in progress: pid {}",
-            first.pid()
-        )),
-        "{stderr}"
-    );
+    says_a_run_is_in_progress(&stderr, &first);
 
     // So does the rehearsal, which contacts the target read-only while the run holds it.
     let rehearsal = recover_in(dir.path())
@@ -357,13 +363,7 @@ fn a_second_run_is_refused_before_contacting_anything_and_rehearse_says_a_run_is
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&rehearsal.stderr);
-    assert!(
-        stderr.contains(&format!(
-            "note: a run of this runbook is in progress: pid {}, started ",
-            first.pid()
-        )) && stderr.contains("this takes no lock and does not stop it"),
-        "{stderr}"
-    );
+    says_a_run_is_in_progress(&stderr, &first);
     // It ran to its end (the run writes its own --journal elsewhere).
     let rehearsed = read_journal(&common::only_journal(dir.path()));
     assert_eq!(rehearsed[0]["mode"], "rehearse", "{rehearsed:?}");
@@ -472,13 +472,7 @@ fn a_run_held_by_root_refuses_another_accounts_run_naming_the_holder() {
     // The other account's dry run sees it too, through a lock file it only reads.
     let (code, stderr) = as_nobody(dir.path(), &theirs, &locks, &["run", "--dry-run", p(&rb)]);
     assert_eq!(code, Some(0), "{stderr}");
-    assert!(
-        stderr.contains(&format!(
-            "a run of this runbook is in progress: pid {}",
-            first.pid()
-        )),
-        "{stderr}"
-    );
+    says_a_run_is_in_progress(&stderr, &first);
 
     interrupt(&mut first);
     // Released: the other account takes the lock in root's file (a runbook of the same name,
