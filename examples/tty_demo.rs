@@ -102,6 +102,7 @@ impl Demo {
             reason,
             stdout: None,
             stderr,
+            waited: None,
         });
     }
 

@@ -60,7 +60,7 @@ fn drill_exit_codes() -> String {
         ),
         (
             Exit::StepFailed,
-            "a unit was not restarted, or not healthy again within its step's timeout",
+            "a unit was not restarted, not healthy again within its step's timeout, or skipped (its start limit)",
         ),
         (
             Exit::Usage,
@@ -159,8 +159,10 @@ unit (pass / warn, why) and the drop-in lines that fix its warnings.",
 each unit's name at a terminal). For each chosen `start` unit (all of them without --unit): note \
 its MainPID and Restart=, SIGKILL the main pid systemd reports, then time until the unit is \
 active with a new main pid (systemd's restart) and until its health probe passes again (the \
-reload), bounded by the step's timeout. Prints a table; recorded in a journal like a run. A \
-unit that systemd does not restart (Restart=no) fails the drill.",
+reload), bounded by the step's timeout. Prints a table; recorded in a journal like a run and in \
+the drill record that `check` and the binder read (\"last drilled N days ago\", with the times). A \
+unit that systemd does not restart (Restart=no) fails the drill; a unit whose restart would go \
+beyond its start limit is skipped, not killed. Takes the run's lock: never beside a run.",
         after_help = drill_exit_codes()
     )]
     Drill(DrillArgs),

@@ -266,27 +266,32 @@ pub fn decide(policy: &Policy, unit: &str, now: &UnitNow, failures: u32, applied
     if policy.action != Action::Kill && policy.action != Action::Restart {
         return Decision::Apply;
     }
-    // The start this remedy causes, on top of the first start and the automatic restarts so
-    // far, must stay within StartLimitBurst (counted as if all fell inside the interval).
-    let limit_off = now.burst == Some(0) || now.interval == Some(Some(Duration::ZERO));
-    if let Some(burst) = now.burst
-        && !limit_off
-    {
-        let starts_after = now.n_restarts + 2;
-        if starts_after > burst {
-            let interval = match now.interval {
-                Some(Some(d)) => crate::duration::fmt_duration(d),
-                Some(None) => "infinity".to_string(),
-                None => "its interval".to_string(),
-            };
-            return Decision::Refuse(format!(
-                "{unit} has restarted {} time(s) (NRestarts); one more start would go beyond its start limit (StartLimitBurst={burst} in {interval}) and leave it failed: not applying `{}`",
-                now.n_restarts,
-                policy.action.name()
-            ));
-        }
+    match start_limit_refusal(unit, now, &format!("`{}`", policy.action.name())) {
+        Some(why) => Decision::Refuse(why),
+        None => Decision::Apply,
     }
-    Decision::Apply
+}
+
+/// Why one more start of `unit` (after a kill or a restart by `what`) would go beyond its start
+/// limit, or None when it would not. The start it causes, on top of the first start and the
+/// automatic restarts so far, must stay within `StartLimitBurst` (counted as if all fell
+/// inside the interval). Shared by the gate's remedies and `recover drill`.
+pub fn start_limit_refusal(unit: &str, now: &UnitNow, what: &str) -> Option<String> {
+    let limit_off = now.burst == Some(0) || now.interval == Some(Some(Duration::ZERO));
+    let burst = now.burst.filter(|_| !limit_off)?;
+    let starts_after = now.n_restarts + 2;
+    if starts_after <= burst {
+        return None;
+    }
+    let interval = match now.interval {
+        Some(Some(d)) => crate::duration::fmt_duration(d),
+        Some(None) => "infinity".to_string(),
+        None => "its interval".to_string(),
+    };
+    Some(format!(
+        "{unit} has restarted {} time(s) (NRestarts); one more start would go beyond its start limit (StartLimitBurst={burst} in {interval}) and leave it failed: not applying {what}",
+        now.n_restarts
+    ))
 }
 
 /// SIGKILLs the unit's main process, read from systemd at that moment (never a `pgrep` guess).

@@ -1,4 +1,7 @@
-//! Where recover keeps what outlives a run: journals and rehearsal records.
+//! Where recover keeps what outlives a run: journals, rehearsal and drill records.
+//!
+//! Records and journal names are keyed by [`crate::plan::Plan::state_key`]: the runbook's
+//! `name`, or `name@overlay` for an overlay, so the lab's history is not production's.
 //!
 //! The XDG base-directory rule: `$XDG_STATE_HOME/recover` when `XDG_STATE_HOME` is set to an
 //! absolute path, else `$HOME/.local/state/recover`. A relative `XDG_STATE_HOME` is ignored, as
@@ -44,6 +47,11 @@ impl StateDir {
     /// Where the last rehearsal of runbook `name` is recorded.
     pub fn rehearsal(&self, name: &str) -> PathBuf {
         self.0.join("rehearsals").join(format!("{name}.json"))
+    }
+
+    /// Where the drills of runbook `name` are recorded (`crate::drill::record`).
+    pub fn drill(&self, name: &str) -> PathBuf {
+        self.0.join("drills").join(format!("{name}.json"))
     }
 }
 

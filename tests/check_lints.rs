@@ -142,6 +142,7 @@ fn the_reference_runbook_is_clean_even_when_strict() {
         assert_eq!(
             stderr,
             "rehearsal: `spark-power`: never rehearsed; run `recover rehearse` against the live stack (!)\n\
+             drill: never drilled: tailscale.service, prometheus-node-exporter.service, vllm-qwen36.service, sglang-mistral.service, dispatcher.service, mcp-server.service, caddy.service (`recover drill` times each one's restart on the live stack)\n\
              runbooks/spark-power.yaml: ok: 4 phases, 20 steps, budget 30m; 0 warnings\n",
             "{args:?}"
         );

@@ -290,6 +290,47 @@ fn the_last_rehearsal_is_read_and_a_broken_record_tolerated() {
 }
 
 #[test]
+fn the_binder_says_how_long_a_drilled_restart_and_reload_took() {
+    let state = tempfile::tempdir().unwrap();
+    let dir = state.path().join("recover/drills");
+    std::fs::create_dir_all(&dir).unwrap();
+    // As `recover drill` records it (src/drill/record.rs): one entry per drilled unit.
+    std::fs::write(
+        dir.join("spark-power.json"),
+        r#"{"units": {
+            "vllm-qwen36.service": {"date": "2024-05-29T08:00:00Z", "sha256": "x", "passed": true,
+              "restarted_after": 6.2, "healthy_after": 20.4, "n_restarts_before": 0, "n_restarts_after": 1},
+            "caddy.service": {"date": "2024-05-31T08:00:00Z", "sha256": "x", "passed": false,
+              "restarted_after": null, "healthy_after": null, "reason": "not restarted"}}}"#,
+    )
+    .unwrap();
+    for format in ["md", "html"] {
+        let doc = export_ok(RUNBOOK, format, state.path(), &[]);
+        let doc = if format == "html" {
+            unescape(&doc)
+        } else {
+            doc
+        };
+        assert!(
+            doc.contains("When drilled on 2024-05-29 (3 days before this copy), systemd restarted it 6.2s after a SIGKILL and its health probe passed again after 20.4s (the reload)."),
+            "{format}: {doc}"
+        );
+        assert!(
+            doc.contains("When drilled on 2024-05-31 (1 day before this copy), systemd did NOT restart it after a SIGKILL."),
+            "{format}"
+        );
+        assert_eq!(
+            doc.matches("When drilled on").count(),
+            2,
+            "{format}: only the drilled units"
+        );
+    }
+    // A record that cannot be read: the binder is written, without drill lines.
+    std::fs::write(dir.join("spark-power.json"), "{not json").unwrap();
+    assert!(!export_ok(RUNBOOK, "md", state.path(), &[]).contains("When drilled"));
+}
+
+#[test]
 fn markdown_has_no_raw_html_and_balanced_fences() {
     let state = tempfile::tempdir().unwrap();
     let md = export_ok(RUNBOOK, "md", state.path(), &[]);

@@ -754,3 +754,241 @@ fn a_cut_and_garbled_journal_gives_a_partial_report() {
         "{missing}"
     );
 }
+
+/// A gate's probes as the engine journals them (`gate_probe`, written by the journal sink the
+/// engine uses, on a real file): ticks for the passed probes, crosses for the failed ones (with
+/// their reason), and the probes column. A real `start:` gate needs systemd: the same report
+/// from a real gate's journal is asserted on the lab (`tests/lab_heal.rs`, `remedy-kill`).
+#[test]
+fn gate_probes_in_the_journal_are_ticks_and_the_probes_column() {
+    use recover::engine::{Event, Mode, RunOutcome, Sink, StepOutcome};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gated.jsonl");
+    let mut j = recover::journal::Journal::open(&path).unwrap();
+    let mut emit = |e: Event| j.emit(&e);
+    emit(Event::RunStarted {
+        run_id: "a1b2c3d4".into(),
+        mode: Mode::Run,
+        runbook: "gated".into(),
+        path: "gated.yaml".into(),
+        sha256: "ab".repeat(32),
+        budget: 600.0,
+        steps: 1,
+        phases: 1,
+        resumed_from: None,
+        first_step: 1,
+        targets: Vec::new(),
+        files: Vec::new(),
+        unattended: false,
+        started_by: None,
+    });
+    emit(Event::PhaseStarted {
+        phase: 1,
+        name: "Start".into(),
+        window_start: 0.0,
+        window_end: 600.0,
+        at: 0.0,
+    });
+    emit(Event::StepStarted {
+        step: 1,
+        phase: 1,
+        name: "start vllm-qwen36.service".into(),
+        kind: "start".into(),
+        target: "spark".into(),
+        mutates: true,
+        command: None,
+        timeout: 540.0,
+        at: 0.1,
+    });
+    for (at, ok) in [(10.0, false), (20.0, false), (30.0, false), (95.0, true)] {
+        emit(Event::GateProbe {
+            step: 1,
+            at,
+            ok,
+            detail: (!ok).then(|| "HTTP 503 Service Unavailable".to_owned()),
+        });
+    }
+    emit(Event::StepFinished {
+        step: 1,
+        phase: 1,
+        name: "start vllm-qwen36.service".into(),
+        outcome: StepOutcome::Passed,
+        exit: None,
+        duration: 95.0,
+        at: 95.1,
+        reason: Some("vllm-qwen36.service active and healthy after 1m35s (4 probes)".into()),
+        stdout: None,
+        stderr: None,
+        waited: None,
+    });
+    emit(Event::PhaseFinished {
+        phase: 1,
+        name: "Start".into(),
+        started: 0.0,
+        at: 95.2,
+        window_start: 0.0,
+        window_end: 600.0,
+        result: StepOutcome::Passed,
+    });
+    emit(Event::RunFinished {
+        outcome: RunOutcome::Success,
+        exit_code: 0,
+        at: 95.3,
+        budget: 600.0,
+        failed_step: None,
+        message: "Recovered.".into(),
+        resume: None,
+    });
+    drop(j);
+    let text = fs::read_to_string(&path).unwrap();
+    let probe_lines: Vec<&str> = text.lines().filter(|l| l.contains("gate_probe")).collect();
+    assert_eq!(probe_lines.len(), 4, "{text}");
+    // compact: no line of a probe is longer than a step's start
+    assert!(probe_lines.iter().all(|l| l.len() < 160), "{probe_lines:?}");
+
+    let r = incident::report(&path, dir.path(), None, fixed_now()).unwrap();
+    let step = &r.incident.last().steps[0];
+    assert_eq!(step.probes.len(), 4);
+    assert_eq!(step.probes.iter().filter(|p| p.passed).count(), 1);
+    assert!((step.probes[3].at - 95.0).abs() < 1e-9, "{:?}", step.probes);
+    let md = incident::markdown(&r);
+    assert!(md.contains("| 4 (1 passed, 3 failed) |"), "{md}");
+    let html = incident::html(&r);
+    assert_eq!(
+        html.matches("probe FAILED: HTTP 503 Service Unavailable</title>")
+            .count(),
+        3,
+        "{html}"
+    );
+    assert_eq!(html.matches(" probe passed</title>").count(), 1, "{html}");
+}
+
+/// A journal of a run or rehearsal of `det` with fixed times: one phase and two steps whose
+/// durations are given, on the wall clock `date`.
+fn fixed_journal(mode: &str, run_id: &str, date: &str, steps: [f64; 2]) -> String {
+    let ts = |at: f64| {
+        (DateTime::parse_from_rfc3339(date).unwrap()
+            + chrono::Duration::milliseconds((at * 1000.0) as i64))
+        .with_timezone(&Utc)
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    };
+    let mut at = 0.0;
+    let mut lines = vec![
+        format!(
+            r#"{{"event":"run_started","run_id":"{run_id}","mode":"{mode}","runbook":"det","path":"det.yaml","sha256":"{}","budget":600.0,"steps":2,"phases":1,"resumed_from":null,"first_step":1,"targets":[],"ts":"{}"}}"#,
+            "ab".repeat(32),
+            ts(0.0)
+        ),
+        format!(
+            r#"{{"event":"phase_started","phase":1,"name":"Start services","window_start":0.0,"window_end":600.0,"at":0.0,"ts":"{}"}}"#,
+            ts(0.0)
+        ),
+    ];
+    for (i, (name, took)) in ["kernel log", "chat"].iter().zip(steps).enumerate() {
+        let n = i + 1;
+        lines.push(format!(r#"{{"event":"step_started","step":{n},"phase":1,"name":"{name}","kind":"run","target":"box","mutates":false,"command":"true","timeout":600.0,"at":{at},"ts":"{}"}}"#, ts(at)));
+        at += took;
+        lines.push(format!(r#"{{"event":"step_finished","step":{n},"phase":1,"name":"{name}","outcome":"passed","exit":0,"duration":{took},"at":{at},"reason":null,"stdout":null,"stderr":null,"ts":"{}"}}"#, ts(at)));
+    }
+    lines.push(format!(r#"{{"event":"phase_finished","phase":1,"name":"Start services","started":0.0,"at":{at},"window_start":0.0,"window_end":600.0,"result":"passed","ts":"{}"}}"#, ts(at)));
+    lines.push(format!(r#"{{"event":"run_finished","outcome":"success","exit_code":0,"at":{at},"budget":600.0,"failed_step":null,"message":"ok","resume":null,"ts":"{}"}}"#, ts(at)));
+    lines.join("\n") + "\n"
+}
+
+/// "Compared with before", exactly: the sentences for differences of a second or more, biggest
+/// first, against the last rehearsal and the previous run; none for a difference under a second.
+/// (The snapshots of real runs filter this section out: their times vary.)
+#[test]
+fn compared_with_before_says_the_differences_in_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    fs::create_dir_all(&runs).unwrap();
+    let write = |name: &str, text: String| {
+        let p = runs.join(name);
+        fs::write(&p, text).unwrap();
+        p
+    };
+    write(
+        "det-rehearsal-20260902T100000.000Z-aaaaaaaa.jsonl",
+        fixed_journal(
+            "rehearse",
+            "aaaaaaaa",
+            "2026-09-02T10:00:00Z",
+            [188.0, 40.0],
+        ),
+    );
+    write(
+        "det-20261001T100000.000Z-bbbbbbbb.jsonl",
+        fixed_journal("run", "bbbbbbbb", "2026-10-01T10:00:00Z", [250.4, 9.5]),
+    );
+    let now = write(
+        "det-20261122T050100.000Z-cccccccc.jsonl",
+        fixed_journal("run", "cccccccc", "2026-11-22T05:01:00Z", [250.0, 10.0]),
+    );
+    let r = incident::report(&now, &runs, None, fixed_now()).unwrap();
+    let md = incident::markdown(&r);
+    let section: Vec<&str> = md
+        .split("## Compared with before\n\n")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no comparison:\n{md}"))
+        .lines()
+        .take_while(|l| l.starts_with("- "))
+        .collect();
+    assert_eq!(
+        section,
+        [
+            "- kernel log 4m10s, 1m02s longer than the rehearsal of 2026-09-02",
+            "- phase Start services 4m20s, 32s longer than the rehearsal of 2026-09-02",
+            "- chat 10s, 30s shorter than the rehearsal of 2026-09-02",
+        ],
+        "{md}"
+    );
+    // the previous run differs by under a second everywhere: "same" in its column, no sentence
+    assert!(md.contains("| 4m20s | ok | 32s longer | same |"), "{md}");
+}
+
+/// Where the time went, for a retried step of a real run: the failed attempts and the pauses
+/// before the last attempt are waiting on the box (the journal's `waited`), the last attempt is
+/// the command's.
+#[test]
+fn a_retried_step_is_waiting_until_its_last_attempt() {
+    let Some(sshd) = Sshd::start_or_skip() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let rb = dir.path().join("retried.yaml");
+    // fails twice (counting in a file), then passes: two pauses of 1 s before the last attempt
+    fs::write(
+        &rb,
+        format!(
+            "name: retried\nbudget: 1m\ntargets:\n{target}phases:\n  - name: All\n    window: 0s-1m\n    steps:\n      - name: endpoint up\n        local: 'n=$(cat {d}/n 2>/dev/null || echo 0); echo $((n+1)) > {d}/n; [ \"$n\" -ge 2 ]'\n        mutates: false\n        retry: {{ every: 1s, timeout: 20s }}\n",
+            d = dir.path().display(),
+            target = sshd.runbook_target_yaml("box"),
+        ),
+    )
+    .unwrap();
+    let journal = new_journal(&state, || run(&state, &["run", "--yes", p(&rb)], 0));
+    assert_eq!(
+        fs::read_to_string(dir.path().join("n")).unwrap().trim(),
+        "3"
+    );
+    let text = fs::read_to_string(&journal).unwrap();
+    let finished: serde_json::Value = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|e| e["event"] == "step_finished")
+        .expect("the step finished");
+    let waited = finished["waited"]
+        .as_f64()
+        .expect("a retried step says how long it waited");
+    let took = finished["duration"].as_f64().unwrap();
+    assert!(
+        waited >= 2.0 && waited < took,
+        "waited {waited} of {took}\n{text}"
+    );
+    let r = report_of(&state, &journal);
+    let split = r.time_split();
+    assert!((split.waiting - waited).abs() < 1e-6, "{split:?}");
+    assert!((split.commands - (took - waited)).abs() < 1e-6, "{split:?}");
+}

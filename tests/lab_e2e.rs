@@ -32,6 +32,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::nut::{MONITOR_PASSWORD, MONITOR_USER};
+use common::upsmon::Upsmon;
 use common::{
     Background, HttpServer, Ran, dump_without_progress, events, eventually_every, journals_in, p,
     read_journal, require_tool, run_bounded, run_to_end, say, step_event, tail, text,
@@ -74,6 +76,11 @@ const SCENARIOS: &[(u32, &str, ScenarioFn)] = &[
         2,
         "a power cut mid-recovery, wait_ssh, then --resume",
         power_cut,
+    ),
+    (
+        7,
+        "zero touch: upsmon starts the unattended recovery when mains returns",
+        zero_touch,
     ),
     (5, "a filesystem error in the kernel log aborts", kmsg_abort),
 ];
@@ -1093,6 +1100,147 @@ fn hung_inference(lab: &Lab, sc: &Scenario) {
     assert!(log.contains("code=killed, status=9/KILL"), "{log}");
     let health = format!("{}/health", lab.get("LAB_VLLM_URL"));
     assert_eq!(lab.http_status(&health), Some(200), "{health}");
+}
+
+// --- 7. zero touch --------------------------------------------------------------------------------
+
+/// Issue 12's whole promise, with nobody at the keyboard: a real `upsmon` watches the lab's UPS
+/// stand-in (a real upsd + dummy-ups on 127.0.0.1) with the shipped `contrib/recover-upsmon-hook`
+/// as its NOTIFYCMD. The UPS goes on battery, the box loses power (a real cut), mains returns
+/// (the UPS back on line, the box booting by itself); upsmon runs the hook, the hook starts
+/// `recover run --unattended runbooks/lab.yaml` detached, and the reference runbook brings the
+/// box back, from its `ups` gate and `previous_boot` to the "we are back" post.
+fn zero_touch(lab: &Lab, sc: &Scenario) {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let logs = sc.dir.join("hook-logs");
+    let state = sc.dir.join("unattended-state");
+    let conf = sc.dir.join("unattended.conf");
+    let aim = lab_yaml_args(lab);
+    fs::write(
+        &conf,
+        format!(
+            "RECOVER_RUNBOOK=\"{LAB_RUNBOOK}\"\nRECOVER_ARGS=\"{}\"\nRECOVER_START=\"detach\"\n\
+             RECOVER_BIN=\"{}\"\nRECOVER_LOG_DIR=\"{}\"\nRECOVER_STATE_DIR=\"{}\"\n\
+             RECOVER_WEBHOOK=\"{}\"\n",
+            aim.join(" "),
+            env!("CARGO_BIN_EXE_recover"),
+            logs.display(),
+            state.display(),
+            sc.webhook()
+        ),
+    )
+    .expect("write the hook's configuration");
+    let ups = format!("spark-ups@127.0.0.1:{}", lab.get("LAB_NUT_PORT"));
+    let hook_log = logs.join("upsmon-hook.log");
+    let hook_says = |what: &str| fs::read_to_string(&hook_log).is_ok_and(|t| t.contains(what));
+    let Some(_upsmon) = Upsmon::start(
+        &ups,
+        MONITOR_USER,
+        MONITOR_PASSWORD,
+        &repo.join("contrib/recover-upsmon-hook"),
+        &[("RECOVER_UNATTENDED_CONF", p(&conf))],
+    ) else {
+        return; // said SKIPPED (a failure under CI)
+    };
+
+    // Mains fails: the UPS goes on battery (upsmon tells the hook, which ignores it), then the
+    // box loses power.
+    labctl(&["ups", "set", "OB", "80"], Duration::from_secs(30));
+    assert!(
+        eventually_every(POLL, Duration::from_secs(60), || hook_says(
+            "NOTIFYTYPE=ONBATT"
+        )),
+        "upsmon never ran the hook on ONBATT: {}",
+        fs::read_to_string(&hook_log).unwrap_or_default()
+    );
+    let old_boot = lab.boot_id();
+    labctl(&["powercut"], Duration::from_secs(60));
+    // Mains returns: the box boots by itself (Auto Boot) and the UPS is back on line.
+    labctl(&["boot", "--no-wait"], Duration::from_secs(60));
+    labctl(&["ups", "set", "OL", "100"], Duration::from_secs(30));
+    assert!(
+        eventually_every(POLL, Duration::from_secs(60), || hook_says("ONLINE from")),
+        "upsmon never ran the hook on ONLINE: {}",
+        fs::read_to_string(&hook_log).unwrap_or_default()
+    );
+    let run_logs = || -> String {
+        fs::read_dir(&logs)
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("recover-"))
+                    .map(|e| fs::read_to_string(e.path()).unwrap_or_default())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+            .unwrap_or_default()
+    };
+    assert!(
+        eventually_every(POLL, Duration::from_secs(30), || !journals_in(&state)
+            .is_empty()),
+        "the hook started no run: {}\n{}",
+        fs::read_to_string(&hook_log).unwrap_or_default(),
+        run_logs()
+    );
+    let jpath = journals_in(&state)[0].clone();
+    sc.note_journal(&jpath);
+    let finished = |j: &Path| read_journal(j).iter().any(|e| e["event"] == "run_finished");
+    assert!(
+        eventually_every(Duration::from_secs(1), Duration::from_secs(12 * 60), || {
+            finished(&jpath)
+        }),
+        "the unattended run did not finish in 12 minutes: {}",
+        tail(&run_logs(), 40)
+    );
+    let j = read_journal(&jpath);
+    let end = j.last().expect("events");
+    assert_eq!(
+        end["outcome"],
+        "success",
+        "{}\n{}",
+        dump_without_progress(&j),
+        tail(&run_logs(), 40)
+    );
+
+    // Nobody typed it, and it says so: unattended, started by the UPS.
+    let start = &j[0];
+    assert_eq!(start["event"], "run_started");
+    assert_eq!(start["unattended"], true, "{start}");
+    let by = str_of(start, "started_by");
+    assert!(by.contains("upsmon ONLINE") && by.contains(&ups), "{start}");
+    // The reference runbook's own path: the UPS gate first, then the box's boot, then the
+    // previous boot judged unclean (a real cut).
+    let kinds: Vec<&str> = events(&j, "step_started")
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(kinds.first(), Some(&"ups"), "{kinds:?}");
+    assert!(kinds.contains(&"previous_boot"), "{kinds:?}");
+    let unclean = events(&j, "step_finished")
+        .iter()
+        .any(|e| str_of(e, "reason").starts_with("previous boot unclean"));
+    assert!(unclean, "{}", dump_without_progress(&j));
+    let new_boot = lab.boot_id();
+    assert_ne!(new_boot, old_boot);
+    assert_eq!(
+        events(&j, "connected")[0]["boot_id"],
+        new_boot.as_str(),
+        "the run saw the box's new boot"
+    );
+    let units = started_units(&lab_yaml());
+    assert!(
+        lab.active_states(&units).iter().all(|s| s == "active"),
+        "{units:?}"
+    );
+    let posts = sc.posts();
+    let back = posts
+        .iter()
+        .find(|t| t.starts_with("We are back"))
+        .unwrap_or_else(|| panic!("no we-are-back post: {posts:?}"));
+    assert!(back.contains("started by the UPS"), "{back}");
+    say(&format!(
+        "lab e2e:   zero touch: upsmon ONLINE → we are back in {:.0} s, unattended",
+        end["at"].as_f64().unwrap_or(0.0)
+    ));
 }
 
 // --- 2. the power cut ----------------------------------------------------------------------------

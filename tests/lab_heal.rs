@@ -219,6 +219,59 @@ fn remedy_cures_a_hang(c: &Ctx) {
     let log = lab.ssh("sudo -n journalctl -u vllm-qwen36.service -n 40 --no-pager");
     assert!(log.contains("the engine is hung"), "{log}");
     assert!(log.contains("code=killed, status=9/KILL"), "{log}");
+    // Each probe of the gate is in the journal: failed (the hang) before the kill, passed at
+    // the end; the report draws them as crosses and ticks and counts them.
+    let probes = events(&j, "gate_probe");
+    assert!(
+        probes
+            .iter()
+            .any(|p| p["ok"] == false && p["detail"].is_string())
+            && probes.last().is_some_and(|p| p["ok"] == true),
+        "{}",
+        dump_without_progress(&j)
+    );
+    let journal = journals_in(&c.dir.join("state-remedy-kill"))
+        .pop()
+        .expect("the run's journal");
+    let report = run_to_end(
+        &c.dir.join("state-remedy-kill"),
+        &[
+            "report",
+            journal.to_str().expect("utf-8"),
+            "--format",
+            "html",
+        ],
+        &[],
+        Duration::from_secs(60),
+    );
+    assert_eq!(report.code, Some(0), "{}", report.context());
+    assert!(
+        report.stdout.contains(" probe FAILED"),
+        "no failed-probe cross"
+    );
+    assert!(
+        report.stdout.contains(" probe passed</title>"),
+        "no passed-probe tick"
+    );
+    let md = run_to_end(
+        &c.dir.join("state-remedy-kill"),
+        &["report", journal.to_str().expect("utf-8")],
+        &[],
+        Duration::from_secs(60),
+    );
+    assert!(
+        md.stdout.contains(&format!("| {} (", probes.len())),
+        "the probes column: {}",
+        md.stdout
+    );
+    // The summary ends with the remedy: which unit, how, old pid → new pid.
+    assert!(
+        ran.stderr.contains(&format!(
+            "Remedy step 1 vllm-qwen36.service: kill after 2 failed probes, main pid {old} → {new}"
+        )),
+        "{}",
+        ran.stderr
+    );
 }
 
 fn near_the_start_limit_no_kill(c: &Ctx) {
@@ -266,6 +319,41 @@ fn near_the_start_limit_no_kill(c: &Ctx) {
         lab.prop("vllm-qwen36.service", "MainPID"),
         pid,
         "killed after all"
+    );
+    // The drill keeps the same rule: a unit one start from its limit is skipped, not killed,
+    // and nothing is recorded for it.
+    let (drilled, dj) = c.run(
+        "near-limit-drill",
+        &["drill", rb.to_str().expect("utf-8"), "--yes"],
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        drilled.code,
+        Some(1),
+        "{}\n{}",
+        drilled.context(),
+        dump_without_progress(&dj)
+    );
+    assert!(
+        drilled
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("vllm-qwen36.service")
+                && l.contains("SKIPPED")
+                && l.contains("start limit")),
+        "{}",
+        drilled.stdout
+    );
+    assert_eq!(
+        lab.prop("vllm-qwen36.service", "MainPID"),
+        pid,
+        "the drill killed it"
+    );
+    assert!(
+        !c.dir
+            .join("state-near-limit-drill/recover/drills/near-limit.json")
+            .exists(),
+        "a skipped unit was recorded"
     );
 }
 
@@ -368,6 +456,75 @@ fn drill(c: &Ctx) {
     assert_eq!(lab.prop("reranker.service", "ActiveState"), "failed");
     let measured = events(&j, "drill_measured");
     assert_eq!(measured.len(), 2, "{}", dump_without_progress(&j));
+    assert_eq!(events(&j, "run_started")[0]["mode"], "drill");
+    // NRestarts before and after: systemd counted the drill's kill as one automatic restart.
+    let vllm = measured
+        .iter()
+        .find(|m| m["unit"] == "vllm-qwen36.service")
+        .expect("vllm measured");
+    let before = vllm["n_restarts_before"]
+        .as_u64()
+        .expect("NRestarts before");
+    assert_eq!(
+        vllm["n_restarts_after"].as_u64(),
+        Some(before + 1),
+        "{vllm}"
+    );
+    // The record, per unit, and "last drilled" in `check` with the measured times.
+    let state = c.dir.join("state-drill");
+    let record: Value = serde_json::from_str(
+        &std::fs::read_to_string(state.join("recover/drills/drill.json")).expect("drill record"),
+    )
+    .expect("record is JSON");
+    let rec = &record["units"]["vllm-qwen36.service"];
+    assert_eq!(rec["passed"], true, "{record}");
+    assert!(
+        rec["restarted_after"].as_f64().is_some_and(|s| s > 0.0),
+        "{record}"
+    );
+    assert!(
+        rec["healthy_after"].as_f64().is_some_and(|s| s > 0.0),
+        "{record}"
+    );
+    assert_eq!(
+        record["units"]["reranker.service"]["passed"], false,
+        "{record}"
+    );
+    let check = run_to_end(&state, &["check", rbs], &[], Duration::from_secs(60));
+    assert_eq!(check.code, Some(0), "{}", check.context());
+    let line = |unit: &str| {
+        check
+            .stderr
+            .lines()
+            .find(|l| l.starts_with(&format!("drill: {unit}: ")))
+            .unwrap_or_else(|| panic!("no drill line for {unit}:\n{}", check.stderr))
+            .to_owned()
+    };
+    let v = line("vllm-qwen36.service");
+    assert!(
+        v.contains("last drilled 0 days ago")
+            && v.contains("restarted after")
+            && v.contains("healthy after")
+            && v.ends_with("passed"),
+        "{v}"
+    );
+    assert!(
+        line("reranker.service").contains("FAILED: not restarted"),
+        "{}",
+        check.stderr
+    );
+    // The drill is in the runbook's history.
+    let hist = run_to_end(
+        &state,
+        &["report", "--history", rbs],
+        &[],
+        Duration::from_secs(60),
+    );
+    assert!(
+        hist.stdout.lines().any(|l| l.contains("| drill |")),
+        "{}",
+        hist.context()
+    );
 }
 
 fn audit(c: &Ctx) {

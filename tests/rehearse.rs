@@ -180,3 +180,89 @@ fn a_rehearsal_reports_a_missing_device_and_a_failing_read_only_check_and_goes_o
     .unwrap();
     assert_eq!(record["result"], "failed");
 }
+
+/// Issue 15 (state keyed by overlay): a rehearsal and a run of an overlay (`extends:`) are
+/// recorded under the overlay (`keyed@lab`), never under the runbook it extends: `check`,
+/// `report --last` and `report --history` of each see only their own.
+#[test]
+fn an_overlay_keeps_its_own_rehearsal_runs_and_history() {
+    let Some(sshd) = Sshd::start_or_skip() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let base = dir.path().join("keyed.yaml");
+    std::fs::write(
+        &base,
+        format!(
+            "name: keyed\nbudget: 5m\nrehearse_every: 90d\ntargets:\n{}phases:\n  - name: All\n    window: 0m-5m\n    steps:\n      - run: echo hello\n        mutates: false\n",
+            sshd.runbook_target_yaml("box")
+        ),
+    )
+    .unwrap();
+    let lab = dir.path().join("lab.yaml");
+    std::fs::write(&lab, "extends: keyed.yaml\ntitle: The lab\n").unwrap();
+    let (base_s, lab_s) = (base.to_str().unwrap(), lab.to_str().unwrap());
+    let recover = |args: &[&str]| {
+        let out = recover_in(&state)
+            .args(args)
+            .timeout(Duration::from_secs(60))
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let (code, _, err) = recover(&["rehearse", lab_s]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        state.join("recover/rehearsals/keyed@lab.json").exists(),
+        "{err}"
+    );
+    assert!(
+        !state.join("recover/rehearsals/keyed.json").exists(),
+        "the lab's rehearsal was recorded as the base runbook's"
+    );
+    let (_, _, err) = recover(&["check", base_s]);
+    assert!(
+        err.contains("rehearsal: `keyed`: never rehearsed"),
+        "the base runbook counts the lab's rehearsal: {err}"
+    );
+    let (_, _, err) = recover(&["check", lab_s]);
+    assert!(err.contains("last rehearsed 0 days ago"), "{err}");
+
+    // A run of each: `report --last` finds each one's own; the history lists each one's own.
+    for rb in [base_s, lab_s] {
+        let (code, _, err) = recover(&["run", rb, "--yes"]);
+        assert_eq!(code, Some(0), "{rb}: {err}");
+    }
+    let (code, md, err) = recover(&["report", "--last", base_s]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        !md.contains("lab.yaml"),
+        "the base's last run is the lab's:\n{md}"
+    );
+    let (code, md, err) = recover(&["report", "--last", lab_s]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(md.contains("lab.yaml"), "{md}");
+    let (_, base_hist, _) = recover(&["report", "--history", base_s]);
+    let (_, lab_hist, _) = recover(&["report", "--history", lab_s]);
+    let rows = |h: &str, kind: &str| {
+        h.lines()
+            .filter(|l| l.contains(&format!("| {kind} |")))
+            .count()
+    };
+    assert_eq!(
+        (rows(&base_hist, "run"), rows(&base_hist, "rehearsal")),
+        (1, 0),
+        "{base_hist}"
+    );
+    assert_eq!(
+        (rows(&lab_hist, "run"), rows(&lab_hist, "rehearsal")),
+        (1, 1),
+        "{lab_hist}"
+    );
+}

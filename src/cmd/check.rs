@@ -16,6 +16,7 @@ pub fn check(a: &CheckArgs) -> Result<Exit, Error> {
     let warnings = lint(&loaded, &plan);
     super::print_problems(&warnings);
     super::print_rehearsal_notice(StateDir::from_env().as_ref(), &plan);
+    super::print_drill_notice(StateDir::from_env().as_ref(), &plan);
     if plan.files.len() > 1 {
         for f in &plan.files {
             eprintln!(

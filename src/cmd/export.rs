@@ -14,15 +14,19 @@ pub fn export(a: &ExportArgs) -> Result<Exit, Error> {
     let (_, plan) = super::load_plan(&a.runbook, &a.resolve.overlays, &super::options(&a.resolve))?;
     let generated = generation_time(std::env::var("SOURCE_DATE_EPOCH").ok().as_deref())?;
     let rehearsal = StateDir::from_env()
-        .map(|s| crate::rehearsal::last::read(&s.rehearsal(&plan.name)))
+        .map(|s| crate::rehearsal::last::read(&s.rehearsal(&plan.state_key())))
         .unwrap_or(Rehearsal::Never);
     let format = match a.format {
         ExportFormat::Md => Format::Markdown,
         ExportFormat::Html => Format::Html,
     };
+    let drills = StateDir::from_env()
+        .map(|s| crate::drill::record::read(&s.drill(&plan.state_key())))
+        .unwrap_or(crate::drill::record::Drills::Never);
     let cx = Context {
         generated,
         rehearsal,
+        drills,
     };
     let doc = render(&plan, format, &cx).map_err(Error::Render)?;
     match &a.output {

@@ -122,6 +122,37 @@ fn print_rehearsal_notice(state: Option<&StateDir>, plan: &Plan) {
     eprintln!("rehearsal: {notice}{}", if attention { " (!)" } else { "" });
 }
 
+/// "last drilled N days ago" for each unit the runbook starts, with its measured restart and
+/// reload times; the units never drilled on one line (information, never a lint).
+fn print_drill_notice(state: Option<&StateDir>, plan: &Plan) {
+    let drills = state.map_or(crate::drill::record::Drills::Never, |s| {
+        crate::drill::record::read(&s.drill(&plan.state_key()))
+    });
+    let now = chrono::Utc::now();
+    let mut never = Vec::new();
+    for s in plan.phases.iter().flat_map(|p| &p.steps) {
+        let plan::Action::Start { unit, .. } = &s.action else {
+            continue;
+        };
+        match (&drills, drills.unit(unit)) {
+            (crate::drill::record::Drills::Unreadable { .. }, _) | (_, Some(_)) => {
+                let (text, attention) = crate::drill::record::describe(&drills, unit, now);
+                eprintln!(
+                    "drill: {unit}: {text}{}",
+                    if attention { " (!)" } else { "" }
+                );
+            }
+            _ => never.push(unit.as_str()),
+        }
+    }
+    if !never.is_empty() {
+        eprintln!(
+            "drill: never drilled: {} (`recover drill` times each one's restart on the live stack)",
+            never.join(", ")
+        );
+    }
+}
+
 /// "1 phase", "4 phases".
 fn count(n: usize, word: &str) -> String {
     format!("{n} {word}{}", if n == 1 { "" } else { "s" })

@@ -14,7 +14,8 @@ pub fn rehearse(a: &RehearseArgs) -> Result<Exit, Error> {
     let state = StateDir::from_env().ok_or(Error::NoStateDir)?;
     super::run::say_if_a_run_is_in_progress(&plan, Some(&state));
     let run_id = journal::new_run_id();
-    let journal_path = Journal::new_path(&state, &format!("{}-rehearsal", plan.name), &run_id);
+    let journal_path =
+        Journal::new_path(&state, &format!("{}-rehearsal", plan.state_key()), &run_id);
     let journal = super::run::open_journal(&journal_path)?;
     let collector = crate::rehearsal::Collector::default();
     let sinks: Vec<Box<dyn engine::Sink>> = vec![

@@ -47,7 +47,7 @@ pub fn report(a: &ReportArgs) -> Result<Exit, Error> {
     let (runs_dir, record) = match &state {
         Some(s) => {
             let probe = incident::load(&journal, &[]).map_err(Error::Incident)?;
-            let record = incident::rehearsal_record(&s.rehearsal(&probe.last().runbook));
+            let record = incident::rehearsal_record(&s.rehearsal(&probe.last().key));
             (s.runs(), record)
         }
         None => (PathBuf::new(), None),
@@ -72,12 +72,16 @@ pub fn report(a: &ReportArgs) -> Result<Exit, Error> {
     )
 }
 
-/// A runbook file's `name`, or the argument itself when it is not a file.
+/// A runbook file's state key (its `name`, or `name@overlay` for an overlay: the lab's runs
+/// are not production's), or the argument itself when it is not a file.
 fn runbook_name(arg: &str) -> Result<String, Error> {
     let path = Path::new(arg);
     if path.is_file() {
         let loaded = crate::runbook::load(path)?;
-        return Ok(loaded.runbook.name.value.clone());
+        return Ok(crate::plan::state_key(
+            &loaded.runbook.name.value,
+            loaded.files.iter().map(|f| (f.role, f.path.as_path())),
+        ));
     }
     Ok(arg.to_owned())
 }

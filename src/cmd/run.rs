@@ -56,8 +56,8 @@ impl<'a> Start<'a> {
                 let path = match (&a.journal, state) {
                     (Some(j), _) => j.clone(),
                     (None, Some(s)) => {
-                        journal::latest(s, &plan.name).ok_or_else(|| Error::NoJournal {
-                            runbook: plan.name.clone(),
+                        journal::latest(s, &plan.state_key()).ok_or_else(|| Error::NoJournal {
+                            runbook: plan.state_key(),
                             dir: s.runs(),
                         })?
                     }
@@ -218,11 +218,11 @@ pub fn run(a: &RunArgs) -> Result<Exit, Error> {
     let run_id = journal::new_run_id();
     let journal_path = match (&a.journal, &state) {
         (Some(j), _) => j.clone(),
-        (None, Some(s)) => Journal::new_path(s, &plan.name, &run_id),
+        (None, Some(s)) => Journal::new_path(s, &plan.state_key(), &run_id),
         (None, None) => return Err(Error::NoStateDir),
     };
     // One run at a time: taken before anything is contacted, held until the run ends.
-    let locks = lock::Dir::for_run(&lock::shared_dir(), own_lock_dir(state.as_ref()));
+    let locks = locks_for_run(state.as_ref());
     let (_lock, taken_over) = locks.acquire(
         &lock_keys(&plan),
         &lock::Owner::me(&plan.name, &journal_path),
@@ -262,26 +262,35 @@ pub fn run(a: &RunArgs) -> Result<Exit, Error> {
 pub(super) fn execute(plan: &Plan, settings: Settings, out: Emitter) -> Result<Exit, Error> {
     let rt = super::runtime()?;
     rt.block_on(async move {
-        let mut signals = Signals::listen().map_err(Error::Runtime)?;
-        let (tx, rx) = tokio::sync::watch::channel(false);
-        let cause = settings.stop.clone();
-        let stopped = cause.clone();
-        tokio::spawn(async move {
-            let stop = signals.next().await;
-            cause.set(stop);
-            let _ = tx.send(true);
-            // The terminal may be gone (SIGHUP): a failed write must not end the run.
-            let _ = writeln!(
-                std::io::stderr(),
-                "\n{}: stopping the current step (again to quit at once)…",
-                stop.describe()
-            );
-            let again = signals.next().await;
-            std::process::exit(again.exit().code().into());
-        });
+        let stopped = settings.stop.clone();
+        let rx = cancel_on_signals(settings.stop.clone(), "the current step")?;
         let engine = engine::Engine::new(plan, settings, out, rx);
         Ok(engine.run().await.exit_after(stopped.get()))
     })
+}
+
+/// Within the runtime: the first Ctrl-C, SIGTERM or SIGHUP is recorded in `cause` and cancels
+/// (the receiver turns true), saying that it is stopping `what`; a second one quits at once.
+pub(super) fn cancel_on_signals(
+    cause: crate::signals::StopCause,
+    what: &'static str,
+) -> Result<tokio::sync::watch::Receiver<bool>, Error> {
+    let mut signals = Signals::listen().map_err(Error::Runtime)?;
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let stop = signals.next().await;
+        cause.set(stop);
+        let _ = tx.send(true);
+        // The terminal may be gone (SIGHUP): a failed write must not end the run.
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n{}: stopping {what} (again to quit at once)…",
+            stop.describe()
+        );
+        let again = signals.next().await;
+        std::process::exit(again.exit().code().into());
+    });
+    Ok(rx)
 }
 
 /// One warning per unset variable that only status posts read, naming the channels that will
@@ -318,6 +327,12 @@ pub(super) fn lock_keys(plan: &Plan) -> Vec<lock::Key> {
             .iter()
             .map(|t| (t.host.as_str(), t.port.unwrap_or(22))),
     )
+}
+
+/// Where a run (or a drill) takes its locks: the machine-wide directory, or this account's own
+/// with a warning.
+pub(super) fn locks_for_run(state: Option<&StateDir>) -> lock::Dir {
+    lock::Dir::for_run(&lock::shared_dir(), own_lock_dir(state))
 }
 
 /// This account's own lock directory, where a run takes its locks when the machine-wide one

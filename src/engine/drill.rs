@@ -3,10 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Engine, Event};
+use super::{Engine, Event, Mode, RunOutcome};
 use crate::drill::{Measured, Verdict, judge};
 use crate::plan::{Action, Step};
-use crate::remedy::{UnitNow, killed_pid};
+use crate::remedy::{UnitNow, killed_pid, start_limit_refusal};
 
 /// How often the unit's state is read while it restarts.
 const POLL: Duration = Duration::from_millis(500);
@@ -25,12 +25,20 @@ impl Engine<'_> {
                 _ => false,
             })
             .collect();
+        // A drill journal reads like a run's: `run_started` (mode `drill`, no budget: a drill
+        // is not on the recovery's timeline), one `drill_measured` per unit, `run_finished`.
+        let mut started = self.run_started(Mode::Drill, steps.len(), 0);
+        if let Event::RunStarted { budget, .. } = &mut started {
+            *budget = 0.0;
+        }
+        self.out.emit(started);
         let mut out = Vec::new();
         for s in steps {
             if self.cancelled() {
                 break;
             }
-            let m = self.drill_one(s).await;
+            let mut m = self.drill_one(s).await;
+            m.interrupted = self.cancelled() && !m.complete();
             let verdict = judge(&m);
             self.out.emit(Event::DrillMeasured {
                 step: s.number,
@@ -40,16 +48,65 @@ impl Engine<'_> {
                 new_pid: m.new_pid,
                 restarted_after: m.restarted_after.map(|d| d.as_secs_f64()),
                 healthy_after: m.healthy_after.map(|d| d.as_secs_f64()),
+                n_restarts_before: m.n_restarts_before,
+                n_restarts_after: m.n_restarts_after,
                 passed: verdict.passed(),
                 reason: match verdict {
                     Verdict::Pass => None,
                     Verdict::Fail(why) => Some(why),
+                    Verdict::Skipped(why) => Some(format!("not drilled: {why}")),
                 },
             });
             out.push(m);
         }
         self.drain_notes();
+        self.out
+            .emit(self.drill_finished(&out, units.len().max(out.len())));
+        for t in &self.targets {
+            t.close().await;
+        }
         out
+    }
+
+    /// `run_finished` of a drill: success when every chosen unit was drilled and passed.
+    fn drill_finished(&self, rows: &[Measured], chosen: usize) -> Event {
+        let stop = self.settings.stop.get();
+        let failed = rows.iter().filter(|m| !judge(m).passed()).count();
+        let (outcome, message) = if self.cancelled() {
+            (
+                RunOutcome::Interrupted,
+                format!(
+                    "{}: drill stopped after {} of {chosen} unit(s); a unit interrupted mid-drill is not recorded.",
+                    stop.map_or("Interrupted", |s| s.describe()),
+                    rows.len()
+                ),
+            )
+        } else if failed == 0 && rows.len() == chosen {
+            (
+                RunOutcome::Success,
+                format!(
+                    "Drill finished: {} unit(s) restarted by systemd and healthy again.",
+                    rows.len()
+                ),
+            )
+        } else {
+            (
+                RunOutcome::Failed,
+                format!(
+                    "Drill finished: {failed} of {} unit(s) not restarted, not healthy again, or not drilled: see the table.",
+                    rows.len()
+                ),
+            )
+        };
+        Event::RunFinished {
+            outcome,
+            exit_code: i32::from(outcome.exit_after(stop).code()),
+            at: self.at(),
+            budget: 0.0,
+            failed_step: None,
+            message,
+            resume: None,
+        }
     }
 
     async fn read_unit(&self, s: &Step, state: &crate::plan::Command) -> Option<UnitNow> {
@@ -81,10 +138,19 @@ impl Engine<'_> {
         };
         m.restart = before.restart.clone();
         m.old_pid = before.main_pid;
+        m.n_restarts_before = Some(before.n_restarts);
         if before.active != "active" || before.main_pid == 0 {
             m.kill_error = Some(format!(
                 "it is {} with no main process to kill: drill the live, healthy stack",
                 before.active
+            ));
+            return m;
+        }
+        // The restart this kill causes must not trip the unit's start limit: the drill would
+        // cause the outage it rehearses (the remedy's own rule, `crate::remedy`).
+        if let Some(why) = start_limit_refusal(unit, &before, "the drill's SIGKILL") {
+            m.refused = Some(format!(
+                "{why}; drill it once the limit's interval has passed, or after `systemctl reset-failed {unit}`"
             ));
             return m;
         }
@@ -125,10 +191,12 @@ impl Engine<'_> {
                 if now.active == "active" && now.main_pid > 0 && now.main_pid != m.old_pid {
                     m.restarted_after = Some(t0.elapsed());
                     m.new_pid = Some(now.main_pid);
+                    m.n_restarts_after = Some(now.n_restarts);
                     break;
                 }
                 if now.active == "failed" || (now.active == "inactive" && now.sub == "dead") {
                     m.gave_up_state = Some(now.active.clone());
+                    m.n_restarts_after = Some(now.n_restarts);
                     break;
                 }
                 self.out.emit(Event::StepProgress {

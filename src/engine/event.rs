@@ -75,6 +75,8 @@ impl RunOutcome {
 pub enum Mode {
     Run,
     Rehearse,
+    /// `recover drill`: only its `run_started` says so; the engine drills in rehearsal mode.
+    Drill,
 }
 
 /// One thing that happened. Times are seconds on the run's timeline (`at`), which a
@@ -174,10 +176,24 @@ pub enum Event {
         /// Truncated output, secrets redacted.
         stdout: Option<String>,
         stderr: Option<String>,
+        /// A retried step: seconds before its last attempt (the failed attempts and the pauses
+        /// between them), counted as waiting on the box in "where the time went".
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        waited: Option<f64>,
     },
     Warning {
         step: Option<usize>,
         message: String,
+    },
+    /// One probe of a health gate: when, whether it passed, and (failed) why, in one short
+    /// line. Journaled without its own `fdatasync` (see `crate::journal`): `--resume` never
+    /// reads it, and the step's end, synced, makes every probe line before it durable.
+    GateProbe {
+        step: usize,
+        at: f64,
+        ok: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
     },
     /// A gate applied its remedy: the unit was active, its probe kept failing.
     RemedyApplied {
@@ -213,6 +229,12 @@ pub enum Event {
         restarted_after: Option<f64>,
         /// Seconds from the kill to the health probe passing again.
         healthy_after: Option<f64>,
+        /// `NRestarts` before the kill, and once the unit was active again (systemd's count
+        /// of its automatic restarts: the drill's kill adds one).
+        #[serde(default)]
+        n_restarts_before: Option<u64>,
+        #[serde(default)]
+        n_restarts_after: Option<u64>,
         passed: bool,
         /// Why it failed, when it did.
         reason: Option<String>,
@@ -252,6 +274,7 @@ impl Event {
             | Event::PhaseFinished { at, .. }
             | Event::StepStarted { at, .. }
             | Event::StepFinished { at, .. }
+            | Event::GateProbe { at, .. }
             | Event::RunFinished { at, .. } => Some(*at),
             _ => None,
         }
@@ -379,6 +402,7 @@ impl Event {
                 reason,
                 stdout,
                 stderr,
+                waited: _,
             } => {
                 f(name);
                 opt(reason, f);
@@ -398,6 +422,12 @@ impl Event {
                 f(action);
                 f(message);
             }
+            Event::GateProbe {
+                step: _,
+                at: _,
+                ok: _,
+                detail,
+            } => opt(detail, f),
             Event::RemedyRestarted {
                 step: _,
                 unit,
@@ -413,6 +443,8 @@ impl Event {
                 new_pid: _,
                 restarted_after: _,
                 healthy_after: _,
+                n_restarts_before: _,
+                n_restarts_after: _,
                 passed: _,
                 reason,
             } => {

@@ -138,6 +138,22 @@ pub fn order_problems(unit: &str, order: &[&str], deps: &UnitDeps) -> (Vec<Strin
     (errors, warnings)
 }
 
+/// The longest reason a `gate_probe` line keeps: a few words, not a response body.
+const PROBE_DETAIL: usize = 120;
+
+/// A failed probe's reason for the journal: its first line, at most 120 bytes.
+pub fn probe_detail(why: &str) -> String {
+    let line = why.lines().next().unwrap_or("").trim();
+    if line.len() <= PROBE_DETAIL {
+        return line.to_owned();
+    }
+    let mut cut = PROBE_DETAIL;
+    while !line.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}…", &line[..cut])
+}
+
 /// Next pause between probes, given how long the last one took.
 pub fn next_interval(every: Duration, last_probe: Duration) -> Duration {
     (last_probe * DUTY).clamp(MIN_INTERVAL, every.max(MIN_INTERVAL))
@@ -250,6 +266,12 @@ impl Engine<'_> {
                         let p0 = Instant::now();
                         let (ok, why, hang) = self.probe(s, &g.probe).await;
                         probe_took = Some(p0.elapsed());
+                        self.out.emit(Event::GateProbe {
+                            step: s.number,
+                            at: self.at(),
+                            ok,
+                            detail: (!ok).then(|| probe_detail(&why)),
+                        });
                         if ok {
                             successes += 1;
                             heal.failures = 0;
@@ -562,6 +584,16 @@ impl Engine<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_probe_detail_is_one_short_line() {
+        assert_eq!(probe_detail("  HTTP 503\nbody: loading\n"), "HTTP 503");
+        let long = "é".repeat(100);
+        let d = probe_detail(&long);
+        assert!(d.len() <= PROBE_DETAIL + "…".len(), "{}", d.len());
+        assert!(d.ends_with('…') && d.starts_with("éé"));
+        assert_eq!(probe_detail(""), "");
+    }
 
     #[test]
     fn parses_systemctl_show() {

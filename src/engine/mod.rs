@@ -155,6 +155,9 @@ pub(crate) struct StepResult {
     pub reason: Option<String>,
     pub stdout: Option<String>,
     pub stderr: Option<String>,
+    /// Seconds a retried step spent before its last attempt (failed attempts and the pauses
+    /// between them): waiting on the box, not the command's work.
+    pub waited: Option<f64>,
 }
 
 impl StepResult {
@@ -165,6 +168,7 @@ impl StepResult {
             reason: None,
             stdout: None,
             stderr: None,
+            waited: None,
         }
     }
     pub fn with(outcome: StepOutcome, reason: impl Into<String>) -> Self {
@@ -303,19 +307,19 @@ impl<'a> Engine<'a> {
         }
     }
 
-    /// Walk the plan. Returns how the run ended; every event has been emitted.
-    pub async fn run(mut self) -> RunOutcome {
+    /// The `run_started` event of this run (or drill: `mode`), with `steps` and `phases` it
+    /// covers.
+    pub(crate) fn run_started(&self, mode: Mode, steps: usize, phases: usize) -> Event {
         let plan = self.plan;
-        let total: usize = plan.phases.iter().map(|p| p.steps.len()).sum();
-        self.out.emit(Event::RunStarted {
+        Event::RunStarted {
             run_id: self.settings.run_id.clone(),
-            mode: self.settings.mode,
+            mode,
             runbook: plan.name.clone(),
             path: plan.source.display().to_string(),
             sha256: plan.sha256.clone(),
             budget: plan.budget.as_secs_f64(),
-            steps: total,
-            phases: plan.phases.len(),
+            steps,
+            phases,
             resumed_from: self.settings.resume.as_ref().map(|r| r.run_id.clone()),
             unattended: self.settings.confirm.is_unattended(),
             started_by: self.settings.started_by.clone(),
@@ -340,7 +344,15 @@ impl<'a> Engine<'a> {
                     })
                     .collect(),
             },
-        });
+        }
+    }
+
+    /// Walk the plan. Returns how the run ended; every event has been emitted.
+    pub async fn run(mut self) -> RunOutcome {
+        let plan = self.plan;
+        let total: usize = plan.phases.iter().map(|p| p.steps.len()).sum();
+        self.out
+            .emit(self.run_started(self.settings.mode, total, plan.phases.len()));
         for message in &self.settings.warnings {
             self.out.emit(Event::Warning {
                 step: None,
@@ -479,6 +491,7 @@ impl<'a> Engine<'a> {
                     crate::plan::fmt_duration(plan.budget)
                 ),
                 Mode::Rehearse => "Rehearsal finished: every read-only step passed.".to_owned(),
+                Mode::Drill => "Drill finished.".to_owned(),
             };
         }
         let resume = matches!(outcome, RunOutcome::Failed | RunOutcome::Interrupted)
@@ -510,6 +523,7 @@ impl<'a> Engine<'a> {
             reason: Some(why.to_owned()),
             stdout: None,
             stderr: None,
+            waited: None,
         });
     }
 
@@ -623,6 +637,7 @@ mod tests {
             reason: Some(reason.into()),
             stdout: Some(stdout.into()),
             stderr: None,
+            waited: None,
         }
     }
 

@@ -88,6 +88,7 @@ impl Engine<'_> {
             reason: res.reason.clone(),
             stdout: res.stdout.as_deref().and_then(truncate),
             stderr: res.stderr.as_deref().and_then(truncate),
+            waited: res.waited,
         });
         res
     }
@@ -322,7 +323,11 @@ impl Engine<'_> {
         let mut n = 0u32;
         loop {
             n += 1;
-            let res = attempt(self).await;
+            let before = started.elapsed();
+            let mut res = attempt(self).await;
+            if n > 1 {
+                res.waited = Some(before.as_secs_f64());
+            }
             if res.outcome != StepOutcome::Failed || self.cancelled() {
                 return res;
             }

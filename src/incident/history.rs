@@ -17,15 +17,16 @@ pub struct Journaled {
     pub run: Run,
 }
 
-/// Every run of `runbook` in the journals under `runs_dir`, oldest first, and what could not be
-/// read. Files are matched by the runbook name inside them, not by their file name alone.
-pub fn journals(runs_dir: &Path, runbook: &str) -> (Vec<Journaled>, Vec<String>) {
+/// Every run of the runbook whose state key is `key` (`crate::plan::state_key`: its name, or
+/// `name@overlay`) in the journals under `runs_dir`, oldest first, and what could not be read.
+/// Files are matched by the key their `run_started` gives, not by their file name alone.
+pub fn journals(runs_dir: &Path, key: &str) -> (Vec<Journaled>, Vec<String>) {
     let mut found = Vec::new();
     let mut problems = Vec::new();
     let Ok(dir) = std::fs::read_dir(runs_dir) else {
         return (found, problems);
     };
-    let prefix = format!("{runbook}-");
+    let prefix = format!("{key}-");
     let mut paths: Vec<PathBuf> = dir
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
@@ -42,7 +43,7 @@ pub fn journals(runs_dir: &Path, runbook: &str) -> (Vec<Journaled>, Vec<String>)
                 let (runs, _) = parse(&String::from_utf8_lossy(&bytes));
                 found.extend(
                     runs.into_iter()
-                        .filter(|r| r.runbook == runbook)
+                        .filter(|r| r.key == key)
                         .map(|run| Journaled {
                             path: path.clone(),
                             run,

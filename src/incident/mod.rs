@@ -62,12 +62,15 @@ impl Report {
     /// The split of the incident's time.
     pub fn time_split(&self) -> TimeSplit {
         let steps = self.incident.steps();
-        TimeSplit::of(
+        TimeSplit::with_retries(
             self.incident.wall(),
-            steps
-                .iter()
-                .filter(|s| s.ran())
-                .map(|s| (s.kind.as_str(), s.duration.unwrap_or(0.0))),
+            steps.iter().filter(|s| s.ran()).map(|s| {
+                (
+                    s.kind.as_str(),
+                    s.duration.unwrap_or(0.0),
+                    s.waited.unwrap_or(0.0),
+                )
+            }),
         )
     }
 }
@@ -101,7 +104,7 @@ pub fn report(
     generated: DateTime<Utc>,
 ) -> Result<Report, IncidentError> {
     let probe = load(path, &[])?;
-    let (others, _) = journals(runs_dir, &probe.last().runbook);
+    let (others, _) = journals(runs_dir, &probe.last().key);
     let incident = load(path, &others)?;
     let baselines = baselines(&incident, &others, record);
     Ok(Report {

@@ -14,6 +14,9 @@ pub struct Run {
     /// `run`, `rehearse`, or a kind this build does not know yet (a `drill`).
     pub mode: String,
     pub runbook: String,
+    /// The runbook's state key (`crate::plan::state_key`): `name`, or `name@overlay` when the
+    /// run was of an overlay; the history and the baselines keep to one key.
+    pub key: String,
     /// The runbook file, as the run was given it.
     pub path: String,
     pub sha256: String,
@@ -72,6 +75,8 @@ pub struct Step {
     pub exit: Option<i32>,
     pub reason: Option<String>,
     pub probes: Vec<Probe>,
+    /// A retried step: seconds before its last attempt (waiting on the box).
+    pub waited: Option<f64>,
 }
 
 impl Step {

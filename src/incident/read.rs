@@ -64,6 +64,25 @@ struct Started {
     first_step: usize,
     #[serde(default)]
     targets: Vec<TargetName>,
+    /// An overlay's files (`run_started.files`), read for the state key; a file whose role this
+    /// build does not know is left out.
+    #[serde(default)]
+    files: Vec<Value>,
+}
+
+impl Started {
+    /// The state key of the runbook this run was of.
+    fn key(&self) -> String {
+        let files: Vec<(crate::runbook::Role, std::path::PathBuf)> = self
+            .files
+            .iter()
+            .filter_map(|f| {
+                let role = serde_json::from_value(f.get("role")?.clone()).ok()?;
+                Some((role, std::path::PathBuf::from(f.get("path")?.as_str()?)))
+            })
+            .collect();
+        crate::plan::state_key(&self.runbook, files.iter().map(|(r, p)| (*r, p.as_path())))
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -132,6 +151,23 @@ fn record(line: &str) -> Result<Rec, String> {
                 .ok_or("`gate_probe` without `ok`")?,
             detail: text("detail").or_else(|| text("line")),
         },
+        // the unit back after a kill or restart: its new main pid, seconds after the remedy
+        "remedy_restarted" => Kind::Remedy {
+            step,
+            action: "back".to_owned(),
+            detail: obj.get("new_pid").and_then(Value::as_u64).map(|pid| {
+                let after = obj
+                    .get("after")
+                    .and_then(Value::as_f64)
+                    .filter(|a| a.is_finite())
+                    .map(|a| format!(" after {a:.1}s"))
+                    .unwrap_or_default();
+                format!(
+                    "{} active again with main pid {pid}{after}",
+                    text("unit").unwrap_or_else(|| "the unit".to_owned())
+                )
+            }),
+        },
         t if t.starts_with("remedy") => Kind::Remedy {
             step,
             action: text("remedy")
@@ -192,6 +228,7 @@ fn build(mut recs: Vec<Rec>) -> Option<Run> {
         run_id: st.run_id.clone(),
         mode: st.mode.clone(),
         runbook: st.runbook.clone(),
+        key: st.key(),
         path: st.path.clone(),
         sha256: st.sha256.clone(),
         budget: st.budget,
@@ -246,7 +283,8 @@ fn apply(run: &mut Run, e: &Event, at: f64) {
         run.marks.push(Mark { at, step, what });
     };
     match e {
-        Event::RunStarted { .. } | Event::StepProgress { .. } => {}
+        // `gate_probe` lines are read as probes before the typed events (see `Kind::Probe`)
+        Event::RunStarted { .. } | Event::StepProgress { .. } | Event::GateProbe { .. } => {}
         // `remedy_*` lines are read as marks before the typed events (see `Kind::Remedy`); a
         // drill's measurements belong to the drill's own table.
         Event::RemedyApplied { .. }
@@ -356,6 +394,7 @@ fn apply(run: &mut Run, e: &Event, at: f64) {
             exit: None,
             reason: None,
             probes: Vec::new(),
+            waited: None,
         }),
         Event::StepFinished {
             step,
@@ -366,6 +405,7 @@ fn apply(run: &mut Run, e: &Event, at: f64) {
             duration,
             at,
             reason,
+            waited,
             ..
         } => {
             let open = run
@@ -388,6 +428,7 @@ fn apply(run: &mut Run, e: &Event, at: f64) {
                     exit: None,
                     reason: None,
                     probes: Vec::new(),
+                    waited: None,
                 });
                 run.steps.len() - 1
             });
@@ -396,6 +437,7 @@ fn apply(run: &mut Run, e: &Event, at: f64) {
             s.outcome = Some(*outcome);
             s.exit = *exit;
             s.reason = reason.clone();
+            s.waited = waited.filter(|w| w.is_finite() && *w >= 0.0);
         }
         Event::Warning { step, message } => mark(
             run,
@@ -466,6 +508,41 @@ mod tests {
 {"event":"phase_finished","phase":1,"name":"Start","started":0.5,"at":71.0,"window_start":0.0,"window_end":60.0,"result":"passed","ts":"2026-11-22T05:01:11.000Z"}
 {"event":"run_finished","outcome":"success","exit_code":0,"at":71.5,"budget":600.0,"failed_step":null,"message":"Recovered.","resume":null,"ts":"2026-11-22T05:01:11.500Z"}
 "#;
+
+    #[test]
+    fn the_engines_remedy_events_read_as_marks_in_words() {
+        let line = |e: Event| serde_json::to_string(&e).unwrap();
+        let text = [
+            JOURNAL.lines().next().unwrap().to_owned(),
+            line(Event::RemedyApplied {
+                step: 1,
+                unit: "vllm.service".into(),
+                action: "kill".into(),
+                failures: 3,
+                old_pid: Some(367),
+                message: "SIGKILL of vllm.service's main pid 367".into(),
+            }),
+            line(Event::RemedyRestarted {
+                step: 1,
+                unit: "vllm.service".into(),
+                old_pid: Some(367),
+                new_pid: 412,
+                after: 6.24,
+            }),
+        ]
+        .join("\n");
+        let (runs, problems) = parse(&text);
+        assert!(problems.is_empty(), "{problems:?}");
+        let marks: Vec<&MarkKind> = runs[0].marks.iter().map(|m| &m.what).collect();
+        assert!(
+            matches!(marks[0], MarkKind::Remedy { action, detail: Some(d) } if action == "kill" && d.contains("pid 367")),
+            "{marks:?}"
+        );
+        assert!(
+            matches!(marks[1], MarkKind::Remedy { action, detail: Some(d) } if action == "back" && d == "vllm.service active again with main pid 412 after 6.2s"),
+            "{marks:?}"
+        );
+    }
 
     #[test]
     fn probes_remedies_and_reboots_are_read_and_placed_on_the_timeline() {

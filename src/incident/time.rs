@@ -6,7 +6,8 @@ use crate::duration::duration;
 /// What a step's time is spent on, by its kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Share {
-    /// Waiting for the box (or its power) to come up: `wait_ssh`, a `start` gate, `ups`.
+    /// Waiting for the box (or its power) to come up: `wait_ssh`, a `start` gate, `ups`, and
+    /// a retried step's time before its last attempt.
     Waiting,
     /// Commands and requests doing their work: `run`, `local`, `http`, `notify`, ...
     Commands,
@@ -37,12 +38,28 @@ pub struct TimeSplit {
 impl TimeSplit {
     /// The split of `wall` seconds given each step that ran, as (kind, seconds).
     pub fn of<'a>(wall: f64, steps: impl IntoIterator<Item = (&'a str, f64)>) -> TimeSplit {
+        TimeSplit::with_retries(wall, steps.into_iter().map(|(k, s)| (k, s, 0.0)))
+    }
+
+    /// The split of `wall` seconds given each step that ran, as (kind, seconds, seconds before
+    /// its last attempt). A retried command (`retry:` on `run`, `local`, `http`) is waiting on
+    /// the box until its last attempt (the failed attempts, the pauses between them: the model
+    /// still loading, the endpoint not up yet); only the last attempt is the command's work.
+    pub fn with_retries<'a>(
+        wall: f64,
+        steps: impl IntoIterator<Item = (&'a str, f64, f64)>,
+    ) -> TimeSplit {
+        let clean = |s: f64| if s.is_finite() { s.max(0.0) } else { 0.0 };
         let mut t = TimeSplit::default();
-        for (kind, secs) in steps {
-            let secs = if secs.is_finite() { secs.max(0.0) } else { 0.0 };
+        for (kind, secs, waited) in steps {
+            let secs = clean(secs);
+            let waited = clean(waited).min(secs);
             match Share::of(kind) {
                 Share::Waiting => t.waiting += secs,
-                Share::Commands => t.commands += secs,
+                Share::Commands => {
+                    t.waiting += waited;
+                    t.commands += secs - waited;
+                }
                 Share::Operator => t.operator += secs,
             }
         }
@@ -111,6 +128,26 @@ mod tests {
             "waiting 1m10s, commands 6.5s, operator 20s, overhead 3.5s"
         );
         assert_eq!(t.percent(t.waiting), "70.0 %");
+    }
+
+    #[test]
+    fn a_retried_command_waits_until_its_last_attempt() {
+        // an http smoke test retried for 40 s (the model loading), its last attempt 2 s
+        let t = TimeSplit::with_retries(
+            50.0,
+            [
+                ("http", 42.0, 40.0),
+                ("run", 3.0, 0.0),
+                ("run", 1.0, f64::NAN),
+                ("local", 2.0, 9.0),
+            ],
+        );
+        assert_eq!(
+            t.waiting, 42.0,
+            "40 s before the last attempt, and all of a bad count"
+        );
+        assert_eq!(t.commands, 2.0 + 3.0 + 1.0);
+        assert!((t.overhead - 2.0).abs() < 1e-9);
     }
 
     #[test]

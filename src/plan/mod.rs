@@ -37,7 +37,7 @@ pub use payload::payload;
 pub use resolve::{Destination, Options, check_overrides, resolve};
 pub use types::{
     AbortSpec, Action, ChannelSpec, Command, DrillLines, Gate, GateRemedy, Otherwise, Phase, Plan,
-    PowerOn, Probe, Rehearse, Request, RetrySpec, Step, TargetSpec, UpsWait,
+    PowerOn, Probe, Rehearse, Request, RetrySpec, Step, TargetSpec, UpsWait, state_key,
 };
 pub use wire::{BOOT_ID_COMMAND, DROP_CACHES_COMMAND, KILL_GRACE, remote_wire};
 

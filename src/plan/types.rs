@@ -28,6 +28,56 @@ pub struct Plan {
     pub secrets: Secrets,
 }
 
+impl Plan {
+    /// The name this runbook's records go by (journal file names, the rehearsal and drill
+    /// records, `report --last` and `--history`): see [`state_key`].
+    pub fn state_key(&self) -> String {
+        state_key(
+            &self.name,
+            self.files.iter().map(|f| (f.role, f.path.as_path())),
+        )
+    }
+}
+
+/// The key of a runbook's state: its `name` for a runbook run as it is; for an overlay (the
+/// file given is one with `extends:`, or `--overlay` files are laid over it) `name@STEM`, with
+/// the stem of the file given and of each `--overlay` file (`spark-power@lab`,
+/// `spark-power@lab+night`). So a rehearsal of the lab overlay never stands for one of the
+/// production runbook, and their journals and histories stay apart. Characters outside
+/// `[A-Za-z0-9._-]` in a stem become `_`: the key names files.
+pub fn state_key<'p>(
+    name: &str,
+    files: impl Iterator<Item = (crate::runbook::Role, &'p std::path::Path)>,
+) -> String {
+    use crate::runbook::Role;
+    let files: Vec<(Role, &std::path::Path)> = files.collect();
+    let extends = files.iter().any(|(r, _)| *r == Role::Base);
+    let stem = |p: &std::path::Path| -> String {
+        p.file_stem()
+            .map(|s| s.to_string_lossy())
+            .unwrap_or_default()
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    };
+    let layers: Vec<String> = files
+        .iter()
+        .filter(|(r, _)| (*r == Role::Runbook && extends) || *r == Role::Overlay)
+        .map(|(_, p)| stem(p))
+        .collect();
+    if layers.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{name}@{}", layers.join("+"))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetSpec {
     pub name: String,
@@ -368,4 +418,50 @@ pub enum Probe {
         command: Command,
         expect: Option<Matcher>,
     },
+}
+
+#[cfg(test)]
+mod state_key_tests {
+    use std::path::Path;
+
+    use super::state_key;
+    use crate::runbook::Role;
+
+    #[test]
+    fn an_overlay_has_a_key_of_its_own() {
+        let key = |files: &[(Role, &str)]| {
+            state_key(
+                "spark-power",
+                files.iter().map(|(r, p)| (*r, Path::new(*p))),
+            )
+        };
+        assert_eq!(key(&[]), "spark-power");
+        assert_eq!(
+            key(&[(Role::Runbook, "runbooks/spark-power.yaml")]),
+            "spark-power"
+        );
+        assert_eq!(
+            key(&[
+                (Role::Runbook, "runbooks/lab.yaml"),
+                (Role::Base, "runbooks/spark-power.yaml")
+            ]),
+            "spark-power@lab"
+        );
+        // an overlay of an overlay: the file given names it
+        assert_eq!(
+            key(&[
+                (Role::Runbook, "lab-local.yaml"),
+                (Role::Base, "runbooks/lab.yaml"),
+                (Role::Base, "runbooks/spark-power.yaml")
+            ]),
+            "spark-power@lab-local"
+        );
+        assert_eq!(
+            key(&[
+                (Role::Overlay, "/tmp/my night.yaml"),
+                (Role::Runbook, "runbooks/spark-power.yaml")
+            ]),
+            "spark-power@my_night"
+        );
+    }
 }

@@ -1,5 +1,6 @@
 //! The last rehearsal, as `recover rehearse` records it:
-//! `<state dir>/rehearsals/<runbook name>.json` ([`crate::state::StateDir::rehearsal`]) holding
+//! `<state dir>/rehearsals/<key>.json` ([`crate::state::StateDir::rehearsal`], the key of
+//! [`crate::plan::Plan::state_key`]: the runbook's name, or `name@overlay`) holding
 //! `{"date": RFC 3339, "sha256": "...", "result": "passed" | "failed"}`.
 //!
 //! A missing file means "never rehearsed"; a file that cannot be read or understood is

@@ -24,6 +24,7 @@ pub struct PhaseTiming {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Record {
+    /// The runbook's state key ([`Plan::state_key`]): `name`, or `name@overlay`.
     pub runbook: String,
     /// RFC 3339, UTC.
     pub date: String,
@@ -50,7 +51,7 @@ pub fn save(state: &StateDir, r: &Record) -> std::io::Result<PathBuf> {
 pub fn notice(state: Option<&StateDir>, plan: &Plan) -> (String, bool) {
     let now = chrono::Utc::now();
     let last = state.map_or(last::Rehearsal::Never, |s| {
-        last::read(&s.rehearsal(&plan.name))
+        last::read(&s.rehearsal(&plan.state_key()))
     });
     let (text, warn) = last.describe(&plan.sha256, plan.rehearse_every, now);
     match last {
@@ -67,7 +68,7 @@ pub fn notice(state: Option<&StateDir>, plan: &Plan) -> (String, bool) {
         _ => (
             format!(
                 "`{}`: {text}; run `recover rehearse` against the live stack",
-                plan.name
+                plan.state_key()
             ),
             warn,
         ),
@@ -123,7 +124,7 @@ pub fn record(plan: &Plan, events: &[Event]) -> Record {
         }
     }
     Record {
-        runbook: plan.name.clone(),
+        runbook: plan.state_key(),
         date: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         sha256: plan.sha256.clone(),
         result: result.to_owned(),

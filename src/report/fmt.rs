@@ -34,6 +34,38 @@ pub fn one_line(s: &str) -> String {
         .to_owned()
 }
 
+/// What a drill measured on one unit, in words: `restarted after 6.2s, healthy again after
+/// 20.4s (NRestarts 0 → 1)`, or why it failed; empty for any other event.
+pub fn drilled(e: &crate::engine::Event) -> String {
+    let crate::engine::Event::DrillMeasured {
+        passed,
+        reason,
+        restarted_after,
+        healthy_after,
+        n_restarts_before,
+        n_restarts_after,
+        ..
+    } = e
+    else {
+        return String::new();
+    };
+    if !passed {
+        return clean(reason.as_deref().unwrap_or("failed"));
+    }
+    let mut l = "restarted".to_owned();
+    if let Some(r) = restarted_after {
+        l.push_str(&format!(" after {r:.1}s"));
+    }
+    l.push_str(", healthy again");
+    if let Some(h) = healthy_after {
+        l.push_str(&format!(" after {h:.1}s"));
+    }
+    if let (Some(b), Some(a)) = (n_restarts_before, n_restarts_after) {
+        l.push_str(&format!(" (NRestarts {b} → {a})"));
+    }
+    l
+}
+
 /// Text made safe to print as several lines: no escape codes, no control characters but newlines.
 pub fn clean(s: &str) -> String {
     console::strip_ansi_codes(s)
@@ -117,6 +149,31 @@ fn list_marker(line: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_drill_in_words() {
+        let measured = |passed: bool| crate::engine::Event::DrillMeasured {
+            step: 3,
+            unit: "vllm-qwen36.service".into(),
+            restart: "on-failure".into(),
+            old_pid: 367,
+            new_pid: Some(412),
+            restarted_after: Some(6.24),
+            healthy_after: Some(20.4),
+            n_restarts_before: Some(0),
+            n_restarts_after: Some(1),
+            passed,
+            reason: (!passed).then(|| "not restarted: failed; Restart=no".into()),
+        };
+        assert_eq!(
+            drilled(&measured(true)),
+            "restarted after 6.2s, healthy again after 20.4s (NRestarts 0 → 1)"
+        );
+        assert_eq!(
+            drilled(&measured(false)),
+            "not restarted: failed; Restart=no"
+        );
+    }
 
     #[test]
     fn fitting_keeps_the_right_side() {

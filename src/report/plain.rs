@@ -102,11 +102,16 @@ impl<W: Write + Send> Plain<W> {
                 let what = match mode {
                     Mode::Run => "run",
                     Mode::Rehearse => "rehearsal",
+                    Mode::Drill => "drill",
+                };
+                let size = if *mode == Mode::Drill {
+                    format!("{steps} unit(s) to drill")
+                } else {
+                    format!("{steps} steps in {phases} phases, budget {}", span(*budget))
                 };
                 let mut l = format!(
-                    "{what} {run_id} started: {runbook} ({path}, sha256 {}), {steps} steps in {phases} phases, budget {}",
+                    "{what} {run_id} started: {runbook} ({path}, sha256 {}), {size}",
                     sha256.get(..12).unwrap_or(sha256),
-                    span(*budget)
                 );
                 for t in targets {
                     let port = t.port.map(|p| format!(":{p}")).unwrap_or_default();
@@ -216,6 +221,8 @@ impl<W: Write + Send> Plain<W> {
                     span(*timeout)
                 )]
             }
+            // the progress line of the same probe says it; the journal keeps the probes
+            Event::GateProbe { .. } => Vec::new(),
             Event::StepProgress { step, line } => {
                 let due = self.progress.get(step).is_none_or(|last| {
                     now.signed_duration_since(*last).num_seconds() >= PROGRESS_EVERY_SECS
@@ -243,7 +250,8 @@ impl<W: Write + Send> Plain<W> {
                 let first = reason_lines.next().map(|r| format!(": {}", r.trim()));
                 let first = first.unwrap_or_default();
                 let mut v = vec![match outcome {
-                    StepOutcome::Passed => format!("step {step} ok ({})", duration(*took)),
+                    // a passed gate says how: "active and healthy after 4m (12 probes); remedy: …"
+                    StepOutcome::Passed => format!("step {step} ok ({}){first}", duration(*took)),
                     StepOutcome::Skipped => format!("step {step} skipped{first}"),
                     StepOutcome::WouldRun => {
                         let what = reason
@@ -277,19 +285,9 @@ impl<W: Write + Send> Plain<W> {
                 }
                 v
             }
-            Event::DrillMeasured {
-                unit,
-                passed,
-                reason,
-                ..
-            } => vec![format!(
-                "DRILL: {unit}: {}",
-                if *passed {
-                    "restarted and healthy again".to_owned()
-                } else {
-                    clean(reason.as_deref().unwrap_or("failed"))
-                }
-            )],
+            Event::DrillMeasured { unit, .. } => {
+                vec![format!("DRILL: {unit}: {}", super::fmt::drilled(event))]
+            }
             Event::RemedyApplied { step, message, .. } => {
                 vec![format!("REMEDY (step {step}): {}", clean(message))]
             }

@@ -335,6 +335,7 @@ impl Script {
             reason: reason.map(String::from),
             stdout: stdout.map(String::from),
             stderr: stderr.map(String::from),
+            waited: None,
         })
     }
 
@@ -450,6 +451,57 @@ pub fn clean_run() -> Vec<Event> {
     s.finish(
         RunOutcome::Success,
         "Recovered: every step passed, within the 30m budget.",
+        None,
+    )
+}
+
+/// The hang: vLLM is active and answers `/health`, but completions time out; the gate's
+/// `remedy: kill` SIGKILLs its main pid, systemd restarts it, the probe passes.
+pub fn healed() -> Vec<Event> {
+    let mut s = Script::new(Mode::Run);
+    s.first_two_phases();
+    s.phase(3).ok(9, 6.1).ok(10, 4.1);
+    let kill = "SIGKILL of vllm-qwen36.service's main pid 367, after 3 failed probe(s) while it was active";
+    s.start(11)
+        .progress(11, "probe: no answer within 30s (timed out)")
+        .progress(11, "probe: no answer within 30s (timed out)")
+        .push(Event::RemedyApplied {
+            step: 11,
+            unit: "vllm-qwen36.service".into(),
+            action: "kill".into(),
+            failures: 3,
+            old_pid: Some(367),
+            message: kill.into(),
+        })
+        .push(Event::RemedyRestarted {
+            step: 11,
+            unit: "vllm-qwen36.service".into(),
+            old_pid: Some(367),
+            new_pid: 412,
+            after: 6.2,
+        })
+        .finish_step(
+            11,
+            StepOutcome::Passed,
+            None,
+            301.0,
+            Some(&format!(
+                "vllm-qwen36.service active and healthy after 5m01s (14 probes); remedy: {kill}; active again with main pid 412 after 6.2s"
+            )),
+            None,
+            None,
+        );
+    s.ok(12, 190.3)
+        .ok(13, 12.0)
+        .ok(14, 5.6)
+        .ok(15, 5.2)
+        .ok(16, 0.5);
+    s.end_phase(3, StepOutcome::Passed);
+    s.phase(4).ok(17, 7.9).ok(18, 44.6).ok(19, 1.8).ok(20, 0.6);
+    s.end_phase(4, StepOutcome::Passed);
+    s.finish(
+        RunOutcome::Success,
+        "Recovered in 13m of the 30m budget.",
         None,
     )
 }
@@ -659,6 +711,7 @@ pub fn overrun() -> Vec<Event> {
 pub fn all() -> Vec<(&'static str, Vec<Event>)> {
     vec![
         ("clean_run", clean_run()),
+        ("healed", healed()),
         ("failure", failure()),
         ("abort", abort()),
         ("interrupted", interrupted()),

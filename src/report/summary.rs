@@ -19,10 +19,58 @@ pub struct Summary {
     end: Option<(RunOutcome, f64)>,
     /// Each started step's kind, for where the time went.
     kinds: Vec<(usize, String)>,
-    /// (kind, seconds) of every step that ran.
-    ran: Vec<(String, f64)>,
+    /// (kind, seconds, seconds before its last attempt) of every step that ran.
+    ran: Vec<(String, f64, f64)>,
     /// Where this run's timeline began (later than 0 for a resumed run).
     first_at: Option<f64>,
+    /// Every remedy a gate applied, in order, with the unit's return when it was seen.
+    remedies: Vec<Remedy>,
+}
+
+/// A gate's remedy, for the lines under the table: which unit was healed, how.
+#[derive(Debug, Clone)]
+struct Remedy {
+    step: usize,
+    unit: String,
+    action: String,
+    failures: u32,
+    old_pid: Option<u64>,
+    message: String,
+    /// The new main pid and seconds after the remedy (a `kill` or `restart` seen through).
+    back: Option<(u64, f64)>,
+}
+
+impl Remedy {
+    /// `Remedy step 11 vllm-qwen36.service: kill after 3 failed probes, main pid 367 → 412
+    /// (active again after 6.2s)`.
+    fn line(&self) -> String {
+        let head = format!("Remedy step {} {}", self.step, self.unit);
+        if self.action == "run" {
+            return format!("{head}: {}", self.message);
+        }
+        let probes = if self.failures == 1 {
+            "probe"
+        } else {
+            "probes"
+        };
+        let mut l = format!(
+            "{head}: {} after {} failed {probes}",
+            self.action, self.failures
+        );
+        match (self.old_pid, self.back) {
+            (Some(old), Some((new, after))) => l.push_str(&format!(
+                ", main pid {old} → {new} (active again after {after:.1}s)"
+            )),
+            (None, Some((new, after))) => l.push_str(&format!(
+                ", new main pid {new} (active again after {after:.1}s)"
+            )),
+            (Some(old), None) => l.push_str(&format!(
+                ", main pid {old}; not seen active again with a new one"
+            )),
+            (None, None) => l.push_str("; not seen active again with a new main pid"),
+        }
+        l
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -56,6 +104,13 @@ impl Summary {
     /// [`render`](Self::render) with the table cut to `width` columns where it can be: long phase
     /// names give way first (never below 16 columns).
     pub fn render_within(&self, width: usize) -> String {
+        // A drill has no phases, steps or budget: its table is the drill's own (`crate::drill`).
+        if self.mode == Some(Mode::Drill) {
+            return match self.end {
+                Some((_, at)) => format!("Drill {}\n", duration(at)),
+                None => "Drill unfinished\n".to_owned(),
+            };
+        }
         let mut table: Vec<[String; 6]> = vec![[
             "#".into(),
             "Phase".into(),
@@ -137,6 +192,10 @@ impl Summary {
             out.push_str(&steps);
             out.push('\n');
         }
+        for r in &self.remedies {
+            out.push_str(&r.line());
+            out.push('\n');
+        }
         if let Some(time) = self.time_line() {
             out.push_str(&time);
             out.push('\n');
@@ -154,7 +213,8 @@ impl Summary {
             return None;
         }
         let wall = end - self.first_at.unwrap_or(0.0);
-        let split = TimeSplit::of(wall, self.ran.iter().map(|(k, d)| (k.as_str(), *d)));
+        let split =
+            TimeSplit::with_retries(wall, self.ran.iter().map(|(k, d, w)| (k.as_str(), *d, *w)));
         Some(format!("Time   {}", split.line()))
     }
 
@@ -342,6 +402,7 @@ impl Sink for Summary {
                 step,
                 outcome,
                 duration,
+                waited,
                 ..
             } => {
                 self.outcomes.push(*outcome);
@@ -349,7 +410,8 @@ impl Sink for Summary {
                 if let Some((_, kind)) = started
                     && !matches!(outcome, StepOutcome::Skipped | StepOutcome::WouldRun)
                 {
-                    self.ran.push((kind.clone(), *duration));
+                    self.ran
+                        .push((kind.clone(), *duration, waited.unwrap_or(0.0)));
                 }
             }
             Event::RunFinished {
@@ -361,6 +423,38 @@ impl Sink for Summary {
                 self.end = Some((*outcome, *at));
                 if *budget > 0.0 {
                     self.budget = *budget;
+                }
+            }
+            Event::RemedyApplied {
+                step,
+                unit,
+                action,
+                failures,
+                old_pid,
+                message,
+            } => self.remedies.push(Remedy {
+                step: *step,
+                unit: unit.clone(),
+                action: action.clone(),
+                failures: *failures,
+                old_pid: *old_pid,
+                message: message.clone(),
+                back: None,
+            }),
+            Event::RemedyRestarted {
+                step,
+                unit,
+                new_pid,
+                after,
+                ..
+            } => {
+                if let Some(r) = self
+                    .remedies
+                    .iter_mut()
+                    .rev()
+                    .find(|r| r.step == *step && r.unit == *unit && r.back.is_none())
+                {
+                    r.back = Some((*new_pid, *after));
                 }
             }
             _ => {}
@@ -380,6 +474,27 @@ mod tests {
         }
         assert!(s.is_finished());
         s.render()
+    }
+
+    #[test]
+    fn a_drill_has_no_table_only_its_time() {
+        let mut s = scenarios::Script::new(Mode::Drill);
+        s.push(Event::DrillMeasured {
+            step: 11,
+            unit: "vllm-qwen36.service".into(),
+            restart: "on-failure".into(),
+            old_pid: 367,
+            new_pid: Some(412),
+            restarted_after: Some(6.2),
+            healthy_after: Some(20.4),
+            n_restarts_before: Some(0),
+            n_restarts_after: Some(1),
+            passed: true,
+            reason: None,
+        });
+        s.at = 21.0;
+        let events = s.finish(RunOutcome::Success, "Drill finished.", None);
+        assert_eq!(summary(&events), "Drill 21s\n");
     }
 
     #[test]

@@ -488,6 +488,7 @@ impl Sink for Tty {
                 let verb = match mode {
                     Mode::Run => "run",
                     Mode::Rehearse => "rehearse",
+                    Mode::Drill => "drill",
                 };
                 self.print(fit(
                     &st()
@@ -496,10 +497,14 @@ impl Sink for Tty {
                         .to_string(),
                     width,
                 ));
-                let mut l = format!(
-                    "  budget {}, {steps} steps in {phases} phases",
-                    span(*budget)
-                );
+                let mut l = if *mode == Mode::Drill {
+                    format!("  {steps} unit(s) to drill")
+                } else {
+                    format!(
+                        "  budget {}, {steps} steps in {phases} phases",
+                        span(*budget)
+                    )
+                };
                 for t in targets {
                     let port = t.port.map(|p| format!(":{p}")).unwrap_or_default();
                     let _ = write!(l, ", {} {}{port}", t.name, t.destination);
@@ -625,6 +630,7 @@ impl Sink for Tty {
                     }));
                 self.step.set_message("");
             }
+            Event::GateProbe { .. } => {}
             Event::StepProgress { line, .. } => {
                 let line = one_line(line);
                 if !line.is_empty() {
@@ -636,20 +642,9 @@ impl Sink for Tty {
                 self.step_finished(event);
                 self.idle("…");
             }
-            Event::DrillMeasured {
-                unit,
-                passed,
-                reason,
-                ..
-            } => {
-                let text = if *passed {
-                    format!("✓ drill: {unit}: restarted and healthy again")
-                } else {
-                    format!(
-                        "✗ drill: {unit}: {}",
-                        clean(reason.as_deref().unwrap_or("failed"))
-                    )
-                };
+            Event::DrillMeasured { unit, passed, .. } => {
+                let mark = if *passed { "✓" } else { "✗" };
+                let text = format!("{mark} drill: {unit}: {}", super::fmt::drilled(event));
                 self.print(format!("  {text}"));
             }
             Event::RemedyApplied { step, message, .. } => {

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use crate::plan::fmt_duration;
 
+pub mod record;
+
 /// What the drill measured on one unit.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Measured {
@@ -27,12 +29,32 @@ pub struct Measured {
     pub bound: Duration,
     /// Why the kill itself could not be done, if it could not.
     pub kill_error: Option<String>,
+    /// Why the drill did not kill this unit on purpose (its start limit), if it did not.
+    pub refused: Option<String>,
+    /// `NRestarts` before the kill and once the unit was back (None: not read).
+    pub n_restarts_before: Option<u64>,
+    pub n_restarts_after: Option<u64>,
+    /// Ctrl-C or a signal stopped the drill before this unit was measured to the end.
+    pub interrupted: bool,
+}
+
+impl Measured {
+    /// Whether the drill saw this unit through: back with a new main process and (if it has a
+    /// probe) healthy, or given up on by systemd, or not killed at all.
+    pub fn complete(&self) -> bool {
+        self.kill_error.is_some()
+            || self.refused.is_some()
+            || self.gave_up_state.is_some()
+            || (self.restarted_after.is_some() && (!self.has_probe || self.healthy_after.is_some()))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     Pass,
     Fail(String),
+    /// Not killed on purpose: killing it would have done harm (its start limit).
+    Skipped(String),
 }
 
 impl Verdict {
@@ -42,6 +64,12 @@ impl Verdict {
 }
 
 pub fn judge(m: &Measured) -> Verdict {
+    if let Some(why) = &m.refused {
+        return Verdict::Skipped(why.clone());
+    }
+    if m.interrupted {
+        return Verdict::Skipped("interrupted before it was measured to the end".into());
+    }
     if let Some(e) = &m.kill_error {
         return Verdict::Fail(format!("could not kill its main process: {e}"));
     }
@@ -100,6 +128,7 @@ pub fn table(rows: &[Measured]) -> String {
         let verdict = match judge(m) {
             Verdict::Pass => "pass".to_string(),
             Verdict::Fail(why) => format!("FAIL: {why}"),
+            Verdict::Skipped(why) => format!("SKIPPED: {why}"),
         };
         let healthy = if m.has_probe {
             secs(m.healthy_after)
