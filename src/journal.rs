@@ -15,6 +15,8 @@ pub struct Journal {
     file: File,
     pub path: PathBuf,
     failed: bool,
+    /// Why writing failed, until the caller takes it (`Sink::take_warning`).
+    warning: Option<String>,
 }
 
 impl Journal {
@@ -36,6 +38,7 @@ impl Journal {
             file,
             path: path.to_path_buf(),
             failed: false,
+            warning: None,
         })
     }
 
@@ -79,11 +82,15 @@ impl Sink for Journal {
             .and_then(|_| if sync { self.file.sync_data() } else { Ok(()) });
         if let Err(e) = ok {
             self.failed = true;
-            eprintln!(
-                "recover: cannot write the journal {}: {e}",
+            self.warning = Some(format!(
+                "cannot write the journal {}: {e}; the run goes on, but `--resume` and `recover report` will not see what follows",
                 self.path.display()
-            );
+            ));
         }
+    }
+
+    fn take_warning(&mut self) -> Option<String> {
+        self.warning.take()
     }
 }
 
@@ -588,5 +595,48 @@ mod tests {
             step(1, "failed", "1")
         );
         assert_eq!(read(&text).unwrap().unwrap().step, 1);
+    }
+
+    #[test]
+    fn a_journal_that_cannot_be_written_says_so_once_through_the_other_sinks() {
+        use crate::engine::event::Fanout;
+        use std::sync::{Arc, Mutex};
+        struct Seen(Arc<Mutex<Vec<Event>>>);
+        impl Sink for Seen {
+            fn emit(&mut self, event: &Event) {
+                self.0.lock().unwrap().push(event.clone());
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.jsonl");
+        let mut j = Journal::open(&path).unwrap();
+        // A descriptor open for reading only: every write fails.
+        j.file = File::open(&path).unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mut out = Fanout(vec![Box::new(j), Box::new(Seen(seen.clone()))]);
+        let note = Event::Warning {
+            step: Some(1),
+            message: "a".into(),
+        };
+        out.emit(&note);
+        out.emit(&note);
+        let seen = seen.lock().unwrap();
+        let warnings: Vec<&str> = seen
+            .iter()
+            .filter_map(|e| match e {
+                Event::Warning {
+                    step: None,
+                    message,
+                } => Some(message.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(seen.len(), 3, "{seen:?}");
+        assert_eq!(warnings.len(), 1, "{seen:?}");
+        assert!(
+            warnings[0].starts_with(&format!("cannot write the journal {}: ", path.display())),
+            "{}",
+            warnings[0]
+        );
     }
 }

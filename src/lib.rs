@@ -4,6 +4,7 @@ pub mod audit;
 pub mod cli;
 pub mod cmd;
 pub mod drill;
+pub mod duration;
 pub mod engine;
 pub mod error;
 pub mod exit;

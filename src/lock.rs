@@ -1,18 +1,133 @@
-//! One run at a time: a lock per runbook and per target host, under the state directory.
+//! One run at a time: a lock per runbook and per target host, machine-wide.
 //!
 //! Each lock is a file held with `flock(2)`: the kernel releases it when the holder exits,
-//! however it exits, so a crashed run never blocks the next one. The file records who holds it
-//! (pid, start time, journal), so a second run can say who is driving the target; a record
-//! left by a process that is gone (the run crashed or was killed) is taken over with a warning
-//! naming it. Lock files are never removed, only emptied on release: removing a file that
-//! another process has open would let two processes hold "the same" lock on two inodes.
+//! however it exits, so a crashed run never blocks the next one. The files live in one
+//! directory for the whole machine, `/run/lock/recover` (or `$RECOVER_LOCK_DIR`), made
+//! world-writable with the sticky bit like `/tmp`, so that two operators on two accounts, or a
+//! person and the automatic start (root), see each other's runs; where it cannot be made, the
+//! user's own directory is used with a warning saying other accounts will not see the run.
+//!
+//! The file records who holds it (pid, start time, journal), readable and writable by every
+//! account (mode 0666: the next holder may be another user), so a second run can say who is
+//! driving the target; a record left by a process that is gone (the run crashed or was killed)
+//! is taken over with a warning naming it. Whether a lock is held is always asked of the
+//! kernel (a non-blocking `flock`), never guessed from a recorded pid that may have been
+//! reused. Lock files are never removed, only emptied on release: removing a file that another
+//! process has open would let two processes hold "the same" lock on two inodes. In a directory
+//! anyone can write, a lock file is opened without following a symbolic link and must be a
+//! plain file with one link, so root's run never writes its record through a planted link.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+/// The machine-wide lock directory.
+pub const SHARED_DIR: &str = "/run/lock/recover";
+
+/// The variable that names another machine-wide lock directory (an absolute path).
+pub const DIR_VAR: &str = "RECOVER_LOCK_DIR";
+
+/// The machine-wide lock directory of this environment: `$RECOVER_LOCK_DIR` when it is an
+/// absolute path, else [`SHARED_DIR`].
+pub fn shared_dir() -> PathBuf {
+    std::env::var_os(DIR_VAR)
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .unwrap_or_else(|| PathBuf::from(SHARED_DIR))
+}
+
+/// Where a run takes its locks, and what to tell the operator about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dir {
+    pub path: PathBuf,
+    /// The machine-wide directory (`path` too, unless it could not be used).
+    pub shared: PathBuf,
+    /// Set when `path` is this account's own directory, not the machine-wide one.
+    pub warning: Option<String>,
+}
+
+impl Dir {
+    /// The machine-wide directory `shared`, made if missing (mode 1777, as `/tmp`); where it
+    /// cannot be made or written, `own` (this account's) with a warning.
+    pub fn for_run(shared: &Path, own: PathBuf) -> Dir {
+        match prepare_shared(shared) {
+            Ok(()) => Dir {
+                path: shared.to_path_buf(),
+                shared: shared.to_path_buf(),
+                warning: None,
+            },
+            Err(e) => Dir {
+                shared: shared.to_path_buf(),
+                warning: Some(format!(
+                    "the machine-wide lock directory {} cannot be used ({e}): this run's locks are in {}, which runs of other accounts (the automatic start as root, another operator) do not see. To share it: `sudo install -d -m 1777 {}`",
+                    shared.display(),
+                    own.display(),
+                    shared.display()
+                )),
+                path: own,
+            },
+        }
+    }
+}
+
+impl Dir {
+    /// [`acquire`] in `path`; when that is this account's own directory, a run holding a lock
+    /// in the machine-wide one (readable even where it is not writable) is still refused.
+    pub fn acquire(&self, keys: &[Key], me: &Owner) -> Result<(Held, Vec<TakenOver>), LockError> {
+        if self.path != self.shared {
+            for key in keys {
+                let path = self.shared.join(&key.file);
+                if let Ok(Some(owner)) = holder(&path) {
+                    return Err(LockError::Held {
+                        key: Box::new(key.clone()),
+                        owner: owner.map(Box::new),
+                    });
+                }
+            }
+        }
+        acquire(&self.path, keys, me)
+    }
+}
+
+/// Makes `dir` world-writable with the sticky bit if it does not exist (under a temporary
+/// name, then renamed, so that it never exists with other permissions), and checks that this
+/// account can make files in it.
+fn prepare_shared(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if std::fs::symlink_metadata(dir).is_err() {
+        let name = dir.file_name().ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "no directory name")
+        })?;
+        let tmp = dir.with_file_name(format!(
+            ".{}.{}.tmp",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        std::fs::DirBuilder::new().mode(0o700).create(&tmp)?;
+        let made = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777))
+            .and_then(|_| std::fs::rename(&tmp, dir));
+        if made.is_err() {
+            // Another process made it first, or the rename is not allowed: use what is there.
+            let _ = std::fs::remove_dir(&tmp);
+        }
+    }
+    let meta = std::fs::metadata(dir)?;
+    if !meta.is_dir() {
+        return Err(std::io::Error::other("not a directory"));
+    }
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: access(2) on a NUL-terminated path this function owns.
+    if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
 
 /// Who holds a lock, as its file records it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -173,11 +288,77 @@ fn alive(pid: u32) -> bool {
     r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
+/// The record in a lock file, if it is one: a record with a control character in it (the file
+/// is writable by every account) is not shown to anyone.
 fn read_owner(f: &mut File) -> Option<Owner> {
     let mut text = String::new();
     f.rewind().ok()?;
     f.take(64 * 1024).read_to_string(&mut text).ok()?;
-    serde_json::from_str(text.trim()).ok()
+    let owner: Owner = serde_json::from_str(text.trim()).ok()?;
+    let plain = |s: &str| !s.chars().any(char::is_control);
+    (plain(&owner.started) && plain(&owner.runbook) && plain(&owner.journal.to_string_lossy()))
+        .then_some(owner)
+}
+
+/// How often, and how far apart, a lock found held is asked for again before it counts as
+/// held: `in_progress` holds a lock for a moment to test it.
+const TRIES: u32 = 5;
+const PAUSE: Duration = Duration::from_millis(20);
+
+/// `flock(fd, op | LOCK_NB)`: Ok(true) when taken, Ok(false) when another holds it.
+fn try_flock(f: &File, op: libc::c_int) -> std::io::Result<bool> {
+    // SAFETY: flock on a file descriptor the caller owns; non-blocking.
+    if unsafe { libc::flock(f.as_raw_fd(), op | libc::LOCK_NB) } == 0 {
+        return Ok(true);
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(e)
+    }
+}
+
+/// Opens lock file `path`, never through a symbolic link, and checks it is a plain file with
+/// one link. `write`: read-write, made (mode 0666) if missing; else read-only.
+fn open_lock(path: &Path, write: bool) -> std::io::Result<File> {
+    let open = |create: bool| {
+        let mut o = OpenOptions::new();
+        o.read(true)
+            .write(write)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
+        if create {
+            // Exclusive: an existing file is opened without O_CREAT, which a sticky directory
+            // refuses for another account's file when `fs.protected_regular` is set.
+            o.create_new(true).mode(0o666);
+        }
+        o.open(path)
+    };
+    let mut tries = 0;
+    let f = loop {
+        tries += 1;
+        match open(false) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && write && tries < 3 => {
+                match open(true) {
+                    Ok(f) => {
+                        // Every account may hold it next: not narrowed by this one's umask.
+                        f.set_permissions(std::fs::Permissions::from_mode(0o666))?;
+                        break f;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            other => break other?,
+        }
+    };
+    let meta = f.metadata()?;
+    if !meta.is_file() || meta.nlink() != 1 {
+        return Err(std::io::Error::other(
+            "not a plain lock file (a directory, a device or a hard link): remove it",
+        ));
+    }
+    Ok(f)
 }
 
 /// Take every lock of `keys` in `dir` for `me`, or none: `Held` names the first one another
@@ -188,23 +369,40 @@ pub fn acquire(dir: &Path, keys: &[Key], me: &Owner) -> Result<(Held, Vec<TakenO
     let mut taken = Vec::new();
     for key in keys {
         let path = dir.join(&key.file);
-        let mut f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(io(&path))?;
-        // SAFETY: flock on a file descriptor this function owns; non-blocking.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
-                return Err(io(&path)(e));
+        let mut f = match open_lock(&path, true) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                // Another account's file this one cannot write: held, or not usable by us.
+                if let Some(owner) = holder(&path).map_err(io(&path))? {
+                    return Err(LockError::Held {
+                        key: Box::new(key.clone()),
+                        owner: owner.map(Box::new),
+                    });
+                }
+                return Err(io(&path)(std::io::Error::new(
+                    e.kind(),
+                    format!(
+                        "{e}; it is not writable by this account: its owner or root can remove it"
+                    ),
+                )));
             }
+            Err(e) => return Err(io(&path)(e)),
+        };
+        let mut got = false;
+        for i in 0..TRIES {
+            if i > 0 {
+                std::thread::sleep(PAUSE);
+            }
+            got = try_flock(&f, libc::LOCK_EX).map_err(io(&path))?;
+            if got {
+                break;
+            }
+        }
+        if !got {
             // `held` is dropped here: the locks already taken are released.
             return Err(LockError::Held {
                 key: Box::new(key.clone()),
-                owner: read_owner(&mut f).map(Box::new),
+                owner: read_owner(&mut f).filter(|o| alive(o.pid)).map(Box::new),
             });
         }
         if let Some(prev) = read_owner(&mut f).filter(|o| o.pid != me.pid) {
@@ -224,13 +422,32 @@ pub fn acquire(dir: &Path, keys: &[Key], me: &Owner) -> Result<(Held, Vec<TakenO
     Ok((held, taken))
 }
 
-/// A run in progress that holds one of `keys`, read without taking or disturbing any lock
-/// (for `rehearse` and `--dry-run`, which take none): a record whose process is alive.
-pub fn in_progress(dir: &Path, keys: &[Key]) -> Option<(Key, Owner)> {
-    keys.iter().find_map(|key| {
-        let mut f = File::open(dir.join(&key.file)).ok()?;
-        let owner = read_owner(&mut f)?;
-        (alive(owner.pid) && owner.pid != std::process::id()).then(|| (key.clone(), owner))
+/// Whether lock file `path` is held, asked of the kernel through a read-only descriptor (any
+/// account can): `Some(record)` when held (the record when one is readable and its process
+/// alive), `None` when free or missing.
+fn holder(path: &Path) -> std::io::Result<Option<Option<Owner>>> {
+    let mut f = match open_lock(path, false) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    // Shared: two testers never conflict; closing the file releases it at once.
+    if try_flock(&f, libc::LOCK_SH)? {
+        return Ok(None);
+    }
+    Ok(Some(read_owner(&mut f).filter(|o| alive(o.pid))))
+}
+
+/// A run in progress that holds one of `keys` in one of `dirs`, told by the kernel (the lock
+/// is held) without disturbing it, for `rehearse` and `--dry-run`, which take none; with its
+/// record when one is readable. A lock this process holds is not reported.
+pub fn in_progress(dirs: &[PathBuf], keys: &[Key]) -> Option<(Key, Option<Owner>)> {
+    dirs.iter().find_map(|dir| {
+        keys.iter().find_map(|key| {
+            let owner = holder(&dir.join(&key.file)).ok()??;
+            let mine = owner.as_ref().is_some_and(|o| o.pid == std::process::id());
+            (!mine).then(|| (key.clone(), owner))
+        })
     })
 }
 
@@ -309,7 +526,7 @@ mod tests {
             serde_json::to_string(&gone).unwrap(),
         )
         .unwrap();
-        assert_eq!(in_progress(dir.path(), &k), None);
+        assert_eq!(in_progress(&[dir.path().to_path_buf()], &k), None);
         let me = Owner::me("spark-power", Path::new("/j/new.jsonl"));
         let (_held, taken) = acquire(dir.path(), &k, &me).unwrap();
         assert_eq!(taken.len(), 1);
@@ -333,14 +550,16 @@ mod tests {
         let parent = std::os::unix::process::parent_id();
         let theirs = owner(parent, "/j/theirs.jsonl");
         let (held, _) = acquire(dir.path(), &k, &theirs).unwrap();
-        let (key, found) = in_progress(dir.path(), &k).unwrap();
+        let dirs = [dir.path().join("none"), dir.path().to_path_buf()];
+        let (key, found) = in_progress(&dirs, &k).unwrap();
         assert_eq!(
             (key.what.as_str(), found),
-            ("runbook `spark-power`", theirs)
+            ("runbook `spark-power`", Some(theirs))
         );
         drop(held);
-        assert_eq!(in_progress(dir.path(), &k), None);
-        assert_eq!(in_progress(&dir.path().join("none"), &k), None);
+        assert_eq!(in_progress(&dirs, &k), None);
+        // Testing it took nothing: the lock is free for a run.
+        let _next = acquire(dir.path(), &k, &owner(std::process::id(), "/j")).unwrap();
     }
 
     #[test]
@@ -348,7 +567,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let k = keys("x", []);
         std::fs::write(dir.path().join(&k[0].file), "\u{0}{\"pid\":é").unwrap();
-        assert_eq!(in_progress(dir.path(), &k), None);
+        assert_eq!(in_progress(&[dir.path().to_path_buf()], &k), None);
         let (_held, taken) = acquire(dir.path(), &k, &owner(std::process::id(), "/j")).unwrap();
         assert!(taken.is_empty());
     }
@@ -367,5 +586,152 @@ mod tests {
             );
         }
         assert_ne!(k[2].file, k[3].file);
+    }
+
+    #[test]
+    fn a_live_pid_in_a_free_lock_is_not_a_run_in_progress() {
+        // The pid may have been reused by any process: only the kernel's lock says a run holds it.
+        let dir = tempfile::tempdir().unwrap();
+        let k = keys("spark-power", []);
+        let parent = owner(std::os::unix::process::parent_id(), "/j/old.jsonl");
+        std::fs::write(
+            dir.path().join(&k[0].file),
+            serde_json::to_string(&parent).unwrap(),
+        )
+        .unwrap();
+        assert!(alive(parent.pid));
+        assert_eq!(in_progress(&[dir.path().to_path_buf()], &k), None);
+        // And a held lock whose record is not written yet is still a run in progress.
+        let file = File::open(dir.path().join(&k[0].file)).unwrap();
+        std::fs::write(dir.path().join(&k[0].file), "").unwrap();
+        assert!(try_flock(&file, libc::LOCK_EX).unwrap());
+        let (key, found) = in_progress(&[dir.path().to_path_buf()], &k).unwrap();
+        assert_eq!((key, found), (k[0].clone(), None));
+    }
+
+    #[test]
+    fn a_record_with_control_characters_is_not_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = keys("x", []);
+        let mut bad = owner(std::os::unix::process::parent_id(), "/j/\u{1b}[2Jx.jsonl");
+        bad.runbook = "x".into();
+        std::fs::write(
+            dir.path().join(&k[0].file),
+            serde_json::to_string(&bad).unwrap(),
+        )
+        .unwrap();
+        let file = File::open(dir.path().join(&k[0].file)).unwrap();
+        assert!(try_flock(&file, libc::LOCK_EX).unwrap());
+        assert_eq!(
+            in_progress(&[dir.path().to_path_buf()], &k),
+            Some((k[0].clone(), None))
+        );
+    }
+
+    #[test]
+    fn the_shared_directory_is_made_sticky_and_world_writable_and_lock_files_0666() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path().join("recover");
+        let d = Dir::for_run(&shared, dir.path().join("own"));
+        assert_eq!(
+            d,
+            Dir {
+                path: shared.clone(),
+                shared: shared.clone(),
+                warning: None
+            }
+        );
+        let mode = std::fs::metadata(&shared).unwrap().permissions().mode();
+        assert_eq!(mode & 0o7777, 0o1777, "{mode:o}");
+        // Made again: the existing directory is used as it is.
+        assert_eq!(Dir::for_run(&shared, dir.path().join("own")).warning, None);
+        let k = keys("spark-power", []);
+        let _held = acquire(&shared, &k, &owner(std::process::id(), "/j")).unwrap();
+        let mode = std::fs::metadata(shared.join(&k[0].file))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o666, "{mode:o}");
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(leftovers, vec![std::ffi::OsString::from("recover")]);
+    }
+
+    #[test]
+    fn without_the_shared_directory_a_run_uses_its_own_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path().join("no-such-parent/recover");
+        let own = dir.path().join("own");
+        let d = Dir::for_run(&shared, own.clone());
+        assert_eq!(d.path, own);
+        let w = d.warning.expect("a warning");
+        assert!(
+            w.starts_with(&format!(
+                "the machine-wide lock directory {} cannot be used (",
+                shared.display()
+            )),
+            "{w}"
+        );
+        assert!(w.contains("which runs of other accounts (the automatic start as root, another operator) do not see"), "{w}");
+        assert!(
+            w.contains(&format!("sudo install -d -m 1777 {}", shared.display())),
+            "{w}"
+        );
+        // A file where the directory should be is not a directory.
+        let file = dir.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        assert!(
+            Dir::for_run(&file, own)
+                .warning
+                .unwrap()
+                .contains("not a directory")
+        );
+    }
+
+    #[test]
+    fn a_planted_link_is_never_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = keys("spark-power", []);
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious\n").unwrap();
+        let locks = dir.path().join("locks");
+        std::fs::create_dir(&locks).unwrap();
+        let me = owner(std::process::id(), "/j");
+        std::os::unix::fs::symlink(&victim, locks.join(&k[0].file)).unwrap();
+        assert!(acquire(&locks, &k, &me).is_err());
+        std::fs::remove_file(locks.join(&k[0].file)).unwrap();
+        std::fs::hard_link(&victim, locks.join(&k[0].file)).unwrap();
+        let e = acquire(&locks, &k, &me).unwrap_err();
+        assert!(e.to_string().contains("not a plain lock file"), "{e}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    }
+
+    #[test]
+    fn a_run_in_its_own_directory_still_sees_a_holder_in_the_shared_one() {
+        // The shared directory exists but this account cannot write it: it falls back to its
+        // own, and must not start beside a run (root's automatic start) holding the shared lock.
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path().join("shared");
+        let k = keys("spark-power", [("spark.local", 22)]);
+        let root = owner(std::os::unix::process::parent_id(), "/root/j.jsonl");
+        let (held, _) = acquire(&shared, &k, &root).unwrap();
+        let fallback = Dir {
+            path: dir.path().join("own"),
+            shared: shared.clone(),
+            warning: Some("own".into()),
+        };
+        let me = owner(std::process::id(), "/j");
+        let e = fallback.acquire(&k, &me).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains(&format!("pid {}, started", root.pid)),
+            "{e}"
+        );
+        drop(held);
+        let (_mine, _) = fallback.acquire(&k, &me).unwrap();
+        assert!(dir.path().join("own").join(&k[0].file).exists());
     }
 }

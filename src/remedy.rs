@@ -284,7 +284,7 @@ pub fn start_limit_refusal(unit: &str, now: &UnitNow, what: &str) -> Option<Stri
         return None;
     }
     let interval = match now.interval {
-        Some(Some(d)) => crate::plan::fmt_duration(d),
+        Some(Some(d)) => crate::duration::fmt_duration(d),
         Some(None) => "infinity".to_string(),
         None => "its interval".to_string(),
     };

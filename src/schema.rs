@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use schemars::{JsonSchema, Schema, SchemaGenerator, generate::SchemaSettings, json_schema};
 
 use crate::runbook::model::{
-    ExitCodes, HumanDuration, KINDS, OrderedMap, Pattern, Port, Runbook, StatusCodes, Window,
+    ExitCodes, HumanDuration, OrderedMap, Pattern, Port, Runbook, StatusCodes, Window,
 };
 
 /// The units `HumanDuration` accepts (humantime's).
@@ -60,15 +60,6 @@ fn overlays(root: &mut serde_json::Value) {
         serde_json::json!({ "propertyNames": { "enum": OVERLAY_KEYS } }),
     );
     obj.insert("else".into(), serde_json::json!({ "required": required }));
-}
-
-/// A step has exactly one kind key: `oneOf` the kinds, each requiring its key.
-pub fn one_kind(schema: &mut Schema) {
-    let kinds: Vec<serde_json::Value> = KINDS
-        .iter()
-        .map(|k| serde_json::json!({ "required": [k] }))
-        .collect();
-    schema.insert("oneOf".into(), kinds.into());
 }
 
 impl<V: JsonSchema> JsonSchema for OrderedMap<V> {

@@ -20,8 +20,8 @@ pub struct Secrets {
     pub values: Vec<(String, String)>,
     /// Variables used by the runbook but not set.
     pub missing: Vec<String>,
-    /// Those of `missing` that a step or a var reads (a command, a header, a URL): the run
-    /// cannot start without them. The others only status posts read: the run goes on and
+    /// Those of `missing` that a step reads, directly or through a var (a command, a header, a
+    /// URL): the run cannot start without them. The others only status posts read: the run goes on and
     /// those posts are not sent.
     pub needed: Vec<String>,
 }

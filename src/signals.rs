@@ -52,6 +52,15 @@ impl Stop {
         }
     }
 
+    /// The interrupted step's reason: which signal stopped it, and from where.
+    pub fn step_reason(self) -> &'static str {
+        match self {
+            Stop::Interrupt => "interrupted by the operator (Ctrl-C)",
+            Stop::Terminate => "terminated by SIGTERM (systemctl stop, kill)",
+            Stop::Hangup => "hung up: SIGHUP (the terminal or the ssh session closed)",
+        }
+    }
+
     /// "Interrupted (Ctrl-C)", for the line printed when it arrives.
     pub fn describe(self) -> &'static str {
         match self {

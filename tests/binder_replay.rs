@@ -21,10 +21,9 @@ fn root() -> PathBuf {
 
 fn binder() -> String {
     let state = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_recover"))
+    let out = common::recover_in(state.path())
         .current_dir(root())
         .args(["export", RUNBOOK, "--format", "md"])
-        .env("XDG_STATE_HOME", state.path())
         .env("SOURCE_DATE_EPOCH", "1717243200")
         .env("RECOVER_WEBHOOK", "http://127.0.0.1:9/")
         .output()

@@ -15,71 +15,17 @@ use std::time::{Duration, Instant};
 
 use common::{
     Background, HttpServer, Sshd, closed_port_url, dump, events, eventually, free_port,
-    journals_in, last_event, only_journal, p, read_journal, recover_in, run_to_end, started_steps,
-    step_event, text, wait_for_event,
+    journals_in, last_event, logins, only_journal, p, read_journal, recover_in, remote_pid_alive,
+    run_to_end, sha256_file, started_steps, step_event, text, wait_for_event, write_runbook,
 };
 use serde_json::Value;
 
 // --- helpers ---------------------------------------------------------------------------------
 
-/// `DIR/NAME.yaml`: a runbook with `target` (an entry under `targets:`), `head` (extra
-/// top-level keys: vars, notify, abort) and one ten-minute phase of `steps` (written at six
-/// spaces of indentation). `@DIR@` in any of them becomes the test's directory, which the
-/// target (the same machine) also writes to.
-fn write_runbook(dir: &Path, name: &str, target: &str, head: &str, steps: &str) -> PathBuf {
-    let text = format!(
-        "name: {name}\n\
-         title: Engine test {name}\n\
-         budget: 10m\n\
-         targets:\n\
-         {target}\
-         {head}\
-         phases:\n\
-         \x20 - name: Everything\n\
-         \x20   window: 0m-10m\n\
-         \x20   steps:\n\
-         {steps}"
-    );
-    let text = text.replace("@DIR@", &dir.display().to_string());
-    let path = dir.join(format!("{name}.yaml"));
-    fs::write(&path, text).expect("write the runbook");
-    path
-}
-
-/// Whether the process whose pid is in `pid_file` (on the target) still runs, asked over the
-/// harness's ssh. A zombie is not running: the container's init may never reap it.
-fn remote_pid_alive(sshd: &Sshd, pid_file: &Path) -> bool {
-    let pid =
-        fs::read_to_string(pid_file).unwrap_or_else(|e| panic!("read {}: {e}", pid_file.display()));
-    let pid: u32 = pid.trim().parse().expect("a pid");
-    let out = sshd.ssh(&format!(
-        "if kill -0 {pid} 2>/dev/null; then \
-           if [ \"$(cut -d' ' -f3 /proc/{pid}/stat)\" = Z ]; then echo zombie; else echo alive; fi; \
-         else echo gone; fi"
-    ));
-    let answer = text(&out.stdout);
-    assert!(
-        out.status.success(),
-        "the pid check failed: {}",
-        text(&out.stderr)
-    );
-    answer.trim() == "alive"
-}
-
-/// How many logins the target's sshd has accepted so far (the harness's own included).
-fn logins(sshd: &Sshd) -> usize {
-    sshd.log().matches("Accepted publickey").count()
-}
-
 /// The target's file, read over the harness's ssh; None when it does not exist.
 fn remote_file(sshd: &Sshd, path: &Path) -> Option<String> {
     let out = sshd.ssh(&format!("cat '{}'", path.display()));
     out.status.success().then(|| text(&out.stdout))
-}
-
-fn sha256_file(path: &Path) -> String {
-    use sha2::{Digest, Sha256};
-    hex::encode(Sha256::digest(fs::read(path).unwrap()))
 }
 
 const QUICK: Duration = Duration::from_secs(60);

@@ -9,8 +9,9 @@ use proptest::test_runner::{Config, FileFailurePersistence};
 
 use recover::cmd::render_problem;
 use recover::plan::display::plan_text;
+use recover::plan::lint::lint;
 use recover::plan::{Options, resolve};
-use recover::runbook::{Loaded, diag::Problem, lint::lint, parse, parse_bytes};
+use recover::runbook::{Loaded, diag::Problem, parse, parse_bytes};
 
 const REFERENCE: &str = include_str!("../runbooks/spark-power.yaml");
 

@@ -547,10 +547,18 @@ fn recover_gets_a_clean_environment() {
         "RECOVER_",
     ] {
         assert!(
-            !vars.iter().any(|v| v.starts_with(removed)),
+            !vars
+                .iter()
+                .any(|v| v.starts_with(removed) && !v.starts_with("RECOVER_LOCK_DIR=")),
             "{removed} in {env}"
         );
     }
+    // Locks stay among the runs of one state directory, never the machine's /run/lock.
+    let locks = format!(
+        "RECOVER_LOCK_DIR={}",
+        state.path().join(common::LOCK_DIR).display()
+    );
+    assert!(vars.contains(&locks.as_str()), "{env}");
     assert!(vars.iter().any(|v| v.starts_with("PATH=")), "{env}");
 
     // And the binary itself runs under it, found through CARGO_BIN_EXE_recover.

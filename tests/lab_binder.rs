@@ -297,9 +297,8 @@ fn the_binder_recovers_the_lab_after_a_real_power_cut() {
     let rb_path = work.path().join("lab.yaml");
     std::fs::write(&rb_path, serde_json::to_string(&retargeted(&env)).unwrap()).unwrap();
     let state = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_recover"))
+    let out = common::recover_in(state.path())
         .args(["export", rb_path.to_str().unwrap(), "--format", "md"])
-        .env("XDG_STATE_HOME", state.path())
         .env("RECOVER_WEBHOOK", "http://127.0.0.1:9/")
         .output()
         .unwrap();

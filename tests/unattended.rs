@@ -312,6 +312,8 @@ fn upsmon_starts_the_unattended_run_when_mains_returns_and_we_are_back_is_posted
     let d = dir.path();
     let state = d.join("state");
     let logs = d.join("logs");
+    // The machine-wide lock directory, here the test's own (the conf is exported to the run).
+    let locks = d.join("locks");
     let rb = write_runbook(
         d,
         "mains",
@@ -336,12 +338,13 @@ fn upsmon_starts_the_unattended_run_when_mains_returns_and_we_are_back_is_posted
     fs::write(
         &conf,
         format!(
-            "RECOVER_RUNBOOK=\"{}\"\nRECOVER_BIN=\"{}\"\nRECOVER_START=\"detach\"\nRECOVER_LOG_DIR=\"{}\"\nRECOVER_STATE_DIR=\"{}\"\nRECOVER_WEBHOOK=\"{}\"\n",
+            "RECOVER_RUNBOOK=\"{}\"\nRECOVER_BIN=\"{}\"\nRECOVER_START=\"detach\"\nRECOVER_LOG_DIR=\"{}\"\nRECOVER_STATE_DIR=\"{}\"\nRECOVER_WEBHOOK=\"{}\"\nRECOVER_LOCK_DIR=\"{}\"\n",
             rb.display(),
             env!("CARGO_BIN_EXE_recover"),
             logs.display(),
             state.display(),
-            hook.url_for("/hook")
+            hook.url_for("/hook"),
+            locks.display()
         ),
     )
     .unwrap();
@@ -379,7 +382,7 @@ fn upsmon_starts_the_unattended_run_when_mains_returns_and_we_are_back_is_posted
     }
 
     // Nobody typed anything: the run has no terminal and its stdin is /dev/null.
-    let lock = state.join("recover/locks/runbook-mains.lock");
+    let lock = locks.join("runbook-mains.lock");
     let mut pid = None;
     eventually(Duration::from_secs(10), || {
         pid = fs::read_to_string(&lock)

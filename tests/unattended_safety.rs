@@ -8,23 +8,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{Background, HttpServer, Sshd, eventually, read_journal, recover_in};
-
-fn sha256_file(path: &Path) -> String {
-    use sha2::{Digest, Sha256};
-    hex::encode(Sha256::digest(fs::read(path).unwrap()))
-}
-
-/// `DIR/NAME.yaml`, one phase of `steps` (six spaces of indentation) against `target`.
-fn write_runbook(dir: &Path, name: &str, target: &str, head: &str, steps: &str) -> PathBuf {
-    let text = format!(
-        "name: {name}\nbudget: 10m\ntargets:\n{target}{head}phases:\n  - name: Everything\n    window: 0m-10m\n    steps:\n{steps}"
-    )
-    .replace("@DIR@", &dir.display().to_string());
-    let path = dir.join(format!("{name}.yaml"));
-    fs::write(&path, text).unwrap();
-    path
-}
+use common::{
+    Background, HttpServer, Sshd, eventually, logins, p, read_journal, recover_in,
+    remote_pid_alive, sha256_file, step_event, write_runbook,
+};
 
 // --- corrupt journals: a clear error and a way on, never a panic --------------------------------
 
@@ -199,28 +186,26 @@ fn signal(bg: &Background, sig: i32) {
     assert_eq!(unsafe { libc::kill(bg.pid(), sig) }, 0);
 }
 
-/// Whether the process whose pid is in `pid_file` still runs on the target (a zombie does not).
-fn remote_pid_alive(sshd: &Sshd, pid_file: &Path) -> bool {
-    let pid: u32 = fs::read_to_string(pid_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let out = sshd.ssh(&format!(
-        "if kill -0 {pid} 2>/dev/null; then \
-           if [ \"$(cut -d' ' -f3 /proc/{pid}/stat)\" = Z ]; then echo zombie; else echo alive; fi; \
-         else echo gone; fi"
-    ));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+/// `rehearse` or `--dry-run` said, on stderr, that `run` holds this runbook's lock.
+fn says_a_run_is_in_progress(stderr: &str, run: &Background) {
+    let note = format!(
+        "note: a run of this runbook is in progress: pid {}, started ",
+        run.pid()
     );
-    String::from_utf8_lossy(&out.stdout).trim() == "alive"
+    assert!(
+        stderr.contains(&note) && stderr.contains("this takes no lock and does not stop it"),
+        "no `{note}` in:\n{stderr}"
+    );
 }
 
-fn logins(sshd: &Sshd) -> usize {
-    sshd.log().matches("Accepted publickey").count()
+/// Ctrl-C to a run, which must end within 15 s (releasing its locks).
+fn interrupt(bg: &mut Background) {
+    signal(bg, libc::SIGINT);
+    assert!(
+        bg.wait(Duration::from_secs(15)).is_some(),
+        "{}",
+        bg.output()
+    );
 }
 
 /// A runbook whose second step hangs (writing its pid) while `@DIR@/hang` exists.
@@ -240,6 +225,21 @@ fn hanging_runbook(dir: &Path, name: &str, sshd: &Sshd) -> PathBuf {
     )
 }
 
+/// `run` of [`hanging_runbook`] `name` in the background, writing `DIR/NAME.jsonl`, once its
+/// long step runs on the target: (the run, the runbook, the journal, the remote pid's file).
+fn start_hanging(dir: &Path, name: &str, sshd: &Sshd) -> (Background, PathBuf, PathBuf, PathBuf) {
+    let rb = hanging_runbook(dir, name, sshd);
+    let journal = dir.join(format!("{name}.jsonl"));
+    let bg = Background::start(dir, &["run", p(&rb), "--journal", p(&journal)], &[]);
+    let pid_file = dir.join("long.pid");
+    assert!(
+        eventually(Duration::from_secs(30), || pid_file.exists()),
+        "the run never reached its long step: {}",
+        bg.output()
+    );
+    (bg, rb, journal, pid_file)
+}
+
 // --- SIGTERM and SIGHUP do what Ctrl-C does ------------------------------------------------------
 
 #[test]
@@ -247,26 +247,20 @@ fn sigterm_and_sighup_kill_the_remote_command_flush_the_journal_and_print_the_re
     let Some(sshd) = Sshd::start_or_skip() else {
         return;
     };
-    for (sig, code) in [(libc::SIGTERM, 143), (libc::SIGHUP, 129)] {
+    for (sig, code, reason) in [
+        (
+            libc::SIGTERM,
+            143,
+            "terminated by SIGTERM (systemctl stop, kill)",
+        ),
+        (
+            libc::SIGHUP,
+            129,
+            "hung up: SIGHUP (the terminal or the ssh session closed)",
+        ),
+    ] {
         let dir = tempfile::tempdir().unwrap();
-        let rb = hanging_runbook(dir.path(), "signals", &sshd);
-        let journal = dir.path().join("j.jsonl");
-        let mut bg = Background::start(
-            dir.path(),
-            &[
-                "run",
-                rb.to_str().unwrap(),
-                "--journal",
-                journal.to_str().unwrap(),
-            ],
-            &[],
-        );
-        let pid_file = dir.path().join("long.pid");
-        assert!(
-            eventually(Duration::from_secs(30), || pid_file.exists()),
-            "the long step never ran: {}",
-            bg.output()
-        );
+        let (mut bg, _, journal, pid_file) = start_hanging(dir.path(), "signals", &sshd);
         let sent = Instant::now();
         signal(&bg, sig);
         let status = bg
@@ -288,6 +282,9 @@ fn sigterm_and_sighup_kill_the_remote_command_flush_the_journal_and_print_the_re
         assert_eq!(end["outcome"], "interrupted");
         assert_eq!(end["exit_code"], code);
         assert_eq!(end["failed_step"], 2);
+        let step = step_event(&events, "step_finished", 2);
+        assert_eq!(step["outcome"], "interrupted", "signal {sig}: {step}");
+        assert_eq!(step["reason"], reason, "signal {sig}: {step}");
         let resume = end["resume"].as_str().expect("a resume command");
         assert!(resume.contains("--resume"), "{resume}");
         assert!(bg.output().contains(resume), "not printed: {}", bg.output());
@@ -302,24 +299,7 @@ fn a_second_run_is_refused_before_contacting_anything_and_rehearse_says_a_run_is
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let rb = hanging_runbook(dir.path(), "once", &sshd);
-    let journal = dir.path().join("first.jsonl");
-    let mut first = Background::start(
-        dir.path(),
-        &[
-            "run",
-            rb.to_str().unwrap(),
-            "--journal",
-            journal.to_str().unwrap(),
-        ],
-        &[],
-    );
-    let pid_file = dir.path().join("long.pid");
-    assert!(
-        eventually(Duration::from_secs(30), || pid_file.exists()),
-        "the first run never reached its long step: {}",
-        first.output()
-    );
+    let (mut first, rb, journal, _) = start_hanging(dir.path(), "once", &sshd);
     let before = logins(&sshd);
 
     let second = recover_in(dir.path())
@@ -374,20 +354,26 @@ fn a_second_run_is_refused_before_contacting_anything_and_rehearse_says_a_run_is
         .unwrap();
     let stderr = String::from_utf8_lossy(&dry.stderr);
     assert_eq!(dry.status.code(), Some(0), "{stderr}");
-    assert!(
-        stderr.contains(&format!(
-            "a run of this runbook is in progress: pid {}",
-            first.pid()
-        )),
+    says_a_run_is_in_progress(&stderr, &first);
+
+    // So does the rehearsal, which contacts the target read-only while the run holds it.
+    let rehearsal = recover_in(dir.path())
+        .args(["rehearse"])
+        .arg(&rb)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&rehearsal.stderr);
+    says_a_run_is_in_progress(&stderr, &first);
+    // It ran to its end (the run writes its own --journal elsewhere).
+    let rehearsed = read_journal(&common::only_journal(dir.path()));
+    assert_eq!(rehearsed[0]["mode"], "rehearse", "{rehearsed:?}");
+    assert_eq!(
+        common::last_event(&rehearsed)["event"],
+        "run_finished",
         "{stderr}"
     );
 
-    signal(&first, libc::SIGINT);
-    assert!(
-        first.wait(Duration::from_secs(15)).is_some(),
-        "{}",
-        first.output()
-    );
+    interrupt(&mut first);
     // Released: the next run goes.
     fs::remove_file(dir.path().join("hang")).unwrap();
     let next = recover_in(dir.path())
@@ -410,14 +396,7 @@ fn a_lock_left_by_a_killed_run_is_taken_over_with_a_warning_naming_its_pid() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let rb = hanging_runbook(dir.path(), "stale", &sshd);
-    let mut first = Background::start(dir.path(), &["run", rb.to_str().unwrap()], &[]);
-    let pid_file = dir.path().join("long.pid");
-    assert!(
-        eventually(Duration::from_secs(30), || pid_file.exists()),
-        "{}",
-        first.output()
-    );
+    let (mut first, rb, _, pid_file) = start_hanging(dir.path(), "stale", &sshd);
     let dead = first.pid();
     // SIGKILL: no handler runs, the lock file keeps its record.
     signal(&first, libc::SIGKILL);
@@ -439,7 +418,125 @@ fn a_lock_left_by_a_killed_run_is_taken_over_with_a_warning_naming_its_pid() {
     );
 }
 
+/// `recover` as another account (nobody), in `dir`'s environment with the lock directory
+/// `locks`: the run held by root and the run of a second operator meet there.
+fn as_nobody(dir: &Path, state: &Path, locks: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let mut cmd = common::clean_command("setpriv", state);
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_recover"))
+        .args(args)
+        .env("RECOVER_LOCK_DIR", locks)
+        .current_dir(dir);
+    let out = common::run_bounded(cmd, Duration::from_secs(60));
+    (out.status.code(), common::text(&out.stderr))
+}
+
+#[test]
+fn a_run_held_by_root_refuses_another_accounts_run_naming_the_holder() {
+    if !common::require_root() {
+        return;
+    }
+    let Some(_) = common::require_tool(&["setpriv"]) else {
+        return;
+    };
+    let Some(sshd) = Sshd::start_or_skip() else {
+        return;
+    };
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    // Another account may read the runbook and reach the lock directory, nothing more.
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let theirs = dir.path().join("nobody-state");
+    fs::create_dir(&theirs).unwrap();
+    fs::set_permissions(&theirs, fs::Permissions::from_mode(0o777)).unwrap();
+    // The machine-wide directory does not exist yet: root's run makes it, for every account.
+    let locks = dir.path().join(common::LOCK_DIR);
+    let (mut first, rb, journal, _) = start_hanging(dir.path(), "shared", &sshd);
+    let mode = fs::metadata(&locks).unwrap().permissions().mode();
+    assert_eq!(mode & 0o7777, 0o1777, "{mode:o}");
+    let before = logins(&sshd);
+
+    let (code, stderr) = as_nobody(dir.path(), &theirs, &locks, &["run", "--yes", p(&rb)]);
+    assert_eq!(code, Some(2), "{stderr}");
+    for s in [
+        "another run holds the lock of the runbook `shared`".to_owned(),
+        format!("pid {}", first.pid()),
+        format!("journal {}", journal.display()),
+        "Nothing was contacted".to_owned(),
+    ] {
+        assert!(stderr.contains(&s), "no `{s}` in:\n{stderr}");
+    }
+    assert!(!stderr.contains("machine-wide lock directory"), "{stderr}");
+    assert_eq!(logins(&sshd), before, "a refused run logged in");
+
+    // The other account's dry run sees it too, through a lock file it only reads.
+    let (code, stderr) = as_nobody(dir.path(), &theirs, &locks, &["run", "--dry-run", p(&rb)]);
+    assert_eq!(code, Some(0), "{stderr}");
+    says_a_run_is_in_progress(&stderr, &first);
+
+    interrupt(&mut first);
+    // Released: the other account takes the lock in root's file (a runbook of the same name,
+    // against a closed port: it fails there, after the lock).
+    let later = dir.path().join("later");
+    fs::create_dir(&later).unwrap();
+    let rb2 = write_runbook(
+        &later,
+        "shared",
+        "  lab: { host: 127.0.0.1, port: 9 }\n",
+        "",
+        "      - run: \"true\"\n        timeout: 5s\n",
+    );
+    let lock_file = locks.join("runbook-shared.lock");
+    let mode = fs::metadata(&lock_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o666, "{mode:o}");
+    let (code, stderr) = as_nobody(dir.path(), &theirs, &locks, &["run", "--yes", p(&rb2)]);
+    assert_ne!(code, Some(2), "{stderr}");
+    assert!(!stderr.contains("lock"), "{stderr}");
+    let run = read_journal(&common::only_journal(&theirs));
+    assert_eq!(run[0]["event"], "run_started", "{run:?}");
+    assert_eq!(
+        fs::read_to_string(&lock_file).unwrap(),
+        "",
+        "the record is emptied on release"
+    );
+}
+
 // --- a missing notification secret does not block a recovery -------------------------------------
+
+/// `run --yes` of `rb` with its journal at `DIR/j.jsonl`, which must succeed: its output and
+/// the journal's path.
+fn run_to_success(dir: &Path, rb: &Path) -> (std::process::Output, PathBuf) {
+    let journal = dir.join("j.jsonl");
+    let out = recover_in(dir)
+        .args(["run", "--yes", "--journal"])
+        .arg(&journal)
+        .arg(rb)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out, journal)
+}
+
+/// `run --yes` of `rb` (in its directory) is refused for unset `secret` before anything runs:
+/// exit 2 naming it, no login on the target, no `trace` file written by a step.
+fn refused_for_secret(sshd: &Sshd, rb: &Path, secret: &str, trace: &Path) {
+    let before = logins(sshd);
+    let out = recover_in(rb.parent().unwrap())
+        .args(["run", "--yes"])
+        .arg(rb)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(secret), "{stderr}");
+    assert_eq!(logins(sshd), before, "a refused run logged in");
+    assert!(!trace.exists(), "a step ran");
+}
 
 #[test]
 fn an_unset_webhook_used_only_by_notify_warns_runs_and_reports_the_post_not_sent() {
@@ -454,15 +551,8 @@ fn an_unset_webhook_used_only_by_notify_warns_runs_and_reports_the_post_not_sent
         "notify:\n  ops: { webhook: \"{{ env.RECOVER_WEBHOOK }}\", format: slack }\n",
         "      - run: touch @DIR@/ran\n      - notify: ops\n        message: we are back\n",
     );
-    let journal = dir.path().join("j.jsonl");
-    let out = recover_in(dir.path())
-        .args(["run", "--yes", "--journal"])
-        .arg(&journal)
-        .arg(&rb)
-        .output()
-        .unwrap();
+    let (out, journal) = run_to_success(dir.path(), &rb);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(dir.path().join("ran").exists());
     let warned = stderr
         .lines()
@@ -495,6 +585,62 @@ fn an_unset_webhook_used_only_by_notify_warns_runs_and_reports_the_post_not_sent
     );
 }
 
+/// A secret reached through `vars:` counts where the var is read: only by a webhook, the run
+/// goes on without the post; also by a step, the run is refused before anything runs.
+#[test]
+fn an_unset_secret_in_a_var_only_a_webhook_reads_warns_and_runs() {
+    let Some(sshd) = Sshd::start_or_skip() else {
+        return;
+    };
+    let hook = HttpServer::start();
+    hook.respond("POST", "/hook", 200, "ok");
+    // `hook` reads the secret, `token` reads it through `hook`: both only feed the webhook.
+    let head = format!(
+        "vars:\n  hook: \"{}/{{{{ env.RECOVER_HOOK_TOKEN }}}}\"\n  token: \"{{{{ vars.hook }}}}\"\n  greeting: we are back\n\
+         notify:\n  ops: {{ webhook: \"{{{{ vars.token }}}}\", format: json }}\n",
+        hook.url()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let rb = write_runbook(
+        dir.path(),
+        "varhook",
+        &sshd.runbook_target_yaml("lab"),
+        &head,
+        "      - run: echo {{ vars.greeting }} > @DIR@/ran\n      - notify: ops\n        message: \"{{ vars.greeting }}\"\n",
+    );
+    let (out, journal) = run_to_success(dir.path(), &rb);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        fs::read_to_string(dir.path().join("ran")).unwrap(),
+        "we are back\n"
+    );
+    assert!(
+        stderr
+            .contains("RECOVER_HOOK_TOKEN is not set: the status posts to `ops` will not be sent"),
+        "{stderr}"
+    );
+    let events = read_journal(&journal);
+    let post = events
+        .iter()
+        .find(|e| e["event"] == "notified")
+        .unwrap_or_else(|| panic!("no notified event: {events:?}"));
+    assert_eq!(post["ok"], false, "{post}");
+    assert!(
+        hook.requests().is_empty(),
+        "a post went out without its secret"
+    );
+
+    // The same var read by a step as well: needed, refused before anything runs.
+    let rb = write_runbook(
+        dir.path(),
+        "varstep",
+        &sshd.runbook_target_yaml("lab"),
+        &head,
+        "      - run: echo {{ vars.token }} > @DIR@/leaked\n      - notify: ops\n        message: hi\n",
+    );
+    refused_for_secret(&sshd, &rb, "RECOVER_HOOK_TOKEN", &dir.path().join("leaked"));
+}
+
 #[test]
 fn an_unset_secret_used_by_a_step_refuses_the_run_before_anything_runs() {
     let Some(sshd) = Sshd::start_or_skip() else {
@@ -512,17 +658,7 @@ fn an_unset_secret_used_by_a_step_refuses_the_run_before_anything_runs() {
             hook.url_for("/v1/models")
         ),
     );
-    let before = logins(&sshd);
-    let out = recover_in(dir.path())
-        .args(["run", "--yes"])
-        .arg(&rb)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("RECOVER_TOKEN"), "{stderr}");
-    assert_eq!(logins(&sshd), before);
-    assert!(!dir.path().join("ran").exists());
+    refused_for_secret(&sshd, &rb, "RECOVER_TOKEN", &dir.path().join("ran"));
     assert!(hook.requests().is_empty());
 }
 

@@ -3,8 +3,8 @@
 use crate::cli::CheckArgs;
 use crate::error::Error;
 use crate::exit::Exit;
+use crate::plan::lint::lint;
 use crate::plan::{self, Options};
-use crate::runbook::lint::lint;
 use crate::state::StateDir;
 
 pub fn check(a: &CheckArgs) -> Result<Exit, Error> {

@@ -55,13 +55,18 @@ pub fn drill(a: &DrillArgs) -> Result<Exit, Error> {
     let journal_path = Journal::new_path(&state, &format!("{key}-drill"), &run_id);
     // A drill kills live processes: never beside a run of this runbook or against this host
     // (the run's own lock, taken before anything is contacted).
-    let (_lock, taken_over) = lock::acquire(
-        &super::run::lock_dir(Some(&state)),
+    let locks = super::run::locks_for_run(Some(&state));
+    let (_lock, taken_over) = locks.acquire(
         &super::run::lock_keys(&plan),
         &lock::Owner::me(&plan.name, &journal_path),
     )?;
-    for t in &taken_over {
-        eprintln!("warning: {}", t.warning());
+    for w in locks
+        .warning
+        .iter()
+        .cloned()
+        .chain(taken_over.iter().map(lock::TakenOver::warning))
+    {
+        eprintln!("warning: {w}");
     }
     let journal = super::run::open_journal(&journal_path)?;
     let sinks: Vec<Box<dyn engine::Sink>> = vec![

@@ -222,8 +222,8 @@ pub fn run(a: &RunArgs) -> Result<Exit, Error> {
         (None, None) => return Err(Error::NoStateDir),
     };
     // One run at a time: taken before anything is contacted, held until the run ends.
-    let (_lock, taken_over) = lock::acquire(
-        &lock_dir(state.as_ref()),
+    let locks = locks_for_run(state.as_ref());
+    let (_lock, taken_over) = locks.acquire(
         &lock_keys(&plan),
         &lock::Owner::me(&plan.name, &journal_path),
     )?;
@@ -232,6 +232,7 @@ pub fn run(a: &RunArgs) -> Result<Exit, Error> {
     let suspender = term.suspender();
     let sinks: Vec<Box<dyn engine::Sink>> = vec![Box::new(journal), Box::new(term)];
     let out = Emitter::new(Box::new(engine::event::Fanout(sinks)), plan.secrets.clone());
+    warnings.extend(locks.warning);
     warnings.extend(taken_over.iter().map(lock::TakenOver::warning));
 
     let resume_command = resume_command(a, &confirm);
@@ -328,9 +329,15 @@ pub(super) fn lock_keys(plan: &Plan) -> Vec<lock::Key> {
     )
 }
 
-/// Where locks live: the state directory, or without one a directory of this user's in the
-/// system's temporary directory.
-pub(super) fn lock_dir(state: Option<&StateDir>) -> PathBuf {
+/// Where a run (or a drill) takes its locks: the machine-wide directory, or this account's own
+/// with a warning.
+pub(super) fn locks_for_run(state: Option<&StateDir>) -> lock::Dir {
+    lock::Dir::for_run(&lock::shared_dir(), own_lock_dir(state))
+}
+
+/// This account's own lock directory, where a run takes its locks when the machine-wide one
+/// cannot be used: the state directory, or without one a directory in the temporary directory.
+fn own_lock_dir(state: Option<&StateDir>) -> PathBuf {
     match state {
         Some(s) => s.locks(),
         None => {
@@ -343,19 +350,20 @@ pub(super) fn lock_dir(state: Option<&StateDir>) -> PathBuf {
 
 /// For the commands that take no lock (`rehearse`, `--dry-run`): say that a run is in progress.
 pub(super) fn say_if_a_run_is_in_progress(plan: &Plan, state: Option<&StateDir>) {
-    if let Some((key, owner)) = lock::in_progress(&lock_dir(state), &lock_keys(plan)) {
-        let what = if key.what.starts_with("runbook") {
-            "a run of this runbook is in progress".to_owned()
-        } else {
-            format!(
+    let dirs = [lock::shared_dir(), own_lock_dir(state)];
+    if let Some((key, owner)) = lock::in_progress(&dirs, &lock_keys(plan)) {
+        let what = match &owner {
+            _ if key.what.starts_with("runbook") => {
+                "a run of this runbook is in progress".to_owned()
+            }
+            Some(o) => format!(
                 "a run of `{}` against the {} is in progress",
-                owner.runbook, key.what
-            )
+                o.runbook, key.what
+            ),
+            None => format!("a run against the {} is in progress", key.what),
         };
-        eprintln!(
-            "note: {what}: {}; this takes no lock and does not stop it",
-            owner.describe()
-        );
+        let who = owner.map_or("its record is being written".to_owned(), |o| o.describe());
+        eprintln!("note: {what}: {who}; this takes no lock and does not stop it");
     }
 }
 

@@ -506,6 +506,12 @@ pub struct TargetInfo {
 /// Where events go. The engine calls `emit` in order, from one task.
 pub trait Sink: Send {
     fn emit(&mut self, event: &Event);
+
+    /// A problem of the sink itself (the journal can no longer be written), said once: the
+    /// other sinks show it as a warning. Sinks never print.
+    fn take_warning(&mut self) -> Option<String> {
+        None
+    }
 }
 
 /// Several sinks, each seeing every event.
@@ -516,6 +522,20 @@ impl Sink for Fanout {
     fn emit(&mut self, event: &Event) {
         for s in &mut self.0 {
             s.emit(event);
+        }
+        // A sink's own trouble goes to the others, once.
+        for i in 0..self.0.len() {
+            if let Some(message) = self.0[i].take_warning() {
+                let warning = Event::Warning {
+                    step: None,
+                    message,
+                };
+                for (j, s) in self.0.iter_mut().enumerate() {
+                    if j != i {
+                        s.emit(&warning);
+                    }
+                }
+            }
         }
     }
 }

@@ -58,7 +58,12 @@ impl Engine<'_> {
         };
         if self.cancelled() && res.outcome != StepOutcome::Passed {
             res.outcome = StepOutcome::Interrupted;
-            res.reason = Some("interrupted by the operator (Ctrl-C)".into());
+            let stop = self
+                .settings
+                .stop
+                .get()
+                .unwrap_or(crate::signals::Stop::Interrupt);
+            res.reason = Some(stop.step_reason().into());
         }
         if self.settings.mode == Mode::Rehearse
             && matches!(res.outcome, StepOutcome::Failed | StepOutcome::Aborted)

@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 
 use super::model::{Incident, Run};
 use super::read::parse;
+use crate::duration::duration;
 use crate::rehearsal::Record;
-use crate::report::duration;
 
 /// A run segment and the journal it came from.
 #[derive(Debug, Clone, PartialEq)]

@@ -8,8 +8,8 @@ use super::history::HistoryRow;
 use super::markdown::{over_budget, sha_cell};
 use super::svg::{escape, timeline};
 use super::view;
+use crate::duration::{clock, duration};
 use crate::engine::event::StepOutcome;
-use crate::report::{clock, duration};
 
 const CSS: &str = r#"
 :root { color-scheme: light; }

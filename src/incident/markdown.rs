@@ -3,7 +3,7 @@
 use super::Report;
 use super::history::HistoryRow;
 use super::view::{self, short_sha};
-use crate::report::{clock, duration, span};
+use crate::duration::{clock, duration, span};
 
 /// A table cell: one line, pipes escaped, long text cut.
 fn cell(s: &str) -> String {

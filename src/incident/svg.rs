@@ -6,8 +6,8 @@
 use std::fmt::Write;
 
 use super::model::{Incident, MarkKind, Step};
+use crate::duration::{clock, duration, span};
 use crate::engine::event::StepOutcome;
-use crate::report::{clock, duration, span};
 
 const W: f64 = 1000.0;
 const X0: f64 = 250.0;
@@ -198,7 +198,7 @@ pub fn timeline(inc: &Incident) -> String {
                 o,
                 r##"<g><title>{} window {}</title><rect x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="#eef2f7" stroke="#6f87a8" stroke-width="0.8" stroke-dasharray="3 2"/></g>"##,
                 escape(&name),
-                crate::report::window(p.window_start, p.window_end),
+                crate::duration::window(p.window_start, p.window_end),
                 x(p.window_start),
                 y + 1.0,
                 (x(p.window_end) - x(p.window_start)).max(1.0),

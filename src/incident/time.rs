@@ -1,7 +1,7 @@
 //! Where the time went: the run's wall time split into waiting on the box, commands, the
 //! operator, and `recover`'s own overhead. Shared by the report and the end-of-run summary.
 
-use crate::report::duration;
+use crate::duration::duration;
 
 /// What a step's time is spent on, by its kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,8 +4,8 @@
 use super::history::{versus, versus_short};
 use super::model::{Incident, MarkKind, Step};
 use super::{Report, TimeSplit};
+use crate::duration::{clock, duration};
 use crate::engine::event::{RunOutcome, StepOutcome};
-use crate::report::{clock, duration};
 
 /// `(label, value)` lines for the top of the page.
 pub fn facts(r: &Report) -> Vec<(&'static str, String)> {
@@ -96,14 +96,14 @@ fn total_line(inc: &Incident) -> String {
             format!(
                 "{} of the {} budget, over by {}",
                 duration(at),
-                crate::report::span(budget),
+                crate::duration::span(budget),
                 duration(-left)
             )
         } else {
             format!(
                 "{} of the {} budget ({} left)",
                 duration(at),
-                crate::report::span(budget),
+                crate::duration::span(budget),
                 duration(left)
             )
         }
@@ -161,7 +161,7 @@ pub fn phase_rows(r: &Report) -> Vec<PhaseRow> {
             PhaseRow {
                 number: p.number,
                 name: p.name.clone(),
-                window: crate::report::window(p.window_start, p.window_end),
+                window: crate::duration::window(p.window_start, p.window_end),
                 actual: format!("{}-{}", clock(p.started), clock(ended)),
                 took: duration(took),
                 result,

@@ -29,9 +29,10 @@ pub mod wire;
 
 use std::time::Duration;
 
+pub use crate::duration::fmt_duration;
 pub use crate::runbook::model::Kind;
 pub use crate::secrets::{Secrets, placeholder};
-pub use duration::{fmt_duration, fmt_window};
+pub use duration::fmt_window;
 pub use payload::payload;
 pub use resolve::{Destination, Options, check_overrides, resolve};
 pub use types::{

@@ -140,6 +140,11 @@ pub(super) struct Resolver<'a> {
     pub(super) for_notify: bool,
     /// The last `previous_boot` step resolved so far, for `when: unclean_shutdown`.
     pub(super) previous_boot: Option<usize>,
+    /// The var being rendered, while it is: an unset `env` value it reads is needed only if
+    /// something other than a status post reads the var.
+    pub(super) in_var: Option<String>,
+    /// For each var, the unset `env` variables its value holds (directly or through vars).
+    pub(super) var_unset: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl<'a> Resolver<'a> {
@@ -276,6 +281,12 @@ impl<'a> Resolver<'a> {
         }
         let mut values = self.values.clone();
         for n in &names {
+            if let Some(var) = n.strip_prefix("vars.") {
+                let var = var.split('.').next().unwrap_or(var);
+                for unset in self.var_unset.get(var).cloned().unwrap_or_default() {
+                    self.reads_unset(&unset);
+                }
+            }
             if let Some(var) = n.strip_prefix("env.") {
                 let var = var.split('.').next().unwrap_or(var).to_owned();
                 let value = match self.opts.env.get(&var) {
@@ -289,9 +300,7 @@ impl<'a> Resolver<'a> {
                         if !self.secrets.missing.contains(&var) {
                             self.secrets.missing.push(var.clone());
                         }
-                        if !self.for_notify && !self.secrets.needed.contains(&var) {
-                            self.secrets.needed.push(var.clone());
-                        }
+                        self.reads_unset(&var);
                         placeholder(&var)
                     }
                 };
@@ -374,6 +383,8 @@ pub fn resolve(loaded: &Loaded, opts: &Options) -> Result<Plan, Vec<Problem>> {
         values: Values::default(),
         for_notify: false,
         previous_boot: None,
+        in_var: None,
+        var_unset: Default::default(),
     };
 
     // name: used in file names and kill markers.
@@ -458,7 +469,10 @@ pub fn resolve(loaded: &Loaded, opts: &Options) -> Result<Plan, Vec<Problem>> {
             None if r.uses_later_var(i, v) => v.value.clone(),
             None => {
                 let first = targets.first().cloned();
-                r.render(v, Context::Text, first.as_ref(), false)
+                r.in_var = Some(k.value.clone());
+                let value = r.render(v, Context::Text, first.as_ref(), false);
+                r.in_var = None;
+                value
             }
         };
         r.values.vars.insert(k.value.clone(), value);
@@ -624,6 +638,20 @@ pub fn check_overrides(loaded: &Loaded, opts: &Options) -> Result<(), String> {
 }
 
 impl Resolver<'_> {
+    /// What is being rendered reads unset `env` variable `var`: a var holds it for whoever
+    /// reads the var; a status post does not need it; anything else does (the run cannot
+    /// start without it).
+    fn reads_unset(&mut self, var: &str) {
+        if let Some(cur) = &self.in_var {
+            let list = self.var_unset.entry(cur.clone()).or_default();
+            if !list.iter().any(|v| v == var) {
+                list.push(var.to_owned());
+            }
+        } else if !self.for_notify && !self.secrets.needed.iter().any(|v| v == var) {
+            self.secrets.needed.push(var.to_owned());
+        }
+    }
+
     /// Whether var number `i` reads itself or a var defined below it (reported here): vars are
     /// rendered in order, so it could only be undefined.
     fn uses_later_var(&mut self, i: usize, v: &Spanned<String>) -> bool {

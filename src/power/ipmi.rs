@@ -7,7 +7,7 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::plan::fmt_duration;
+use crate::duration::fmt_duration;
 use crate::template::shell_quote;
 
 /// The program run; found on `PATH`.

@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use crate::plan::fmt_duration;
+use crate::duration::fmt_duration;
 
 /// upsd's port.
 pub const DEFAULT_PORT: u16 = 3493;

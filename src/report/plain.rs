@@ -561,8 +561,10 @@ mod tests {
         assert!(out.contains("rehearsal 20261122T050100-spark-power started"));
         assert!(out.contains("step 8 would run: sudo -n timeout -k 5s 120s sh -c 'sync && grep ^Cached: /proc/meminfo"));
         assert!(out.contains("step 11 would run: sudo -n timeout -k 5s 10s sh -c 'systemctl start --no-block vllm-qwen36.service'"));
-        assert!(!out.contains("step 11 start"));
-        assert!(out.contains("WARNING (step 13): dispatcher.service has After="));
+        assert!(out.contains("step 11 start: start vllm-qwen36.service"));
+        assert!(out.contains(
+            "WARNING (step 13): /etc/dispatcher/routes.toml does not exist on the target"
+        ));
     }
 
     #[test]

@@ -343,7 +343,7 @@ impl Script {
     pub fn ok(&mut self, n: usize, took: f64) -> &mut Self {
         let (_, _, _, mutates, _, command) = STEPS[n - 1];
         if self.mode == Mode::Rehearse && mutates {
-            return self.finish_step(
+            return self.start(n).finish_step(
                 n,
                 StepOutcome::WouldRun,
                 None,
@@ -601,21 +601,34 @@ pub fn rehearsal() -> Vec<Event> {
         .connected(false, "3f2a9c1d-6b7e-4c1a-9d2e-5f8a7b6c4d3e")
         .finish_step(3, StepOutcome::Passed, Some(0), 0.8, None, None, None)
         .end_phase(1, StepOutcome::Passed);
-    s.phase(2)
-        .ok(4, 0.4)
-        .ok(5, 0.3)
-        .ok(6, 1.2)
-        .ok(7, 40.9)
+    s.phase(2).ok(4, 0.4).ok(5, 0.3).ok(6, 1.2);
+    s.start(7)
+        .progress(7, "Pass 1: Checking inodes, blocks, and sizes")
+        .progress(7, "Pass 5: Checking group summary information")
+        .finish_step(7, StepOutcome::Passed, Some(0), 40.9, None, None, None)
         .ok(8, 0.0);
     s.end_phase(2, StepOutcome::Passed);
     s.phase(3);
-    for n in 9..=15 {
+    for n in 9..=12 {
         s.ok(n, 0.0);
     }
-    s.push(Event::Warning {
+    // The paths a skipped command names are checked on the target; the missing ones are
+    // printed, then warned about.
+    let missing = "/etc/dispatcher/routes.toml";
+    s.start(13).progress(13, missing).push(Event::Warning {
         step: Some(13),
-        message: "dispatcher.service has After=sglang-mistral.service, but the runbook starts it before mcp-server.service only: order agrees".into(),
+        message: format!("{missing} does not exist on the target (unless this step creates it)"),
     });
+    s.finish_step(
+        13,
+        StepOutcome::WouldRun,
+        None,
+        0.0,
+        Some("sudo -n systemctl start --no-block dispatcher.service"),
+        None,
+        None,
+    );
+    s.ok(14, 0.0).ok(15, 0.0);
     s.ok(16, 0.5).end_phase(3, StepOutcome::Passed);
     s.phase(4).ok(17, 6.4).ok(18, 0.9).ok(19, 1.1).ok(20, 0.0);
     s.end_phase(4, StepOutcome::Passed);
@@ -636,6 +649,10 @@ pub fn overrun() -> Vec<Event> {
             target: "spark".into(),
             error: "keep-alive timed out after 3 attempts".into(),
         })
+        .progress(
+            11,
+            "lost the connection to spark: keep-alive timed out after 3 attempts; reconnecting",
+        )
         .connected(true, "77aa0b12-1c2d-4e5f-8a9b-0c1d2e3f4a5b")
         .push(Event::BootIdChanged {
             target: "spark".into(),
@@ -668,6 +685,10 @@ pub fn overrun() -> Vec<Event> {
             attempts: 3,
             error: Some("HTTP 500 from the webhook".into()),
         })
+        .push(Event::Warning {
+            step: None,
+            message: "could not post to `operators`: HTTP 500 from the webhook. Tell the operators another way.".into(),
+        })
         .finish_step(
             20,
             StepOutcome::FailedContinued,
@@ -677,7 +698,8 @@ pub fn overrun() -> Vec<Event> {
             None,
             None,
         )
-        .end_phase(4, StepOutcome::FailedContinued);
+        // Steps let through do not fail their phase.
+        .end_phase(4, StepOutcome::Passed);
     s.finish(
         RunOutcome::Success,
         "Recovered with warnings: phase 3 overran its window; step 19 and 20 failed and were let through.",

@@ -573,8 +573,10 @@ mod tests {
         let phase3 = out.lines().nth(3).unwrap_or_default();
         assert!(phase3.ends_with("OVERRAN"), "{out}");
         assert!(phase3.contains("10m-20m"), "{out}");
+        // Steps let through (`on_fail: continue`, a failed post) do not fail their phase: the
+        // engine says the phase passed (tests/scenarios.rs ties this to a real run).
         let phase4 = out.lines().nth(4).unwrap_or_default();
-        assert!(phase4.ends_with("ok, with failures"), "{out}");
+        assert!(phase4.ends_with("1m58s  ok"), "{out}");
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! Reading a runbook: all YAML loading lives here.
 
 pub mod diag;
-pub use crate::plan::lint;
 pub mod model;
 pub mod overlay;
 pub mod validate;

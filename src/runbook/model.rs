@@ -564,7 +564,7 @@ pub enum Unattended {
 /// and "two kinds in one step" can be reported precisely.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-#[schemars(transform = crate::schema::one_kind)]
+#[schemars(transform = one_kind)]
 pub struct Step {
     #[schemars(with = "Option<String>")]
     pub manual: Option<Spanned<String>>,
@@ -727,3 +727,13 @@ pub const KINDS: [&str; 11] = [
     Kind::ALL[9].name(),
     Kind::ALL[10].name(),
 ];
+
+/// The schema of a step (`recover schema`): exactly one kind key, `oneOf` the kinds, each
+/// requiring its key.
+pub fn one_kind(schema: &mut schemars::Schema) {
+    let kinds: Vec<serde_json::Value> = KINDS
+        .iter()
+        .map(|k| serde_json::json!({ "required": [k] }))
+        .collect();
+    schema.insert("oneOf".into(), kinds.into());
+}

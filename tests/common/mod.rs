@@ -8,6 +8,7 @@
 //!   [`recover`] with a shared one, for runs whose state nobody reads.
 //! - [`process`]: [`run_to_end`], [`Background`], [`eventually`]: runs and waits, bounded.
 //! - [`journal`]: the journals a run writes, and their events.
+//! - [`runbook`]: [`write_runbook`], [`remote_pid_alive`], [`logins`], [`sha256_file`].
 //! - [`skip`]: [`require_tool`], [`say`]: skips that show, and fail in CI.
 //! - [`nut`], [`upsmon`]: a real upsd with the dummy-ups driver, and a real upsmon running a
 //!   NOTIFYCMD on its events.
@@ -40,6 +41,7 @@ pub mod ipmi;
 pub mod journal;
 pub mod nut;
 pub mod process;
+pub mod runbook;
 pub mod skip;
 pub mod sshd;
 pub mod upsmon;
@@ -55,11 +57,15 @@ pub use journal::{
     started_steps, step_event, wait_for_event,
 };
 pub use process::{Background, Ran, eventually, eventually_every, p, run_to_end, tail, text};
-pub use skip::{find_tool, require_tool, say, skipped};
+pub use runbook::{logins, remote_pid_alive, sha256_file, write_runbook};
+pub use skip::{find_tool, require_root, require_tool, say, skipped};
 pub use sshd::{ALIAS, Sshd, free_port, run_bounded};
 
 /// The bound put on every `recover` run unless the test sets its own `.timeout(..)`.
 pub const RECOVER_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The machine-wide lock directory of a test's runs, in its state directory.
+pub const LOCK_DIR: &str = "machine-locks";
 
 /// Variables that would make the run depend on the developer's terminal or shell.
 const REMOVED_VARS: &[&str] = &[
@@ -84,6 +90,8 @@ const REMOVED_VARS: &[&str] = &[
 /// The `recover` binary with a clean environment and its state (journals) under `state_dir`:
 /// `XDG_STATE_HOME=state_dir`, `NO_COLOR=1`, terminal variables, the ssh agent and every
 /// `RECOVER_*` variable removed, stdin empty, and a 120 s timeout (override with `.timeout`).
+/// The machine-wide lock directory is `state_dir`'s [`LOCK_DIR`] (`RECOVER_LOCK_DIR`), so that
+/// runs with the same `state_dir` see each other's locks and other tests' runs do not.
 /// `state_dir` must be absolute: a relative `XDG_STATE_HOME` is ignored (XDG base directory
 /// spec), and the state would go to the developer's `~/.local/state`.
 pub fn recover_in(state_dir: &Path) -> assert_cmd::Command {
@@ -110,6 +118,7 @@ pub fn clean_command(program: impl AsRef<OsStr>, state_dir: &Path) -> std::proce
         }
     }
     cmd.env("XDG_STATE_HOME", state_dir)
+        .env("RECOVER_LOCK_DIR", state_dir.join(LOCK_DIR))
         .env("NO_COLOR", "1")
         .stdin(std::process::Stdio::null());
     cmd

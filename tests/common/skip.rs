@@ -78,3 +78,14 @@ pub fn require_tool(names: &[&str]) -> Option<PathBuf> {
     }
     found
 }
+
+/// Whether this process runs as root. When it does not, says `SKIPPED: <test>: needs root …`
+/// and returns false, so the test returns early; with `CI` set (CI runs as root) it panics.
+pub fn require_root() -> bool {
+    // SAFETY: geteuid(2) cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        skipped_unless_ci("needs root (to run a second account's `recover` with setpriv)");
+    }
+    root
+}
