@@ -1459,8 +1459,19 @@ fn kmsg_abort(lab: &Lab, sc: &Scenario) {
     let base = derived(lab, "lab-e2e-kmsg");
     let units = started_units(&base);
     let mut rb = base.clone();
+    // The filesystem phase's checksum step (`when: unclean_shutdown`) needs the previous-boot
+    // judgement before it: the first phase keeps it after wait_ssh.
+    let mut first = wait_ssh_phase(&base, "5s", "1m");
+    let judged = phase(&base, "Power on")["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .find(|s| s.get("previous_boot").is_some())
+        .expect("the reference runbook judges the previous boot")
+        .clone();
+    steps_mut(&mut first).push(judged);
     rb["phases"] = json!([
-        wait_ssh_phase(&base, "5s", "1m"),
+        first,
         phase(&base, "Filesystem check"),
         phase(&base, "Start services")
     ]);
