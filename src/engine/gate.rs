@@ -159,14 +159,16 @@ pub fn next_interval(every: Duration, last_probe: Duration) -> Duration {
     (last_probe * DUTY).clamp(MIN_INTERVAL, every.max(MIN_INTERVAL))
 }
 
-/// The cost the next pause is scaled from: the probe's own time when a probe ran. The
-/// `systemctl show` before it is an SSH round trip whose cost is the target's shell start-up
-/// and the link, not the server's load; it paces the loop only while no probe runs (the unit
-/// is not active yet), as half the iteration. Counting it with a probe stretched the pause to
-/// five round trips: a 0.3 s shell start-up on the target (`pyenv init` in ~/.bashrc) made
-/// healthy units wait up to 1.7 s to be seen.
-pub fn pause_basis(probe_took: Option<Duration>, iteration: Duration) -> Duration {
-    probe_took.unwrap_or(iteration / 2)
+/// The cost the next pause is scaled from: the last probe's time when a probe ran. When none
+/// ran (the unit is not active yet), zero: the cheap `systemctl show` poll comes back after
+/// [`MIN_INTERVAL`] plus its own round trip. Scaling that poll from its SSH round trip (five
+/// round trips, as this did before) made a loaded box be seen active up to `every` late: the
+/// lab benchmark's detection p90 of 14 s at a load of 10-23 came from there. The `systemctl
+/// show` before a probe is not counted with the probe either: its cost is the target's shell
+/// start-up and the link, not the server's load (a 0.3 s shell start-up, `pyenv init` in
+/// ~/.bashrc, made healthy units wait up to 1.7 s to be seen when it was).
+pub fn pause_basis(probe_took: Option<Duration>) -> Duration {
+    probe_took.unwrap_or(Duration::ZERO)
 }
 
 impl Engine<'_> {
@@ -220,7 +222,6 @@ impl Engine<'_> {
             if self.cancelled() {
                 return StepResult::with(StepOutcome::Interrupted, "interrupted");
             }
-            let tick = Instant::now();
             let mut now = None;
             let state = match self.exec_remote(s, status, Duration::from_secs(10)).await {
                 Ok(f) => {
@@ -318,7 +319,7 @@ impl Engine<'_> {
                 res.stdout = self.journal_lines(s, unit, journal).await;
                 return res;
             }
-            let pause = next_interval(every, pause_basis(probe_took, tick.elapsed()))
+            let pause = next_interval(every, pause_basis(probe_took))
                 .min(gate_deadline.saturating_duration_since(Instant::now()));
             let mut cancel = self.cancel.clone();
             tokio::select! {
@@ -657,13 +658,13 @@ mod tests {
     fn a_slow_ssh_round_trip_does_not_stretch_the_probe_spacing() {
         let every = Duration::from_secs(10);
         // A cheap 503 after a 0.3 s `systemctl show`: re-probed after the minimum pause.
-        let basis = pause_basis(Some(Duration::from_millis(2)), Duration::from_millis(302));
+        let basis = pause_basis(Some(Duration::from_millis(2)));
         assert_eq!(next_interval(every, basis), MIN_INTERVAL);
         // An expensive probe still spaces itself by its own cost.
-        let basis = pause_basis(Some(Duration::from_millis(400)), Duration::from_millis(700));
+        let basis = pause_basis(Some(Duration::from_millis(400)));
         assert_eq!(next_interval(every, basis), Duration::from_secs(4));
-        // No probe (the unit is not active yet): paced by the state check, as half the iteration.
-        let basis = pause_basis(None, Duration::from_millis(300));
-        assert_eq!(next_interval(every, basis), Duration::from_millis(1500));
+        // No probe (the unit is not active yet): the state poll comes back after the minimum,
+        // however slow its round trip.
+        assert_eq!(next_interval(every, pause_basis(None)), MIN_INTERVAL);
     }
 }
