@@ -65,6 +65,12 @@ def retarget(src, out):
         if old not in text:
             die(f"{src}: `{old}` not found: the runbook changed, update retarget()")
         text = text.replace(old, new)
+    # runbooks/lab.yaml is an overlay: the copy written elsewhere extends the same base by its
+    # absolute path.
+    base = re.search(r"^extends:\s*(\S+)\s*$", text, re.M)
+    if base:
+        path = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(src)), base.group(1)))
+        text = text[: base.start(1)] + path + text[base.end(1):]
     with open(out, "w", encoding="utf-8") as f:
         f.write(text)
 

@@ -3,7 +3,7 @@
 //! seven units, ports forwarded to 127.0.0.1 only).
 //!
 //! One test, [`lab_end_to_end`], boots the lab from cold and runs the scenarios in sequence on
-//! that one VM (one power cut, so two boots in all), resetting between them with
+//! that one VM (two power cuts, so three boots in all), resetting between them with
 //! `lab fault clear` and `lab stack stop`. Each scenario asserts what can be observed: exit
 //! codes, the JSONL journal, what the VM did (`lab ssh`), what the webhook received. A failed
 //! scenario does not stop the others; the test then fails naming every failed scenario, with
