@@ -6,6 +6,7 @@
 //! `clamp(10 * d, MIN_INTERVAL, every)`. A cheap refusal (a loading model answering 503 in a
 //! millisecond) is re-probed within half a second, so a healthy unit is seen within about a
 //! second whatever `every` says, while an expensive probe keeps the server under ~10% load.
+//! Until the unit is active no probe runs, and its state is read again after `MIN_INTERVAL`.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
