@@ -90,6 +90,7 @@ impl<'a> Start<'a> {
                     path.display()
                 );
                 let resume = Resume {
+                    origin_step: u.origin_step,
                     elapsed: u.elapsed(),
                     run_id: u.run_id,
                     boot_ids: u.boot_ids,

@@ -665,6 +665,39 @@ impl Sink for Tty {
                 );
                 self.print(format!("  {}", st().magenta().apply_to(text)));
             }
+            Event::Rewound { reason, .. } => {
+                let text = format!("↺ STARTING AGAIN: {}", clean(reason).trim());
+                for l in wrap(&text, self.width().saturating_sub(2)) {
+                    self.print(format!("  {}", st().yellow().bold().apply_to(l)));
+                }
+            }
+            Event::Verified { ok, units, .. } => {
+                if *ok {
+                    let l = format!(
+                        "  ✓ end check: all {} units active and healthy",
+                        units.len()
+                    );
+                    self.print(st().green().apply_to(l).to_string());
+                } else {
+                    let l = "  ✗ END CHECK FAILED: not every unit is healthy";
+                    self.print(st().red().bold().apply_to(l).to_string());
+                    for u in units.iter().filter(|u| !u.healthy) {
+                        let text = format!(
+                            "{} (step {}): {}{}",
+                            clean(&u.unit),
+                            u.step,
+                            one_line(&u.state),
+                            u.probe
+                                .as_deref()
+                                .map(|p| format!(", probe: {}", one_line(p)))
+                                .unwrap_or_default()
+                        );
+                        for l in wrap(&text, self.width().saturating_sub(6)) {
+                            self.print(format!("      {}", st().red().apply_to(l)));
+                        }
+                    }
+                }
+            }
             Event::Warning { step, message } => {
                 let on = step.map(|s| format!(" (step {s})")).unwrap_or_default();
                 let text = format!("! warning{on}: {}", clean(message).trim());

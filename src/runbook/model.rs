@@ -626,6 +626,12 @@ pub struct Step {
     /// manual step without it cannot run unattended.
     #[schemars(with = "Option<Unattended>")]
     pub unattended: Option<Spanned<Unattended>>,
+    /// `manual` and `local` steps: what they did holds when the box reboots (a step of the
+    /// management host, say). A run that finds the box rebooted under it starts again from
+    /// the beginning and skips such a step when it was done before; every other step is tied
+    /// to the box's boot and runs again.
+    #[schemars(with = "Option<bool>")]
+    pub survives_reboot: Option<Spanned<bool>>,
 }
 
 impl Step {
