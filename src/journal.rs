@@ -114,6 +114,8 @@ pub struct Unfinished {
     /// The first step of the chain of runs (a resumed run's `origin_step`, else its
     /// `first_step`): where the run starts again when the box rebooted since.
     pub origin_step: usize,
+    /// Its last line was cut short (a crash or a kill mid-write) and ignored.
+    pub torn: bool,
 }
 
 /// The longest timeline a journal may claim, in seconds: a year.
@@ -316,7 +318,12 @@ pub fn unfinished(path: &Path) -> Result<Option<Unfinished>, JournalError> {
         };
         let ev = match parse(raw) {
             Ok(ev) => ev,
-            Err(_) if last && cut_short => break,
+            Err(_) if last && cut_short => {
+                if let Some(s) = state.as_mut() {
+                    s.torn = true;
+                }
+                break;
+            }
             Err(_) if before_a_run(i) => continue,
             Err(e) => return Err(damaged(format!("not a journal event ({e})"))),
         };
@@ -332,6 +339,7 @@ pub fn unfinished(path: &Path) -> Result<Option<Unfinished>, JournalError> {
             } => {
                 state = Some(Unfinished {
                     origin_step: origin_step.unwrap_or(first_step).min(first_step),
+                    torn: false,
                     journal: path.to_path_buf(),
                     run_id,
                     sha256,
@@ -547,6 +555,9 @@ mod tests {
         );
         let u = read(&text).unwrap().unwrap();
         assert_eq!(u.step, 2);
+        assert!(u.torn, "the cut line is said");
+        let whole = format!("{}\n{}\n", started(SHA), step(1, "passed", "1"));
+        assert!(!read(&whole).unwrap().unwrap().torn);
         assert!(matches!(read(""), Err(JournalError::NoRun { .. })));
         assert!(matches!(
             read("{\"event\":\"run_sta"),

@@ -78,6 +78,12 @@ impl<'a> Start<'a> {
                         now: short(&plan.sha256),
                     });
                 }
+                if u.torn {
+                    eprintln!(
+                        "journal {}: its last line was cut short (a crash or kill mid-write): ignored; everything before it stands.",
+                        path.display()
+                    );
+                }
                 eprintln!(
                     "Resuming run {} from step {}{} (journal {}).",
                     u.run_id,
