@@ -106,8 +106,9 @@ fn st() -> Style {
     Style::new().for_stderr()
 }
 
-/// `true` when `NO_COLOR` is set to something: https://no-color.org
-fn no_color() -> bool {
+/// `true` when `NO_COLOR` is set to something (https://no-color.org: set but empty does not
+/// count). The one reading of it: the live view and the diagnostics agree.
+pub fn no_color() -> bool {
     std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
 }
 
