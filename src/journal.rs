@@ -132,6 +132,10 @@ pub enum JournalError {
     },
     #[error("{} holds no run: it is empty, or not a journal of recover. Start afresh without --resume, or start at a step with --from N", path.display())]
     NoRun { path: PathBuf },
+    /// The file holds not one whole line: the run was stopped (killed, or its machine lost
+    /// power) between creating its journal and writing its first event, so nothing ran.
+    #[error("{} is empty: its run was stopped before it began", path.display())]
+    NeverStarted { path: PathBuf },
     #[error("journal {} is damaged at line {line}: {what}. {}", path.display(), way_on(*last_finished))]
     Damaged {
         path: PathBuf,
@@ -417,6 +421,12 @@ pub fn unfinished(path: &Path) -> Result<Option<Unfinished>, JournalError> {
         }
     }
     let Some(mut s) = state else {
+        // Not one whole line: a run killed between opening its journal and its first event.
+        if !bytes.contains(&b'\n') {
+            return Err(JournalError::NeverStarted {
+                path: path.to_path_buf(),
+            });
+        }
         return Err(JournalError::NoRun {
             path: path.to_path_buf(),
         });
@@ -558,9 +568,13 @@ mod tests {
         assert!(u.torn, "the cut line is said");
         let whole = format!("{}\n{}\n", started(SHA), step(1, "passed", "1"));
         assert!(!read(&whole).unwrap().unwrap().torn);
-        assert!(matches!(read(""), Err(JournalError::NoRun { .. })));
+        assert!(matches!(read(""), Err(JournalError::NeverStarted { .. })));
         assert!(matches!(
             read("{\"event\":\"run_sta"),
+            Err(JournalError::NeverStarted { .. })
+        ));
+        assert!(matches!(
+            read("{\"event\":\"other\"}\n"),
             Err(JournalError::NoRun { .. })
         ));
     }

@@ -63,7 +63,18 @@ impl<'a> Start<'a> {
                     }
                     (None, None) => return Err(Error::NoStateDir),
                 };
-                let Some(u) = journal::unfinished(&path)? else {
+                let u = match journal::unfinished(&path) {
+                    // Nothing ran: what an operator would do is start afresh, so do that.
+                    Err(journal::JournalError::NeverStarted { path }) => {
+                        eprintln!(
+                            "journal {}: empty, its run was stopped before its first step. Nothing to resume: starting from step 1.",
+                            path.display()
+                        );
+                        return Ok((1, None));
+                    }
+                    other => other?,
+                };
+                let Some(u) = u else {
                     return Err(Error::AlreadyFinished {
                         runbook: plan.name.clone(),
                         journal: path,
