@@ -514,8 +514,8 @@ pub struct Health {
     pub timeout: Option<Spanned<HumanDuration>>,
     pub successes: Option<u32>,
     /// What to do when the unit is active but its probe keeps failing (a hang).
-    #[schemars(with = "Option<crate::remedy::Spec>")]
-    pub remedy: Option<Spanned<crate::remedy::Spec>>,
+    #[schemars(with = "Option<super::remedy::Spec>")]
+    pub remedy: Option<Spanned<super::remedy::Spec>>,
 }
 
 /// What a `previous_boot:` step does when the box was cut off rather than shut down.
