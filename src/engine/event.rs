@@ -104,8 +104,7 @@ pub enum Event {
         started_by: Option<String>,
         first_step: usize,
         /// A resumed run: the first step of the run it continues (and of that one's, back to
-        /// the run that was not a resume). When the box rebooted since, the run starts again
-        /// from there.
+        /// the run that was not a resume), for the record: where the chain began.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         origin_step: Option<usize>,
         targets: Vec<TargetInfo>,

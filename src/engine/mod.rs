@@ -87,7 +87,7 @@ pub struct Resume {
     pub elapsed: Duration,
     /// Boot ids it recorded, per target name.
     pub boot_ids: BTreeMap<String, String>,
-    /// The first step of the chain of runs it continues: where a rebooted box starts again.
+    /// The first step of the chain of runs it continues (journaled in `run_started`).
     pub origin_step: usize,
 }
 
@@ -456,7 +456,7 @@ impl<'a> Engine<'a> {
     /// Walk the plan. Returns how the run ended; every event has been emitted.
     ///
     /// A real run whose box reboots under it (its boot id changes, or a resumed run finds it
-    /// rebooted or not answering) starts again from its first step: every step tied to the
+    /// rebooted or not answering) starts again from the first step: every step tied to the
     /// old boot (the kernel-log and filesystem checks, the page-cache drop, every `start` and
     /// its gate, the smoke tests, and the UPS wait, since a second cut is a new outage) is
     /// void. Only steps marked `survives_reboot` that were done before are not repeated. At
@@ -473,12 +473,10 @@ impl<'a> Engine<'a> {
             });
         }
 
-        let origin = self
-            .settings
-            .resume
-            .as_ref()
-            .map_or(self.settings.first_step, |r| r.origin_step)
-            .max(1);
+        // After a reboot every step tied to the box's boot is void, whether recover did it or
+        // the operator skipped it with `--from` (done by hand, on the old boot): the run starts
+        // again from the first step, and only `survives_reboot` steps done before are kept.
+        let origin = 1;
         let mut start_at = self.settings.first_step;
         // Steps before this one were done in this run or an earlier one of its chain.
         let mut done_before = start_at;
