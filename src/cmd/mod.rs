@@ -130,7 +130,7 @@ fn print_drill_notice(state: Option<&StateDir>, plan: &Plan) {
     });
     let now = chrono::Utc::now();
     let mut never = Vec::new();
-    for s in plan.phases.iter().flat_map(|p| &p.steps) {
+    for s in plan.steps() {
         let plan::Action::Start { unit, .. } = &s.action else {
             continue;
         };

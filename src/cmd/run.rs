@@ -120,7 +120,7 @@ impl<'a> Start<'a> {
 
 /// Which step `--from` names: a number, a name (any case), or a unique part of a name.
 pub fn find_step(plan: &Plan, want: &str) -> Result<usize, Error> {
-    let steps: Vec<&plan::Step> = plan.phases.iter().flat_map(|p| &p.steps).collect();
+    let steps: Vec<&plan::Step> = plan.steps().collect();
     if let Ok(n) = want.trim().parse::<usize>() {
         if steps.iter().any(|s| s.number == n) {
             return Ok(n);
@@ -223,9 +223,7 @@ pub fn run(a: &RunArgs) -> Result<Exit, Error> {
     let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
     let confirm = Confirm::decide(a.yes, a.unattended, interactive);
     let manual: Vec<String> = plan
-        .phases
-        .iter()
-        .flat_map(|p| &p.steps)
+        .steps()
         .filter(|s| s.number >= first_step && matches!(s.action, plan::Action::Manual { .. }))
         .map(|s| format!("{} ({})", s.number, s.name))
         .collect();

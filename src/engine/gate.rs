@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use super::step::verdict_result;
 use super::{Engine, Event, StepOutcome, StepResult};
-use crate::plan::{Action, Command, Gate, GateRemedy, Probe, Step, fmt_duration};
+use crate::plan::{Command, Gate, GateRemedy, Probe, Step, fmt_duration};
 use crate::target::ExecError;
 use crate::verdict::judge_http;
 
@@ -372,16 +372,7 @@ impl Engine<'_> {
             );
         }
         let deps = UnitDeps::parse(&text);
-        let order: Vec<&str> = self
-            .plan
-            .phases
-            .iter()
-            .flat_map(|p| &p.steps)
-            .filter_map(|st| match &st.action {
-                Action::Start { unit, .. } => Some(unit.as_str()),
-                _ => None,
-            })
-            .collect();
+        let order: Vec<&str> = self.plan.started_units().map(|(_, u)| u).collect();
         let (errors, warnings) = order_problems(unit, &order, &deps);
         for w in &warnings {
             self.out.emit(Event::Warning {

@@ -576,8 +576,7 @@ impl<'a> Engine<'a> {
     /// first of the notify steps that end the plan (the "we are back" post must be true), or
     /// none, and the check comes after the last step.
     fn verify_before(&self) -> Option<usize> {
-        let steps: Vec<&crate::plan::Step> =
-            self.plan.phases.iter().flat_map(|p| &p.steps).collect();
+        let steps: Vec<&crate::plan::Step> = self.plan.steps().collect();
         let trailing = steps
             .iter()
             .rev()
@@ -740,7 +739,7 @@ impl<'a> Engine<'a> {
         if outcome == RunOutcome::Success && verify_at == Some(None) && !self.cancelled() {
             let end = self.verify().await;
             self.drain_notes();
-            let last = plan.phases.iter().flat_map(|p| &p.steps).count();
+            let last = plan.steps().count();
             if let Some(change) = self.take_reboot() {
                 return Walk::Rewind {
                     from_step: last,

@@ -21,13 +21,7 @@ impl Engine<'_> {
     /// Check every unit the runbook starts; emit [`Event::Verified`]. `None` when all are
     /// healthy; otherwise the first failing unit's `start` step and what is wrong, in words.
     pub(crate) async fn verify(&self) -> Option<(usize, String)> {
-        let starts: Vec<&Step> = self
-            .plan
-            .phases
-            .iter()
-            .flat_map(|p| &p.steps)
-            .filter(|s| matches!(s.action, Action::Start { .. }))
-            .collect();
+        let starts: Vec<&Step> = self.plan.started_units().map(|(s, _)| s).collect();
         if starts.is_empty() {
             return None;
         }

@@ -8,7 +8,7 @@ use crate::runbook::{Field, Loaded};
 pub fn lint(loaded: &Loaded, plan: &Plan) -> Vec<Problem> {
     let src = &loaded.source;
     let mut out = Vec::new();
-    let steps: Vec<_> = plan.phases.iter().flat_map(|p| p.steps.iter()).collect();
+    let steps: Vec<_> = plan.steps().collect();
 
     // Starting services before the page cache is dropped defeats the drop.
     if let Some(drop) = steps

@@ -29,6 +29,19 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Every step, in order, across the phases.
+    pub fn steps(&self) -> impl Iterator<Item = &Step> {
+        self.phases.iter().flat_map(|p| &p.steps)
+    }
+
+    /// The `start` steps, in order, with the unit each starts.
+    pub fn started_units(&self) -> impl Iterator<Item = (&Step, &str)> {
+        self.steps().filter_map(|s| match &s.action {
+            Action::Start { unit, .. } => Some((s, unit.as_str())),
+            _ => None,
+        })
+    }
+
     /// The name this runbook's records go by (journal file names, the rehearsal and drill
     /// records, `report --last` and `--history`): see [`state_key`].
     pub fn state_key(&self) -> String {
