@@ -794,7 +794,7 @@ fn gate_probes_in_the_journal_are_ticks_and_the_probes_column() {
         step: 1,
         phase: 1,
         name: "start vllm-qwen36.service".into(),
-        kind: "start".into(),
+        kind: recover::runbook::model::Kind::Start,
         target: "spark".into(),
         mutates: true,
         command: None,

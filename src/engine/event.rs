@@ -154,7 +154,7 @@ pub enum Event {
         step: usize,
         phase: usize,
         name: String,
-        kind: String,
+        kind: crate::runbook::model::Kind,
         target: String,
         mutates: bool,
         /// The exact command or request, secrets redacted.
@@ -407,7 +407,7 @@ impl Event {
                 step: _,
                 phase: _,
                 name,
-                kind,
+                kind: _,
                 target,
                 mutates: _,
                 command,
@@ -415,7 +415,6 @@ impl Event {
                 at: _,
             } => {
                 f(name);
-                f(kind);
                 f(target);
                 opt(command, f);
             }

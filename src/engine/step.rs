@@ -22,7 +22,7 @@ impl Engine<'_> {
             step: s.number,
             phase,
             name: s.name.clone(),
-            kind: s.action.kind().name().to_owned(),
+            kind: s.action.kind(),
             target,
             mutates: s.mutates,
             command: describe(s),

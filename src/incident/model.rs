@@ -63,8 +63,8 @@ pub struct Step {
     pub number: usize,
     pub phase: usize,
     pub name: String,
-    /// `run`, `wait_ssh`, `start`, ...; empty for a step only seen finishing (a skipped one).
-    pub kind: String,
+    /// `run`, `wait_ssh`, `start`, ...; `None` for a step only seen finishing (a skipped one).
+    pub kind: Option<crate::runbook::model::Kind>,
     pub target: String,
     pub mutates: bool,
     pub command: Option<String>,

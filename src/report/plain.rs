@@ -212,10 +212,29 @@ impl<W: Write + Send> Plain<W> {
                     self.commands.insert(*step, c.clone());
                 }
                 self.progress.remove(step);
-                let on = match kind.as_str() {
-                    "manual" | "local" | "http" | "notify" => String::new(),
-                    _ if target.is_empty() => String::new(),
-                    _ => format!(" on {target}"),
+                // Where it runs: the management host's own kinds name no target.
+                use crate::runbook::model::Kind;
+                let on = match kind {
+                    Kind::Manual
+                    | Kind::Local
+                    | Kind::Http
+                    | Kind::Notify
+                    | Kind::Ups
+                    | Kind::PowerOn => String::new(),
+                    Kind::Run
+                    | Kind::WaitSsh
+                    | Kind::DropCaches
+                    | Kind::PreviousBoot
+                    | Kind::Start
+                        if !target.is_empty() =>
+                    {
+                        format!(" on {target}")
+                    }
+                    Kind::Run
+                    | Kind::WaitSsh
+                    | Kind::DropCaches
+                    | Kind::PreviousBoot
+                    | Kind::Start => String::new(),
                 };
                 vec![format!(
                     "step {step} start: {name} ({kind}{on}, timeout {})",

@@ -296,7 +296,7 @@ impl Script {
             step: n,
             phase,
             name: name.into(),
-            kind: kind.into(),
+            kind: crate::runbook::model::Kind::from_name(kind).expect("a step kind"),
             target: "spark".into(),
             mutates,
             command: command.map(String::from),

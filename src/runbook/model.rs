@@ -663,8 +663,10 @@ impl Step {
     }
 }
 
-/// What a step does: the one kind key it carries. Resolution dispatches on it (`plan::kinds`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a step does: the one kind key it carries. Resolution dispatches on it (`plan::kinds`);
+/// events carry it (`step_started.kind`, the same names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Kind {
     Manual,
     Run,
@@ -694,6 +696,11 @@ impl Kind {
         Kind::Ups,
         Kind::PowerOn,
     ];
+
+    /// The kind a runbook key names.
+    pub fn from_name(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.name() == name)
+    }
 
     /// The key that names the kind in a runbook.
     pub const fn name(self) -> &'static str {
