@@ -22,6 +22,8 @@ use crate::verdict::Output;
 pub const KEEPALIVE: Duration = Duration::from_secs(2);
 /// How long one connection attempt may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long killing a step's remote command may take, a new connection for it included.
+pub const KILL_BUDGET: Duration = Duration::from_secs(10);
 
 /// Something about the connection the engine should report.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -351,13 +353,29 @@ impl Ssh {
     }
 
     /// Kill the remote process tree of a step with its kill line (it finds the marker word).
+    /// A stop that reached the whole control group (`systemctl stop`, KillMode=control-group)
+    /// killed the ssh master with `recover`: the kill then goes over a new connection, the
+    /// remote command must not outlive the run. Bounded: [`KILL_BUDGET`] in all.
     pub async fn kill_remote(&self, kill: &str) -> bool {
-        let session = { self.session.lock().await.clone() };
-        let Some(session) = session else { return false };
-        matches!(
-            tokio::time::timeout(Duration::from_secs(10), session.raw_command(kill).output()).await,
-            Ok(Ok(o)) if o.status.success()
-        )
+        let deadline = Instant::now() + KILL_BUDGET;
+        // Twice at most: the master may pass its check and die before the kill reaches it.
+        for _ in 0..2 {
+            let Ok(session) = self.session(deadline).await else {
+                return false;
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, session.raw_command(kill).output()).await {
+                Ok(Ok(o)) => return o.status.success(),
+                Ok(Err(e)) => {
+                    self.note(Note::Lost {
+                        error: error_chain(&e),
+                    });
+                    self.forget().await;
+                }
+                Err(_) => return false,
+            }
+        }
+        false
     }
 
     /// Close the master connection.
