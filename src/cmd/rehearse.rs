@@ -57,7 +57,7 @@ pub fn rehearse(a: &RehearseArgs) -> Result<Exit, Error> {
     }
     if let Some(path) = &a.report {
         let md = crate::rehearsal::markdown(&plan, &rec, &events);
-        std::fs::write(path, md).map_err(|source| Error::Report {
+        crate::private::write(path, md).map_err(|source| Error::Report {
             path: path.clone(),
             source,
         })?;
