@@ -1,7 +1,7 @@
 //! The journal: JSON Lines, one event a line, flushed as written. `--resume` reads it.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -24,13 +24,15 @@ impl Journal {
     /// ended first, so that the next run's first event starts a line of its own.
     pub fn open(path: &Path) -> std::io::Result<Journal> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
+            crate::private::create_dir_all(dir)?;
         }
-        let mut file = OpenOptions::new()
+        // 0600 whatever the umask: it holds what the box printed.
+        let mut file = crate::private::options()
             .create(true)
             .read(true)
             .append(true)
             .open(path)?;
+        crate::private::narrow(&file)?;
         if ends_cut_short(&mut file)? {
             file.write_all(b"\n")?;
         }

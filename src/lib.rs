@@ -15,6 +15,7 @@ pub mod lock;
 pub mod plan;
 pub mod power;
 pub mod previous_boot;
+pub mod private;
 pub mod rehearsal;
 pub mod remedy;
 pub mod report;

@@ -59,7 +59,7 @@ pub fn rehearse(a: &RehearseArgs) -> Result<Exit, Error> {
     // verdict stays the exit code (a 2 would claim nothing was run).
     if let Some(path) = &a.report {
         let md = crate::rehearsal::markdown(&plan, &rec, &events);
-        match std::fs::write(path, md) {
+        match crate::private::write(path, md) {
             Ok(()) => eprintln!("report: {}", path.display()),
             Err(source) => eprintln!(
                 "warning: {}",

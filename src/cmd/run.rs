@@ -200,6 +200,7 @@ fn resume_command(a: &RunArgs, confirm: &Confirm<()>) -> String {
 }
 
 pub fn run(a: &RunArgs) -> Result<Exit, Error> {
+    let stoppable = Stoppable::new()?;
     let opts = plan::Options {
         unattended: a.unattended,
         ..super::options(&a.resolve)
@@ -267,46 +268,93 @@ pub fn run(a: &RunArgs) -> Result<Exit, Error> {
         stop: crate::signals::StopCause::default(),
         warnings,
     };
-    let exit = execute(&plan, settings, out)?;
+    let exit = execute_on(stoppable, &plan, settings, out)?;
     // After SIGHUP the terminal may be gone: a failed write must not turn the exit into a panic.
     let _ = writeln!(std::io::stderr(), "journal: {}", journal_path.display());
     Ok(exit)
 }
 
+/// The engine's runtime, with Ctrl-C, SIGTERM and SIGHUP listened to from the moment it is
+/// made: made first thing, so that a signal while the plan loads or the lock is taken stops
+/// the run before its first step (it was the default action, dying at once with a journal
+/// that has no `run_started`).
+pub(super) struct Stoppable {
+    rt: tokio::runtime::Runtime,
+    signals: Signals,
+}
+
+impl Stoppable {
+    pub(super) fn new() -> Result<Stoppable, Error> {
+        let rt = super::runtime()?;
+        let signals = {
+            let _in = rt.enter();
+            Signals::listen().map_err(Error::Runtime)?
+        };
+        Ok(Stoppable { rt, signals })
+    }
+}
+
 /// Run the engine on a runtime, with Ctrl-C, SIGTERM and SIGHUP wired to cancellation: the
-/// first stops the run cleanly, a second one quits at once.
+/// first stops the run cleanly, a deliberate second one quits at once.
 pub(super) fn execute(plan: &Plan, settings: Settings, out: Emitter) -> Result<Exit, Error> {
-    let rt = super::runtime()?;
+    execute_on(Stoppable::new()?, plan, settings, out)
+}
+
+/// [`execute`] on a runtime listening since the command started.
+pub(super) fn execute_on(
+    on: Stoppable,
+    plan: &Plan,
+    settings: Settings,
+    out: Emitter,
+) -> Result<Exit, Error> {
+    let Stoppable { rt, signals } = on;
     rt.block_on(async move {
         let stopped = settings.stop.clone();
-        let rx = cancel_on_signals(settings.stop.clone(), "the current step")?;
+        let rx = cancel_on(signals, settings.stop.clone(), "the current step");
         let engine = engine::Engine::new(plan, settings, out, rx);
         Ok(engine.run().await.exit_after(stopped.get()))
     })
 }
 
 /// Within the runtime: the first Ctrl-C, SIGTERM or SIGHUP is recorded in `cause` and cancels
-/// (the receiver turns true), saying that it is stopping `what`; a second one quits at once.
+/// (the receiver turns true), saying that it is stopping `what`; a deliberate second one quits
+/// at once ([`crate::signals::Stop::quits_at_once`]).
 pub(super) fn cancel_on_signals(
     cause: crate::signals::StopCause,
     what: &'static str,
 ) -> Result<tokio::sync::watch::Receiver<bool>, Error> {
-    let mut signals = Signals::listen().map_err(Error::Runtime)?;
+    let signals = Signals::listen().map_err(Error::Runtime)?;
+    Ok(cancel_on(signals, cause, what))
+}
+
+fn cancel_on(
+    mut signals: Signals,
+    cause: crate::signals::StopCause,
+    what: &'static str,
+) -> tokio::sync::watch::Receiver<bool> {
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         let stop = signals.next().await;
+        let first = std::time::Instant::now();
         cause.set(stop);
         let _ = tx.send(true);
         // The terminal may be gone (SIGHUP): a failed write must not end the run.
         let _ = writeln!(
             std::io::stderr(),
-            "\n{}: stopping {what} (again to quit at once)…",
-            stop.describe()
+            "\n{}: stopping {what}{}…",
+            stop.describe(),
+            stop.again()
         );
-        let again = signals.next().await;
-        std::process::exit(again.exit().code().into());
+        // The same stop delivered twice (a terminal's hang-up from the kernel and the shell,
+        // a signal to the process and to its group) is not a second one.
+        loop {
+            let again = signals.next().await;
+            if again.quits_at_once(first.elapsed()) {
+                std::process::exit(again.exit().code().into());
+            }
+        }
     });
-    Ok(rx)
+    rx
 }
 
 /// One warning per unset variable that only status posts read, naming the channels that will

@@ -226,12 +226,16 @@ impl Incident {
     /// segment's record of it.
     pub fn steps(&self) -> Vec<&Step> {
         let mut out: Vec<&Step> = Vec::new();
+        let mut at: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
         for seg in &self.segments {
             for s in &seg.steps {
-                match out.iter().position(|o| o.number == s.number) {
+                match at.get(&s.number).copied() {
                     Some(i) if s.outcome == Some(StepOutcome::Skipped) && out[i].ran() => {}
                     Some(i) => out[i] = s,
-                    None => out.push(s),
+                    None => {
+                        at.insert(s.number, out.len());
+                        out.push(s);
+                    }
                 }
             }
         }

@@ -198,11 +198,12 @@ fn place(recs: &[Rec]) -> Vec<f64> {
     for (i, r) in recs.iter().enumerate() {
         let at = r.at.or_else(|| {
             let ts = r.ts?;
-            let (_, a, t) = anchors
-                .iter()
-                .rev()
-                .find(|(j, _, _)| *j < i)
-                .or_else(|| anchors.iter().find(|(j, _, _)| *j > i))?;
+            // The anchors are in order: the last one before `i`, else the first after it.
+            let k = anchors.partition_point(|(j, _, _)| *j < i);
+            let (_, a, t) = k
+                .checked_sub(1)
+                .and_then(|k| anchors.get(k))
+                .or_else(|| anchors.get(k))?;
             let delta = ts.signed_duration_since(*t).num_milliseconds() as f64 / 1000.0;
             Some((a + delta).max(0.0))
         });

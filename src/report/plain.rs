@@ -147,15 +147,18 @@ impl<W: Write + Send> Plain<W> {
                 boot_id,
                 reconnect,
             } => vec![format!(
-                "{} to {target} ({destination}), boot id {boot_id}",
+                "{} to {target} ({destination}), boot id {}",
                 if *reconnect {
                     "reconnected"
                 } else {
                     "connected"
-                }
+                },
+                one_line(boot_id)
             )],
             Event::BootIdChanged { target, old, new } => vec![format!(
-                "WARNING {target} rebooted: boot id was {old}, now {new}"
+                "WARNING {target} rebooted: boot id was {}, now {}",
+                one_line(old),
+                one_line(new)
             )],
             Event::ConnectionLost { target, error } => {
                 vec![format!("connection to {target} lost: {}", one_line(error))]

@@ -539,7 +539,7 @@ impl Sink for Tty {
                 };
                 let l = format!(
                     "  ● {verb} to {target} ({destination}), boot id {}",
-                    boot_id.get(..8).unwrap_or(boot_id)
+                    short_id(boot_id)
                 );
                 self.print(fit(&st().dim().apply_to(l).to_string(), self.width()));
                 self.step.set_message("");
@@ -547,8 +547,8 @@ impl Sink for Tty {
             Event::BootIdChanged { target, old, new } => {
                 let l = format!(
                     "  ! {target} REBOOTED: boot id {} → {}",
-                    old.get(..8).unwrap_or(old),
-                    new.get(..8).unwrap_or(new)
+                    short_id(old),
+                    short_id(new)
                 );
                 self.print(st().yellow().bold().apply_to(l).to_string());
             }
@@ -742,6 +742,11 @@ impl Sink for Tty {
             } => self.run_finished(*outcome, *exit_code, message, resume.as_deref()),
         }
     }
+}
+
+/// The first 8 characters of a boot id, cleaned (a journal's may be anything).
+fn short_id(id: &str) -> String {
+    one_line(id).chars().take(8).collect()
 }
 
 #[cfg(test)]

@@ -83,7 +83,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "`{t}` has no unit\nwrite {t}s, {t}m or {t}h: durations always carry a unit"
         ));
     }
-    humantime::parse_duration(t).map_err(|e| match e {
+    let d = humantime::parse_duration(t).map_err(|e| match e {
         humantime::DurationError::UnknownUnit { unit, .. } if !unit.is_empty() => {
             format!("`{t}` is not a duration: `{unit}` is not a unit\n{HOW}")
         }
@@ -91,8 +91,19 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             format!("`{t}` is too long a duration\n{HOW}")
         }
         _ => format!("`{t}` is not a duration\n{HOW}"),
-    })
+    })?;
+    if d > MAX_DURATION {
+        return Err(format!(
+            "`{t}` is too long a duration: the longest is 365d\n{HOW}"
+        ));
+    }
+    Ok(d)
 }
+
+/// The longest duration a runbook may write (a timeout, a budget, a window): a year. A
+/// deadline this far ahead still fits an `Instant` on every platform; `1000000000h` would
+/// overflow it and panic the run.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
 
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

@@ -183,6 +183,22 @@ impl Sshd {
             .status();
     }
 
+    /// Makes every later session's shell read `rc` first, as bash reads a login account's
+    /// `~/.bashrc` (`SetEnv BASH_ENV=FILE` in sshd_config; the daemon is restarted). Returns
+    /// the file: rewrite it to change what later sessions read.
+    pub fn set_shell_rc(&mut self, rc: &str) -> PathBuf {
+        let path = self.dir.path().join("shell-rc");
+        fs::write(&path, rc).expect("write the shell rc");
+        let mut cfg = fs::read_to_string(self.sshd_config()).expect("read sshd_config");
+        if !cfg.contains("SetEnv BASH_ENV=") {
+            cfg.push_str(&format!("SetEnv BASH_ENV={}\n", path.display()));
+            fs::write(self.sshd_config(), cfg).expect("write sshd_config");
+            self.stop();
+            self.start_again();
+        }
+        path
+    }
+
     /// Freezes (SIGSTOP) the daemon and its sessions: TCP still connects, but nothing answers,
     /// as with a hung host. Connections time out instead of dropping. Undo with `thaw()`.
     pub fn freeze(&self) {
