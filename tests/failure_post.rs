@@ -475,3 +475,40 @@ fn a_channel_marked_failures_gets_the_post_instead_of_the_abort_channel() {
     assert_eq!(ran.code, Some(1), "{}", ran.context());
     assert!(hook.requests().is_empty(), "{:?}", hook.requests());
 }
+
+/// `failures:` is a boolean: `check` says where it is not, and the JSON schema has it.
+#[test]
+fn check_refuses_a_failures_key_that_is_not_a_boolean_and_the_schema_has_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let rb = write_runbook(
+        dir.path(),
+        "flag",
+        "  box: { host: 127.0.0.1 }\n",
+        "notify:\n  ops: { webhook: \"https://example.com/x\", format: slack, failures: maybe }\n",
+        "      - run: \"true\"\n",
+    );
+    let ran = run_to_end(dir.path(), &["check", p(&rb)], &[], QUICK);
+    assert_eq!(ran.code, Some(2), "{}", ran.context());
+    assert!(
+        ran.stderr
+            .contains("flag.yaml:7:69: `maybe` is not true or false"),
+        "{}",
+        ran.context()
+    );
+    let fine = std::fs::read_to_string(&rb)
+        .unwrap()
+        .replace("failures: maybe", "failures: true");
+    std::fs::write(&rb, fine).unwrap();
+    let ran = run_to_end(dir.path(), &["check", p(&rb)], &[], QUICK);
+    assert_eq!(ran.code, Some(0), "{}", ran.context());
+
+    let schema = run_to_end(dir.path(), &["schema"], &[], QUICK);
+    assert_eq!(schema.code, Some(0), "{}", schema.context());
+    let v: Value = serde_json::from_str(&schema.stdout).expect("JSON");
+    assert_eq!(
+        v["$defs"]["Channel"]["properties"]["failures"]["type"],
+        serde_json::json!(["boolean", "null"]),
+        "{}",
+        schema.stdout
+    );
+}
