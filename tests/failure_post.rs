@@ -412,7 +412,13 @@ fn a_hung_failure_channel_does_not_hold_the_exit_after_sigterm() {
     let status = run.wait(Duration::from_secs(20)).expect("the run ends");
     let took = sent.elapsed();
     assert_eq!(status.code(), Some(143), "{}", run.output());
-    assert!(took < Duration::from_secs(8), "the exit took {took:?}");
+    common::say(&format!(
+        "hung failure channel: exit {:.0} ms after SIGTERM",
+        took.as_secs_f64() * 1000.0
+    ));
+    // The stop itself (the remote command killed) plus the post's 5 s bound, with room for a
+    // loaded machine; without the bound, three attempts of 10 s and their pauses: 33 s.
+    assert!(took < Duration::from_secs(10), "the exit took {took:?}");
     assert!(hook.wait_for_requests("/hung", 1, Duration::from_secs(1)));
     let journal = read_journal(&jpath);
     let notified = events(&journal, "notified");
