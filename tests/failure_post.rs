@@ -308,7 +308,8 @@ fn sigterm_mid_step_posts_once_within_seconds_and_exits_143() {
         r#"      - wait_ssh: { every: 1s, timeout: 10s }
       - name: a long step
         run: |
-          echo "loading the model"
+          printf 'loading the model %s\n' {{ env.RECOVER_TOKEN }}
+          sleep 1
           touch @DIR@/started
           sleep 60
         timeout: 2m
@@ -318,16 +319,16 @@ fn sigterm_mid_step_posts_once_within_seconds_and_exits_143() {
 "#,
     );
     let webhook = hook.url_for("/hook");
+    let env = [
+        ("RECOVER_WEBHOOK", webhook.as_str()),
+        ("RECOVER_TOKEN", TOKEN),
+    ];
     for round in 0..4u64 {
         hook.clear_requests();
         let jpath = dir.path().join(format!("j{round}.jsonl"));
-        let mut run = Background::start(
-            dir.path(),
-            &["run", p(&rb), "--journal", p(&jpath)],
-            &[("RECOVER_WEBHOOK", &webhook)],
-        );
         let marker = dir.path().join("started");
         let _ = std::fs::remove_file(&marker);
+        let mut run = Background::start(dir.path(), &["run", p(&rb), "--journal", p(&jpath)], &env);
         let midway = common::eventually(Duration::from_secs(30), || marker.exists());
         assert!(midway, "round {round}: step 2 never ran:\n{}", run.output());
         std::thread::sleep(Duration::from_millis(100 * round));
@@ -367,6 +368,11 @@ fn sigterm_mid_step_posts_once_within_seconds_and_exits_143() {
         assert_eq!(
             line(post, "Reason: "),
             "Reason: terminated by SIGTERM (systemctl stop, kill)"
+        );
+        // Its output is not kept when it is stopped: the lines seen as they came are posted.
+        assert!(
+            post.contains("\nLast output of step 2:\n> loading the model ***\n"),
+            "{post}"
         );
         assert_eq!(
             line(post, "Units: "),

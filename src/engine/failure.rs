@@ -11,6 +11,8 @@
 //! It is retried like a status post, but the run's cancellation does not stop it: after a
 //! signal it still goes out, within [`ON_SIGNAL`] in all, so the exit is never held long.
 
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -44,6 +46,31 @@ pub(crate) struct Record {
     ended: Option<Ended>,
     /// Manual steps an unattended run skipped: nobody confirmed them.
     unconfirmed: Vec<Unconfirmed>,
+    /// The latest output lines of the running command, as they arrived: what an interrupted
+    /// step said, since its output is not kept when it is stopped.
+    seen: Seen,
+}
+
+/// The step, and its latest [`OUTPUT_LINES`] progress lines (each the last line of a chunk
+/// the command wrote).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Seen(Arc<Mutex<(usize, VecDeque<String>)>>);
+
+impl Seen {
+    pub(crate) fn push(&self, line: &str) {
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if g.1.len() == OUTPUT_LINES {
+            g.1.pop_front();
+        }
+        // Whole: redaction comes later, and a cut line could keep a part of a secret.
+        g.1.push_back(line.to_owned());
+    }
+
+    /// The lines, when they are `step`'s.
+    fn of(&self, step: usize) -> Option<String> {
+        let g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        (g.0 == step && !g.1.is_empty()).then(|| g.1.iter().cloned().collect::<Vec<_>>().join("\n"))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -75,6 +102,16 @@ impl Record {
                 stderr: res.stderr.as_deref().and_then(super::truncate),
             });
         }
+    }
+
+    /// Where `step`'s command output goes as it arrives (the lines of an earlier step are
+    /// dropped).
+    pub(crate) fn seen(&self, step: usize) -> Seen {
+        let mut g = self.seen.0.lock().unwrap_or_else(|e| e.into_inner());
+        if g.0 != step {
+            *g = (step, VecDeque::new());
+        }
+        self.seen.clone()
     }
 
     /// An unattended run skipped this manual step (`unattended: skip`): nobody confirmed it.
@@ -222,7 +259,12 @@ impl Engine<'_> {
             step: step.map(|s| (s.number, s.name.clone())),
             reason: secrets.redact(&reason),
             abort,
-            stdout: secrets.redact(ended.and_then(|e| e.stdout.as_deref()).unwrap_or("")),
+            stdout: secrets.redact(
+                &ended
+                    .and_then(|e| e.stdout.clone())
+                    .or_else(|| failed_step.and_then(|n| self.failure.seen.of(n)))
+                    .unwrap_or_default(),
+            ),
             stderr: secrets.redact(ended.and_then(|e| e.stderr.as_deref()).unwrap_or("")),
             unconfirmed: self
                 .failure

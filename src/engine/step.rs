@@ -398,7 +398,11 @@ impl Engine<'_> {
         let mut cancel = self.cancel.clone();
         let out = self.out.clone();
         let number = s.number;
-        let mut progress = move |line: String| out.emit(Event::StepProgress { step: number, line });
+        let seen = self.failure.seen(number);
+        let mut progress = move |line: String| {
+            seen.push(&line);
+            out.emit(Event::StepProgress { step: number, line })
+        };
         let exec = t.exec(
             &c.wire,
             c.kill.as_deref(),
@@ -423,7 +427,11 @@ impl Engine<'_> {
         let mut cancel = self.cancel.clone();
         let out = self.out.clone();
         let number = s.number;
-        let mut progress = move |line: String| out.emit(Event::StepProgress { step: number, line });
+        let seen = self.failure.seen(number);
+        let mut progress = move |line: String| {
+            seen.push(&line);
+            out.emit(Event::StepProgress { step: number, line })
+        };
         match local::run(&c.script, s.timeout, &mut cancel, &mut progress).await {
             Ok(f) => finished_result(s, &f),
             Err(ExecError::Interrupted) => {
