@@ -105,6 +105,7 @@ fn a_failed_step_posts_once_with_its_reason_output_units_and_a_resume_command_th
         run: |
           for i in $(seq 1 30); do echo "line $i"; done
           printf '\033[31mred\033[0m and a bell \007 here\n'
+          printf '%0190d%s\n' 0 {{ env.RECOVER_TOKEN }}
           printf 'token %s rejected\n' {{ env.RECOVER_TOKEN }}
           echo "stderr says a'b\"c" >&2
           test -e @DIR@/fixed || exit 3
@@ -151,11 +152,13 @@ fn a_failed_step_posts_once_with_its_reason_output_units_and_a_resume_command_th
     );
     assert_eq!(line(post, "Reason: "), format!("Reason: {reason}"));
     // The last twelve lines of its output, cleaned and redacted, then its stderr.
+    // (A line is cut at 200 characters after the secret in it is hidden, not before: the
+    // secret straddles the cut.)
+    let long = format!("> {}***", "0".repeat(190));
     let output: Vec<&str> = post.lines().filter(|l| l.starts_with("> ")).collect();
     assert_eq!(
         output,
         [
-            "> line 21",
             "> line 22",
             "> line 23",
             "> line 24",
@@ -166,6 +169,7 @@ fn a_failed_step_posts_once_with_its_reason_output_units_and_a_resume_command_th
             "> line 29",
             "> line 30",
             "> red and a bell ? here",
+            &long,
             "> token *** rejected",
             "> (stderr:)",
             "> stderr says a'b\"c",

@@ -98,8 +98,10 @@ impl Record {
             self.ended = Some(Ended {
                 step,
                 reason: res.reason.clone(),
-                stdout: res.stdout.as_deref().and_then(super::truncate),
-                stderr: res.stderr.as_deref().and_then(super::truncate),
+                // Whole (at most the target's capture bound): redacted before it is cut, so
+                // no cut leaves part of a secret.
+                stdout: res.stdout.clone(),
+                stderr: res.stderr.clone(),
             });
         }
     }
@@ -262,7 +264,11 @@ impl Engine<'_> {
             stdout: secrets.redact(
                 &ended
                     .and_then(|e| e.stdout.clone())
-                    .or_else(|| failed_step.and_then(|n| self.failure.seen.of(n)))
+                    // A command's own lines; a gate's are its polls of `systemctl show`.
+                    .or_else(|| {
+                        step.filter(|s| matches!(s.action, Action::Run(_) | Action::Local(_)))
+                            .and_then(|s| self.failure.seen.of(s.number))
+                    })
                     .unwrap_or_default(),
             ),
             stderr: secrets.redact(ended.and_then(|e| e.stderr.as_deref()).unwrap_or("")),
