@@ -153,6 +153,7 @@ fn main() {
         unattended: false,
         started_by: None,
         first_step: 1,
+        origin_step: None,
         targets: vec![spark],
         files: Vec::new(),
     });

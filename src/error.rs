@@ -156,6 +156,19 @@ pub enum Error {
     NoStateDirForReport,
 }
 
+impl From<crate::runbook::LoadError> for Error {
+    fn from(e: crate::runbook::LoadError) -> Self {
+        match e {
+            crate::runbook::LoadError::Runbook { path, problems } => {
+                Error::Runbook { path, problems }
+            }
+            crate::runbook::LoadError::Unreadable { path, source } => {
+                Error::Unreadable { path, source }
+            }
+        }
+    }
+}
+
 impl Error {
     /// How the process ends because of this error: nothing was run, so always a usage error.
     pub fn exit_code(&self) -> Exit {

@@ -777,6 +777,7 @@ fn gate_probes_in_the_journal_are_ticks_and_the_probes_column() {
         phases: 1,
         resumed_from: None,
         first_step: 1,
+        origin_step: None,
         targets: Vec::new(),
         files: Vec::new(),
         unattended: false,

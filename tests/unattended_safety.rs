@@ -78,10 +78,9 @@ fn corrupt_journals_are_refused_with_the_line_and_a_way_on() {
         run_started("@SHA@"),
         step_lines("1", "passed", "1.0")
     );
-    refused("empty", "", &["holds no run"]);
     refused(
-        "cut inside its first line",
-        &run_started("@SHA@")[..40],
+        "a line that is no run",
+        "{\"event\":\"warning\",\"step\":null,\"message\":\"m\"}\n",
         &["holds no run"],
     );
     refused(
@@ -121,6 +120,48 @@ fn corrupt_journals_are_refused_with_the_line_and_a_way_on() {
         &format!("{}\n", run_started(&format!("a{}", "é".repeat(40)))),
         &["line 1: the runbook hash `aéé", "is not a sha256"],
     );
+}
+
+/// A journal without one whole line is a run killed between creating it and its first event
+/// (SIGKILL, or the management host losing power): nothing ran, so `--resume` starts afresh,
+/// saying so, as the operator would have to.
+#[test]
+fn an_empty_or_cut_first_line_journal_starts_afresh() {
+    for (name, text) in [
+        ("empty", String::new()),
+        (
+            "cut inside its first line",
+            run_started("@SHA@")[..40].to_owned(),
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let rb = write_runbook(
+            dir.path(),
+            "j",
+            "  lab: { host: 127.0.0.1, port: 9 }\n",
+            "",
+            "      - local: echo one >> @DIR@/trace\n      - local: echo two >> @DIR@/trace\n",
+        );
+        let journal = dir.path().join("old.jsonl");
+        fs::write(&journal, text.replace("@SHA@", &sha256_file(&rb))).unwrap();
+        let out = recover_in(dir.path())
+            .args(["run", "--yes", "--resume", "--journal"])
+            .arg(&journal)
+            .arg(&rb)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{name}: {stderr}");
+        assert!(
+            stderr.contains("Nothing to resume: starting from step 1"),
+            "{name}: {stderr}"
+        );
+        assert_eq!(
+            fs::read_to_string(dir.path().join("trace")).unwrap(),
+            "one\ntwo\n",
+            "{name}"
+        );
+    }
 }
 
 #[test]

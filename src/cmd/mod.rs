@@ -82,7 +82,7 @@ pub fn render_problem(p: &Problem) -> String {
 }
 
 fn handler() -> miette::GraphicalReportHandler {
-    let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let color = std::io::stderr().is_terminal() && !crate::report::no_color();
     let theme = if color {
         miette::GraphicalTheme::unicode()
     } else {

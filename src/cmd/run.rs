@@ -63,7 +63,18 @@ impl<'a> Start<'a> {
                     }
                     (None, None) => return Err(Error::NoStateDir),
                 };
-                let Some(u) = journal::unfinished(&path)? else {
+                let u = match journal::unfinished(&path) {
+                    // Nothing ran: what an operator would do is start afresh, so do that.
+                    Err(journal::JournalError::NeverStarted { path }) => {
+                        eprintln!(
+                            "journal {}: empty, its run was stopped before its first step. Nothing to resume: starting from step 1.",
+                            path.display()
+                        );
+                        return Ok((1, None));
+                    }
+                    other => other?,
+                };
+                let Some(u) = u else {
                     return Err(Error::AlreadyFinished {
                         runbook: plan.name.clone(),
                         journal: path,
@@ -78,6 +89,12 @@ impl<'a> Start<'a> {
                         now: short(&plan.sha256),
                     });
                 }
+                if u.torn {
+                    eprintln!(
+                        "journal {}: its last line was cut short (a crash or kill mid-write): ignored; everything before it stands.",
+                        path.display()
+                    );
+                }
                 eprintln!(
                     "Resuming run {} from step {}{} (journal {}).",
                     u.run_id,
@@ -90,6 +107,7 @@ impl<'a> Start<'a> {
                     path.display()
                 );
                 let resume = Resume {
+                    origin_step: u.origin_step,
                     elapsed: u.elapsed(),
                     run_id: u.run_id,
                     boot_ids: u.boot_ids,

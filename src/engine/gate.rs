@@ -236,12 +236,14 @@ impl Engine<'_> {
                 // for the command's whole timeout: waiting out a gate of minutes would only
                 // hide that. End the step now; the run says how to resume.
                 Err(ExecError::Connect { target, reason }) => {
-                    return StepResult::with(
+                    let mut res = StepResult::with(
                         StepOutcome::Failed,
                         format!(
-                            "lost the connection to {target} while waiting for {unit}, and reconnecting failed ({reason}): the target may have lost power or rebooted. Once SSH answers, resume from this step"
+                            "lost the connection to {target} while waiting for {unit}, and reconnecting failed ({reason}): the target may have lost power or rebooted. Once SSH answers, resume"
                         ),
                     );
+                    res.connection_lost = true;
+                    return res;
                 }
                 // A lost master (or a failed spawn) is retried: the next command reconnects.
                 Err(e) => {
@@ -249,6 +251,16 @@ impl Engine<'_> {
                     UnitState::default()
                 }
             };
+            // The box rebooted under the gate: what it waits for is on a boot the run no
+            // longer stands on. End the step now; the run starts again (see `Engine::run`).
+            if self.reboot_pending() {
+                let mut res = StepResult::with(
+                    StepOutcome::Failed,
+                    format!("the target rebooted while waiting for {unit}"),
+                );
+                res.connection_lost = true;
+                return res;
+            }
             if let Some(why) = state.fatal() {
                 return self.unit_failed(s, unit, journal, &state, &why).await;
             }

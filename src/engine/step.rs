@@ -73,6 +73,9 @@ impl Engine<'_> {
         } else if res.outcome == StepOutcome::Failed {
             match s.on_fail {
                 OnFail::Stop => {}
+                // A box that went away did not fail the check: the run says how to go on
+                // (and starts again by itself when it sees the box rebooted).
+                OnFail::Abort if res.connection_lost || self.reboot_pending() => {}
                 OnFail::Abort => res.outcome = StepOutcome::Aborted,
                 OnFail::Continue => res.outcome = StepOutcome::FailedContinued,
             }
@@ -330,7 +333,7 @@ impl Engine<'_> {
             if n > 1 {
                 res.waited = Some(before.as_secs_f64());
             }
-            if res.outcome != StepOutcome::Failed || self.cancelled() {
+            if res.outcome != StepOutcome::Failed || self.cancelled() || self.reboot_pending() {
                 return res;
             }
             let Some(r) = s.retry else { return res };
@@ -365,6 +368,11 @@ impl Engine<'_> {
             Ok(f) => finished_result(s, &f),
             Err(ExecError::Interrupted) => {
                 StepResult::with(StepOutcome::Interrupted, "interrupted")
+            }
+            Err(e @ (ExecError::Connect { .. } | ExecError::Lost { .. })) => {
+                let mut res = StepResult::with(StepOutcome::Failed, e.to_string());
+                res.connection_lost = true;
+                res
             }
             Err(e) => StepResult::with(StepOutcome::Failed, e.to_string()),
         };

@@ -439,6 +439,33 @@ fn apply(run: &mut Run, e: &Event, at: f64) {
             s.reason = reason.clone();
             s.waited = waited.filter(|w| w.is_finite() && *w >= 0.0);
         }
+        Event::Rewound {
+            reason, from_step, ..
+        } => mark(
+            run,
+            Some(*from_step),
+            MarkKind::Warning {
+                message: format!("starting again: {reason}"),
+            },
+        ),
+        Event::Verified { ok: true, .. } => {}
+        Event::Verified {
+            ok: false, units, ..
+        } => mark(
+            run,
+            None,
+            MarkKind::Warning {
+                message: format!(
+                    "end check failed: {}",
+                    units
+                        .iter()
+                        .filter(|u| !u.healthy)
+                        .map(|u| format!("{} {}", u.unit, u.state))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+            },
+        ),
         Event::Warning { step, message } => mark(
             run,
             *step,

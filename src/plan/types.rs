@@ -171,6 +171,10 @@ pub struct Step {
     /// `when: unclean_shutdown`: the number of the earlier `previous_boot` step whose verdict
     /// decides; the step is skipped (and says so) only when that step found a clean shutdown.
     pub when_unclean: Option<usize>,
+    /// `survives_reboot: true` (manual and local steps only): when the box rebooted under the
+    /// run, the run starts again from its beginning but does not repeat this step if it was
+    /// done before.
+    pub survives_reboot: bool,
     /// What `rehearse` does with it.
     pub rehearse: Rehearse,
     /// Rehearsal's `sudo -n -l` of every command the step runs with sudo (it runs nothing):

@@ -24,7 +24,7 @@ pub use fmt::{clock, duration, span, window};
 pub use json::{Json, record, record_at};
 pub use plain::Plain;
 pub use summary::Summary;
-pub use tty::Tty;
+pub use tty::{Tty, no_color};
 
 use crate::engine::event::{Event, Fanout, Sink};
 

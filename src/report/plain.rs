@@ -95,6 +95,7 @@ impl<W: Write + Send> Plain<W> {
                 unattended,
                 started_by,
                 first_step,
+                origin_step: _,
                 targets,
                 files,
             } => {
@@ -300,6 +301,30 @@ impl<W: Write + Send> Plain<W> {
             } => vec![format!(
                 "REMEDY (step {step}): {unit} active again with main pid {new_pid} after {after:.1}s"
             )],
+            Event::Rewound { reason, .. } => vec![format!("STARTING AGAIN: {}", one_line(reason))],
+            Event::Verified { ok, units, .. } => {
+                let mut v = vec![if *ok {
+                    format!(
+                        "end check: all {} units the runbook starts are active and healthy",
+                        units.len()
+                    )
+                } else {
+                    "END CHECK FAILED: not every unit the runbook starts is healthy".to_owned()
+                }];
+                v.extend(units.iter().filter(|u| !u.healthy).map(|u| {
+                    format!(
+                        "  | {} (step {}): {}{}",
+                        clean(&u.unit),
+                        u.step,
+                        one_line(&u.state),
+                        u.probe
+                            .as_deref()
+                            .map(|p| format!(", probe: {}", one_line(p)))
+                            .unwrap_or_default()
+                    )
+                }));
+                v
+            }
             Event::Warning { step, message } => {
                 let on = step.map(|s| format!(" (step {s})")).unwrap_or_default();
                 let text = clean(message);

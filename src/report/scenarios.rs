@@ -238,6 +238,7 @@ impl Script {
             unattended: false,
             started_by: None,
             first_step,
+            origin_step: from.map(|_| 1),
             targets: vec![TargetInfo {
                 name: "spark".into(),
                 destination: "ops@spark.local".into(),

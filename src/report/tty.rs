@@ -106,8 +106,9 @@ fn st() -> Style {
     Style::new().for_stderr()
 }
 
-/// `true` when `NO_COLOR` is set to something: https://no-color.org
-fn no_color() -> bool {
+/// `true` when `NO_COLOR` is set to something (https://no-color.org: set but empty does not
+/// count). The one reading of it: the live view and the diagnostics agree.
+pub fn no_color() -> bool {
     std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
 }
 
@@ -664,6 +665,39 @@ impl Sink for Tty {
                     "⚕ remedy (step {step}): {unit} active again, main pid {new_pid}, after {after:.1}s"
                 );
                 self.print(format!("  {}", st().magenta().apply_to(text)));
+            }
+            Event::Rewound { reason, .. } => {
+                let text = format!("↺ STARTING AGAIN: {}", clean(reason).trim());
+                for l in wrap(&text, self.width().saturating_sub(2)) {
+                    self.print(format!("  {}", st().yellow().bold().apply_to(l)));
+                }
+            }
+            Event::Verified { ok, units, .. } => {
+                if *ok {
+                    let l = format!(
+                        "  ✓ end check: all {} units active and healthy",
+                        units.len()
+                    );
+                    self.print(st().green().apply_to(l).to_string());
+                } else {
+                    let l = "  ✗ END CHECK FAILED: not every unit is healthy";
+                    self.print(st().red().bold().apply_to(l).to_string());
+                    for u in units.iter().filter(|u| !u.healthy) {
+                        let text = format!(
+                            "{} (step {}): {}{}",
+                            clean(&u.unit),
+                            u.step,
+                            one_line(&u.state),
+                            u.probe
+                                .as_deref()
+                                .map(|p| format!(", probe: {}", one_line(p)))
+                                .unwrap_or_default()
+                        );
+                        for l in wrap(&text, self.width().saturating_sub(6)) {
+                            self.print(format!("      {}", st().red().apply_to(l)));
+                        }
+                    }
+                }
             }
             Event::Warning { step, message } => {
                 let on = step.map(|s| format!(" (step {s})")).unwrap_or_default();

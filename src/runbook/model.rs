@@ -517,8 +517,8 @@ pub struct Health {
     pub timeout: Option<Spanned<HumanDuration>>,
     pub successes: Option<u32>,
     /// What to do when the unit is active but its probe keeps failing (a hang).
-    #[schemars(with = "Option<crate::remedy::Spec>")]
-    pub remedy: Option<Spanned<crate::remedy::Spec>>,
+    #[schemars(with = "Option<super::remedy::Spec>")]
+    pub remedy: Option<Spanned<super::remedy::Spec>>,
 }
 
 /// What a `previous_boot:` step does when the box was cut off rather than shut down.
@@ -629,6 +629,12 @@ pub struct Step {
     /// manual step without it cannot run unattended.
     #[schemars(with = "Option<Unattended>")]
     pub unattended: Option<Spanned<Unattended>>,
+    /// `manual` and `local` steps: what they did holds when the box reboots (a step of the
+    /// management host, say). A run that finds the box rebooted under it starts again from
+    /// the beginning and skips such a step when it was done before; every other step is tied
+    /// to the box's boot and runs again.
+    #[schemars(with = "Option<bool>")]
+    pub survives_reboot: Option<Spanned<bool>>,
 }
 
 impl Step {
