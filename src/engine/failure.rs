@@ -46,6 +46,9 @@ pub(crate) struct Record {
     ended: Option<Ended>,
     /// Manual steps an unattended run skipped: nobody confirmed them.
     unconfirmed: Vec<Unconfirmed>,
+    /// The highest step this run ran (whatever came of it): the units of later `start`
+    /// steps were not started.
+    reached: usize,
     /// The latest output lines of the running command, as they arrived: what an interrupted
     /// step said, since its output is not kept when it is stopped.
     seen: Seen,
@@ -91,6 +94,7 @@ struct Unconfirmed {
 impl Record {
     /// A step ended: kept when it ended the run's way (failed, aborted, interrupted).
     pub(crate) fn step_ended(&mut self, step: usize, res: &StepResult) {
+        self.reached = self.reached.max(step);
         if matches!(
             res.outcome,
             StepOutcome::Failed | StepOutcome::Aborted | StepOutcome::Interrupted
@@ -147,6 +151,10 @@ pub struct Facts {
     pub target: String,
     /// `(number, name)` of the step the run stopped at; `None` for an end after the steps.
     pub step: Option<(usize, String)>,
+    /// Whether that step itself ended the run (failed, aborted, was stopped), rather than the
+    /// run ending there (the end check found its unit unhealthy, the box rebooted too often,
+    /// a signal between two steps).
+    pub stopped: bool,
     pub reason: String,
     /// For an abort: the step's `abort_message` and the procedure's first paragraph.
     pub abort: Option<(Option<String>, String)>,
@@ -259,6 +267,7 @@ impl Engine<'_> {
             title: plan.title.clone(),
             target,
             step: step.map(|s| (s.number, s.name.clone())),
+            stopped: ended.is_some(),
             reason: secrets.redact(&reason),
             abort,
             stdout: secrets.redact(
@@ -278,7 +287,7 @@ impl Engine<'_> {
                 .iter()
                 .map(|u| (u.step, u.name.clone(), secrets.redact(&u.text)))
                 .collect(),
-            units: self.units_now(failed_step, step, units_within).await,
+            units: self.units_now(step, units_within).await,
             elapsed: Duration::from_secs(self.elapsed().as_secs()),
             budget: plan.budget,
             started: self
@@ -288,16 +297,21 @@ impl Engine<'_> {
         }
     }
 
-    /// Each unit of a `start` step up to the one the run stopped at (all of them when it did
-    /// not stop at a step), as the box reports it now, asked within `within`; the units after
-    /// it are "not reached".
+    /// Each unit of a `start` step up to the furthest step the run ran, as the box reports it
+    /// now, asked within `within`; the units after it are "not started".
     async fn units_now(
         &self,
-        failed_step: Option<usize>,
         stopped_at: Option<&Step>,
         within: Duration,
     ) -> Vec<(String, UnitNow)> {
-        let upto = failed_step.unwrap_or(usize::MAX);
+        // Earlier runs (`--resume`, `--from`) did the steps before this run's first.
+        let reached = self
+            .failure
+            .reached
+            .max(self.settings.first_step.saturating_sub(1));
+        // Every unit up to the furthest step this run ran (after a reboot under the run, the
+        // ones started on the old boot too): the box says which are active.
+        let upto = reached;
         let deadline = Instant::now() + within;
         // The box did not answer SSH at all: asking it again would only spend the time.
         let unreachable = stopped_at.is_some_and(|s| {
@@ -568,10 +582,15 @@ pub fn compose(f: &Facts, output_lines: usize) -> String {
                 .collect::<Vec<_>>()
                 .join(", ")
         )),
-        (Some((n, name)), word) => out.push(format!(
+        (Some((n, name)), word) if f.stopped => out.push(format!(
             "{word}: {title} stopped at step {n} ({}) {took}, on {}.",
             bounded(name, 120),
             f.target
+        )),
+        (Some((n, name)), word) => out.push(format!(
+            "{word}: {title} ended {took}, on {}, at step {n} ({}).",
+            f.target,
+            bounded(name, 120)
         )),
         (None, word) => out.push(format!("{word}: {title} ended {took}, on {}.", f.target)),
     }
@@ -595,6 +614,7 @@ pub fn compose(f: &Facts, output_lines: usize) -> String {
     }
     if let Some((n, _)) = &f.step
         && f.word != "NOT CONFIRMED"
+        && (f.stopped || !f.stdout.trim().is_empty())
     {
         let mut lines = last_lines(&f.stdout, output_lines);
         let err = last_lines(&f.stderr, output_lines.div_ceil(2));
@@ -682,6 +702,7 @@ mod tests {
             title: "Power failure recovery".into(),
             target: "spark (ops@spark.local)".into(),
             step: Some((12, "start dispatcher.service".into())),
+            stopped: true,
             reason: "dispatcher.service: the unit failed (state failed, result start-limit-hit)"
                 .into(),
             abort: None,
