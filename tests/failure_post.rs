@@ -9,6 +9,7 @@
 
 mod common;
 
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -526,5 +527,109 @@ fn check_refuses_a_failures_key_that_is_not_a_boolean_and_the_schema_has_it() {
         serde_json::json!(["boolean", "null"]),
         "{}",
         schema.stdout
+    );
+}
+
+/// A `systemctl` stand-in on the target's PATH, as `tests/reboot.rs` has it (real systemd is
+/// the lab's): `start` marks
+/// the unit active in `@DIR@/units/UNIT`, `show` reports what the file says. The test stops
+/// a unit behind the run's back by removing its file.
+fn systemctl_standin(sshd: &mut Sshd, dir: &Path) {
+    let bin = dir.join("bin");
+    fs::create_dir_all(bin.join("../units")).unwrap();
+    let script = format!(
+        r#"#!/bin/sh
+units={units}
+verb=$1
+for unit in "$@"; do :; done
+case "$verb" in
+  start) echo active > "$units/$unit" ;;
+  show)
+    if [ -e "$units/$unit" ]; then st=$(cat "$units/$unit"); else st=inactive; fi
+    sub=dead; [ "$st" = active ] && sub=running
+    printf 'LoadState=loaded\nActiveState=%s\nSubState=%s\nResult=success\nMainPID=4242\nNRestarts=0\n' "$st" "$sub" ;;
+  is-active) [ "$(cat "$units/$unit" 2>/dev/null)" = active ] ;;
+  *) exit 0 ;;
+esac
+"#,
+        units = dir.join("units").display()
+    );
+    let path = bin.join("systemctl");
+    fs::write(&path, script).unwrap();
+    let mut perm = fs::metadata(&path).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+    fs::set_permissions(&path, perm).unwrap();
+    let mut cfg = fs::read_to_string(sshd.sshd_config()).unwrap();
+    cfg.push_str(&format!(
+        "SetEnv PATH={}:/usr/local/bin:/usr/bin:/bin\n",
+        bin.display()
+    ));
+    fs::write(sshd.sshd_config(), cfg).unwrap();
+    sshd.stop();
+    sshd.start_again();
+}
+
+/// The lead's end check (every started unit healthy before "we are back") fails the run after
+/// its steps: the failure post says where to continue and which units are active, as the
+/// stand-in reports them, and no "we are back" goes out.
+#[test]
+fn an_end_check_that_finds_a_unit_down_posts_once_with_the_units_as_the_box_says() {
+    let Some((mut sshd, hook, dir)) = peers() else {
+        return;
+    };
+    systemctl_standin(&mut sshd, dir.path());
+    let api = HttpServer::start();
+    api.respond("GET", "/health", 200, "ok");
+    let head = format!("vars:\n  api: {}\n{HEAD}", api.url());
+    let rb = write_runbook(
+        dir.path(),
+        "endcheck",
+        &sshd.runbook_target_yaml("spark"),
+        &head,
+        r#"      - start: vpn.service
+      - start: api.service
+        health:
+          http: { url: "{{ vars.api }}/health", expect: { status: 200 } }
+          every: 1s
+          timeout: 10s
+      - name: something stops the vpn behind the run's back
+        run: "rm -f @DIR@/units/vpn.service"
+      - notify: ops
+        message: "We are back. All units healthy."
+"#,
+    );
+    let jpath = dir.path().join("j.jsonl");
+    let webhook = hook.url_for("/hook");
+    let ran = run_to_end(
+        dir.path(),
+        &["run", p(&rb), "--journal", p(&jpath)],
+        &[("RECOVER_WEBHOOK", &webhook)],
+        QUICK,
+    );
+    assert_eq!(ran.code, Some(1), "{}", ran.context());
+    let journal = read_journal(&jpath);
+    posted_once_before_the_end(&journal);
+    let end = last_event(&journal);
+    assert_eq!(end["failed_step"], 1, "{}", dump(&journal));
+    let posts = posts(&hook, "/hook");
+    assert_eq!(posts.len(), 1, "{posts:?}");
+    let post = &posts[0];
+    assert!(
+        post.starts_with("FAILED: Engine test endcheck ended after ")
+            && line(post, "FAILED: ").ends_with(", at step 1 (start vpn.service)."),
+        "{post}"
+    );
+    assert_eq!(
+        line(post, "Reason: "),
+        format!("Reason: {}", end["message"].as_str().unwrap())
+    );
+    assert!(!post.contains("Last output"), "{post}");
+    assert_eq!(
+        line(post, "Units: "),
+        "Units: active: api.service; NOT active: vpn.service (inactive)"
+    );
+    assert_eq!(
+        command_after(post, "Fix the cause, then continue from this step: "),
+        end["resume"].as_str().unwrap()
     );
 }
