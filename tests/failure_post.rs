@@ -633,3 +633,40 @@ fn an_end_check_that_finds_a_unit_down_posts_once_with_the_units_as_the_box_says
         end["resume"].as_str().unwrap()
     );
 }
+
+/// An overlay can mark the base's channel `failures: true`: a base without an abort channel
+/// then posts its failures there.
+#[test]
+fn an_overlay_marks_the_bases_channel_for_failures() {
+    let Some((sshd, hook, dir)) = peers() else {
+        return;
+    };
+    let base = write_runbook(
+        dir.path(),
+        "base",
+        &sshd.runbook_target_yaml("lab"),
+        "notify:\n  ops: { webhook: \"{{ env.RECOVER_WEBHOOK }}\", format: slack }\n",
+        "      - name: fails\n        run: echo broken; exit 1\n",
+    );
+    let overlay = dir.path().join("site.yaml");
+    fs::write(
+        &overlay,
+        "extends: base.yaml\nnotify:\n  ops: { failures: true }\n",
+    )
+    .unwrap();
+    let webhook = hook.url_for("/hook");
+    let env = [("RECOVER_WEBHOOK", webhook.as_str())];
+    let ran = run_to_end(dir.path(), &["run", p(&base)], &env, QUICK);
+    assert_eq!(ran.code, Some(1), "{}", ran.context());
+    assert!(hook.requests().is_empty(), "{:?}", hook.requests());
+    let ran = run_to_end(dir.path(), &["run", p(&overlay)], &env, QUICK);
+    assert_eq!(ran.code, Some(1), "{}", ran.context());
+    let posts = posts(&hook, "/hook");
+    assert_eq!(posts.len(), 1, "{posts:?}");
+    assert!(
+        posts[0].starts_with("FAILED: Engine test base stopped at step 1 (fails)")
+            && posts[0].contains("\n> broken\n"),
+        "{}",
+        posts[0]
+    );
+}
