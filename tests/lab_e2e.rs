@@ -962,6 +962,7 @@ fn unit_faults(lab: &Lab, sc: &Scenario) {
             labctl(&["stack", "stop"], Duration::from_secs(120));
         }
         labctl(&["fault", fault], Duration::from_secs(60));
+        sc.hook.clear_requests();
         let jpath = sc.journal(fault);
         let ran = sc.recover(
             &["run", p(&path), "--yes", "--journal", p(&jpath)],
@@ -1025,6 +1026,56 @@ fn unit_faults(lab: &Lab, sc: &Scenario) {
                 );
             }
         }
+
+        // Issue 23: one failure post to the abort channel, naming the step, the reason, the
+        // unit's journal lines, the unit's state as the VM reports it, and the resume command.
+        let posts = sc.posts();
+        assert_eq!(posts.len(), 1, "{fault}: {posts:?}");
+        let post = &posts[0];
+        fs::write(sc.dir.join(format!("{fault}-post.txt")), post).expect("keep the post");
+        if fault == "start-limit" {
+            say(&format!(
+                "lab e2e:   the start-limit failure post, verbatim:\n{post}"
+            ));
+        }
+        let step = end["failed_step"].as_u64().unwrap();
+        assert!(
+            post.starts_with(&format!(
+                "FAILED: lab e2e: lab-e2e-unit-fault stopped at step {step} (start dispatcher.service) after "
+            )),
+            "{fault}: {post}"
+        );
+        let reason_line = format!("Reason: {}", reason.lines().collect::<Vec<_>>().join(" "));
+        assert!(post.lines().any(|l| l == reason_line), "{fault}: {post}");
+        let quoted: Vec<&str> = post.lines().filter_map(|l| l.strip_prefix("> ")).collect();
+        assert!(
+            !quoted.is_empty() && quoted.iter().all(|l| out.contains(l.trim_end_matches('…'))),
+            "{fault}: the quoted lines are the step's output: {post}"
+        );
+        assert!(
+            quoted.iter().any(|l| l.contains(log_line)),
+            "{fault}: {post}"
+        );
+        let result = if fault == "start-limit" {
+            "start-limit-hit"
+        } else {
+            "exit-code"
+        };
+        assert!(
+            post.lines()
+                .any(|l| l == format!("Units: NOT active: dispatcher.service (failed, {result})")),
+            "{fault}: {post}"
+        );
+        let resume = end["resume"].as_str().expect("a resume command");
+        assert!(
+            post.lines()
+                .any(|l| l == format!("Fix the cause, then continue from this step: {resume}")),
+            "{fault}: {post}"
+        );
+        assert!(
+            post.ends_with("\n(attended run, started by hand)"),
+            "{fault}: {post}"
+        );
     }
 }
 

@@ -5,6 +5,7 @@ pub mod audit;
 mod boot;
 mod drill;
 pub mod event;
+pub mod failure;
 pub mod gate;
 mod http;
 mod power;
@@ -199,6 +200,8 @@ pub struct Engine<'a> {
     pub(crate) rehearsal_problems: usize,
     /// What this run's last `previous_boot` step said: `when: unclean_shutdown` reads it.
     pub(crate) previous_boot: Option<crate::previous_boot::State>,
+    /// What the failure post at the end of the run will say (see [`failure`]).
+    pub(crate) failure: failure::Record,
     /// A reboot of a target noticed since the run last looked (its boot id changed).
     reboot: Mutex<Option<BootChange>>,
 }
@@ -279,6 +282,7 @@ impl<'a> Engine<'a> {
             clock: Instant::now(),
             rehearsal_problems: 0,
             previous_boot: None,
+            failure: failure::Record::default(),
             reboot: Mutex::new(None),
         }
     }
@@ -541,6 +545,7 @@ impl<'a> Engine<'a> {
         }
         let resume = matches!(outcome, RunOutcome::Failed | RunOutcome::Interrupted)
             .then(|| self.settings.resume_command.clone());
+        self.post_failure(outcome, failed_step, &message).await;
         self.out.emit(Event::RunFinished {
             outcome,
             exit_code: i32::from(outcome.exit_after(stop).code()),
@@ -819,36 +824,15 @@ impl<'a> Engine<'a> {
         task.abort_handle()
     }
 
-    /// The abort handler: show the procedure, notify its channel.
+    /// The abort handler: show the procedure (the abort channel is told by the failure post
+    /// at the end of the run).
     async fn abort(&self, s: &crate::plan::Step, reason: &str) {
-        let plan = self.plan;
         self.out.emit(Event::AbortProcedure {
             step: s.number,
             reason: reason.to_owned(),
             step_message: s.abort_message.clone(),
-            message: plan.abort.message.clone(),
+            message: self.plan.abort.message.clone(),
         });
-        if let Some(ch) = &plan.abort.channel {
-            let mut text = format!(
-                "ABORT: {} stopped at step {} ({}) after {}: {}",
-                plan.title,
-                s.number,
-                s.name,
-                crate::plan::fmt_duration(Duration::from_secs(self.elapsed().as_secs())),
-                first_line(reason)
-            );
-            if let Some(m) = &s.abort_message {
-                text.push('\n');
-                text.push_str(m.trim());
-            }
-            let elapsed = crate::plan::fmt_duration(Duration::from_secs(self.elapsed().as_secs()));
-            text.push_str("\nThe abort procedure is being followed:\n");
-            text.push_str(&first_paragraph(
-                &plan.abort.message.replace("{{ run.elapsed }}", &elapsed),
-            ));
-            self.notify(ch, &text, crate::plan::DEFAULT_NOTIFY_TIMEOUT)
-                .await;
-        }
     }
 }
 

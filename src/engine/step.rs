@@ -93,6 +93,7 @@ impl Engine<'_> {
             stderr: res.stderr.as_deref().and_then(truncate),
             waited: res.waited,
         });
+        self.failure.step_ended(s.number, &res);
         res
     }
 
@@ -283,8 +284,9 @@ impl Engine<'_> {
         }
     }
 
-    /// An unattended run at a manual step: nobody is asked. `skip` goes on, the journal and
-    /// the abort channel saying that nobody confirmed the step; `abort` stops the run here.
+    /// An unattended run at a manual step: nobody is asked. `skip` goes on, the journal saying
+    /// that nobody confirmed the step, and the failure post at the end of the run; `abort`
+    /// stops the run here.
     async fn nobody_to_confirm(
         &mut self,
         s: &Step,
@@ -303,17 +305,7 @@ impl Engine<'_> {
                         super::first_line(text)
                     ),
                 });
-                if let Some(ch) = self.plan.abort.channel.clone() {
-                    let post = format!(
-                        "{}: step {} ({}) was NOT confirmed by anyone: unattended run, `unattended: skip`; the recovery goes on. Check by hand: {}",
-                        self.plan.title,
-                        s.number,
-                        s.name,
-                        text.trim_end()
-                    );
-                    self.notify(&ch, &post, crate::plan::DEFAULT_NOTIFY_TIMEOUT)
-                        .await;
-                }
+                self.failure.unconfirmed(s, text);
                 StepResult::with(StepOutcome::Skipped, reason)
             }
             Some(Unattended::Abort) => StepResult::with(
@@ -414,7 +406,11 @@ impl Engine<'_> {
         let mut cancel = self.cancel.clone();
         let out = self.out.clone();
         let number = s.number;
-        let mut progress = move |line: String| out.emit(Event::StepProgress { step: number, line });
+        let seen = self.failure.seen(number);
+        let mut progress = move |line: String| {
+            seen.push(&line);
+            out.emit(Event::StepProgress { step: number, line })
+        };
         let exec = t.exec(
             &c.wire,
             c.kill.as_deref(),
@@ -439,7 +435,11 @@ impl Engine<'_> {
         let mut cancel = self.cancel.clone();
         let out = self.out.clone();
         let number = s.number;
-        let mut progress = move |line: String| out.emit(Event::StepProgress { step: number, line });
+        let seen = self.failure.seen(number);
+        let mut progress = move |line: String| {
+            seen.push(&line);
+            out.emit(Event::StepProgress { step: number, line })
+        };
         match local::run(&c.script, s.timeout, &mut cancel, &mut progress).await {
             Ok(f) => finished_result(s, &f),
             Err(ExecError::Interrupted) => {

@@ -86,6 +86,24 @@ pub fn lint(loaded: &Loaded, plan: &Plan) -> Vec<Problem> {
         }
     }
 
+    // A run that fails, aborts or is stopped is posted to the failure channels: with channels
+    // but none of them for failures, nobody would be told.
+    if let Some((name, _)) = loaded.runbook.notify.iter().next()
+        && crate::engine::failure::failure_channels(plan).is_empty()
+    {
+        out.push(
+            Problem::warning(
+                loaded.source_of(&Field::Webhook(name.value.clone())),
+                Pos::of(&name.referenced),
+                "no channel gets the failure post: a run that fails, aborts or is stopped tells nobody",
+            )
+            .help(format!(
+                "name a channel in `abort: {{ notify: {} }}`, or mark one `failures: true`",
+                name.value
+            )),
+        );
+    }
+
     // Gaps in the timeline: time nobody planned for.
     let mut prev_end = std::time::Duration::ZERO;
     for (i, (ph, raw)) in plan

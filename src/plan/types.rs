@@ -147,6 +147,8 @@ pub struct ChannelSpec {
     pub name: String,
     pub url: String,
     pub format: Format,
+    /// `failures: true`: the failure post goes here (instead of the abort channel).
+    pub failures: bool,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -375,6 +375,9 @@ pub struct Channel {
     #[schemars(with = "String")]
     pub webhook: Spanned<String>,
     pub format: Option<Format>,
+    /// `failures: true`: this channel gets the failure post (a run that failed, aborted, was
+    /// interrupted, or skipped a manual step unattended) instead of the abort channel.
+    pub failures: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
