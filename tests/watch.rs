@@ -661,3 +661,241 @@ fn a_nudge_makes_the_watch_look_at_once_and_mains_must_be_stable_first() {
         ran.context()
     );
 }
+
+/// The shipped hook.
+fn hook_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/recover-upsmon-hook")
+}
+
+fn chmod(path: &Path, mode: u32) {
+    fs::set_permissions(
+        path,
+        <fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(mode),
+    )
+    .unwrap();
+}
+
+/// The hook run as upsmon runs it, bounded, with `conf`.
+fn run_hook(conf: &Path, notifytype: &str, message: &str, cwd: &Path) -> std::process::Output {
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg(hook_path())
+        .arg(message)
+        .current_dir(cwd)
+        .env("RECOVER_UNATTENDED_CONF", conf)
+        .env("NOTIFYTYPE", notifytype)
+        .env("UPSNAME", "spark-ups@localhost");
+    common::run_bounded(cmd, Duration::from_secs(30))
+}
+
+#[test]
+fn the_hook_reads_its_config_as_data_and_refuses_one_others_can_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A recording stand-in for recover: its arguments and one variable, one a line.
+    let bin = d.join("record");
+    fs::write(
+        &bin,
+        format!(
+            "#!/bin/sh\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done >{args}\nprintf '%s' \"$SECRET\" >{secret}\n",
+            args = d.join("args").display(),
+            secret = d.join("secret").display()
+        ),
+    )
+    .unwrap();
+    chmod(&bin, 0o755);
+    for f in ["a", "b"] {
+        fs::write(d.join(f), "").unwrap();
+    }
+    let secret = "a'b\"c$d\\e";
+    let conf = d.join("hook.conf");
+    let text = format!(
+        "# comment\n\
+         RECOVER_START=\"nudge\"\n\
+         \x20 RECOVER_RUNBOOK=\"/srv/run books/rb.yaml\"\n\
+         RECOVER_ARGS=\"--var x=* --overlay $(touch {d}/pwned)\"\n\
+         RECOVER_BIN=\"{bin}\"\n\
+         SECRET=\"{secret}\"\n\
+         EVIL=`touch {d}/pwned2`\n\
+         not a line\n",
+        d = d.display(),
+        bin = bin.display(),
+    );
+    fs::write(&conf, &text).unwrap();
+    chmod(&conf, 0o644);
+    let out = run_hook(&conf, "ONLINE", "UPS on line power", d);
+    assert!(out.status.success(), "{}", common::text(&out.stderr));
+    let args = fs::read_to_string(d.join("args")).unwrap();
+    assert_eq!(
+        args,
+        format!(
+            "watch\n--nudge\n--var\nx=*\n--overlay\n$(touch\n{}/pwned)\n/srv/run books/rb.yaml\n",
+            d.display()
+        ),
+        "split on blanks, never globbed, never run"
+    );
+    assert_eq!(fs::read_to_string(d.join("secret")).unwrap(), secret);
+    assert!(!d.join("pwned").exists() && !d.join("pwned2").exists());
+    assert!(
+        common::text(&out.stderr).contains("ignored a line that is not KEY=VALUE"),
+        "{}",
+        common::text(&out.stderr)
+    );
+
+    // Writable by group or others, or not root's: nothing is done.
+    fs::remove_file(d.join("args")).unwrap();
+    for mode in [0o664, 0o646, 0o666] {
+        chmod(&conf, mode);
+        let out = run_hook(&conf, "ONLINE", "x", d);
+        assert_eq!(out.status.code(), Some(1), "{mode:o}");
+        assert!(
+            common::text(&out.stderr).contains("must be owned by root and not writable"),
+            "{mode:o}: {}",
+            common::text(&out.stderr)
+        );
+        assert!(!d.join("args").exists(), "{mode:o}");
+    }
+    chmod(&conf, 0o644);
+    if std::process::Command::new("chown")
+        .arg("nobody")
+        .arg(&conf)
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        let out = run_hook(&conf, "ONLINE", "x", d);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(!d.join("args").exists());
+    }
+}
+
+#[test]
+fn the_hooks_started_by_is_cut_at_200_characters_never_inside_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let bin = d.join("record");
+    fs::write(
+        &bin,
+        format!(
+            "#!/bin/sh\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done >{}\n",
+            d.join("args").display()
+        ),
+    )
+    .unwrap();
+    chmod(&bin, 0o755);
+    let conf = d.join("hook.conf");
+    fs::write(
+        &conf,
+        format!(
+            "RECOVER_START=detach\nRECOVER_RUNBOOK=/rb.yaml\nRECOVER_BIN={}\nRECOVER_LOG_DIR={}\n",
+            bin.display(),
+            d.join("log").display()
+        ),
+    )
+    .unwrap();
+    chmod(&conf, 0o644);
+    let message = format!("é\u{1b}[2J{}", "€".repeat(300));
+    let out = run_hook(&conf, "ONLINE", &message, d);
+    assert!(out.status.success(), "{}", common::text(&out.stderr));
+    assert!(eventually(Duration::from_secs(10), || d
+        .join("args")
+        .exists()));
+    let mut args = String::new();
+    assert!(eventually(Duration::from_secs(10), || {
+        args = fs::read_to_string(d.join("args")).unwrap_or_default();
+        args.lines().count() >= 5
+    }));
+    let by = args.lines().nth(3).unwrap();
+    assert_eq!(by.chars().count(), 200, "{by}");
+    assert!(
+        by.starts_with("the UPS: upsmon ONLINE spark-ups@localhost: é[2J€"),
+        "{by}"
+    );
+    assert!(!by.chars().any(char::is_control), "{by:?}");
+    // recover itself takes it.
+    let ran = run_to_end(
+        d,
+        &["run", "--dry-run", "--started-by", by, "/nonexistent.yaml"],
+        &[],
+        QUICK,
+    );
+    assert!(!ran.stderr.contains("--started-by"), "{}", ran.context());
+}
+
+#[test]
+fn upsmon_as_nut_runs_the_shipped_hook_and_its_nudge_reaches_the_watch() {
+    let Some(lab) = Lab::start() else {
+        return;
+    };
+    if !common::require_root() {
+        return;
+    }
+    let Some(mut ups) = Upsd::start("spark-ups", "OL", 90) else {
+        return;
+    };
+    let rb = lab.runbook(Some(&ups));
+    // What upsmon's `nut` must reach: the runbook, the run directory, the binary.
+    chmod(lab.dir.path(), 0o755);
+    fs::create_dir_all(lab.dir.path().join("run")).unwrap();
+    chmod(&lab.dir.path().join("run"), 0o755);
+    lab.up(&["a.service", "b.service"]);
+    let w = lab.watch(&rb, "1h", "1h");
+    assert!(
+        eventually(QUICK, || lab.decision_words().len() == 1),
+        "{}",
+        lab.context(&w)
+    );
+    let conf = lab.dir.path().join("upsmon-hook.conf");
+    fs::write(
+        &conf,
+        format!(
+            "RECOVER_START=\"nudge\"\nRECOVER_RUNBOOK=\"{}\"\nRECOVER_BIN=\"{}\"\nRECOVER_RUN_DIR=\"{}\"\n",
+            rb.display(),
+            env!("CARGO_BIN_EXE_recover"),
+            lab.dir.path().join("run").display()
+        ),
+    )
+    .unwrap();
+    // First unreadable by anyone but root: the hook must say so, which proves it is not root.
+    chmod(&conf, 0o600);
+    let conf_env = conf.display().to_string();
+    let Some(mon) = common::upsmon::Upsmon::start_as(
+        "nut",
+        &ups.monitor(),
+        common::nut::MONITOR_USER,
+        common::nut::MONITOR_PASSWORD,
+        &hook_path(),
+        &[("RECOVER_UNATTENDED_CONF", &conf_env)],
+    ) else {
+        return;
+    };
+    ups.set("OB DISCHRG", 80);
+    assert!(
+        eventually(QUICK, || mon.log().contains("cannot read")),
+        "{}",
+        mon.log()
+    );
+    assert_eq!(lab.decision_words().len(), 1, "{}", lab.context(&w));
+    chmod(&conf, 0o644);
+    // The box loses power and comes back with mains: upsmon says ONLINE, the hook nudges.
+    lab.reboot(BOOT_2);
+    ups.set("OL CHRG", 85);
+    assert!(
+        eventually(QUICK, || mon.log().contains("nudged the watch")),
+        "{}",
+        mon.log()
+    );
+    assert!(
+        eventually(QUICK, || lab
+            .posts()
+            .iter()
+            .any(|p| p.contains("We are back"))),
+        "{}\n--- upsmon ---\n{}",
+        lab.context(&w),
+        mon.log()
+    );
+    assert!(
+        w.0.output().contains("nudged (the socket)"),
+        "{}",
+        lab.context(&w)
+    );
+    assert_eq!(lab.runs(), 1, "{}", lab.context(&w));
+}
