@@ -437,6 +437,12 @@ fn a_healthy_box_starts_nothing_and_a_new_boot_id_starts_exactly_one_run() {
         "{}",
         lab.context(&w)
     );
+    // `status` tells the last run and how it ended, and the new boot id.
+    let ran = lab.status(&rb, true);
+    assert_eq!(ran.code, Some(0), "{}", ran.context());
+    let v: serde_json::Value = serde_json::from_str(ran.stdout.trim()).unwrap();
+    assert_eq!(v["last_run"]["outcome"], "success", "{v:#}");
+    assert_eq!(v["targets"][0]["boot_id"], BOOT_2, "{v:#}");
 }
 
 #[test]
@@ -898,4 +904,30 @@ fn upsmon_as_nut_runs_the_shipped_hook_and_its_nudge_reaches_the_watch() {
         lab.context(&w)
     );
     assert_eq!(lab.runs(), 1, "{}", lab.context(&w));
+}
+
+#[test]
+fn status_watch_and_hold_document_their_exit_codes_in_help() {
+    for (cmd, wants) in [
+        (
+            "status",
+            &["0    healthy", "1    degraded", "2    usage", "3    down"][..],
+        ),
+        ("hold", &["0    the hold was recorded", "2    usage"][..]),
+        (
+            "watch",
+            &["0    stopped by SIGTERM", "1    with --nudge", "2    usage"][..],
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let ran = run_to_end(dir.path(), &[cmd, "--help"], &[], QUICK);
+        assert_eq!(ran.code, Some(0), "{}", ran.context());
+        for want in wants {
+            assert!(
+                ran.stdout.contains(want),
+                "{cmd} --help lacks `{want}`:\n{}",
+                ran.stdout
+            );
+        }
+    }
 }
