@@ -300,16 +300,22 @@ fn reason(v: crate::verdict::Verdict) -> Option<String> {
     }
 }
 
-/// An HTTP client as the engine's: no proxies, a bounded connect, rustls.
-pub fn client() -> reqwest::Client {
+/// An HTTP client as the engine's: no proxies, a bounded connect, rustls, no redirects. On a
+/// host without CA certificates (no `ca-certificates`), one that speaks plain HTTP and
+/// refuses every certificate, rather than a panic.
+pub fn client() -> Option<reqwest::Client> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .no_proxy()
-        .connect_timeout(Duration::from_secs(3))
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("recover/", env!("CARGO_PKG_VERSION")))
+    let builder = || {
+        reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(Duration::from_secs(3))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("recover/", env!("CARGO_PKG_VERSION")))
+    };
+    builder()
         .build()
-        .unwrap_or_else(|_| reqwest::Client::new())
+        .or_else(|_| builder().tls_certs_only(Vec::new()).build())
+        .ok()
 }
 
 /// A receiver that never cancels, for one-shot commands.
@@ -348,7 +354,7 @@ async fn exec(
 pub async fn probe_once(
     ssh: &Ssh,
     probe: &Probe,
-    http: &reqwest::Client,
+    http: Option<&reqwest::Client>,
     bound: Duration,
 ) -> ProbeOnce {
     match probe {
@@ -370,7 +376,12 @@ pub async fn probe_once(
     }
 }
 
-async fn http_once(ssh: &Ssh, req: &Request, http: &reqwest::Client, bound: Duration) -> ProbeOnce {
+async fn http_once(
+    ssh: &Ssh,
+    req: &Request,
+    http: Option<&reqwest::Client>,
+    bound: Duration,
+) -> ProbeOnce {
     let timeout = req.timeout.min(bound).max(Duration::from_millis(500));
     let (status, body, error) = if let Some(curl) = &req.on_target {
         match exec(ssh, curl, timeout + crate::plan::request::CURL_GRACE).await {
@@ -395,7 +406,7 @@ async fn http_once(ssh: &Ssh, req: &Request, http: &reqwest::Client, bound: Dura
             ),
             Err(e) => (None, String::new(), Some(e.to_string())),
         }
-    } else {
+    } else if let Some(http) = http {
         let method =
             reqwest::Method::from_bytes(req.method.as_bytes()).unwrap_or(reqwest::Method::GET);
         let mut rb = http.request(method, &req.url).timeout(timeout);
@@ -441,6 +452,12 @@ async fn http_once(ssh: &Ssh, req: &Request, http: &reqwest::Client, bound: Dura
                 )),
             ),
         }
+    } else {
+        (
+            None,
+            String::new(),
+            Some("no HTTP client on this host (its TLS set-up failed)".to_owned()),
+        )
     };
     match status {
         Some(code) => {
@@ -609,7 +626,7 @@ pub async fn check(plan: &Plan, places: &Places, bounds: Bounds) -> Report {
                                 let left = deadline
                                     .saturating_duration_since(Instant::now())
                                     .max(Duration::from_secs(1));
-                                Some(probe_once(&ssh, p, &http, left).await)
+                                Some(probe_once(&ssh, p, http.as_ref(), left).await)
                             }
                             None => None,
                         }

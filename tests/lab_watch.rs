@@ -304,6 +304,13 @@ fn lab_watch() {
         Duration::from_secs(300),
     );
     assert!(put.status.success(), "{}", text(&put.stderr));
+    // A management host has `ca-certificates`; the lab image (minbase) does not: the host's.
+    let put = root(
+        "mkdir -p /etc/ssl/certs && cat > /etc/ssl/certs/ca-certificates.crt",
+        Some(Path::new("/etc/ssl/certs/ca-certificates.crt")),
+        Duration::from_secs(60),
+    );
+    assert!(put.status.success(), "{}", text(&put.stderr));
     // The build was done here: in the guest, `cargo build` finds it made.
     root_ok(
         &format!(

@@ -931,3 +931,34 @@ fn status_watch_and_hold_document_their_exit_codes_in_help() {
         }
     }
 }
+
+/// A management host without CA certificates (a minimal Debian has no `ca-certificates`):
+/// `status` neither panics nor loses its plain-HTTP probes.
+#[test]
+fn status_without_ca_certificates_still_probes_over_http() {
+    let Some(lab) = Lab::start() else {
+        return;
+    };
+    lab.hook.respond("GET", "/health", 200, "ok");
+    let rb = lab.runbook(None);
+    let text = fs::read_to_string(&rb).unwrap().replace(
+        &format!("run: \"test -e {}/b.service.active\"", lab.units.display()),
+        &format!("http: {{ url: \"{}\" }}", lab.hook.url_for("/health")),
+    );
+    fs::write(&rb, text).unwrap();
+    lab.up(&["a.service", "b.service"]);
+    let empty = lab.dir.path().join("empty.pem");
+    fs::write(&empty, "").unwrap();
+    let certs = lab.dir.path().join("no-certs");
+    fs::create_dir_all(&certs).unwrap();
+    let ran = run_to_end(
+        &lab.state,
+        &["status", p(&rb), "--json"],
+        &[("SSL_CERT_FILE", p(&empty)), ("SSL_CERT_DIR", p(&certs))],
+        QUICK,
+    );
+    assert_eq!(ran.code, Some(0), "{}", ran.context());
+    let v: serde_json::Value = serde_json::from_str(ran.stdout.trim()).unwrap();
+    assert_eq!(v["units"][1]["probe"]["passed"], true, "{v:#}");
+    assert_eq!(lab.hook.requests_to("/health").len(), 1);
+}
