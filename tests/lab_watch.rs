@@ -501,6 +501,46 @@ fn lab_watch() {
         "{journal}"
     );
 
+    // (c) A unit stopped by hand on a box that did not reboot: one "degraded" post, no run.
+    say("lab watch: (c) caddy.service stopped by hand");
+    let runs_before = d.iter().filter(|x| x["decision"] == "start_run").count();
+    let posted_before = posts.len();
+    root_ok("systemctl stop caddy.service", Duration::from_secs(60));
+    wait_for("a degraded decision", Duration::from_secs(120), || {
+        decisions()
+            .iter()
+            .filter(|x| x["decision"] == "degraded")
+            .count()
+            >= 4
+    });
+    let now = crate::posts();
+    let new: Vec<&String> = now.iter().skip(posted_before).map(|(_, t)| t).collect();
+    assert_eq!(new.len(), 1, "{new:#?}");
+    assert!(
+        new[0].contains("degraded, not recovering: caddy.service is inactive"),
+        "{new:#?}"
+    );
+    let d = decisions();
+    assert_eq!(
+        d.iter().filter(|x| x["decision"] == "start_run").count(),
+        runs_before,
+        "no run for a unit stopped by hand"
+    );
+    assert_eq!(
+        root_ok(
+            "systemctl is-active caddy.service || true",
+            Duration::from_secs(30)
+        )
+        .trim(),
+        "inactive"
+    );
+    root_ok("systemctl start caddy.service", Duration::from_secs(60));
+    wait_for("healthy again", Duration::from_secs(120), || {
+        decisions()
+            .last()
+            .is_some_and(|x| x["decision"] == "healthy")
+    });
+
     if std::env::var_os("RECOVER_LAB_KEEP").is_none() {
         let _ = lab_try(&["down"], Duration::from_secs(60));
     }
