@@ -76,6 +76,8 @@ pub enum Decision {
         why: String,
         until: String,
         runs: u32,
+        /// The last run's exit code (0: it ended well, but the box is not healthy).
+        last_exit: Option<i32>,
     },
     /// [`MAX_RUNS`] runs failed for this power event.
     WaitingForPerson { why: String, runs: u32 },
@@ -133,8 +135,18 @@ impl Decision {
             Decision::WaitingForMains { why, ups } => {
                 format!("{runbook}: power event ({why}): waiting for mains to be stable: {ups}")
             }
-            Decision::BackingOff { why, until, runs } => format!(
-                "{runbook}: power event ({why}): run {runs} of {MAX_RUNS} failed: the next one not before {until}"
+            Decision::BackingOff {
+                why,
+                until,
+                runs,
+                last_exit,
+            } => format!(
+                "{runbook}: power event ({why}): run {runs} of {MAX_RUNS} {}: the next one not before {until}",
+                match last_exit {
+                    Some(0) => "ended, but the box is not healthy".to_owned(),
+                    Some(c) => format!("failed (exit {c})"),
+                    None => "did not finish".to_owned(),
+                }
             ),
             Decision::WaitingForPerson { why, runs } => format!(
                 "{runbook}: power event ({why}): {runs} runs failed: waiting for a person (`recover status`, the journals, then `recover run` by hand; `recover hold --release` lets the watch try again)"
@@ -265,6 +277,7 @@ pub fn decide(
             why,
             until: fmt(until),
             runs: event.runs,
+            last_exit: event.last_exit,
         };
     }
     if let Some((false, ups)) = mains {
@@ -296,6 +309,12 @@ pub fn finished(
     let e = memory.event.as_mut()?;
     e.last_exit = Some(exit);
     if exit == 0 {
+        // Recovered: the next check sees it healthy and ends the event. If it does not (a
+        // probe that passed in the run fails now), no second run before the backoff either.
+        let wait = backoff(first_backoff, e.runs);
+        e.retry_at = Some(fmt(
+            now + chrono::Duration::from_std(wait).unwrap_or_default()
+        ));
         return None;
     }
     if e.runs >= MAX_RUNS {
@@ -530,6 +549,31 @@ mod tests {
         );
         assert!(m.event.is_none());
         assert_eq!(backoff(first, u32::MAX), first.saturating_mul(1 << 16));
+    }
+
+    #[test]
+    fn a_run_that_succeeded_on_a_box_still_not_healthy_is_not_repeated_at_once() {
+        let mut m = Memory::default();
+        decide(&report(true, "b1", "active"), &mut m, None, now());
+        let d = decide(&report(true, "b2", "inactive"), &mut m, None, now());
+        assert!(matches!(d, Decision::Start { run: 1, .. }), "{d:?}");
+        started(&mut m);
+        assert_eq!(
+            finished(&mut m, "rb", 0, Duration::from_secs(600), now()),
+            None
+        );
+        let d = decide(
+            &report(true, "b2", "inactive"),
+            &mut m,
+            None,
+            now() + chrono::Duration::seconds(1),
+        );
+        assert!(matches!(d, Decision::BackingOff { runs: 1, .. }), "{d:?}");
+        assert_eq!(
+            decide(&report(true, "b2", "active"), &mut m, None, now()),
+            Decision::Healthy
+        );
+        assert!(m.event.is_none());
     }
 
     #[test]
