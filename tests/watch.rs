@@ -962,3 +962,36 @@ fn status_without_ca_certificates_still_probes_over_http() {
     assert_eq!(v["units"][1]["probe"]["passed"], true, "{v:#}");
     assert_eq!(lab.hook.requests_to("/health").len(), 1);
 }
+
+/// What no run could do with nobody there is refused when the watch starts (exit 2), not by
+/// each run at 3am: a manual step without `unattended:`, a secret a step needs unset.
+#[test]
+fn a_watch_of_a_runbook_that_cannot_run_unattended_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let manual = d.join("manual.yaml");
+    fs::write(
+        &manual,
+        "name: m\nbudget: 5m\ntargets:\n  box: { host: box.invalid }\nphases:\n  - name: P\n    window: 0m-5m\n    steps:\n      - manual: Press the power button.\n",
+    )
+    .unwrap();
+    let secret = d.join("secret.yaml");
+    fs::write(
+        &secret,
+        "name: s\nbudget: 5m\ntargets:\n  box: { host: box.invalid }\nphases:\n  - name: P\n    window: 0m-5m\n    steps:\n      - run: \"test -n {{ env.RB_TOKEN }}\"\n",
+    )
+    .unwrap();
+    for rb in [&manual, &secret] {
+        let ran = run_to_end(d, &["watch", p(rb), "--every", "1s"], &[], QUICK);
+        assert_eq!(ran.code, Some(2), "{}: {}", rb.display(), ran.context());
+        assert!(ran.took < Duration::from_secs(10), "{}", ran.context());
+    }
+    assert!(
+        !d.join("recover/watch").exists()
+            || fs::read_dir(d.join("recover/watch")).unwrap().all(|e| !e
+                .unwrap()
+                .path()
+                .to_string_lossy()
+                .ends_with(".jsonl"))
+    );
+}

@@ -26,7 +26,18 @@ use crate::watch::{self, Decision, Line, Memory};
 pub const RUN_DIR_VAR: &str = "RECOVER_RUN_DIR";
 
 pub fn watch(a: &WatchArgs) -> Result<Exit, Error> {
-    let (_, plan) = super::load_plan(&a.runbook, &a.resolve.overlays, &super::options(&a.resolve))?;
+    // Resolved as the runs it starts resolve it: unattended, so a runbook that cannot run with
+    // nobody there is refused now, not at 3am by each run.
+    let opts = crate::plan::Options {
+        unattended: !a.nudge,
+        ..super::options(&a.resolve)
+    };
+    let (_, plan) = super::load_plan(&a.runbook, &a.resolve.overlays, &opts)?;
+    if !a.nudge && !plan.secrets.needed.is_empty() {
+        return Err(Error::MissingSecrets {
+            names: plan.secrets.needed.clone(),
+        });
+    }
     let state = StateDir::from_env();
     let key = plan.state_key();
     let run_dir = run_dir(state.as_ref());
