@@ -248,6 +248,18 @@ fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     );
 }
 
+/// Leaves the lab down however the test ends (a VM left up keeps the lab's lock: its qemu
+/// inherits the descriptor `flock` holds).
+struct DownAtTheEnd;
+
+impl Drop for DownAtTheEnd {
+    fn drop(&mut self) {
+        if std::env::var_os("RECOVER_LAB_KEEP").is_none() {
+            let _ = lab_try(&["down"], Duration::from_secs(60));
+        }
+    }
+}
+
 #[test]
 fn lab_watch() {
     if std::env::var_os("RECOVER_SKIP_LAB").is_some_and(|v| v == "1") {
@@ -282,6 +294,7 @@ fn lab_watch() {
     assert!(out.status.success(), "tar: {}", text(&out.stderr));
 
     labctl(&["down"], Duration::from_secs(60));
+    let _down = DownAtTheEnd;
     labctl(&["up"], Duration::from_secs(1500));
     say(&format!(
         "lab watch: cold boot in {:.0} s",
