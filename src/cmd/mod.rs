@@ -7,11 +7,14 @@ mod audit;
 mod check;
 mod drill;
 mod export;
+mod hold;
 mod rehearse;
 mod report;
 mod run;
+mod status;
 mod sudoers;
 mod tools;
+mod watch;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -39,6 +42,9 @@ pub fn main(cli: Cli) -> Result<Exit, Error> {
         Cmd::Audit(a) => audit::audit(&a),
         Cmd::Drill(a) => drill::drill(&a),
         Cmd::Report(a) => report::report(&a),
+        Cmd::Status(a) => status::status(&a),
+        Cmd::Hold(a) => hold::hold(&a),
+        Cmd::Watch(a) => watch::watch(&a),
     }
 }
 

@@ -412,6 +412,11 @@ fn own_lock_dir(state: Option<&StateDir>) -> PathBuf {
     }
 }
 
+/// Every directory a run's lock may be in: the machine-wide one and this account's own.
+pub(super) fn lock_dirs(state: Option<&StateDir>) -> Vec<PathBuf> {
+    vec![lock::shared_dir(), own_lock_dir(state)]
+}
+
 /// For the commands that take no lock (`rehearse`, `--dry-run`): say that a run is in progress.
 pub(super) fn say_if_a_run_is_in_progress(plan: &Plan, state: Option<&StateDir>) {
     let dirs = [lock::shared_dir(), own_lock_dir(state)];
