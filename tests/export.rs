@@ -34,7 +34,19 @@ fn export(runbook: &str, format: &str, state: &Path, env: &[(&str, &str)]) -> Ou
     cmd.output().expect("the recover binary runs")
 }
 
+/// The export with its folded command lines joined back by the rule the binder prints (HTML:
+/// unescaped first).
 fn export_ok(runbook: &str, format: &str, state: &Path, env: &[(&str, &str)]) -> String {
+    let raw = export_raw(runbook, format, state, env);
+    if format == "html" {
+        recover::export::unfold(&unescape(&raw))
+    } else {
+        recover::export::unfold(&raw)
+    }
+}
+
+/// The export as written.
+fn export_raw(runbook: &str, format: &str, state: &Path, env: &[(&str, &str)]) -> String {
     let out = export(runbook, format, state, env);
     assert!(
         out.status.success(),
@@ -72,14 +84,14 @@ fn no_whitespace(s: &str) -> String {
 #[test]
 fn markdown_snapshot() {
     let state = tempfile::tempdir().unwrap();
-    let md = export_ok(RUNBOOK, "md", state.path(), &[]);
+    let md = export_raw(RUNBOOK, "md", state.path(), &[]);
     insta::assert_snapshot!("spark_power_md", md);
 }
 
 #[test]
 fn html_snapshot() {
     let state = tempfile::tempdir().unwrap();
-    let html = export_ok(RUNBOOK, "html", state.path(), &[]);
+    let html = export_raw(RUNBOOK, "html", state.path(), &[]);
     insta::assert_snapshot!("spark_power_html", html);
 }
 
@@ -436,7 +448,7 @@ fn printed_pages_carry_every_command() {
         return;
     };
     let state = tempfile::tempdir().unwrap();
-    let html = export_ok(RUNBOOK, "html", state.path(), &[]);
+    let html = export_raw(RUNBOOK, "html", state.path(), &[]);
 
     // Every <pre> box, and the plan's own commands.
     let mut expected: Vec<String> = html
@@ -444,7 +456,7 @@ fn printed_pages_carry_every_command() {
         .skip(1)
         .map(|rest| {
             let body = &rest[rest.find('>').unwrap() + 1..];
-            unescape(&body[..body.find("</pre>").unwrap()])
+            recover::export::unfold(&unescape(&body[..body.find("</pre>").unwrap()]))
         })
         .collect();
     assert!(expected.len() > 40, "{} command boxes", expected.len());
@@ -493,7 +505,7 @@ fn printed_pages_carry_every_command() {
             (6..=32).contains(&pages),
             "{size}: {pages} pages is not a binder"
         );
-        let flat = no_whitespace(&text);
+        let flat = no_whitespace(&recover::export::unfold(&text));
         for item in &expected {
             assert!(
                 flat.contains(&no_whitespace(item)),
@@ -627,4 +639,49 @@ fn a_manual_step_says_when_it_is_done() {
             .any(|l| l.trim() == "done when the front LED is steady white"),
         "{dry}"
     );
+}
+
+/// Every line of every command box fits the printed page, in both bundled runbooks and in a
+/// runbook with long, hostile values: a line on the paper is a line to type (issue 22).
+#[test]
+fn every_typed_line_fits_the_page() {
+    let state = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rb = dir.path().join("long.yaml");
+    std::fs::write(
+        &rb,
+        format!(
+            "name: long\nbudget: 5m\ntargets:\n  box: {{ host: box.local }}\nnotify:\n  ops: {{ webhook: \"https://hooks.example/{}\", format: slack }}\nabort:\n  notify: ops\n  message: \"{}\"\nphases:\n  - name: only\n    window: 0m-5m\n    steps:\n      - name: long\n        run: \"printf '%s' 'a'\\\\''b\\\"c$d\\\\e {}' && echo {}\"\n        expect: {{ stdout: '{}' }}\n",
+            "x".repeat(150),
+            "It's off. ".repeat(20),
+            "word ".repeat(40),
+            "y".repeat(200),
+            "z".repeat(120),
+        ),
+    )
+    .unwrap();
+    for runbook in [RUNBOOK, "runbooks/lab.yaml", rb.to_str().unwrap()] {
+        let md = export_raw(runbook, "md", state.path(), &[]);
+        let mut inside = false;
+        let mut lines = 0;
+        for line in md.lines() {
+            if line.starts_with("```") {
+                inside = !inside;
+                continue;
+            }
+            if inside {
+                lines += 1;
+                assert!(
+                    line.chars().count() <= recover::export::FOLD_WIDTH,
+                    "{runbook}: a typed line wider than the page ({} columns):\n{line}",
+                    line.chars().count()
+                );
+            }
+        }
+        assert!(lines > 10, "{runbook}: {lines} lines in command boxes");
+        assert!(
+            md.contains(recover::export::FOLD_RULE),
+            "{runbook}: no rule"
+        );
+    }
 }

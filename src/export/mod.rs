@@ -6,8 +6,11 @@
 //! turns into Markdown or a self-contained, printable HTML page.
 
 mod ere;
+mod fold;
 mod shell;
 mod text;
+
+pub use fold::{RULE as FOLD_RULE, WIDTH as FOLD_WIDTH, unfold};
 
 use std::time::Duration;
 
@@ -112,6 +115,9 @@ fn environment() -> Environment<'static> {
             _ => text::md_code(&s),
         })
     });
+    // Every command box: lines longer than the page folded where the shell allows it.
+    env.add_filter("fold", |s: String| fold::fold(&s, fold::WIDTH));
+    env.add_global("fold_rule", fold::RULE);
     env.add_filter("fence", |s: String| {
         Value::from_safe_string(text::md_fence(&s, "sh"))
     });
