@@ -685,3 +685,46 @@ fn every_typed_line_fits_the_page() {
         );
     }
 }
+
+/// The ABORT post says what this runbook's `abort:` says, as the engine posts it; every step
+/// gives its way out (the line the posts read); the first pages name steps by their titles.
+#[test]
+fn the_abort_post_is_this_runbooks_own_and_every_failure_has_a_way_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let rb = dir.path().join("own.yaml");
+    std::fs::write(
+        &rb,
+        "name: own\ntitle: Small box\nbudget: 10m\ntargets:\n  box: { host: box.local, user: ops }\nnotify:\n  pager: { webhook: \"https://ntfy.example/t\", format: ntfy }\nabort:\n  notify: pager\n  message: |\n    Call Jo on 555-0100; it's Jo's box.\n\n    Then wait.\nphases:\n  - name: only\n    window: 0m-10m\n    steps:\n      - name: Box answers on SSH\n        wait_ssh: { every: 5s, timeout: 1m }\n      - name: A check\n        run: \"true\"\n      - name: Optional\n        run: \"true\"\n        on_fail: continue\n      - start: a.service\n        health: { run: \"true\", every: 5s, timeout: 1m }\n",
+    )
+    .unwrap();
+    let md = export_ok(rb.to_str().unwrap(), "md", dir.path(), &[]);
+    assert!(!md.contains("Following the long procedure"), "{md}");
+    assert!(!md.contains("wait for SSH"), "{md}");
+    assert!(
+        md.contains("answers only once step 1 (\"Box answers on SSH\") passes"),
+        "{md}"
+    );
+    // The runbook's own procedure, its first paragraph as the engine posts it.
+    assert!(
+        md.contains("--data-raw 'ABORT: Small box stopped at step '\"$N\"' ('\"$NAME\"') after '\"$ELAPSED\"': '\"$WHY\"'\nLast output: '\"$OUT\"'\nThe abort procedure is being followed:\nCall Jo on 555-0100; it'\\''s Jo'\\''s box.\n(the rest of the procedure: see the binder)'"),
+        "{md}"
+    );
+    assert!(md.contains("## If a step still fails"), "{md}");
+    assert!(
+        md.contains("Resume: recover run ") && md.contains(" --from '\"$N\"'"),
+        "{md}"
+    );
+    for (n, name) in [
+        (1, "'Box answers on SSH'"),
+        (2, "'A check'"),
+        (3, "Optional"),
+    ] {
+        assert!(
+            md.contains(&format!("type `N={n}; NAME={name}`")),
+            "step {n} gives no line for the posts"
+        );
+    }
+    assert!(md.contains("type `N=4; NAME='start a.service'`"), "{md}");
+    assert!(md.contains("(`on_fail: continue`)"), "{md}");
+    assert!(md.contains("If it still fails: type `N=2;"), "{md}");
+}

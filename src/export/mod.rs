@@ -7,6 +7,7 @@
 
 mod ere;
 mod fold;
+mod posts;
 mod shell;
 mod text;
 
@@ -118,6 +119,23 @@ fn environment() -> Environment<'static> {
     // Every command box: lines longer than the page folded where the shell allows it.
     env.add_filter("fold", |s: String| fold::fold(&s, fold::WIDTH));
     env.add_global("fold_rule", fold::RULE);
+    // A post's text, line by line, as a quotation.
+    env.add_filter("message", |state: &minijinja::State, s: String| {
+        Value::from_safe_string(match state.auto_escape() {
+            AutoEscape::Html => format!(
+                "<blockquote class=\"message\">{}</blockquote>",
+                s.lines()
+                    .map(text::html_inline)
+                    .collect::<Vec<_>>()
+                    .join("<br>")
+            ),
+            _ => s
+                .lines()
+                .map(|l| format!("> {}", text::md_inline(l)))
+                .collect::<Vec<_>>()
+                .join("  \n"),
+        })
+    });
     env.add_filter("fence", |s: String| {
         Value::from_safe_string(text::md_fence(&s, "sh"))
     });
@@ -171,6 +189,8 @@ struct TargetView {
     /// `spark() { ssh ... "$@"; }`: typed once, used by every remote line.
     function: String,
     fname: String,
+    /// When it answers after the power cut: `once step 2 ("Box answers on SSH") passes`.
+    answers: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -183,9 +203,19 @@ struct ChannelView {
 #[derive(Debug, Serialize)]
 struct AbortView {
     message: String,
-    /// The status post's text, as it reaches the channel.
+    /// The status post's text, as it reaches the channel (blanks shown as `$N`).
     text: String,
     post: Option<Block>,
+    /// The failure post: when a step still fails and the run stops there.
+    failure: PostView,
+    /// Where the posts go: `operators`.
+    channel: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct PostView {
+    text: String,
+    post: Block,
 }
 
 #[derive(Debug, Serialize)]
@@ -296,15 +326,41 @@ impl Binder {
             drills: &cx.drills,
             generated: cx.generated,
         };
-        let post_text = format!(
-            "ABORTED: {} is off the {} timeline. Following the long procedure.",
-            plan.title,
-            fmt_duration(plan.budget)
-        );
+        // The runbook's own abort procedure, as the engine posts it, with blanks.
+        let post_text = posts::abort_text(&plan.title, &plan.abort.message);
+        let boxes = plan
+            .targets
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut failure_text =
+            posts::failure_text(&plan.title, &boxes, &plan.source.display().to_string());
+        if b.units_line().is_none() {
+            failure_text = failure_text.replace(posts::UNITS.token, "none started by this runbook");
+        }
+        // Failures go where aborts go; without an abort channel, to the first channel.
+        let channel = plan
+            .abort
+            .channel
+            .clone()
+            .or_else(|| plan.channels.first().map(|c| c.name.clone()));
+        let failure = PostView {
+            text: clean(&posts::shown(&failure_text)),
+            post: match &channel {
+                Some(c) => b.post(c, &failure_text),
+                None => Block::say(
+                    "No status channel: tell the operators another way (phone), with the text above."
+                        .into(),
+                ),
+            },
+        };
         let abort = AbortView {
             message: clean(plan.abort.message.trim()),
-            text: clean(&post_text),
+            text: clean(&posts::shown(&post_text)),
             post: plan.abort.channel.as_ref().map(|c| b.post(c, &post_text)),
+            failure,
+            channel: channel.map(|c| clean(&c)),
         };
         Binder {
             title: clean(&plan.title),
@@ -344,6 +400,13 @@ impl Binder {
                     about: clean(&target_about(t)),
                     function: b.shell(&login_function(t)),
                     fname: function_name(&t.name),
+                    answers: plan
+                        .phases
+                        .iter()
+                        .flat_map(|p| &p.steps)
+                        .find(|s| s.target == i && matches!(s.action, Action::WaitSsh { .. }))
+                        .map(|s| clean(&format!("once step {} (\"{}\") passes", s.number, s.name)))
+                        .unwrap_or_else(|| "once it has booted".into()),
                 })
                 .collect(),
             channels: plan
@@ -455,13 +518,36 @@ impl Builder<'_> {
             message,
             crate::plan::DEFAULT_NOTIFY_TIMEOUT,
         );
-        let elapsed = message.contains(ELAPSED_TEMPLATE);
         let mut line = self.shell(&req.curl());
         let mut cmds = Vec::new();
-        if elapsed {
-            // Inside the single-quoted JSON body: close the quotes around the variable.
-            line = line.replace(ELAPSED_TEMPLATE, "'\"$ELAPSED\"'");
-            cmds.push(Cmd::typed(ON_HOST, "ELAPSED=__m".into()));
+        let mut notes = Vec::new();
+        for blank in posts::BLANKS {
+            if !message.contains(blank.token) {
+                continue;
+            }
+            // Inside the single-quoted body: close the quotes around the variable.
+            line = line.replace(blank.token, &format!("'\"${}\"'", blank.var));
+            let fill = match blank.var {
+                "N" => {
+                    notes.push("`N=__; NAME='__'`: the number and title of the step; each step prints this line ready to type.");
+                    Some("N=__; NAME='__'".to_owned())
+                }
+                "WHY" => {
+                    notes.push("`WHY='__'`: what went wrong, in a few words (the check's output, `GAVE UP`, `UNIT FAILED`), without quotes or backslashes.");
+                    Some("WHY='__'".to_owned())
+                }
+                "ELAPSED" => {
+                    notes.push("`ELAPSED=__m`: the minutes from the recovery start written on the first page to now, rounded up (`ELAPSED=7m`).");
+                    Some("ELAPSED=__m".to_owned())
+                }
+                "OUT" => Some(posts::out_line()),
+                "UNITS" => self.units_line(),
+                _ => None,
+            };
+            cmds.extend(fill.map(|f| Cmd::typed(ON_HOST, f)));
+        }
+        if message.contains(posts::OUT.token) {
+            notes.push("`OUT` and `UNITS` fill themselves in: the last lines step `$N` saved, and whether each unit is active.");
         }
         cmds.push(Cmd::typed(ON_HOST, line));
         Block {
@@ -472,11 +558,41 @@ impl Builder<'_> {
             )),
             cmds,
             expect: Some("the last line is an HTTP status in the 200s.".into()),
-            note: elapsed.then(|| {
-                "`ELAPSED=__m`: fill in the minutes from the recovery start written on the first page to now (`ELAPSED=23m`) before typing it.".to_owned()
-            }),
+            note: (!notes.is_empty()).then(|| notes.join(" ")),
             ..Block::default()
         }
+    }
+
+    /// `UNITS=...`: each unit the runbook starts, with `systemctl is-active` of it, in one ssh
+    /// call per target; `None` when the runbook starts no unit.
+    fn units_line(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        for (i, t) in self.plan.targets.iter().enumerate() {
+            let units: Vec<String> = self
+                .plan
+                .phases
+                .iter()
+                .flat_map(|p| &p.steps)
+                .filter(|s| s.target == i)
+                .filter_map(|s| match &s.action {
+                    Action::Start { unit, .. } => Some(crate::template::shell_quote(unit)),
+                    _ => None,
+                })
+                .collect();
+            if units.is_empty() {
+                continue;
+            }
+            let script = format!(
+                "for u in {}; do printf \"%s %s; \" \"$u\" \"$(systemctl is-active \"$u\")\"; done",
+                units.join(" ")
+            );
+            parts.push(format!(
+                "$({} {})",
+                function_name(&t.name),
+                crate::template::shell_quote(&script)
+            ));
+        }
+        (!parts.is_empty()).then(|| self.shell(&format!("UNITS=\"{}\"", parts.concat())))
     }
 
     fn step(&self, s: &Step) -> StepView {
@@ -647,7 +763,7 @@ impl Builder<'_> {
             Action::Notify { channel, message } => {
                 text = Some(Labelled {
                     label: "Message".into(),
-                    text: self.text(&message.trim().replace(ELAPSED_TEMPLATE, "$ELAPSED")),
+                    text: self.text(&posts::shown(message.trim())),
                 });
                 blocks.push(self.post(channel, message.trim()));
                 format!("post to {channel}")
@@ -817,7 +933,8 @@ impl Builder<'_> {
         let q = crate::template::shell_quote(unit);
         let active = format!("[ \"$({f} systemctl is-active {q})\" = active ]");
         let failed = format!(
-            "`UNIT FAILED`, or `{f} systemctl is-active {q}` prints `failed`: it will not come up; `{f} sudo journalctl -u {q} -n 50 --no-pager` says why. To try once more: `{f} sudo systemctl reset-failed {q}`, then start it again. Units started before this one stay running."
+            "`UNIT FAILED`, or `{f} systemctl is-active {q}` prints `failed`: it will not come up. The loop saved the last lines of its journal in `s{n}.out` (`cat s{n}.out`; the failure post carries them); `{f} sudo journalctl -u {q} -n 50 --no-pager` shows more. To try once more: `{f} sudo systemctl reset-failed {q}`, then start it again. Units started before this one stay running.",
+            n = s.number
         );
         let (every, timeout, successes) = match health {
             Some(g) => (g.every, g.timeout, g.successes),
@@ -889,7 +1006,17 @@ impl Builder<'_> {
                 checks: &checks,
                 successes,
                 remedy: typed_remedy.as_ref(),
+                journal: &format!("{f} sudo -n journalctl -u {q} -n 20 --no-pager"),
             }),
+        };
+        // Without a probe's output (the unit failed first), one `FAIL` and nothing else.
+        let checks = if checks.is_empty() {
+            checks
+        } else {
+            let mut c = vec![format!("if [ -e s{n}.rc ]; then")];
+            c.extend(checks.iter().map(|x| format!("  {x}")));
+            c.push("else echo FAIL; fi".into());
+            c
         };
         let mut cmds = vec![Cmd::typed(ON_HOST, self.shell(&line))];
         cmds.extend(exact.map(|e| Cmd::exact(EXACT, e)));
@@ -969,11 +1096,15 @@ impl Builder<'_> {
 
     fn outcomes(&self, s: &Step) -> Vec<Outcome> {
         let mut out = Vec::new();
+        // The line the posts read, typed before either.
+        let step_line = self.text(&posts::step_line(s.number, &s.name));
         if let Some(m) = &s.abort_if {
             for cond in matcher_parts(m) {
                 out.push(Outcome {
                     label: "ABORT if".into(),
-                    text: format!("a check prints `ABORT` ({cond})."),
+                    text: format!(
+                        "a check prints `ABORT` ({cond}). For the ABORT post, type `{step_line}`."
+                    ),
                     abort: true,
                 });
             }
@@ -1017,8 +1148,14 @@ impl Builder<'_> {
         } else {
             "If a check prints FAIL"
         };
+        let escalate = format!(
+            "type `{step_line}`, then send the failure post (\"If a step still fails\", on the first pages)"
+        );
         let (text, abort) = if wait {
-            ("ABORT.".to_owned(), true)
+            (
+                format!("ABORT. For the ABORT post, type `{step_line}`."),
+                true,
+            )
         } else if notify {
             (
                 "go on: a failed status post never stops a recovery. Tell the operators another way."
@@ -1027,13 +1164,22 @@ impl Builder<'_> {
             )
         } else {
             match s.on_fail {
-                OnFail::Abort => ("ABORT.".to_owned(), true),
+                OnFail::Abort => (
+                    format!("ABORT. For the ABORT post, type `{step_line}`."),
+                    true,
+                ),
                 OnFail::Stop => (
-                    "stop here. Do not go on to the next step: find the cause, then do this step again."
-                        .to_owned(),
+                    format!(
+                        "do this step once more if you can fix the cause. If it still fails: {escalate}, and stop here: do not go on to the next step, leave the box idle."
+                    ),
                     false,
                 ),
-                OnFail::Continue => ("write it down and go on with the next step.".to_owned(), false),
+                OnFail::Continue => (
+                    format!(
+                        "write it down and go on with the next step: this runbook says a failure here does not stop the recovery (`on_fail: continue`). To tell the operators now, {escalate}."
+                    ),
+                    false,
+                ),
             }
         };
         out.push(Outcome {
@@ -1081,7 +1227,6 @@ fn double_quoted(line: &str) -> String {
 
 /// Where the login-function lines are typed.
 const EXACT: &str = "Small print: the exact line `recover` sends (same effect)";
-const ELAPSED_TEMPLATE: &str = "{{ run.elapsed }}";
 
 fn out_file(n: usize) -> String {
     format!("s{n}.out")
@@ -1169,6 +1314,8 @@ struct GateLoop<'a> {
     checks: &'a [String],
     successes: u32,
     remedy: Option<&'a TypedRemedy>,
+    /// The typed read of the unit's journal, saved on `UNIT FAILED` for the failure post.
+    journal: &'a str,
 }
 
 /// The engine's gate loop, typed: every `every`, while the unit is active, the probe (its
@@ -1182,7 +1329,9 @@ struct GateLoop<'a> {
 fn gate_loop(g: &GateLoop) -> String {
     let n = g.n;
     let counted = g.successes > 1;
-    let mut l = vec![format!(
+    // No output of an earlier try is left for the checks to read.
+    let mut l = vec![format!("rm -f s{n}.out s{n}.err s{n}.rc")];
+    l.push(format!(
         "end=$(( $(date +%s) + {} )){}{}",
         g.timeout.as_secs(),
         if counted { "; ok=0" } else { "" },
@@ -1191,7 +1340,7 @@ fn gate_loop(g: &GateLoop) -> String {
         } else {
             ""
         }
-    )];
+    ));
     l.push("while :; do".into());
     l.push(format!("  state=$({})", g.state));
     l.push("  if [ \"$state\" = active ]; then".into());
@@ -1256,7 +1405,12 @@ fn gate_loop(g: &GateLoop) -> String {
     }
     l.push("    fi".into());
     l.push("  elif [ \"$state\" = failed ]; then".into());
-    l.push("    echo UNIT FAILED; break".into());
+    // The unit's journal in place of a probe's output: the checks print one `FAIL`, and the
+    // failure post carries the journal's last lines.
+    l.push(format!(
+        "    echo UNIT FAILED; rm -f s{n}.rc; {} > s{n}.out 2> s{n}.err; break",
+        g.journal
+    ));
     if counted {
         l.push("  else".into());
         l.push("    ok=0".into());
