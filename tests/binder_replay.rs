@@ -864,3 +864,136 @@ fn the_printed_failure_and_abort_posts_reach_the_channel_with_every_blank_filled
         );
     }
 }
+
+/// The printed verdict of the `previous_boot` step, typed as printed over each captured
+/// evidence (the lab's four previous-boot fixtures, and hand-made ones for each sign, no
+/// permission, a cut-short shutdown and garbage), says what `recover`'s own judgement says:
+/// `CLEAN`, `UNCLEAN: <the sign>` or `UNKNOWN`, and `UNREADABLE` for a sign it could not read.
+#[test]
+fn the_printed_previous_boot_verdict_is_recovers_judgement() {
+    use recover::previous_boot::{Points, State, judge};
+    let md = binder();
+    let plan = lab_plan();
+    let n = plan
+        .phases
+        .iter()
+        .flat_map(|p| &p.steps)
+        .find(|s| matches!(s.action, Action::PreviousBoot { .. }))
+        .expect("a previous_boot step")
+        .number;
+    let section = md
+        .split("\n### ")
+        .find(|s| s.starts_with(&format!("{n}. ")))
+        .unwrap();
+    let verdict = section
+        .split("\nVerdict:\n\n```sh\n")
+        .nth(1)
+        .unwrap_or_else(|| panic!("step {n} prints no verdict:\n{section}"))
+        .split("\n```")
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut cases: Vec<(String, String)> = Vec::new();
+    for name in [
+        "after-shutdown",
+        "after-powercut",
+        "no-persistent-journal",
+        "first-boot",
+    ] {
+        let path = root().join(format!("fixtures/lab/previous-boot-{name}.txt"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        cases.push((
+            format!("{name}, cut short"),
+            text.replace("Journal stopped", "Journal flushed"),
+        ));
+        cases.push((format!("{name}, crlf"), text.replace('\n', "\r\n")));
+        cases.push((name.to_owned(), text));
+    }
+    for (name, text) in [
+        (
+            "fs replayed",
+            "@@ boots\n  0 abc Thu\n@@ boots exit 0\n@@ fsck_log\nspark-root: recovering journal\n@@ fsck_log exit 0\n@@ ext4\n2026-12-03T13:56:01+0000 spark-lab kernel: EXT4-fs (vda): 1 orphan inode deleted\n@@ ext4 exit 0\n",
+        ),
+        (
+            "ext4 recovery",
+            "@@ ext4\nkernel: EXT4-fs (vda): recovery complete\n@@ ext4 exit 0\n@@ fsck_log\ncat: /run/initramfs/fsck.log: Permission denied\n@@ fsck_log exit 1\n",
+        ),
+        (
+            "no permission",
+            "@@ boots\nHint: You are currently not seeing messages from other users and the system.\n@@ boots exit 0\n@@ shutdown\nNo journal files were opened due to insufficient permissions.\n@@ shutdown exit 1\n",
+        ),
+        ("empty", ""),
+        (
+            "garbage",
+            "@@ \n@@ x exit\n@@ exit 1\n\u{1b}[31m@@ boots\n\0\n'\"$d\\e",
+        ),
+        (
+            "twice",
+            "@@ unclean\n@@ unclean exit 0\n@@ unclean\nsystemd-journald[1]: File x corrupted or uncleanly shut down, renaming\n@@ unclean exit 0\n",
+        ),
+    ] {
+        cases.push((name.to_owned(), text.to_owned()));
+    }
+    let mut states = std::collections::BTreeSet::new();
+    for (name, text) in &cases {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(format!("s{n}.out")), text).unwrap();
+        let out = sh_bounded(dir.path(), &verdict);
+        assert!(out.status.success(), "{name}: {out:?}");
+        let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+        let lines: Vec<&str> = printed.lines().collect();
+        let last = *lines.last().unwrap_or(&"");
+        let v = judge(text);
+        states.insert(v.state.as_str());
+        let word = last.split(':').next().unwrap();
+        assert_eq!(
+            word,
+            v.state.as_str().to_uppercase(),
+            "{name}: printed {printed:?}, recover says {v:#?}"
+        );
+        if v.state == State::Clean {
+            assert_eq!(last, "CLEAN", "{name}");
+        }
+        if v.state == State::Unclean {
+            // The sign it names is the one recover's reason rests on.
+            let sign = last.trim_start_matches("UNCLEAN: ").trim();
+            let found = if v.reason.starts_with("journald found") {
+                v.evidence
+                    .iter()
+                    .any(|e| e.source == "journald, this boot" && e.line == sign)
+            } else if v.reason.starts_with("the root file system") {
+                v.evidence.iter().any(|e| {
+                    e.points == Points::Unclean
+                        && e.line == sign
+                        && !e.source.starts_with("journal")
+                })
+            } else if v.reason.contains("ends without a shutdown") {
+                sign.contains("ends without a shutdown")
+            } else {
+                v.reason.contains("during the shutdown") && sign.contains("journald never stopped")
+            };
+            assert!(
+                found,
+                "{name}: printed {last:?}, recover says {:?}",
+                v.reason
+            );
+        }
+        let fsck_unreadable = v
+            .evidence
+            .iter()
+            .any(|e| e.line.contains("fsck.log without sudo"));
+        assert_eq!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("UNREADABLE: /run/initramfs/fsck.log")),
+            fsck_unreadable,
+            "{name}: {printed}"
+        );
+        assert_eq!(
+            lines.len(),
+            1 + lines.iter().filter(|l| l.starts_with("UNREADABLE")).count(),
+            "{name}: {printed}"
+        );
+    }
+    assert_eq!(states.len(), 3, "every verdict is tried: {states:?}");
+}

@@ -106,7 +106,10 @@ fn plan_items(plan: &Plan) -> Vec<(usize, String)> {
             Action::Run(c) | Action::DropCaches(c) | Action::PreviousBoot { command: c, .. } => {
                 // As typed after the login function: one argument, so a script with single
                 // quotes is quoted again (`'\''`).
-                add(if c.script.contains('\'') && !c.sudo {
+                add(if c.script.contains('\'') && c.sudo {
+                    // Quoted for `sudo sh -c`, then as the login function's argument.
+                    shell_quote(&format!("sudo sh -c {}", shell_quote(&c.script)))
+                } else if c.script.contains('\'') {
                     shell_quote(&c.script)
                 } else {
                     c.script.clone()

@@ -255,6 +255,8 @@ struct Block {
     cmds: Vec<Cmd>,
     /// Typed after the command: each prints `ABORT` or `FAIL`, or nothing when all is well.
     checks: Vec<String>,
+    /// Typed after the command: prints the step's verdict in one word and its reason.
+    verdict: Option<String>,
     expect: Option<String>,
     note: Option<String>,
 }
@@ -693,24 +695,64 @@ impl Builder<'_> {
                 command,
                 on_unclean,
             } => {
+                use crate::runbook::model::OnUnclean;
+                let n = s.number;
                 let then = match on_unclean {
-                    crate::runbook::model::OnUnclean::Abort => {
-                        "Unclean: stop here and follow the long procedure."
-                    }
-                    crate::runbook::model::OnUnclean::Warn => "Unclean: say so, then go on.",
-                    crate::runbook::model::OnUnclean::Continue => "Unclean: note it and go on.",
+                    OnUnclean::Abort => "`UNCLEAN`: follow the abort procedure.",
+                    OnUnclean::Warn => "`UNCLEAN` or `UNKNOWN`: post it (below), then go on.",
+                    OnUnclean::Continue => "`UNCLEAN` or `UNKNOWN`: write it down and go on.",
                 };
                 blocks.push(Block {
-                    checks: Vec::new(),
-                    repeat: None,
                     say: "Find out whether the box shut down cleanly or lost power (read-only):"
                         .into(),
                     cmds: self.remote(s, command),
+                    verdict: Some(crate::previous_boot::typed_verdict(&out_file(n))),
                     expect: Some(format!(
-                        "clean: the `shutdown` section shows \"System is powering down\" (or \"System shutdown initiated\") and `journald_stop` ends with \"Journal stopped\". Unclean: `unclean` lists \"corrupted or uncleanly shut down\", or `fsck_log` says \"recovering journal\", or the previous boot's journal ends without a shutdown. No earlier boot in `boots`: unknown. {then}"
+                        "the verdict prints one line. `CLEAN`: the previous boot shut down (its journal has systemd's \"System shutdown initiated\" and journald's \"Journal stopped\"). `UNCLEAN: ...` names the sign it found: journald's \"corrupted or uncleanly shut down\", the root file system's journal replayed at boot (\"recovering journal\", \"recovery complete\"), or a journal that ends without a shutdown. `UNKNOWN: ...`: no evidence either way (no earlier boot in the journal). {then}"
                     )),
-                    note: None,
+                    note: Some(format!(
+                        "An `UNREADABLE: ...` line before the verdict names a sign it could not read (a file or the journal that needs root): the verdict is made without it, so an `UNCLEAN` may hide behind an `UNKNOWN`. In `{}`, a section that ends in `exit 1` (`@@ ext4 exit 1`, `@@ unclean exit 1`) only means that journalctl found no such line: that is good, not an error.",
+                        out_file(n)
+                    )),
+                    ..Block::default()
                 });
+                if *on_unclean == OnUnclean::Warn
+                    && let Some(channel) = self
+                        .plan
+                        .abort
+                        .channel
+                        .clone()
+                        .or_else(|| self.plan.channels.first().map(|c| c.name.clone()))
+                {
+                    let later: Vec<String> = self
+                        .plan
+                        .phases
+                        .iter()
+                        .flat_map(|p| &p.steps)
+                        .filter(|x| x.when_unclean == Some(n))
+                        .map(|x| x.number.to_string())
+                        .collect();
+                    let runs = match later.as_slice() {
+                        [] => String::new(),
+                        [one] => format!(", and step {one} (only after an unclean shutdown) runs"),
+                        many => format!(
+                            ", and steps {} (only after an unclean shutdown) run",
+                            many.join(", ")
+                        ),
+                    };
+                    let message = format!(
+                        "{}: {tname} did not shut down cleanly before this boot ({}). The recovery goes on: the file-system checks look for damage{runs}.",
+                        self.plan.title,
+                        posts::WHY.token
+                    );
+                    let mut post = self.post(&channel, &message);
+                    post.say = format!("Only if it printed `UNCLEAN` or `UNKNOWN`: {}", post.say);
+                    post.note = Some(format!(
+                        "`WHY='__'`: the verdict line, without its quotes (`WHY='UNCLEAN: journald found the journal uncleanly shut down'`). {}",
+                        post.note.take().unwrap_or_default()
+                    ));
+                    blocks.push(post);
+                }
                 format!("check on {tname}")
             }
             Action::DropCaches(c) => {
@@ -776,6 +818,7 @@ impl Builder<'_> {
                     .unwrap_or_default();
                 blocks.push(Block {
                     checks: Vec::new(),
+                    verdict: None,
                     repeat: Some(format!(
                         "Reads the UPS every {}; a status without OL, or with OB, LB or FSD{}, starts the count again; the loop gives up by itself after {}.",
                         fmt_duration(w.every),
@@ -810,6 +853,7 @@ impl Builder<'_> {
                 };
                 blocks.push(Block {
                     checks: Vec::new(),
+                    verdict: None,
                     repeat: None,
                     say: say.into(),
                     cmds: p
@@ -1054,6 +1098,7 @@ impl Builder<'_> {
             say: "Wait until it is up:".into(),
             cmds,
             checks,
+            verdict: None,
             expect: Some(expect),
             note: Some(note),
         });
@@ -1098,6 +1143,9 @@ impl Builder<'_> {
         let mut out = Vec::new();
         // The line the posts read, typed before either.
         let step_line = self.text(&posts::step_line(s.number, &s.name));
+        let escalate = format!(
+            "type `{step_line}`, then send the failure post (\"If a step still fails\", on the first pages)"
+        );
         if let Some(m) = &s.abort_if {
             for cond in matcher_parts(m) {
                 out.push(Outcome {
@@ -1116,18 +1164,35 @@ impl Builder<'_> {
         let wait = matches!(s.action, Action::WaitSsh { .. });
         if let Action::PreviousBoot { on_unclean, .. } = &s.action {
             use crate::runbook::model::OnUnclean;
-            let (text, abort) = match on_unclean {
-                OnUnclean::Abort => ("ABORT: the long procedure.".to_owned(), true),
+            let (label, text, abort) = match on_unclean {
+                OnUnclean::Abort => (
+                    "If it prints UNCLEAN",
+                    format!("ABORT: the long procedure. For the ABORT post, type `{step_line}`."),
+                    true,
+                ),
                 OnUnclean::Warn => (
-                    "say so to the operators and go on: the next steps look for filesystem damage themselves, and a step marked \"only if this step did not find a clean shutdown\" runs now.".to_owned(),
+                    "If it prints UNCLEAN or UNKNOWN",
+                    "post it (the box above), then go on: the next steps look for filesystem damage themselves, and a step marked \"only if this step did not find a clean shutdown\" runs now.".to_owned(),
                     false,
                 ),
-                OnUnclean::Continue => ("write it down and go on.".to_owned(), false),
+                OnUnclean::Continue => (
+                    "If it prints UNCLEAN or UNKNOWN",
+                    "write it down and go on.".to_owned(),
+                    false,
+                ),
             };
             out.push(Outcome {
-                label: "If it is unclean or unknown".into(),
+                label: label.into(),
                 text,
                 abort,
+            });
+            out.push(Outcome {
+                label: "If the command fails".into(),
+                text: format!(
+                    "no verdict (ssh failed, or no `@@` sections in `s{}.out`): do it once more. If it still fails: {escalate}, and stop here.",
+                    s.number
+                ),
+                abort: false,
             });
             return out;
         }
@@ -1148,9 +1213,6 @@ impl Builder<'_> {
         } else {
             "If a check prints FAIL"
         };
-        let escalate = format!(
-            "type `{step_line}`, then send the failure post (\"If a step still fails\", on the first pages)"
-        );
         let (text, abort) = if wait {
             (
                 format!("ABORT. For the ABORT post, type `{step_line}`."),
