@@ -283,8 +283,9 @@ phases:
             doc.contains(r#" https://ntfy.example/"$NTFY_TOPIC""#),
             "{format}: webhook does not read $NTFY_TOPIC"
         );
+        // The last post, with what happened on the way.
         assert!(
-            doc.contains("--data-raw done"),
+            doc.contains("--data-raw 'done\nOn the way: '\"$EVENTS\"''"),
             "{format}: ntfy posts the message as plain text"
         );
     }
@@ -505,7 +506,7 @@ fn printed_pages_carry_every_command() {
         let text = std::fs::read_to_string(&txt).unwrap();
         let pages = text.matches('\u{c}').count();
         assert!(
-            (6..=32).contains(&pages),
+            (6..=40).contains(&pages),
             "{size}: {pages} pages is not a binder"
         );
         let flat = no_whitespace(&recover::export::unfold(&text));
@@ -549,7 +550,8 @@ fn status_posts_use_each_channel_format() {
         r#"-H 'Content-Type: application/json' --data-raw '{"text":"it'\''s back"}' -w '\n%{http_code}\n' https://hooks.example/slack"#,
         r#"-H 'Content-Type: application/json' --data-raw '{"content":"it'\''s back"}' -w '\n%{http_code}\n' https://hooks.example/discord"#,
         r#"-H 'Content-Type: text/plain; charset=utf-8' --data-raw 'it'\''s back' -w '\n%{http_code}\n' https://hooks.example/ntfy"#,
-        r#"-H 'Content-Type: application/json' --data-raw '{"message":"it'\''s back","runbook":"formats","source":"recover"}' -w '\n%{http_code}\n' https://hooks.example/json"#,
+        // The last post, with what happened on the way.
+        r#"-H 'Content-Type: application/json' --data-raw '{"message":"it'\''s back\nOn the way: '"$EVENTS"'","runbook":"formats","source":"recover"}' -w '\n%{http_code}\n' https://hooks.example/json"#,
     ] {
         assert!(md.contains(expected), "missing: {expected}\n{md}");
     }
@@ -730,4 +732,106 @@ fn the_abort_post_is_this_runbooks_own_and_every_failure_has_a_way_out() {
     assert!(md.contains("type `N=4; NAME='start a.service'`"), "{md}");
     assert!(md.contains("(`on_fail: continue`)"), "{md}");
     assert!(md.contains("If it still fails: type `N=2;"), "{md}");
+}
+
+/// The frictions of issue 22 (items 4 and 5), each said plainly in the reference binder.
+#[test]
+fn the_binder_says_plainly_what_a_pass_a_gave_up_and_a_reboot_mean() {
+    let state = tempfile::tempdir().unwrap();
+    let md = export_ok(RUNBOOK, "md", state.path(), &[]);
+    let plan = spark_plan();
+    let steps: Vec<_> = plan.phases.iter().flat_map(|p| &p.steps).collect();
+    let section = |n: usize| {
+        md.split("\n### ")
+            .find(|s| s.starts_with(&format!("{n}. ")))
+            .unwrap_or_else(|| panic!("no step {n}"))
+            .to_owned()
+    };
+    // The UPS step: no "go on at your own risk" beside "stop here".
+    let ups = steps
+        .iter()
+        .find(|s| matches!(s.action, Action::Ups(_)))
+        .unwrap();
+    let ups = section(ups.number);
+    assert!(!ups.contains("at your own risk"), "{ups}");
+    assert!(ups.contains("stop here"), "{ups}");
+    // The boot id written at the wait is compared at the start of the last phase.
+    let wait = steps
+        .iter()
+        .find(|s| matches!(s.action, Action::WaitSsh { .. }))
+        .unwrap();
+    let last_phase = md.rsplit("\n## Phase ").next().unwrap();
+    assert!(
+        last_phase.contains(&format!("### Same boot as at step {}", wait.number))
+            && last_phase.contains("= \"$BOOT_ID\" ] && echo SAME BOOT || echo REBOOTED"),
+        "{last_phase}"
+    );
+    // Every start step's HTTP probe from the management host has its small print.
+    for s in &steps {
+        if let Action::Start {
+            health: Some(g), ..
+        } = &s.action
+            && let Probe::Http(r) = &g.probe
+            && r.on_target.is_none()
+        {
+            let sec = section(s.number);
+            assert!(
+                sec.contains("*Small print: the exact line `recover` sends")
+                    && sec.contains(&r.curl()),
+                "step {}: no small print for its probe",
+                s.number
+            );
+        }
+    }
+    // drop_caches: the figure recover uses (none: both lines), checked as recover checks.
+    let drop = steps
+        .iter()
+        .find(|s| matches!(s.action, Action::DropCaches(_)))
+        .unwrap();
+    let sec = section(drop.number);
+    assert!(
+        sec.contains("sets no figure the second must be under"),
+        "{sec}"
+    );
+    let check = format!(
+        "[ \"$(grep -cE '^Cached:[[:space:]]*[0-9]+' s{}.out)\" = 2 ] || echo FAIL",
+        drop.number
+    );
+    assert!(sec.contains(&check), "{sec}");
+    for (out, said) in [
+        ("Cached:  1048576 kB\nCached:    20480 kB\n", ""),
+        ("Cached:  1048576 kB\n", "FAIL\n"),
+        ("nothing\n", "FAIL\n"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(format!("s{}.out", drop.number)), out).unwrap();
+        let ran = Command::new("sh")
+            .arg("-c")
+            .arg(&check)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&ran.stdout), said, "{out:?}");
+    }
+    assert!(md.contains("`needs_recovery` among the features is normal on a mounted root"));
+    assert!(md.contains("The clock starts when mains returned"));
+    // The example of ELAPSED lies inside this 30-minute budget.
+    assert!(
+        md.contains("(`ELAPSED=10m`)"),
+        "no example within the budget"
+    );
+    assert!(!md.contains("ELAPSED=23m"));
+    // A pass after a remedy, said plainly, with the line to write down.
+    assert!(
+        md.contains("the step passed, but only after the remedy: vllm-qwen36.service was killed (SIGKILL) and systemd restarted it. Write down `step "),
+        "no plain word on a remedy"
+    );
+    // The last post carries what happened on the way.
+    let last = steps
+        .iter()
+        .rfind(|s| matches!(s.action, Action::Notify { .. }))
+        .unwrap();
+    let sec = section(last.number);
+    assert!(sec.contains("On the way: '\"$EVENTS\"'"), "{sec}");
+    assert!(sec.contains("EVENTS='__'"), "{sec}");
 }

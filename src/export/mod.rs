@@ -225,6 +225,15 @@ struct PhaseView {
     window: String,
     steps: String,
     items: Vec<StepView>,
+    /// The last phase: the boot id written at the wait for SSH, compared again.
+    reboot: Option<RebootView>,
+}
+
+#[derive(Debug, Serialize)]
+struct RebootView {
+    /// The step that wrote the boot id down.
+    step: usize,
+    block: Block,
 }
 
 #[derive(Debug, Serialize)]
@@ -436,6 +445,9 @@ impl Binder {
                         _ => String::new(),
                     },
                     items: ph.steps.iter().map(|s| b.step(s)).collect(),
+                    reboot: (i + 1 == plan.phases.len() && i > 0)
+                        .then(|| b.reboot_check())
+                        .flatten(),
                 })
                 .collect(),
         }
@@ -522,7 +534,9 @@ impl Builder<'_> {
         );
         let mut line = self.shell(&req.curl());
         let mut cmds = Vec::new();
-        let mut notes = Vec::new();
+        let mut notes: Vec<String> = Vec::new();
+        // An example inside the budget: a third of it, in whole minutes.
+        let example = (self.plan.budget.as_secs() / 180).max(1);
         for blank in posts::BLANKS {
             if !message.contains(blank.token) {
                 continue;
@@ -531,15 +545,19 @@ impl Builder<'_> {
             line = line.replace(blank.token, &format!("'\"${}\"'", blank.var));
             let fill = match blank.var {
                 "N" => {
-                    notes.push("`N=__; NAME='__'`: the number and title of the step; each step prints this line ready to type.");
+                    notes.push("`N=__; NAME='__'`: the number and title of the step; each step prints this line ready to type.".into());
                     Some("N=__; NAME='__'".to_owned())
                 }
                 "WHY" => {
-                    notes.push("`WHY='__'`: what went wrong, in a few words (the check's output, `GAVE UP`, `UNIT FAILED`), without quotes or backslashes.");
+                    notes.push("`WHY='__'`: what went wrong, in a few words (the check's output, `GAVE UP`, `UNIT FAILED`), without quotes or backslashes.".into());
                     Some("WHY='__'".to_owned())
                 }
+                "EVENTS" => {
+                    notes.push("`EVENTS='__'`: what happened on the way, from your notes: an unclean shutdown (the previous-boot verdict), a remedy applied (`REMEDY APPLIED` at step N: the unit killed and restarted), a step that failed and was passed over, a reboot; `EVENTS=none` when nothing did. No quotes or backslashes.".into());
+                    Some("EVENTS='__'".to_owned())
+                }
                 "ELAPSED" => {
-                    notes.push("`ELAPSED=__m`: the minutes from the recovery start written on the first page to now, rounded up (`ELAPSED=7m`).");
+                    notes.push(format!("`ELAPSED=__m`: the minutes from the recovery start written on the first page to now, rounded up to a whole minute (`ELAPSED={example}m`)."));
                     Some("ELAPSED=__m".to_owned())
                 }
                 "OUT" => Some(posts::out_line()),
@@ -549,7 +567,7 @@ impl Builder<'_> {
             cmds.extend(fill.map(|f| Cmd::typed(ON_HOST, f)));
         }
         if message.contains(posts::OUT.token) {
-            notes.push("`OUT` and `UNITS` fill themselves in: the last lines step `$N` saved, and whether each unit is active.");
+            notes.push("`OUT` and `UNITS` fill themselves in: the last lines step `$N` saved, and whether each unit is active.".into());
         }
         cmds.push(Cmd::typed(ON_HOST, line));
         Block {
@@ -563,6 +581,50 @@ impl Builder<'_> {
             note: (!notes.is_empty()).then(|| notes.join(" ")),
             ..Block::default()
         }
+    }
+
+    /// The boot id the first wait for SSH had the person write down, compared with the one
+    /// the box has now: `None` without a wait for SSH.
+    fn reboot_check(&self) -> Option<RebootView> {
+        let wait = self
+            .plan
+            .phases
+            .iter()
+            .flat_map(|p| &p.steps)
+            .find(|s| matches!(s.action, Action::WaitSsh { .. }))?;
+        let f = self.login(wait);
+        let back = self
+            .plan
+            .phases
+            .iter()
+            .flat_map(|p| &p.steps)
+            .find(|s| matches!(s.action, Action::PreviousBoot { .. }))
+            .map(|s| format!("step {} (\"{}\")", s.number, self.text(&s.name)))
+            .unwrap_or_else(|| format!("step {}", wait.number));
+        Some(RebootView {
+            step: wait.number,
+            block: Block {
+                say: format!(
+                    "Before this phase: type the boot id you wrote down at step {}, then compare it with the one {} has now:",
+                    wait.number,
+                    self.target_name(wait)
+                ),
+                cmds: vec![
+                    Cmd::typed(ON_HOST, "BOOT_ID=__".into()),
+                    Cmd::typed(
+                        ON_HOST,
+                        format!(
+                            "[ \"$({f} {BOOT_ID_COMMAND})\" = \"$BOOT_ID\" ] && echo SAME BOOT || echo REBOOTED"
+                        ),
+                    ),
+                ],
+                expect: Some("`SAME BOOT`.".into()),
+                note: Some(format!(
+                    "`REBOOTED`: the box restarted during the recovery (another power cut, a crash, a watchdog), and what was started may not be running. Say so in the last post (`EVENTS`), then go back to {back}."
+                )),
+                ..Block::default()
+            },
+        })
     }
 
     /// `UNITS=...`: each unit the runbook starts, with `systemctl is-active` of it, in one ssh
@@ -663,7 +725,7 @@ impl Builder<'_> {
                         until_loop(*every, *timeout, &format!("{f} {BOOT_ID_COMMAND}")),
                     )],
                     expect: Some(
-                        "it prints one line, the boot id (a UUID such as `0d1e5c6a-…`), and the loop ends. Write it here: ______ (a different id later means the box rebooted again). `GAVE UP`: no answer in time.".into(),
+                        "it prints one line, the boot id (a UUID such as `0d1e5c6a-…`), and the loop ends. Write it here: ______ (the last phase compares it: a different id then means the box rebooted again). `GAVE UP`: no answer in time.".into(),
                     ),
                     ..Block::default()
                 });
@@ -757,9 +819,14 @@ impl Builder<'_> {
             }
             Action::DropCaches(c) => {
                 let mut b = self.command_block(s, self.remote(s, c), None, c);
+                // As `recover` judges it: both `Cached:` lines, before and after.
+                b.checks.push(format!(
+                    "[ \"$(grep -cE '^Cached:[[:space:]]*[0-9]+' {})\" = 2 ] || echo FAIL",
+                    out_file(s.number)
+                ));
                 b.say = "Flush to disk, then drop the page cache, as root:".into();
                 b.expect = Some(format!(
-                    "no check prints anything; {} shows `Cached:` twice, the second much smaller.",
+                    "no check prints anything: {} shows `Cached:` twice, before and after, in kB, as `recover` asks (it reports both sizes, and sets no figure the second must be under). The second is usually much smaller; the cache fills again as soon as anything reads the disk.",
                     out_file(s.number)
                 ));
                 blocks.push(b);
@@ -803,11 +870,24 @@ impl Builder<'_> {
                 }
             }
             Action::Notify { channel, message } => {
+                // The last post of the run says what happened on the way.
+                let last = self
+                    .plan
+                    .phases
+                    .iter()
+                    .flat_map(|p| &p.steps)
+                    .rfind(|x| matches!(x.action, Action::Notify { .. }))
+                    .is_some_and(|x| x.number == s.number);
+                let message = if last {
+                    posts::last_post(message.trim())
+                } else {
+                    message.trim().to_owned()
+                };
                 text = Some(Labelled {
                     label: "Message".into(),
-                    text: self.text(&posts::shown(message.trim())),
+                    text: self.text(&posts::shown(&message)),
                 });
-                blocks.push(self.post(channel, message.trim()));
+                blocks.push(self.post(channel, &message));
                 format!("post to {channel}")
             }
             Action::Ups(w) => {
@@ -831,7 +911,7 @@ impl Builder<'_> {
                         "the loop ends without `GAVE UP` once the status held OL, and none of OB, LB, FSD, for {} without a break{charge}; each line shows what it read.",
                         fmt_duration(w.want.stable_for)
                     )),
-                    note: Some("`GAVE UP`: mains never stayed stable for long enough: wait, or go on at your own risk if the panel shows mains and a charging battery.".into()),
+                    note: Some("`GAVE UP`: mains never stayed stable for long enough. Mains that will not hold is no supply to start a recovery on: see below.".into()),
                 });
                 "wait for mains".into()
             }
@@ -1003,6 +1083,8 @@ impl Builder<'_> {
             ),
             Some(Probe::Http(r)) => {
                 let (line, exact) = self.request_line(s, r);
+                // From the management host, the probe is the typed curl line itself.
+                let exact = exact.or_else(|| Some(self.shell(&r.curl())));
                 let checks = http_checks(n, &r.expect);
                 (
                     Some(line),
@@ -1075,7 +1157,18 @@ impl Builder<'_> {
             fmt_duration(timeout)
         );
         let mut note = failed;
+        let mut expect = expect;
         if let Some(r) = remedy {
+            let what = match &r.policy.action {
+                crate::remedy::Action::Kill => {
+                    format!("{unit} was killed (SIGKILL) and systemd restarted it")
+                }
+                crate::remedy::Action::Restart => format!("{unit} was restarted"),
+                crate::remedy::Action::Run(_) => "the remedy command ran on the box".to_owned(),
+            };
+            expect.push_str(&format!(
+                " If it printed `REMEDY APPLIED` before it ended, the step passed, but only after the remedy: {what}. Write down `step {n}: REMEDY APPLIED ({what})` here: ______, and put it in the last post (`EVENTS`)."
+            ));
             repeat.push_str(&format!(
                 " It applies the remedy by itself and says `REMEDY APPLIED` (its output in `s{n}.remedy.out`): {}.",
                 crate::remedy::when(&r.policy)
@@ -1667,6 +1760,9 @@ fn expect_text(n: usize, m: Option<&Matcher>, abort_if: Option<&Matcher>, c: &Co
         if c.script.contains("journalctl") {
             text.push_str(" `-- No entries --` means nothing was logged: good.");
         }
+    }
+    if c.script.contains("dumpe2fs") {
+        text.push_str(" `needs_recovery` among the features is normal on a mounted root: ext4 sets it while the file system is mounted.");
     }
     text
 }

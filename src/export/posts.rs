@@ -40,6 +40,11 @@ pub const UNITS: Blank = Blank {
     token: "__UNITS__",
     var: "UNITS",
 };
+/// What happened on the way, from the person's notes.
+pub const EVENTS: Blank = Blank {
+    token: "__EVENTS__",
+    var: "EVENTS",
+};
 /// Minutes since the recovery started: the template value the engine fills in.
 pub const ELAPSED: Blank = Blank {
     token: "{{ run.elapsed }}",
@@ -47,7 +52,7 @@ pub const ELAPSED: Blank = Blank {
 };
 
 /// Every blank, in the order their lines are typed.
-pub const BLANKS: [Blank; 6] = [N, NAME, WHY, ELAPSED, OUT, UNITS];
+pub const BLANKS: [Blank; 7] = [N, NAME, WHY, ELAPSED, EVENTS, OUT, UNITS];
 
 /// How many of the step's last output lines the posts carry.
 pub const OUTPUT_LINES: usize = 5;
@@ -79,6 +84,12 @@ pub fn failure_text(title: &str, boxes: &str, source: &str) -> String {
         UNITS.token,
         n = N.token,
     )
+}
+
+/// The last post of a run, as the binder has it sent: the runbook's message, then what
+/// happened on the way (an unclean shutdown, a remedy applied, a step passed over).
+pub fn last_post(message: &str) -> String {
+    format!("{}\nOn the way: {}", message.trim_end(), EVENTS.token)
 }
 
 /// The message as the binder shows it: each blank as its variable (`$N`).
