@@ -397,48 +397,34 @@ pub fn judge(out: &str) -> BootVerdict {
 /// `CLEAN`, `UNCLEAN: <the sign>` or `UNKNOWN: <why>`, after an `UNREADABLE: ...` line for each
 /// sign it could not read. `tests/binder_replay.rs` holds it to [`judge`] on every fixture.
 pub fn typed_verdict(file: &str) -> String {
-    let program = r#"function entry(l) { return l !~ /^[[:space:]]*$/ && l !~ /^-- / }
-function has(l, s) { return index(l, s) > 0 }
-{ sub(/\r$/, "") }
-/^@@ / {
-  rest = substr($0, 4)
-  if (cur != "" && has(rest, " exit ")) { cur = ""; next }
-  if (rest !~ / /) { cur = (rest in seen) ? "@dup" : rest; seen[rest] = 1; next }
-}
-cur == "" { next }
-cur == "unclean" || cur == "shutdown" || cur == "journald_stop" || cur == "boots" {
-  if (has($0, "insufficient permissions") || has($0, "not seeing messages from other users and the system")) denied = 1
-}
-cur == "shutdown" || cur == "journald_stop" {
-  if (has($0, "is not available") || has($0, "No such boot ID") || has($0, "no persistent journal was found")) noprev = 1
-  if (has($0, "no persistent journal was found")) volatile = 1
-}
-!entry($0) { next }
-cur == "unclean" && has($0, "uncleanly shut down") && !j { j = $0 }
-cur == "ext4" && has($0, "recovery complete") && !fs { fs = $0 }
-cur == "fsck_log" && has($0, "recovering journal") && !fs { fs = $0 }
-cur == "fsck_log" && !has($0, "recovering journal") && has($0, "Permission denied") { fsck_denied = 1 }
-cur == "boots" && $1 ~ /^[+-]?[0-9]+$/ { boots++ }
-cur == "shutdown" { shut = 1 }
-cur == "journald_stop" && has($0, "Journal stopped") { stop = 1 }
-cur == "last" && ($0 ~ /^reboot/ || $0 ~ /^shutdown/) { rec[++n] = $0 }
-END {
-  prev = !denied && ("shutdown" in seen) && !noprev && boots >= 2
-  for (i = 1; i <= n; i++) if (rec[i] ~ /^reboot/) { nx = rec[i + 1]; break }
-  if (nx ~ /^shutdown/) lclean = 1; else if (has(nx, "crash") || nx ~ /^reboot/) lcrash = 1
-  clean = prev && shut && stop
-  if (fsck_denied) print "UNREADABLE: /run/initramfs/fsck.log (the step needs sudo: true)"
-  if (denied) print "UNREADABLE: the system journal (the step needs sudo: true, or the systemd-journal group)"
-  if (j) print "UNCLEAN: " j
-  else if (fs) print "UNCLEAN: " fs
-  else if (prev && !shut) print "UNCLEAN: the journal of the previous boot ends without a shutdown"
-  else if (prev && !stop) print "UNCLEAN: the previous boot began a shutdown, but journald never stopped"
-  else if (clean && lcrash) print "UNKNOWN: the journal records a clean shutdown, but wtmp (last -x) a crash"
-  else if (clean) print "CLEAN"
-  else if (denied) print "UNKNOWN: journalctl cannot read the system journal"
-  else if (volatile) print "UNKNOWN: no persistent journal, and no file-system evidence"
-  else print "UNKNOWN: no earlier boot in the journal, and no file-system evidence"
-}"#;
+    let program = r#"{ sub(/\r$/, "") }
+/^@@ / { q = substr($0, 4)
+  if (s != "" && index(q, " exit ")) { s = ""; next }
+  if (q !~ / /) { s = (q in seen) ? "@" : q; seen[q] = 1; next } }
+s == "" { next }
+s ~ /^(unclean|shutdown|journald_stop|boots)$/ && /insufficient permissions|not seeing messages from other users and the system/ { d = 1 }
+s ~ /^(shutdown|journald_stop)$/ && /is not available|No such boot ID|no persistent journal was found/ { np = 1 }
+s ~ /^(shutdown|journald_stop)$/ && /no persistent journal was found/ { v = 1 }
+/^[[:space:]]*$/ || /^-- / { next }
+s == "unclean" && /uncleanly shut down/ && !j { j = $0 }
+(s == "ext4" && /recovery complete/ || s == "fsck_log" && /recovering journal/) && !f { f = $0 }
+s == "fsck_log" && /Permission denied/ && !/recovering journal/ { fd = 1 }
+s == "boots" && $1 ~ /^[+-]?[0-9]+$/ { b++ }
+s == "shutdown" { sd = 1 }
+s == "journald_stop" && /Journal stopped/ { st = 1 }
+s == "last" && /^(reboot|shutdown)/ { r[++n] = $0 }
+END { p = !d && ("shutdown" in seen) && !np && b >= 2; c = p && sd && st
+  for (i = 1; i <= n; i++) if (r[i] ~ /^reboot/) { x = r[i + 1]; break }
+  k = x !~ /^shutdown/ && (x ~ /crash/ || x ~ /^reboot/)
+  if (fd) print "UNREADABLE: /run/initramfs/fsck.log (the step needs sudo: true)"
+  if (d) print "UNREADABLE: the system journal (the step needs sudo: true)"
+  if (j) print "UNCLEAN: " j; else if (f) print "UNCLEAN: " f
+  else if (p && !sd) print "UNCLEAN: no shutdown in the journal of the previous boot"
+  else if (p && !st) print "UNCLEAN: the previous boot began a shutdown, journald never stopped"
+  else if (c && k) print "UNKNOWN: a clean shutdown in the journal, but a crash in wtmp"
+  else if (c) print "CLEAN"; else if (d) print "UNKNOWN: cannot read the system journal"
+  else if (v) print "UNKNOWN: no persistent journal, and no file-system sign"
+  else print "UNKNOWN: no earlier boot in the journal, and no file-system sign" }"#;
     // Single-quoted as a whole: the program holds no single quote.
     debug_assert!(!program.contains('\''));
     format!("awk '{program}' {file}")

@@ -247,6 +247,8 @@ struct StepView {
     blocks: Vec<Block>,
     /// What the person does when it goes wrong: `(label, text, abort)`.
     outcomes: Vec<Outcome>,
+    /// More lines than a page holds: the printed card may split between its boxes.
+    long: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -535,6 +537,7 @@ impl Builder<'_> {
         let mut line = self.shell(&req.curl());
         let mut cmds = Vec::new();
         let mut notes: Vec<String> = Vec::new();
+        let mut fills: Vec<String> = Vec::new();
         // An example inside the budget: a third of it, in whole minutes.
         let example = (self.plan.budget.as_secs() / 180).max(1);
         for blank in posts::BLANKS {
@@ -564,7 +567,11 @@ impl Builder<'_> {
                 "UNITS" => self.units_line(),
                 _ => None,
             };
-            cmds.extend(fill.map(|f| Cmd::typed(ON_HOST, f)));
+            fills.extend(fill);
+        }
+        // The blanks in one box, typed before the post.
+        if !fills.is_empty() {
+            cmds.push(Cmd::typed(ON_HOST, fills.join("\n")));
         }
         if message.contains(posts::OUT.token) {
             notes.push("`OUT` and `UNITS` fill themselves in: the last lines step `$N` saved, and whether each unit is active.".into());
@@ -989,7 +996,20 @@ impl Builder<'_> {
                 fmt_duration(r.timeout)
             ));
         }
+        let lines: usize = blocks
+            .iter()
+            .map(|b| {
+                b.cmds
+                    .iter()
+                    .map(|c| c.line.lines().count() + 2)
+                    .sum::<usize>()
+                    + b.checks.len()
+                    + b.verdict.as_deref().map_or(0, |v| v.lines().count())
+                    + 6
+            })
+            .sum();
         StepView {
+            long: lines > 60,
             number: s.number,
             name: self.text(&s.name),
             about: self.text(&about.join(" · ")),
