@@ -552,7 +552,7 @@ impl Builder<'_> {
                     Some("N=__; NAME='__'".to_owned())
                 }
                 "WHY" => {
-                    notes.push("`WHY='__'`: what went wrong, in a few words (the check's output, `GAVE UP`, `UNIT FAILED`), without quotes or backslashes.".into());
+                    notes.push(WHY_NOTE.into());
                     Some("WHY='__'".to_owned())
                 }
                 "EVENTS" => {
@@ -816,10 +816,11 @@ impl Builder<'_> {
                     );
                     let mut post = self.post(&channel, &message);
                     post.say = format!("Only if it printed `UNCLEAN` or `UNKNOWN`: {}", post.say);
+                    let rest = post.note.take().unwrap_or_default().replace(WHY_NOTE, "");
                     post.note = Some(format!(
-                        "`WHY='__'`: the verdict line, without its quotes (`WHY='UNCLEAN: journald found the journal uncleanly shut down'`). {}",
-                        post.note.take().unwrap_or_default()
-                    ));
+                        "`WHY='__'`: the verdict line, without quotes or backslashes (`WHY='UNCLEAN: journald found the journal uncleanly shut down'`). {}",
+                        rest.trim()
+                    ).trim_end().to_owned());
                     blocks.push(post);
                 }
                 format!("check on {tname}")
@@ -1399,6 +1400,9 @@ fn double_quoted(line: &str) -> String {
         crate::template::shell_quote(line)
     }
 }
+
+/// What the person writes in a post's `WHY` blank.
+const WHY_NOTE: &str = "`WHY='__'`: what went wrong, in a few words (the check's output, `GAVE UP`, `UNIT FAILED`), without quotes or backslashes.";
 
 /// Where the login-function lines are typed.
 const EXACT: &str = "Small print: the exact line `recover` sends (same effect)";
