@@ -392,6 +392,44 @@ pub fn judge(out: &str) -> BootVerdict {
     }
 }
 
+/// The verdict as a person types it: an `awk` program over the saved output of
+/// [`EVIDENCE_COMMAND`] (`file`) that reads the sections as [`judge`] does and prints one line,
+/// `CLEAN`, `UNCLEAN: <the sign>` or `UNKNOWN: <why>`, after an `UNREADABLE: ...` line for each
+/// sign it could not read. `tests/binder_replay.rs` holds it to [`judge`] on every fixture.
+pub fn typed_verdict(file: &str) -> String {
+    let program = r#"{ sub(/\r$/, "") }
+/^@@ / { q = substr($0, 4)
+  if (s != "" && index(q, " exit ")) { s = ""; next }
+  if (q !~ / /) { s = (q in seen) ? "@" : q; seen[q] = 1; next } }
+s == "" { next }
+s ~ /^(unclean|shutdown|journald_stop|boots)$/ && /insufficient permissions|not seeing messages from other users and the system/ { d = 1 }
+s ~ /^(shutdown|journald_stop)$/ && /is not available|No such boot ID|no persistent journal was found/ { np = 1 }
+s ~ /^(shutdown|journald_stop)$/ && /no persistent journal was found/ { v = 1 }
+/^[[:space:]]*$/ || /^-- / { next }
+s == "unclean" && /uncleanly shut down/ && !j { j = $0 }
+(s == "ext4" && /recovery complete/ || s == "fsck_log" && /recovering journal/) && !f { f = $0 }
+s == "fsck_log" && /Permission denied/ && !/recovering journal/ { fd = 1 }
+s == "boots" && $1 ~ /^[+-]?[0-9]+$/ { b++ }
+s == "shutdown" { sd = 1 }
+s == "journald_stop" && /Journal stopped/ { st = 1 }
+s == "last" && /^(reboot|shutdown)/ { r[++n] = $0 }
+END { p = !d && ("shutdown" in seen) && !np && b >= 2; c = p && sd && st
+  for (i = 1; i <= n; i++) if (r[i] ~ /^reboot/) { x = r[i + 1]; break }
+  k = x !~ /^shutdown/ && (x ~ /crash/ || x ~ /^reboot/)
+  if (fd) print "UNREADABLE: /run/initramfs/fsck.log (the step needs sudo: true)"
+  if (d) print "UNREADABLE: the system journal (the step needs sudo: true)"
+  if (j) print "UNCLEAN: " j; else if (f) print "UNCLEAN: " f
+  else if (p && !sd) print "UNCLEAN: no shutdown in the journal of the previous boot"
+  else if (p && !st) print "UNCLEAN: the previous boot began a shutdown, journald never stopped"
+  else if (c && k) print "UNKNOWN: a clean shutdown in the journal, but a crash in wtmp"
+  else if (c) print "CLEAN"; else if (d) print "UNKNOWN: cannot read the system journal"
+  else if (v) print "UNKNOWN: no persistent journal, and no file-system sign"
+  else print "UNKNOWN: no earlier boot in the journal, and no file-system sign" }"#;
+    // Single-quoted as a whole: the program holds no single quote.
+    debug_assert!(!program.contains('\''));
+    format!("awk '{program}' {file}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -320,7 +320,9 @@ fn translated_patterns_match_the_same_fixture_lines() {
             continue;
         };
         let out = format!(" s{}.out", s.number);
-        for line in checks.get(&s.number).into_iter().flat_map(|c| c.lines()) {
+        // Folded lines joined back by the rule the binder prints.
+        let joined = checks.get(&s.number).map(|c| recover::export::unfold(c));
+        for line in joined.iter().flat_map(|c| c.lines()) {
             let re = if line.ends_with("&& echo ABORT") {
                 abort_if.and_then(|m| m.stdout.as_ref())
             } else {
@@ -535,12 +537,26 @@ fn the_printed_gate_loop_stops_when_the_unit_failed() {
     let plan = lab_plan();
     let (n, _) = gate_with_remedy(&plan, "kill");
     let standins = r#"
-spark() { case "$*" in "systemctl is-active "*) log state; echo failed ;; *) return 99 ;; esac; }
+spark() { case "$*" in "systemctl is-active "*) log state; echo failed ;; *journalctl*) echo "Start request repeated too quickly."; echo "Failed with result 'start-limit-hit'." ;; *) return 99 ;; esac; }
 curl() { log probe; return 7; }
 "#;
     let (printed, dir) = run_gate_loop(standins, &printed_gate_loop(&md, n));
     assert_eq!(read(dir.path(), "calls").trim(), "state");
     assert!(printed.contains("UNIT FAILED"), "{printed}");
+    // The journal is kept for the failure post, and the checks say one clear word, nothing
+    // about files a probe never wrote.
+    assert!(
+        read(dir.path(), &format!("s{n}.out")).contains("start-limit-hit"),
+        "no journal saved"
+    );
+    let checks = printed_checks(&md).remove(&n).expect("the gate's checks");
+    let out = sh_bounded(dir.path(), &checks);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "FAIL\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "",
+        "noise from the checks"
+    );
 }
 
 /// A gate with `successes: 2` (the dispatcher's) ends only after two passes in a row; a
@@ -686,4 +702,298 @@ upsc() {{
         (want..=want + every).contains(&elapsed),
         "ended after {elapsed}s, want about {want}s\n{printed}"
     );
+}
+
+/// The fenced `sh` boxes of `section`, in order.
+fn fenced(section: &str) -> Vec<String> {
+    section
+        .split("```sh\n")
+        .skip(1)
+        .map(|b| b.split("\n```").next().expect("a closed fence").to_owned())
+        .collect()
+}
+
+/// The `N=...; NAME=...` line step `n` prints for the posts.
+fn step_line(md: &str, n: usize) -> String {
+    let section = md
+        .split("\n### ")
+        .find(|s| s.starts_with(&format!("{n}. ")))
+        .unwrap_or_else(|| panic!("no step {n}"));
+    let at = section
+        .find(&format!("type `N={n}; NAME="))
+        .unwrap_or_else(|| panic!("step {n} prints no line for the posts:\n{section}"));
+    let rest = &section[at + "type `".len()..];
+    rest[..rest.find('`').unwrap()].to_owned()
+}
+
+/// The posts of the first pages, typed as printed (blanks filled as the person fills them),
+/// reach a real webhook listener once each, with the engine's wording and every blank filled:
+/// the step, its reason, its last output lines (hostile bytes and all) and which units are
+/// active.
+#[test]
+fn the_printed_failure_and_abort_posts_reach_the_channel_with_every_blank_filled() {
+    let md = binder();
+    let plan = lab_plan();
+    let steps: Vec<&Step> = plan.phases.iter().flat_map(|p| &p.steps).collect();
+    let gpu = steps.iter().find(|s| s.name == "GPU answers").unwrap();
+    let dmesg = steps
+        .iter()
+        .find(|s| s.abort_if.is_some() && s.name.starts_with("Last kernel"))
+        .unwrap();
+    let units: Vec<&str> = steps
+        .iter()
+        .filter_map(|s| match &s.action {
+            Action::Start { unit, .. } => Some(unit.as_str()),
+            _ => None,
+        })
+        .collect();
+    let (abort_section, rest) = md
+        .split_once("## If a step still fails")
+        .expect("a failure procedure");
+    let abort_section = abort_section.split_once("## Abort procedure").unwrap().1;
+    let failure_section = rest.split_once("When the cause is fixed").unwrap().0;
+    let why = "no GPU: nvidia-smi says $none";
+    let saved = "first\nGPU 0: a'b\"c$d\\e\u{1}f\n\nNo devices were found\n";
+    let saved_err = "err: 99999999999999999999\n";
+    // What `tail -n 5 | tr -c '[:print:]' ' ' | tr -d '"\\'` makes of the saved output.
+    let both = format!("{saved}{saved_err}");
+    let lines: Vec<&str> = both.lines().collect();
+    let out: String = lines[lines.len().saturating_sub(5)..]
+        .iter()
+        .map(|l| format!("{l} "))
+        .collect::<String>()
+        .chars()
+        .filter(|c| *c != '"' && *c != '\\')
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let title = &plan.title;
+    // As the binder was made: `recover export runbooks/lab.yaml`.
+    let source = RUNBOOK;
+    let states: String = units
+        .iter()
+        .map(|u| {
+            let state = if u.starts_with("vllm") {
+                "failed"
+            } else {
+                "active"
+            };
+            format!("{u} {state}; ")
+        })
+        .collect();
+    let procedure = plan.abort.message.trim();
+    let first = match procedure.split_once("\n\n") {
+        Some((p, _)) => format!("{}\n(the rest of the procedure: see the binder)", p.trim()),
+        None => format!("{procedure}\n(see the binder)"),
+    };
+    let cases = [
+        (
+            failure_section,
+            gpu,
+            format!(
+                "FAILED: {title} stopped at step {} ({}) on spark after 12m: {why}\nLast output: {out}\nUnits: {states}\nRun by hand from the binder.\nResume: recover run {source} --from {}",
+                gpu.number, gpu.name, gpu.number
+            ),
+        ),
+        (
+            abort_section,
+            dmesg,
+            format!(
+                "ABORT: {title} stopped at step {} ({}) after 12m: {why}\nLast output: {out}\nThe abort procedure is being followed:\n{first}",
+                dmesg.number, dmesg.name
+            ),
+        ),
+    ];
+    for (section, step, want) in cases {
+        let server = common::http::HttpServer::start();
+        server.respond("POST", "/hook", 200, "ok");
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join(format!("s{}.out", step.number)), saved).unwrap();
+        std::fs::write(d.join(format!("s{}.err", step.number)), saved_err).unwrap();
+        let bin = d.join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let systemctl = bin.join("systemctl");
+        std::fs::write(
+            &systemctl,
+            "#!/bin/sh\ncase \"$2\" in vllm*) echo failed ;; *) echo active ;; esac\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&systemctl, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // The login function, standing in for ssh: the remote command runs here.
+        let mut script = String::from("spark() { sh -c \"$1\"; }\n");
+        let typed = fenced(section);
+        assert!(typed.len() >= 2, "{typed:?}");
+        for line in typed.iter().flat_map(|b| b.lines()) {
+            script.push_str(&match line {
+                "N=__; NAME='__'" => step_line(&md, step.number),
+                "WHY='__'" => format!("WHY='{why}'"),
+                "ELAPSED=__m" => "ELAPSED=12m".to_owned(),
+                other => {
+                    assert!(
+                        !other.contains("__"),
+                        "a blank the test does not fill: {other}"
+                    );
+                    other.to_owned()
+                }
+            });
+            script.push('\n');
+        }
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(&script)
+            .current_dir(d)
+            .env("RECOVER_WEBHOOK", server.url_for("/hook"))
+            .env(
+                "PATH",
+                format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
+            );
+        let ran = common::run_bounded(cmd, Duration::from_secs(30));
+        let shown = String::from_utf8_lossy(&ran.stdout);
+        assert!(
+            shown.trim_end().ends_with("200"),
+            "the post did not answer 200:\n{shown}{}\n{script}",
+            String::from_utf8_lossy(&ran.stderr)
+        );
+        let got = server.requests_to("/hook");
+        assert_eq!(got.len(), 1, "{script}");
+        assert_eq!(
+            got[0].json()["text"].as_str(),
+            Some(want.as_str()),
+            "{script}"
+        );
+    }
+}
+
+/// The printed verdict of the `previous_boot` step, typed as printed over each captured
+/// evidence (the lab's four previous-boot fixtures, and hand-made ones for each sign, no
+/// permission, a cut-short shutdown and garbage), says what `recover`'s own judgement says:
+/// `CLEAN`, `UNCLEAN: <the sign>` or `UNKNOWN`, and `UNREADABLE` for a sign it could not read.
+#[test]
+fn the_printed_previous_boot_verdict_is_recovers_judgement() {
+    use recover::previous_boot::{Points, State, judge};
+    let md = binder();
+    let plan = lab_plan();
+    let n = plan
+        .phases
+        .iter()
+        .flat_map(|p| &p.steps)
+        .find(|s| matches!(s.action, Action::PreviousBoot { .. }))
+        .expect("a previous_boot step")
+        .number;
+    let section = md
+        .split("\n### ")
+        .find(|s| s.starts_with(&format!("{n}. ")))
+        .unwrap();
+    let verdict = section
+        .split("\nVerdict:\n\n```sh\n")
+        .nth(1)
+        .unwrap_or_else(|| panic!("step {n} prints no verdict:\n{section}"))
+        .split("\n```")
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut cases: Vec<(String, String)> = Vec::new();
+    for name in [
+        "after-shutdown",
+        "after-powercut",
+        "no-persistent-journal",
+        "first-boot",
+    ] {
+        let path = root().join(format!("fixtures/lab/previous-boot-{name}.txt"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        cases.push((
+            format!("{name}, cut short"),
+            text.replace("Journal stopped", "Journal flushed"),
+        ));
+        cases.push((format!("{name}, crlf"), text.replace('\n', "\r\n")));
+        cases.push((name.to_owned(), text));
+    }
+    for (name, text) in [
+        (
+            "fs replayed",
+            "@@ boots\n  0 abc Thu\n@@ boots exit 0\n@@ fsck_log\nspark-root: recovering journal\n@@ fsck_log exit 0\n@@ ext4\n2026-12-03T13:56:01+0000 spark-lab kernel: EXT4-fs (vda): 1 orphan inode deleted\n@@ ext4 exit 0\n",
+        ),
+        (
+            "ext4 recovery",
+            "@@ ext4\nkernel: EXT4-fs (vda): recovery complete\n@@ ext4 exit 0\n@@ fsck_log\ncat: /run/initramfs/fsck.log: Permission denied\n@@ fsck_log exit 1\n",
+        ),
+        (
+            "no permission",
+            "@@ boots\nHint: You are currently not seeing messages from other users and the system.\n@@ boots exit 0\n@@ shutdown\nNo journal files were opened due to insufficient permissions.\n@@ shutdown exit 1\n",
+        ),
+        ("empty", ""),
+        (
+            "garbage",
+            "@@ \n@@ x exit\n@@ exit 1\n\u{1b}[31m@@ boots\n\0\n'\"$d\\e",
+        ),
+        (
+            "twice",
+            "@@ unclean\n@@ unclean exit 0\n@@ unclean\nsystemd-journald[1]: File x corrupted or uncleanly shut down, renaming\n@@ unclean exit 0\n",
+        ),
+    ] {
+        cases.push((name.to_owned(), text.to_owned()));
+    }
+    let mut states = std::collections::BTreeSet::new();
+    for (name, text) in &cases {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(format!("s{n}.out")), text).unwrap();
+        let out = sh_bounded(dir.path(), &verdict);
+        assert!(out.status.success(), "{name}: {out:?}");
+        let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+        let lines: Vec<&str> = printed.lines().collect();
+        let last = *lines.last().unwrap_or(&"");
+        let v = judge(text);
+        states.insert(v.state.as_str());
+        let word = last.split(':').next().unwrap();
+        assert_eq!(
+            word,
+            v.state.as_str().to_uppercase(),
+            "{name}: printed {printed:?}, recover says {v:#?}"
+        );
+        if v.state == State::Clean {
+            assert_eq!(last, "CLEAN", "{name}");
+        }
+        if v.state == State::Unclean {
+            // The sign it names is the one recover's reason rests on.
+            let sign = last.trim_start_matches("UNCLEAN: ").trim();
+            let found = if v.reason.starts_with("journald found") {
+                v.evidence
+                    .iter()
+                    .any(|e| e.source == "journald, this boot" && e.line == sign)
+            } else if v.reason.starts_with("the root file system") {
+                v.evidence.iter().any(|e| {
+                    e.points == Points::Unclean
+                        && e.line == sign
+                        && !e.source.starts_with("journal")
+                })
+            } else if v.reason.contains("ends without a shutdown") {
+                sign.contains("no shutdown in the journal of the previous boot")
+            } else {
+                v.reason.contains("during the shutdown") && sign.contains("journald never stopped")
+            };
+            assert!(
+                found,
+                "{name}: printed {last:?}, recover says {:?}",
+                v.reason
+            );
+        }
+        let fsck_unreadable = v
+            .evidence
+            .iter()
+            .any(|e| e.line.contains("fsck.log without sudo"));
+        assert_eq!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("UNREADABLE: /run/initramfs/fsck.log")),
+            fsck_unreadable,
+            "{name}: {printed}"
+        );
+        assert_eq!(
+            lines.len(),
+            1 + lines.iter().filter(|l| l.starts_with("UNREADABLE")).count(),
+            "{name}: {printed}"
+        );
+    }
+    assert_eq!(states.len(), 3, "every verdict is tried: {states:?}");
 }

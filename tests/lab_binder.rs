@@ -93,6 +93,8 @@ fn retargeted(env: &BTreeMap<String, String>) -> Value {
 struct Printed {
     typed: Vec<String>,
     checks: Option<String>,
+    /// The `previous_boot` step's verdict, typed after its command.
+    verdict: Option<String>,
     /// Typed only when the boxes above printed `GAVE UP` (a wait's second chance).
     if_gave_up: Vec<String>,
     /// `when: unclean_shutdown`: typed only unless this earlier step found a clean shutdown.
@@ -125,6 +127,11 @@ enum Class {
     Typed,
     /// The step's checks, typed after the boxes above.
     Check,
+    /// The `previous_boot` verdict, typed after the boxes above.
+    Verdict,
+    /// "Only if it printed `UNCLEAN` ...": the post of an unclean shutdown, to a channel the
+    /// replay does not have; not typed.
+    IfUnclean,
     /// The exact line `recover` sends: reference only, never typed.
     SmallPrint,
     /// "Only if step N did not find a clean shutdown ...": the whole step is typed only then.
@@ -153,6 +160,12 @@ fn classify(step: usize, before: &str, previous: Option<Class>) -> Class {
         Class::SmallPrint
     } else if before == "Check:" {
         Class::Check
+    } else if before == "Verdict:" {
+        Class::Verdict
+    } else if before.starts_with("Only if it printed `UNCLEAN`")
+        || (before.is_empty() && previous == Some(Class::IfUnclean))
+    {
+        Class::IfUnclean
     } else if TYPED.iter().any(|t| before.starts_with(t)) {
         Class::Typed
     } else if before.starts_with("Only if the wait above printed `GAVE UP`") {
@@ -199,7 +212,11 @@ fn printed(md: &str) -> (String, BTreeMap<usize, Printed>) {
         for (before, body) in boxes(section) {
             let class = classify(n, &before, previous);
             match class {
-                Class::SmallPrint => {}
+                Class::SmallPrint | Class::IfUnclean => {}
+                Class::Verdict => {
+                    assert!(p.verdict.is_none(), "step {n}: two Verdict boxes");
+                    p.verdict = Some(body);
+                }
                 Class::Check => {
                     assert!(p.checks.is_none(), "step {n}: two Check boxes");
                     p.checks = Some(body);
@@ -354,6 +371,27 @@ fn the_binder_recovers_the_lab_after_a_real_power_cut() {
             // The second chance the binder gives (the person pressed the power button).
             let again = p.if_gave_up.join("\n");
             shown = sh(home.path(), &format!("{login}\n{scratch}\n{again}"), limit);
+        }
+        if let Some(verdict) = &p.verdict {
+            // The printed verdict over the evidence the person saved: after a real power cut,
+            // UNCLEAN, as recover's own judgement of the same output says.
+            let said = sh(home.path(), &format!("{scratch}\n{verdict}"), limit);
+            let evidence = std::fs::read_to_string(dir.join(format!("s{}.out", s.number)))
+                .unwrap_or_else(|e| panic!("step {} saved no evidence: {e}", s.number));
+            let v = recover::previous_boot::judge(&evidence);
+            let last = said.lines().last().unwrap_or("");
+            assert!(
+                last.starts_with(&v.state.as_str().to_uppercase()),
+                "step {}: the printed verdict says {said:?}, recover says {v:?}",
+                s.number
+            );
+            assert!(
+                last.starts_with("UNCLEAN: "),
+                "step {} after a power cut: {said}",
+                s.number
+            );
+            assert!(!said.contains("UNREADABLE"), "step {}: {said}", s.number);
+            judged += 1;
         }
         let Some(checks) = &p.checks else {
             if matches!(s.action, Action::WaitSsh { .. }) {

@@ -153,6 +153,9 @@ const STEPS: &str = r#"
         sudo: true
         timeout: 40s
       - drop_caches: {}
+      - previous_boot: { on_unclean: continue }
+        sudo: true
+        timeout: 30s
       - start: recover-test-nonexistent.service
         timeout: 1m
         health:
@@ -194,7 +197,8 @@ fn the_drop_in_permits_every_sudo_line_of_the_plan_and_nothing_else() {
     let dropin = stdout_of(dir.path(), &["sudoers", rb]);
     let dry = stdout_of(dir.path(), &["run", "--dry-run", rb]);
     let lines = sudo_lines(&dry);
-    // Per sudo command its line and two kill signals: the two run steps, drop_caches, the
+    // Per sudo command its line and two kill signals: the two run steps, drop_caches,
+    // previous_boot, the
     // start, its gate's state read, probe and journal read, sharing the start's kill.
     assert!(lines.len() >= 10, "{lines:#?}\n{dry}");
     assert!(!dry.contains("sudo -n id -un"), "{dry}");

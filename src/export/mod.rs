@@ -6,8 +6,12 @@
 //! turns into Markdown or a self-contained, printable HTML page.
 
 mod ere;
+mod fold;
+mod posts;
 mod shell;
 mod text;
+
+pub use fold::{RULE as FOLD_RULE, WIDTH as FOLD_WIDTH, unfold};
 
 use std::time::Duration;
 
@@ -112,6 +116,26 @@ fn environment() -> Environment<'static> {
             _ => text::md_code(&s),
         })
     });
+    // Every command box: lines longer than the page folded where the shell allows it.
+    env.add_filter("fold", |s: String| fold::fold(&s, fold::WIDTH));
+    env.add_global("fold_rule", fold::RULE);
+    // A post's text, line by line, as a quotation.
+    env.add_filter("message", |state: &minijinja::State, s: String| {
+        Value::from_safe_string(match state.auto_escape() {
+            AutoEscape::Html => format!(
+                "<blockquote class=\"message\">{}</blockquote>",
+                s.lines()
+                    .map(text::html_inline)
+                    .collect::<Vec<_>>()
+                    .join("<br>")
+            ),
+            _ => s
+                .lines()
+                .map(|l| format!("> {}", text::md_inline(l)))
+                .collect::<Vec<_>>()
+                .join("  \n"),
+        })
+    });
     env.add_filter("fence", |s: String| {
         Value::from_safe_string(text::md_fence(&s, "sh"))
     });
@@ -165,6 +189,8 @@ struct TargetView {
     /// `spark() { ssh ... "$@"; }`: typed once, used by every remote line.
     function: String,
     fname: String,
+    /// When it answers after the power cut: `once step 2 ("Box answers on SSH") passes`.
+    answers: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -177,9 +203,19 @@ struct ChannelView {
 #[derive(Debug, Serialize)]
 struct AbortView {
     message: String,
-    /// The status post's text, as it reaches the channel.
+    /// The status post's text, as it reaches the channel (blanks shown as `$N`).
     text: String,
     post: Option<Block>,
+    /// The failure post: when a step still fails and the run stops there.
+    failure: PostView,
+    /// Where the posts go: `operators`.
+    channel: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct PostView {
+    text: String,
+    post: Block,
 }
 
 #[derive(Debug, Serialize)]
@@ -189,6 +225,15 @@ struct PhaseView {
     window: String,
     steps: String,
     items: Vec<StepView>,
+    /// The last phase: the boot id written at the wait for SSH, compared again.
+    reboot: Option<RebootView>,
+}
+
+#[derive(Debug, Serialize)]
+struct RebootView {
+    /// The step that wrote the boot id down.
+    step: usize,
+    block: Block,
 }
 
 #[derive(Debug, Serialize)]
@@ -202,6 +247,8 @@ struct StepView {
     blocks: Vec<Block>,
     /// What the person does when it goes wrong: `(label, text, abort)`.
     outcomes: Vec<Outcome>,
+    /// More lines than a page holds: the printed card may split between its boxes.
+    long: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -219,6 +266,8 @@ struct Block {
     cmds: Vec<Cmd>,
     /// Typed after the command: each prints `ABORT` or `FAIL`, or nothing when all is well.
     checks: Vec<String>,
+    /// Typed after the command: prints the step's verdict in one word and its reason.
+    verdict: Option<String>,
     expect: Option<String>,
     note: Option<String>,
 }
@@ -290,15 +339,41 @@ impl Binder {
             drills: &cx.drills,
             generated: cx.generated,
         };
-        let post_text = format!(
-            "ABORTED: {} is off the {} timeline. Following the long procedure.",
-            plan.title,
-            fmt_duration(plan.budget)
-        );
+        // The runbook's own abort procedure, as the engine posts it, with blanks.
+        let post_text = posts::abort_text(&plan.title, &plan.abort.message);
+        let boxes = plan
+            .targets
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut failure_text =
+            posts::failure_text(&plan.title, &boxes, &plan.source.display().to_string());
+        if b.units_line().is_none() {
+            failure_text = failure_text.replace(posts::UNITS.token, "none started by this runbook");
+        }
+        // Failures go where aborts go; without an abort channel, to the first channel.
+        let channel = plan
+            .abort
+            .channel
+            .clone()
+            .or_else(|| plan.channels.first().map(|c| c.name.clone()));
+        let failure = PostView {
+            text: clean(&posts::shown(&failure_text)),
+            post: match &channel {
+                Some(c) => b.post(c, &failure_text),
+                None => Block::say(
+                    "No status channel: tell the operators another way (phone), with the text above."
+                        .into(),
+                ),
+            },
+        };
         let abort = AbortView {
             message: clean(plan.abort.message.trim()),
-            text: clean(&post_text),
+            text: clean(&posts::shown(&post_text)),
             post: plan.abort.channel.as_ref().map(|c| b.post(c, &post_text)),
+            failure,
+            channel: channel.map(|c| clean(&c)),
         };
         Binder {
             title: clean(&plan.title),
@@ -338,6 +413,13 @@ impl Binder {
                     about: clean(&target_about(t)),
                     function: b.shell(&login_function(t)),
                     fname: function_name(&t.name),
+                    answers: plan
+                        .phases
+                        .iter()
+                        .flat_map(|p| &p.steps)
+                        .find(|s| s.target == i && matches!(s.action, Action::WaitSsh { .. }))
+                        .map(|s| clean(&format!("once step {} (\"{}\") passes", s.number, s.name)))
+                        .unwrap_or_else(|| "once it has booted".into()),
                 })
                 .collect(),
             channels: plan
@@ -365,6 +447,9 @@ impl Binder {
                         _ => String::new(),
                     },
                     items: ph.steps.iter().map(|s| b.step(s)).collect(),
+                    reboot: (i + 1 == plan.phases.len() && i > 0)
+                        .then(|| b.reboot_check())
+                        .flatten(),
                 })
                 .collect(),
         }
@@ -449,13 +534,47 @@ impl Builder<'_> {
             message,
             crate::plan::DEFAULT_NOTIFY_TIMEOUT,
         );
-        let elapsed = message.contains(ELAPSED_TEMPLATE);
         let mut line = self.shell(&req.curl());
         let mut cmds = Vec::new();
-        if elapsed {
-            // Inside the single-quoted JSON body: close the quotes around the variable.
-            line = line.replace(ELAPSED_TEMPLATE, "'\"$ELAPSED\"'");
-            cmds.push(Cmd::typed(ON_HOST, "ELAPSED=__m".into()));
+        let mut notes: Vec<String> = Vec::new();
+        let mut fills: Vec<String> = Vec::new();
+        // An example inside the budget: a third of it, in whole minutes.
+        let example = (self.plan.budget.as_secs() / 180).max(1);
+        for blank in posts::BLANKS {
+            if !message.contains(blank.token) {
+                continue;
+            }
+            // Inside the single-quoted body: close the quotes around the variable.
+            line = line.replace(blank.token, &format!("'\"${}\"'", blank.var));
+            let fill = match blank.var {
+                "N" => {
+                    notes.push("`N=__; NAME='__'`: the number and title of the step; each step prints this line ready to type.".into());
+                    Some("N=__; NAME='__'".to_owned())
+                }
+                "WHY" => {
+                    notes.push(WHY_NOTE.into());
+                    Some("WHY='__'".to_owned())
+                }
+                "EVENTS" => {
+                    notes.push("`EVENTS='__'`: what happened on the way, from your notes: an unclean shutdown (the previous-boot verdict), a remedy applied (`REMEDY APPLIED` at step N: the unit killed and restarted), a step that failed and was passed over, a reboot; `EVENTS=none` when nothing did. No quotes or backslashes.".into());
+                    Some("EVENTS='__'".to_owned())
+                }
+                "ELAPSED" => {
+                    notes.push(format!("`ELAPSED=__m`: the minutes from the recovery start written on the first page to now, rounded up to a whole minute (`ELAPSED={example}m`)."));
+                    Some("ELAPSED=__m".to_owned())
+                }
+                "OUT" => Some(posts::out_line()),
+                "UNITS" => self.units_line(),
+                _ => None,
+            };
+            fills.extend(fill);
+        }
+        // The blanks in one box, typed before the post.
+        if !fills.is_empty() {
+            cmds.push(Cmd::typed(ON_HOST, fills.join("\n")));
+        }
+        if message.contains(posts::OUT.token) {
+            notes.push("`OUT` and `UNITS` fill themselves in: the last lines step `$N` saved, and whether each unit is active.".into());
         }
         cmds.push(Cmd::typed(ON_HOST, line));
         Block {
@@ -466,11 +585,85 @@ impl Builder<'_> {
             )),
             cmds,
             expect: Some("the last line is an HTTP status in the 200s.".into()),
-            note: elapsed.then(|| {
-                "`ELAPSED=__m`: fill in the minutes from the recovery start written on the first page to now (`ELAPSED=23m`) before typing it.".to_owned()
-            }),
+            note: (!notes.is_empty()).then(|| notes.join(" ")),
             ..Block::default()
         }
+    }
+
+    /// The boot id the first wait for SSH had the person write down, compared with the one
+    /// the box has now: `None` without a wait for SSH.
+    fn reboot_check(&self) -> Option<RebootView> {
+        let wait = self
+            .plan
+            .phases
+            .iter()
+            .flat_map(|p| &p.steps)
+            .find(|s| matches!(s.action, Action::WaitSsh { .. }))?;
+        let f = self.login(wait);
+        let back = self
+            .plan
+            .phases
+            .iter()
+            .flat_map(|p| &p.steps)
+            .find(|s| matches!(s.action, Action::PreviousBoot { .. }))
+            .map(|s| format!("step {} (\"{}\")", s.number, self.text(&s.name)))
+            .unwrap_or_else(|| format!("step {}", wait.number));
+        Some(RebootView {
+            step: wait.number,
+            block: Block {
+                say: format!(
+                    "Before this phase: type the boot id you wrote down at step {}, then compare it with the one {} has now:",
+                    wait.number,
+                    self.target_name(wait)
+                ),
+                cmds: vec![
+                    Cmd::typed(ON_HOST, "BOOT_ID=__".into()),
+                    Cmd::typed(
+                        ON_HOST,
+                        format!(
+                            "[ \"$({f} {BOOT_ID_COMMAND})\" = \"$BOOT_ID\" ] && echo SAME BOOT || echo REBOOTED"
+                        ),
+                    ),
+                ],
+                expect: Some("`SAME BOOT`.".into()),
+                note: Some(format!(
+                    "`REBOOTED`: the box restarted during the recovery (another power cut, a crash, a watchdog), and what was started may not be running. Say so in the last post (`EVENTS`), then go back to {back}."
+                )),
+                ..Block::default()
+            },
+        })
+    }
+
+    /// `UNITS=...`: each unit the runbook starts, with `systemctl is-active` of it, in one ssh
+    /// call per target; `None` when the runbook starts no unit.
+    fn units_line(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        for (i, t) in self.plan.targets.iter().enumerate() {
+            let units: Vec<String> = self
+                .plan
+                .phases
+                .iter()
+                .flat_map(|p| &p.steps)
+                .filter(|s| s.target == i)
+                .filter_map(|s| match &s.action {
+                    Action::Start { unit, .. } => Some(crate::template::shell_quote(unit)),
+                    _ => None,
+                })
+                .collect();
+            if units.is_empty() {
+                continue;
+            }
+            let script = format!(
+                "for u in {}; do printf \"%s %s; \" \"$u\" \"$(systemctl is-active \"$u\")\"; done",
+                units.join(" ")
+            );
+            parts.push(format!(
+                "$({} {})",
+                function_name(&t.name),
+                crate::template::shell_quote(&script)
+            ));
+        }
+        (!parts.is_empty()).then(|| self.shell(&format!("UNITS=\"{}\"", parts.concat())))
     }
 
     fn step(&self, s: &Step) -> StepView {
@@ -539,7 +732,7 @@ impl Builder<'_> {
                         until_loop(*every, *timeout, &format!("{f} {BOOT_ID_COMMAND}")),
                     )],
                     expect: Some(
-                        "it prints one line, the boot id (a UUID such as `0d1e5c6a-…`), and the loop ends. Write it here: ______ (a different id later means the box rebooted again). `GAVE UP`: no answer in time.".into(),
+                        "it prints one line, the boot id (a UUID such as `0d1e5c6a-…`), and the loop ends. Write it here: ______ (the last phase compares it: a different id then means the box rebooted again). `GAVE UP`: no answer in time.".into(),
                     ),
                     ..Block::default()
                 });
@@ -571,31 +764,77 @@ impl Builder<'_> {
                 command,
                 on_unclean,
             } => {
+                use crate::runbook::model::OnUnclean;
+                let n = s.number;
                 let then = match on_unclean {
-                    crate::runbook::model::OnUnclean::Abort => {
-                        "Unclean: stop here and follow the long procedure."
-                    }
-                    crate::runbook::model::OnUnclean::Warn => "Unclean: say so, then go on.",
-                    crate::runbook::model::OnUnclean::Continue => "Unclean: note it and go on.",
+                    OnUnclean::Abort => "`UNCLEAN`: follow the abort procedure.",
+                    OnUnclean::Warn => "`UNCLEAN` or `UNKNOWN`: post it (below), then go on.",
+                    OnUnclean::Continue => "`UNCLEAN` or `UNKNOWN`: write it down and go on.",
                 };
                 blocks.push(Block {
-                    checks: Vec::new(),
-                    repeat: None,
                     say: "Find out whether the box shut down cleanly or lost power (read-only):"
                         .into(),
                     cmds: self.remote(s, command),
+                    verdict: Some(crate::previous_boot::typed_verdict(&out_file(n))),
                     expect: Some(format!(
-                        "clean: the `shutdown` section shows \"System is powering down\" (or \"System shutdown initiated\") and `journald_stop` ends with \"Journal stopped\". Unclean: `unclean` lists \"corrupted or uncleanly shut down\", or `fsck_log` says \"recovering journal\", or the previous boot's journal ends without a shutdown. No earlier boot in `boots`: unknown. {then}"
+                        "the verdict prints one line. `CLEAN`: the previous boot shut down (its journal has systemd's \"System shutdown initiated\" and journald's \"Journal stopped\"). `UNCLEAN: ...` names the sign it found: journald's \"corrupted or uncleanly shut down\", the root file system's journal replayed at boot (\"recovering journal\", \"recovery complete\"), or a journal that ends without a shutdown. `UNKNOWN: ...`: no evidence either way (no earlier boot in the journal). {then}"
                     )),
-                    note: None,
+                    note: Some(format!(
+                        "An `UNREADABLE: ...` line before the verdict names a sign it could not read (a file or the journal that needs root): the verdict is made without it, so an `UNCLEAN` may hide behind an `UNKNOWN`. In `{}`, a section that ends in `exit 1` (`@@ ext4 exit 1`, `@@ unclean exit 1`) only means that journalctl found no such line: that is good, not an error.",
+                        out_file(n)
+                    )),
+                    ..Block::default()
                 });
+                if *on_unclean == OnUnclean::Warn
+                    && let Some(channel) = self
+                        .plan
+                        .abort
+                        .channel
+                        .clone()
+                        .or_else(|| self.plan.channels.first().map(|c| c.name.clone()))
+                {
+                    let later: Vec<String> = self
+                        .plan
+                        .phases
+                        .iter()
+                        .flat_map(|p| &p.steps)
+                        .filter(|x| x.when_unclean == Some(n))
+                        .map(|x| x.number.to_string())
+                        .collect();
+                    let runs = match later.as_slice() {
+                        [] => String::new(),
+                        [one] => format!(", and step {one} (only after an unclean shutdown) runs"),
+                        many => format!(
+                            ", and steps {} (only after an unclean shutdown) run",
+                            many.join(", ")
+                        ),
+                    };
+                    let message = format!(
+                        "{}: {tname} did not shut down cleanly before this boot ({}). The recovery goes on: the file-system checks look for damage{runs}.",
+                        self.plan.title,
+                        posts::WHY.token
+                    );
+                    let mut post = self.post(&channel, &message);
+                    post.say = format!("Only if it printed `UNCLEAN` or `UNKNOWN`: {}", post.say);
+                    let rest = post.note.take().unwrap_or_default().replace(WHY_NOTE, "");
+                    post.note = Some(format!(
+                        "`WHY='__'`: the verdict line, without quotes or backslashes (`WHY='UNCLEAN: journald found the journal uncleanly shut down'`). {}",
+                        rest.trim()
+                    ).trim_end().to_owned());
+                    blocks.push(post);
+                }
                 format!("check on {tname}")
             }
             Action::DropCaches(c) => {
                 let mut b = self.command_block(s, self.remote(s, c), None, c);
+                // As `recover` judges it: both `Cached:` lines, before and after.
+                b.checks.push(format!(
+                    "[ \"$(grep -cE '^Cached:[[:space:]]*[0-9]+' {})\" = 2 ] || echo FAIL",
+                    out_file(s.number)
+                ));
                 b.say = "Flush to disk, then drop the page cache, as root:".into();
                 b.expect = Some(format!(
-                    "no check prints anything; {} shows `Cached:` twice, the second much smaller.",
+                    "no check prints anything: {} shows `Cached:` twice, before and after, in kB, as `recover` asks (it reports both sizes, and sets no figure the second must be under). The second is usually much smaller; the cache fills again as soon as anything reads the disk.",
                     out_file(s.number)
                 ));
                 blocks.push(b);
@@ -639,11 +878,24 @@ impl Builder<'_> {
                 }
             }
             Action::Notify { channel, message } => {
+                // The last post of the run says what happened on the way.
+                let last = self
+                    .plan
+                    .phases
+                    .iter()
+                    .flat_map(|p| &p.steps)
+                    .rfind(|x| matches!(x.action, Action::Notify { .. }))
+                    .is_some_and(|x| x.number == s.number);
+                let message = if last {
+                    posts::last_post(message.trim())
+                } else {
+                    message.trim().to_owned()
+                };
                 text = Some(Labelled {
                     label: "Message".into(),
-                    text: self.text(&message.trim().replace(ELAPSED_TEMPLATE, "$ELAPSED")),
+                    text: self.text(&posts::shown(&message)),
                 });
-                blocks.push(self.post(channel, message.trim()));
+                blocks.push(self.post(channel, &message));
                 format!("post to {channel}")
             }
             Action::Ups(w) => {
@@ -654,6 +906,7 @@ impl Builder<'_> {
                     .unwrap_or_default();
                 blocks.push(Block {
                     checks: Vec::new(),
+                    verdict: None,
                     repeat: Some(format!(
                         "Reads the UPS every {}; a status without OL, or with OB, LB or FSD{}, starts the count again; the loop gives up by itself after {}.",
                         fmt_duration(w.every),
@@ -666,7 +919,7 @@ impl Builder<'_> {
                         "the loop ends without `GAVE UP` once the status held OL, and none of OB, LB, FSD, for {} without a break{charge}; each line shows what it read.",
                         fmt_duration(w.want.stable_for)
                     )),
-                    note: Some("`GAVE UP`: mains never stayed stable for long enough: wait, or go on at your own risk if the panel shows mains and a charging battery.".into()),
+                    note: Some("`GAVE UP`: mains never stayed stable for long enough. Mains that will not hold is no supply to start a recovery on: see below.".into()),
                 });
                 "wait for mains".into()
             }
@@ -688,6 +941,7 @@ impl Builder<'_> {
                 };
                 blocks.push(Block {
                     checks: Vec::new(),
+                    verdict: None,
                     repeat: None,
                     say: say.into(),
                     cmds: p
@@ -743,7 +997,20 @@ impl Builder<'_> {
                 fmt_duration(r.timeout)
             ));
         }
+        let lines: usize = blocks
+            .iter()
+            .map(|b| {
+                b.cmds
+                    .iter()
+                    .map(|c| c.line.lines().count() + 2)
+                    .sum::<usize>()
+                    + b.checks.len()
+                    + b.verdict.as_deref().map_or(0, |v| v.lines().count())
+                    + 6
+            })
+            .sum();
         StepView {
+            long: lines > 60,
             number: s.number,
             name: self.text(&s.name),
             about: self.text(&about.join(" · ")),
@@ -811,7 +1078,8 @@ impl Builder<'_> {
         let q = crate::template::shell_quote(unit);
         let active = format!("[ \"$({f} systemctl is-active {q})\" = active ]");
         let failed = format!(
-            "`UNIT FAILED`, or `{f} systemctl is-active {q}` prints `failed`: it will not come up; `{f} sudo journalctl -u {q} -n 50 --no-pager` says why. To try once more: `{f} sudo systemctl reset-failed {q}`, then start it again. Units started before this one stay running."
+            "`UNIT FAILED`, or `{f} systemctl is-active {q}` prints `failed`: it will not come up. The loop saved the last lines of its journal in `s{n}.out` (`cat s{n}.out`; the failure post carries them); `{f} sudo journalctl -u {q} -n 50 --no-pager` shows more. To try once more: `{f} sudo systemctl reset-failed {q}`, then start it again. Units started before this one stay running.",
+            n = s.number
         );
         let (every, timeout, successes) = match health {
             Some(g) => (g.every, g.timeout, g.successes),
@@ -836,6 +1104,8 @@ impl Builder<'_> {
             ),
             Some(Probe::Http(r)) => {
                 let (line, exact) = self.request_line(s, r);
+                // From the management host, the probe is the typed curl line itself.
+                let exact = exact.or_else(|| Some(self.shell(&r.curl())));
                 let checks = http_checks(n, &r.expect);
                 (
                     Some(line),
@@ -883,7 +1153,17 @@ impl Builder<'_> {
                 checks: &checks,
                 successes,
                 remedy: typed_remedy.as_ref(),
+                journal: &format!("{f} sudo -n journalctl -u {q} -n 20 --no-pager"),
             }),
+        };
+        // Without a probe's output (the unit failed first), one `FAIL` and nothing else.
+        let checks = if checks.is_empty() {
+            checks
+        } else {
+            let mut c = vec![format!("if [ -e s{n}.rc ]; then")];
+            c.extend(checks.iter().map(|x| format!("  {x}")));
+            c.push("else echo FAIL; fi".into());
+            c
         };
         let mut cmds = vec![Cmd::typed(ON_HOST, self.shell(&line))];
         cmds.extend(exact.map(|e| Cmd::exact(EXACT, e)));
@@ -898,7 +1178,18 @@ impl Builder<'_> {
             fmt_duration(timeout)
         );
         let mut note = failed;
+        let mut expect = expect;
         if let Some(r) = remedy {
+            let what = match &r.policy.action {
+                crate::remedy::Action::Kill => {
+                    format!("{unit} was killed (SIGKILL) and systemd restarted it")
+                }
+                crate::remedy::Action::Restart => format!("{unit} was restarted"),
+                crate::remedy::Action::Run(_) => "the remedy command ran on the box".to_owned(),
+            };
+            expect.push_str(&format!(
+                " If it printed `REMEDY APPLIED` before it ended, the step passed, but only after the remedy: {what}. Write down `step {n}: REMEDY APPLIED ({what})` here: ______, and put it in the last post (`EVENTS`)."
+            ));
             repeat.push_str(&format!(
                 " It applies the remedy by itself and says `REMEDY APPLIED` (its output in `s{n}.remedy.out`): {}.",
                 crate::remedy::when(&r.policy)
@@ -921,6 +1212,7 @@ impl Builder<'_> {
             say: "Wait until it is up:".into(),
             cmds,
             checks,
+            verdict: None,
             expect: Some(expect),
             note: Some(note),
         });
@@ -963,11 +1255,18 @@ impl Builder<'_> {
 
     fn outcomes(&self, s: &Step) -> Vec<Outcome> {
         let mut out = Vec::new();
+        // The line the posts read, typed before either.
+        let step_line = self.text(&posts::step_line(s.number, &s.name));
+        let escalate = format!(
+            "type `{step_line}`, then send the failure post (\"If a step still fails\", on the first pages)"
+        );
         if let Some(m) = &s.abort_if {
             for cond in matcher_parts(m) {
                 out.push(Outcome {
                     label: "ABORT if".into(),
-                    text: format!("a check prints `ABORT` ({cond})."),
+                    text: format!(
+                        "a check prints `ABORT` ({cond}). For the ABORT post, type `{step_line}`."
+                    ),
                     abort: true,
                 });
             }
@@ -979,18 +1278,35 @@ impl Builder<'_> {
         let wait = matches!(s.action, Action::WaitSsh { .. });
         if let Action::PreviousBoot { on_unclean, .. } = &s.action {
             use crate::runbook::model::OnUnclean;
-            let (text, abort) = match on_unclean {
-                OnUnclean::Abort => ("ABORT: the long procedure.".to_owned(), true),
+            let (label, text, abort) = match on_unclean {
+                OnUnclean::Abort => (
+                    "If it prints UNCLEAN",
+                    format!("ABORT: the long procedure. For the ABORT post, type `{step_line}`."),
+                    true,
+                ),
                 OnUnclean::Warn => (
-                    "say so to the operators and go on: the next steps look for filesystem damage themselves, and a step marked \"only if this step did not find a clean shutdown\" runs now.".to_owned(),
+                    "If it prints UNCLEAN or UNKNOWN",
+                    "post it (the box above), then go on: the next steps look for filesystem damage themselves, and a step marked \"only if this step did not find a clean shutdown\" runs now.".to_owned(),
                     false,
                 ),
-                OnUnclean::Continue => ("write it down and go on.".to_owned(), false),
+                OnUnclean::Continue => (
+                    "If it prints UNCLEAN or UNKNOWN",
+                    "write it down and go on.".to_owned(),
+                    false,
+                ),
             };
             out.push(Outcome {
-                label: "If it is unclean or unknown".into(),
+                label: label.into(),
                 text,
                 abort,
+            });
+            out.push(Outcome {
+                label: "If the command fails".into(),
+                text: format!(
+                    "no verdict (ssh failed, or no `@@` sections in `s{}.out`): do it once more. If it still fails: {escalate}, and stop here.",
+                    s.number
+                ),
+                abort: false,
             });
             return out;
         }
@@ -1012,7 +1328,10 @@ impl Builder<'_> {
             "If a check prints FAIL"
         };
         let (text, abort) = if wait {
-            ("ABORT.".to_owned(), true)
+            (
+                format!("ABORT. For the ABORT post, type `{step_line}`."),
+                true,
+            )
         } else if notify {
             (
                 "go on: a failed status post never stops a recovery. Tell the operators another way."
@@ -1021,13 +1340,22 @@ impl Builder<'_> {
             )
         } else {
             match s.on_fail {
-                OnFail::Abort => ("ABORT.".to_owned(), true),
+                OnFail::Abort => (
+                    format!("ABORT. For the ABORT post, type `{step_line}`."),
+                    true,
+                ),
                 OnFail::Stop => (
-                    "stop here. Do not go on to the next step: find the cause, then do this step again."
-                        .to_owned(),
+                    format!(
+                        "do this step once more if you can fix the cause. If it still fails: {escalate}, and stop here: do not go on to the next step, leave the box idle."
+                    ),
                     false,
                 ),
-                OnFail::Continue => ("write it down and go on with the next step.".to_owned(), false),
+                OnFail::Continue => (
+                    format!(
+                        "write it down and go on with the next step: this runbook says a failure here does not stop the recovery (`on_fail: continue`). To tell the operators now, {escalate}."
+                    ),
+                    false,
+                ),
             }
         };
         out.push(Outcome {
@@ -1073,9 +1401,11 @@ fn double_quoted(line: &str) -> String {
     }
 }
 
+/// What the person writes in a post's `WHY` blank.
+const WHY_NOTE: &str = "`WHY='__'`: what went wrong, in a few words (the check's output, `GAVE UP`, `UNIT FAILED`), without quotes or backslashes.";
+
 /// Where the login-function lines are typed.
 const EXACT: &str = "Small print: the exact line `recover` sends (same effect)";
-const ELAPSED_TEMPLATE: &str = "{{ run.elapsed }}";
 
 fn out_file(n: usize) -> String {
     format!("s{n}.out")
@@ -1163,6 +1493,8 @@ struct GateLoop<'a> {
     checks: &'a [String],
     successes: u32,
     remedy: Option<&'a TypedRemedy>,
+    /// The typed read of the unit's journal, saved on `UNIT FAILED` for the failure post.
+    journal: &'a str,
 }
 
 /// The engine's gate loop, typed: every `every`, while the unit is active, the probe (its
@@ -1176,7 +1508,9 @@ struct GateLoop<'a> {
 fn gate_loop(g: &GateLoop) -> String {
     let n = g.n;
     let counted = g.successes > 1;
-    let mut l = vec![format!(
+    // No output of an earlier try is left for the checks to read.
+    let mut l = vec![format!("rm -f s{n}.out s{n}.err s{n}.rc")];
+    l.push(format!(
         "end=$(( $(date +%s) + {} )){}{}",
         g.timeout.as_secs(),
         if counted { "; ok=0" } else { "" },
@@ -1185,7 +1519,7 @@ fn gate_loop(g: &GateLoop) -> String {
         } else {
             ""
         }
-    )];
+    ));
     l.push("while :; do".into());
     l.push(format!("  state=$({})", g.state));
     l.push("  if [ \"$state\" = active ]; then".into());
@@ -1250,7 +1584,12 @@ fn gate_loop(g: &GateLoop) -> String {
     }
     l.push("    fi".into());
     l.push("  elif [ \"$state\" = failed ]; then".into());
-    l.push("    echo UNIT FAILED; break".into());
+    // The unit's journal in place of a probe's output: the checks print one `FAIL`, and the
+    // failure post carries the journal's last lines.
+    l.push(format!(
+        "    echo UNIT FAILED; rm -f s{n}.rc; {} > s{n}.out 2> s{n}.err; break",
+        g.journal
+    ));
     if counted {
         l.push("  else".into());
         l.push("    ok=0".into());
@@ -1445,6 +1784,9 @@ fn expect_text(n: usize, m: Option<&Matcher>, abort_if: Option<&Matcher>, c: &Co
         if c.script.contains("journalctl") {
             text.push_str(" `-- No entries --` means nothing was logged: good.");
         }
+    }
+    if c.script.contains("dumpe2fs") {
+        text.push_str(" `needs_recovery` among the features is normal on a mounted root: ext4 sets it while the file system is mounted.");
     }
     text
 }
