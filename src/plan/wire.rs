@@ -18,6 +18,19 @@ pub fn marker(runbook: &str, step: usize) -> String {
     format!("recover:{runbook}:{step}")
 }
 
+/// Where the programs a command sent with sudo names live on the target, written in full: sudo
+/// looks a relative name up in the caller's `PATH` where its sudoers has no `secure_path`
+/// (sudo's own default), so the account could put its own `sh` first and every rule would run
+/// it as root. These are the paths of Debian, Ubuntu and DGX OS (`/bin` is `/usr/bin` there).
+pub const TIMEOUT: &str = "/usr/bin/timeout";
+pub const SH: &str = "/bin/sh";
+pub const BASE64: &str = "/usr/bin/base64";
+pub const PKILL: &str = "/usr/bin/pkill";
+/// The `PATH` sudo gives the commands it runs for the drop-in's user (`Defaults:USER
+/// secure_path=...`, written by `recover sudoers`): what the runbook's sudo commands find their
+/// programs in. Only directories root alone can write; a program elsewhere is named in full.
+pub const SECURE_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// `timeout -k 5s 60s sh -c 'CMD' MARKER`: the remote side dies at its deadline. A command
 /// sent with sudo is `sudo -n` and [`sudo_argv`] instead.
 pub fn remote_wire(script: &str, timeout: Duration, marker: &str) -> String {
@@ -35,16 +48,18 @@ pub fn remote_wire(script: &str, timeout: Duration, marker: &str) -> String {
 /// whitespace, so a sudoers rule matches it exactly (sudo compares the arguments joined by
 /// spaces, which could not tell `sh -c 'a b'` from `sh -c a b`) and `recover sudoers` can
 /// permit each command and nothing else.
-pub const SUDO_PROGRAM: &str = r#"eval${IFS}"$(printf${IFS}%s${IFS}"$0"|base64${IFS}-d)""#;
+/// `printf` and `eval` are built into `sh`; `base64` is named in full ([`BASE64`]).
+pub const SUDO_PROGRAM: &str = r#"eval${IFS}"$(printf${IFS}%s${IFS}"$0"|/usr/bin/base64${IFS}-d)""#;
 
-/// What `sudo -n` runs for `script`: `timeout -k 5s T sh -c PROGRAM BASE64 MARKER`.
+/// What `sudo -n` runs for `script`: `/usr/bin/timeout -k 5s T /bin/sh -c PROGRAM BASE64
+/// MARKER`, every program named in full.
 pub fn sudo_argv(script: &str, timeout: Duration, marker: &str) -> Vec<String> {
     [
-        "timeout",
+        TIMEOUT,
         "-k",
         &format!("{}s", KILL_GRACE.as_secs()),
         &format!("{}s", timeout.as_secs().max(1)),
-        "sh",
+        SH,
         "-c",
         SUDO_PROGRAM,
         &base64(script.as_bytes()),
@@ -54,9 +69,10 @@ pub fn sudo_argv(script: &str, timeout: Duration, marker: &str) -> Vec<String> {
     .to_vec()
 }
 
-/// `pkill -SIGNAL -f PATTERN`: one signal to a step's remote processes, as sent with sudo.
+/// `/usr/bin/pkill -SIGNAL -f PATTERN`: one signal to a step's remote processes, as sent with
+/// sudo.
 pub fn kill_argv(signal: &str, marker: &str) -> Vec<String> {
-    ["pkill", &format!("-{signal}"), "-f", &kill_pattern(marker)]
+    [PKILL, &format!("-{signal}"), "-f", &kill_pattern(marker)]
         .map(str::to_owned)
         .to_vec()
 }
@@ -172,7 +188,7 @@ mod tests {
         let line = kill_line("recover:spark-power:4", true);
         assert_eq!(
             line,
-            "sudo -n pkill -TERM -f '[r]ecover:spark-power:4$'; sleep 1; sudo -n pkill -KILL -f '[r]ecover:spark-power:4$'; true"
+            "sudo -n /usr/bin/pkill -TERM -f '[r]ecover:spark-power:4$'; sleep 1; sudo -n /usr/bin/pkill -KILL -f '[r]ecover:spark-power:4$'; true"
         );
         let c = Command::remote(
             "true".into(),
@@ -203,12 +219,23 @@ mod tests {
         }
         assert_eq!(c.wire, sudo_line(&c.sudo_argvs[0]));
         assert!(
-            c.wire.starts_with("sudo -n timeout -k 5s 30s sh -c "),
+            c.wire
+                .starts_with("sudo -n /usr/bin/timeout -k 5s 30s /bin/sh -c "),
             "{}",
             c.wire
         );
         assert!(c.wire.ends_with(" recover:x:4"), "{}", c.wire);
-        assert_eq!(c.sudo_argvs[1], ["pkill", "-TERM", "-f", "[r]ecover:x:4$"]);
+        assert_eq!(
+            c.sudo_argvs[1],
+            ["/usr/bin/pkill", "-TERM", "-f", "[r]ecover:x:4$"]
+        );
+        // Every program a sudo command runs as root is named in full: none is looked up in
+        // the caller's PATH (where sudo has no secure_path).
+        for argv in &c.sudo_argvs {
+            assert!(argv[0].starts_with('/'), "{argv:?}");
+        }
+        assert_eq!(c.sudo_argvs[0][4], SH);
+        assert!(c.sudo_argvs[0][6].contains("|/usr/bin/base64${IFS}-d"));
     }
 
     #[test]
