@@ -102,6 +102,12 @@ pub fn sudo_line(argv: &[String]) -> String {
     s
 }
 
+/// [`base64`], for tests elsewhere in the crate.
+#[cfg(test)]
+pub fn tests_base64(bytes: &[u8]) -> String {
+    base64(bytes)
+}
+
 /// Standard base64 (RFC 4648, with padding, no line breaks): what `base64 -d` reads.
 fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
