@@ -448,7 +448,7 @@ fn a_planted_sh_first_in_path_never_runs_as_root_where_sudo_has_no_secure_path()
     let rb = rb.to_str().unwrap();
     let dropin = stdout_of(dir.path(), &["sudoers", rb]);
     let defaults = format!(
-        "Defaults:{} secure_path=\"/usr/sbin:/usr/bin:/sbin:/bin\"\n",
+        "Defaults:{} secure_path=\"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\"\n",
         user.name
     );
     assert_eq!(dropin.matches(&defaults).count(), 1, "{dropin}");

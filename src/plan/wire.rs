@@ -28,8 +28,9 @@ pub const BASE64: &str = "/usr/bin/base64";
 pub const PKILL: &str = "/usr/bin/pkill";
 /// The `PATH` sudo gives the commands it runs for the drop-in's user (`Defaults:USER
 /// secure_path=...`, written by `recover sudoers`): what the runbook's sudo commands find their
-/// programs in. Only directories root alone can write; a program elsewhere is named in full.
-pub const SECURE_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
+/// programs in. Debian's and Ubuntu's own `secure_path` (tools installed by hand live in
+/// /usr/local/bin): directories only root can write. A program elsewhere is named in full.
+pub const SECURE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// `timeout -k 5s 60s sh -c 'CMD' MARKER`: the remote side dies at its deadline. A command
 /// sent with sudo is `sudo -n` and [`sudo_argv`] instead.
