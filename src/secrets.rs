@@ -160,6 +160,11 @@ pub fn forms(value: &str) -> Vec<String> {
         quoted = quoted.replace('\'', r"'\''");
         base.push(quoted.clone());
     }
+    // As `echo` of dash (the target's `sh`) and `printf %b` print it: backslash escapes
+    // interpreted (`\e` becomes ESC).
+    if let Some(e) = echoed(value) {
+        base.push(e);
+    }
     base.extend(url_forms(value));
     let mut out: Vec<String> = Vec::new();
     for f in base {
@@ -173,6 +178,53 @@ pub fn forms(value: &str) -> Vec<String> {
         }
     }
     out
+}
+
+/// `value` with the backslash escapes of `echo` (dash, `printf %b`) interpreted, when it has
+/// any: `\\a \\b \\e \\f \\n \\r \\t \\v \\\\`, `\\0NNN` (octal); it stops at `\\c`.
+fn echoed(value: &str) -> Option<String> {
+    if !value.contains('\\') {
+        return None;
+    }
+    let mut out = String::new();
+    let mut chars = value.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('a') => out.push('\u{7}'),
+            Some('b') => out.push('\u{8}'),
+            Some('e') => out.push('\u{1b}'),
+            Some('f') => out.push('\u{c}'),
+            Some('n') => out.push('\n'),
+            Some('r') => out.push('\r'),
+            Some('t') => out.push('\t'),
+            Some('v') => out.push('\u{b}'),
+            Some('\\') => out.push('\\'),
+            Some('c') => break,
+            Some('0') => {
+                let mut n = 0u32;
+                for _ in 0..3 {
+                    match chars.peek().and_then(|d| d.to_digit(8)) {
+                        Some(d) => {
+                            n = n * 8 + d;
+                            chars.next();
+                        }
+                        None => break,
+                    }
+                }
+                out.push(char::from_u32(n).unwrap_or('?'));
+            }
+            Some(other) => {
+                out.push('\\');
+                out.push(other);
+            }
+            None => out.push('\\'),
+        }
+    }
+    (out != value).then_some(out)
 }
 
 /// `value` as a URL holds it once normalised (what reqwest's errors print): in a query, a path,
@@ -439,6 +491,15 @@ mod tests {
                 assert_hidden(&s, secret, &shown, what);
             }
             assert_eq!(s.redact(&script), "sleep 1; test -n ***");
+            // What dash's `echo` prints of it (`\e` is ESC), as the journal writes it too.
+            let echo = std::process::Command::new("sh")
+                .args(["-c", "echo \"$1\"", "sh", secret])
+                .output()
+                .unwrap();
+            let printed = String::from_utf8(echo.stdout).unwrap();
+            assert_eq!(s.redact(&printed), "***\n", "{printed:?}");
+            let json = serde_json::to_string(&printed).unwrap();
+            assert_eq!(s.redact(&json), "\"***\\n\"", "{json}");
 
             // base64 of any command holding it, wherever the secret falls in it.
             for pad in 0..6 {

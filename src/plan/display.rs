@@ -174,10 +174,14 @@ fn step_text(o: &mut String, plan: &Plan, s: &Step) {
         }
     };
     // A command sent with sudo travels encoded (see `wire`): what it runs is shown below it.
+    // One that holds a secret travels on stdin: that is shown below it too.
     let command = |o: &mut String, label: &str, c: &Command| {
         line(o, label, &c.wire);
         if c.sudo {
             line(o, "as root", &c.script);
+        }
+        if let Some(s) = &c.stdin {
+            line(o, "on stdin", s.trim_end());
         }
     };
     match &s.action {
@@ -193,7 +197,7 @@ fn step_text(o: &mut String, plan: &Plan, s: &Step) {
             line(o, "unattended", unattended_text(*unattended));
         }
         Action::Run(c) => command(o, &format!("on {target}"), c),
-        Action::Local(c) => line(o, "local", &c.wire),
+        Action::Local(c) => command(o, "local", c),
         Action::WaitSsh {
             every,
             timeout,
@@ -287,7 +291,7 @@ fn step_text(o: &mut String, plan: &Plan, s: &Step) {
                     }
                     if let Some(r) = &g.remedy {
                         line(o, "remedy", &crate::remedy::when(&r.policy));
-                        line(o, "remedy", &r.apply.wire);
+                        command(o, "remedy", &r.apply);
                     }
                 }
                 None => {
@@ -415,6 +419,9 @@ fn request_lines(
     line(o, &from, &r.curl());
     if let Some(c) = &r.on_target {
         line(o, "sent as", &c.wire);
+        if let Some(s) = &c.stdin {
+            line(o, "on stdin", s.trim_end());
+        }
     }
     line(o, "expect", &http_expect_text(&r.expect));
 }

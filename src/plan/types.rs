@@ -244,8 +244,9 @@ pub struct RetrySpec {
     pub timeout: Duration,
 }
 
-/// A command as the target receives it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A command as the target receives it. Its `Debug` leaves out the command of one that holds
+/// a secret.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Command {
     /// What the runbook asked for, templates rendered.
     pub script: String,
@@ -260,6 +261,29 @@ pub struct Command {
     /// signals), each argument free of blanks: what `recover sudoers` permits and `rehearse`
     /// checks with `sudo -n -l`. Empty without sudo.
     pub sudo_argvs: Vec<Vec<String>>,
+    /// What the command reads on its stdin: the command itself, when it holds an `env` secret
+    /// (the wire then runs [`super::wire::STDIN_PROGRAM`], which reads it). `None`: stdin is
+    /// `/dev/null`.
+    pub stdin: Option<String>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let held = |s: &str| format!("<{} bytes holding a secret>", s.len());
+        let script = match &self.stdin {
+            Some(_) => held(&self.script),
+            None => format!("{:?}", self.script),
+        };
+        f.debug_struct("Command")
+            .field("script", &format_args!("{script}"))
+            .field("sudo", &self.sudo)
+            .field("wire", &self.wire)
+            .field("marker", &self.marker)
+            .field("kill", &self.kill)
+            .field("sudo_argvs", &self.sudo_argvs)
+            .field("stdin", &self.stdin.as_deref().map(held))
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone)]

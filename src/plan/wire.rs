@@ -44,6 +44,14 @@ pub fn remote_wire(script: &str, timeout: Duration, marker: &str) -> String {
     )
 }
 
+/// The `sh -c` program of a command that holds an `env` secret: it reads the command from its
+/// stdin (to the end), gives the command `/dev/null` as stdin, as every command has, and runs
+/// it. So the secret is never in a command line (`ps` shows every user of the box every command
+/// line, `/proc/PID/cmdline`); it travels on the SSH channel (or the local pipe) and lives in
+/// the shell's memory. A program the command hands it to as an argument shows it in its own
+/// command line: have such programs read it from stdin or a file (`curl --config -`).
+pub const STDIN_PROGRAM: &str = r#"s=$(cat; echo .) && s=${s%.} && exec </dev/null && eval "$s""#;
+
 /// The `sh -c` program of every command sent with sudo: it decodes its `$0`, the command in
 /// base64, and evaluates it. `${IFS}` stands for a blank: no argument of a sudo command holds
 /// whitespace, so a sudoers rule matches it exactly (sudo compares the arguments joined by
@@ -166,18 +174,44 @@ impl Command {
             sudo,
             marker: marker.to_owned(),
             sudo_argvs,
+            stdin: None,
         }
     }
 
-    /// A command run on the management host (`local:`), killed as a process group.
-    pub fn local(script: String, marker: &str) -> Command {
+    /// A command run on the target that holds an `env` secret: `timeout -k 5s T sh -c
+    /// PROGRAM MARKER` ([`STDIN_PROGRAM`]), the command itself sent on its stdin. Never with
+    /// sudo (the resolver refuses a secret there: a rule must name the exact command).
+    pub fn remote_secret(script: String, timeout: Duration, marker: &str) -> Command {
         Command {
-            wire: format!("sh -c {}", shell_quote(&script)),
+            wire: remote_wire(STDIN_PROGRAM, timeout, marker),
+            kill: Some(kill_line(marker, false)),
+            stdin: Some(script.clone()),
+            script,
+            sudo: false,
+            marker: marker.to_owned(),
+            sudo_argvs: Vec::new(),
+        }
+    }
+
+    /// A command run on the management host (`local:`), killed as a process group. One that
+    /// holds an `env` secret is `sh -c PROGRAM`, the command on its stdin, as on the target.
+    pub fn local(script: String, marker: &str, secret: bool) -> Command {
+        let (wire, stdin) = if secret {
+            (
+                format!("sh -c {}", shell_quote(STDIN_PROGRAM)),
+                Some(script.clone()),
+            )
+        } else {
+            (format!("sh -c {}", shell_quote(&script)), None)
+        };
+        Command {
+            wire,
             kill: None,
             script,
             sudo: false,
             marker: marker.to_owned(),
             sudo_argvs: Vec::new(),
+            stdin,
         }
     }
 }
