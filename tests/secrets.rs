@@ -240,9 +240,56 @@ fn the_dry_run_shows_the_command_sent_on_stdin() {
         "{dry}"
     );
     assert!(
-        dry.contains("on stdin  curl -sS -m 30 -w '\\n%{http_code}\\n' --config - <<'RECOVER_CURL_CONFIG'"),
+        dry.contains(
+            "on stdin  curl -sS -m 30 -w '\\n%{http_code}\\n' --config - <<'RECOVER_CURL_CONFIG'"
+        ),
         "{dry}"
     );
     assert!(dry.contains("header = \"X-Token: ***\""), "{dry}");
     assert!(dry.contains(&format!("local     {program}")), "{dry}");
+}
+
+/// `power_on: ipmi` takes its password from the environment only: a literal (or anything but
+/// one `{{ env.X }}`) is refused by `check`, without printing it.
+#[test]
+fn a_literal_ipmi_password_is_refused_by_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let rb = |password: &str| {
+        let path = dir.path().join("ipmi.yaml");
+        std::fs::write(
+            &path,
+            format!(
+                "name: ipmi\nbudget: 10m\ntargets:\n  box: {{ host: box.local }}\nvars:\n  pw: hunter2-literal\nphases:\n  - name: All\n    window: 0m-10m\n    steps:\n      - power_on: {{ ipmi: bmc.local, user: admin, password: {password} }}\n"
+            ),
+        )
+        .unwrap();
+        path
+    };
+    for (password, ok) in [
+        ("hunter2-literal", false),
+        (r#""a'b\"c$d\\e""#, false),
+        (r#""{{ vars.pw }}""#, false),
+        (r#""x{{ env.IPMI_PASSWORD }}""#, false),
+        (r#""{{ env.IPMI_PASSWORD }}""#, true),
+        (r#""{{env.IPMI_PASSWORD}}""#, true),
+    ] {
+        let out = recover_in(dir.path())
+            .arg("check")
+            .arg(rb(password))
+            .env("IPMI_PASSWORD", "from-the-env")
+            .output()
+            .unwrap();
+        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        if ok {
+            assert_eq!(out.status.code(), Some(0), "{password}: {all}");
+        } else {
+            assert_eq!(out.status.code(), Some(2), "{password}: {all}");
+            assert!(
+                all.contains("the IPMI password is written in the runbook"),
+                "{password}: {all}"
+            );
+            assert!(all.contains("{{ env.IPMI_PASSWORD }}"), "{all}");
+        }
+        assert!(!all.contains("from-the-env"), "{all}");
+    }
 }

@@ -159,10 +159,9 @@ impl Resolver<'_> {
             let q = shell_quote(unit);
             let at = Pos::of(&r.referenced);
             let ((script, t), secret) = match &policy.action {
-                crate::remedy::Action::Kill => (
-                    (crate::remedy::kill_command(&q), UNIT_READ_TIMEOUT),
-                    false,
-                ),
+                crate::remedy::Action::Kill => {
+                    ((crate::remedy::kill_command(&q), UNIT_READ_TIMEOUT), false)
+                }
                 crate::remedy::Action::Restart => (
                     (crate::remedy::restart_command(&q), UNIT_READ_TIMEOUT),
                     false,

@@ -124,6 +124,23 @@ pub(super) fn remote_command(
     }
 }
 
+/// Whether a template is one `{{ env.NAME }}` and nothing else.
+fn only_env(template: &str) -> bool {
+    let inner = template
+        .trim()
+        .strip_prefix("{{")
+        .and_then(|t| t.strip_suffix("}}"))
+        .map(str::trim);
+    inner
+        .and_then(|t| t.strip_prefix("env."))
+        .is_some_and(|name| {
+            name.chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        })
+}
+
 /// The kinds for which `pick` holds, as the runbook writes them.
 fn kinds_where(pick: impl Fn(&Rules) -> bool) -> String {
     Kind::ALL
@@ -506,8 +523,7 @@ impl Resolver<'_> {
                 "write the shell command to run",
             );
         }
-        let (script, secret) =
-            self.reads_env(|r| r.render(src, Context::Shell, cx.target, false));
+        let (script, secret) = self.reads_env(|r| r.render(src, Context::Shell, cx.target, false));
         self.refuse(
             Pos::of(&src.referenced),
             crate::runbook::validate::command(&script),
@@ -915,6 +931,14 @@ impl Resolver<'_> {
                     }
                 };
                 let password = match &p.password {
+                    Some(pw) if !only_env(&pw.value) => {
+                        self.err(
+                            Pos::of(&pw.referenced),
+                            "the IPMI password is written in the runbook: it would be in every copy of it (git, the binder, a rehearsal report)",
+                            "write `password: \"{{ env.IPMI_PASSWORD }}\"` and set IPMI_PASSWORD where recover runs (the unattended unit's EnvironmentFile)",
+                        );
+                        String::new()
+                    }
                     Some(pw) => self.render(pw, Context::Text, cx.target, false),
                     None => {
                         self.err(
