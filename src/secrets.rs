@@ -292,7 +292,70 @@ impl Redactor {
                 name: "",
             })
             .collect();
-        replace(&text, &needles, |_| REDACTED.to_owned())
+        let text = replace(&text, &needles, |_| REDACTED.to_owned());
+        self.cut_edges(&text)
+    }
+
+    /// A secret cut in two where the text was cut: output kept to its last bytes (`[… N bytes
+    /// before …]`), its first and last (`[… N bytes not kept …]`), a line cut to its first
+    /// characters, output read in chunks. The end of a form of a secret ([`MIN_LEN`] bytes or
+    /// more) where a piece of text starts, and its start where a piece ends, are hidden too;
+    /// pieces are the text and what lies between `[…` and `…]` marks.
+    fn cut_edges(&self, text: &str) -> String {
+        let mut starts = vec![0];
+        let mut ends = vec![text.len()];
+        for (i, _) in text.match_indices("\u{2026}]") {
+            let after = i + "\u{2026}]".len();
+            starts.push(if text[after..].starts_with('\n') {
+                after + 1
+            } else {
+                after
+            });
+        }
+        for (i, _) in text.match_indices("[\u{2026}") {
+            ends.push(if text[..i].ends_with('\n') { i - 1 } else { i });
+        }
+        // (from, to) byte ranges to hide, found on the text as it is.
+        let mut hide: Vec<(usize, usize)> = Vec::new();
+        for form in self.needles.iter().filter(|n| n.len() > MIN_LEN) {
+            for &start in &starts {
+                let rest = &text[start..];
+                // The longest proper suffix of the form that `rest` starts with.
+                let found = (1..form.len())
+                    .filter(|k| form.is_char_boundary(*k) && form.len() - k >= MIN_LEN)
+                    .find(|k| rest.starts_with(&form[*k..]));
+                if let Some(k) = found {
+                    hide.push((start, start + form.len() - k));
+                }
+            }
+            for &end in &ends {
+                let head = &text[..end];
+                let found = (MIN_LEN..form.len())
+                    .rev()
+                    .filter(|k| form.is_char_boundary(*k))
+                    .find(|k| head.ends_with(&form[..*k]));
+                if let Some(k) = found {
+                    hide.push((end - k, end));
+                }
+            }
+        }
+        if hide.is_empty() {
+            return text.to_owned();
+        }
+        hide.sort();
+        let mut out = String::with_capacity(text.len());
+        let mut at = 0;
+        for (from, to) in hide {
+            if from < at {
+                at = at.max(to);
+                continue;
+            }
+            out.push_str(&text[at..from]);
+            out.push_str(REDACTED);
+            at = to;
+        }
+        out.push_str(&text[at..]);
+        out
     }
 
     /// Each run of base64 characters (8 or more, `=` padding included) whose decoding, from
@@ -550,6 +613,48 @@ mod tests {
             assert!(debug.contains("RB_SECRET"), "{debug}");
             assert_hidden(&s, secret, &format!("{debug} {secret}"), "debug");
             assert!(!debug.contains(&secret[..4]), "{debug}");
+        }
+    }
+
+    #[test]
+    fn a_secret_cut_where_the_output_was_cut_is_hidden() {
+        for secret in HOSTILE {
+            let s = secrets(&[("T", secret)], &[]);
+            let n = secret.len();
+            for cut in MIN_LEN..n - MIN_LEN {
+                let (head, tail) = secret.split_at(cut);
+                // Kept to its last bytes, as the journal keeps output.
+                let kept = format!("[\u{2026} 4096 bytes before \u{2026}]\n{tail} and on");
+                assert_eq!(
+                    s.redact(&kept),
+                    "[\u{2026} 4096 bytes before \u{2026}]\n*** and on"
+                );
+                // Its first and last bytes kept, the secret across the cut.
+                let both = format!("x {head}\n[\u{2026} 9 bytes not kept \u{2026}]\n{tail} y");
+                assert_eq!(
+                    s.redact(&both),
+                    "x ***\n[\u{2026} 9 bytes not kept \u{2026}]\n*** y"
+                );
+                // A line cut short, a chunk read in two.
+                assert_eq!(s.redact(&format!("token: {head}")), "token: ***");
+                assert_eq!(s.redact(&format!("{tail} rejected")), "*** rejected");
+            }
+            // Text that only shares a short piece with it stays.
+            assert_eq!(s.redact("ends in a'"), "ends in a'");
+        }
+        // Real output cut by the engine and the capture.
+        let secret = HOSTILE[1];
+        let s = secrets(&[("T", secret)], &[]);
+        for kept in 1..secret.len() {
+            // The journal keeps the last 4000 bytes: the last `kept` of the secret's.
+            let out = format!("xxxxxxxxxx{secret}{}", "y".repeat(4000 - kept));
+            let cut = crate::engine::truncate(&out).unwrap();
+            assert!(cut.contains(&secret[secret.len() - kept..]), "{cut}");
+            let red = s.redact(&cut);
+            for w in secret.as_bytes().windows(MIN_LEN + 1) {
+                let w = std::str::from_utf8(w).unwrap();
+                assert!(!red.contains(w), "kept {kept}: {w:?} in {red}");
+            }
         }
     }
 
