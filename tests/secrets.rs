@@ -293,3 +293,53 @@ fn a_literal_ipmi_password_is_refused_by_check() {
         assert!(!all.contains("from-the-env"), "{all}");
     }
 }
+
+/// A command sent on stdin is still killed by its marker: Ctrl-C (SIGINT) during a `run:`
+/// step that holds a secret ends the remote shell, and the run exits 130. Ten tries.
+#[test]
+fn ctrl_c_kills_a_remote_command_that_holds_a_secret() {
+    let Some(sshd) = Sshd::start_or_skip() else {
+        return;
+    };
+    for attempt in 0..10 {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("remote.pid");
+        let rb = dir.path().join("k.yaml");
+        std::fs::write(
+            &rb,
+            format!(
+                "name: k\nbudget: 10m\ntargets:\n{}phases:\n  - name: All\n    window: 0m-10m\n    steps:\n      - run: \"echo $$ > {}; sleep 300; test -n {{{{ env.RB_SECRET }}}}\"\n        timeout: 5m\n",
+                sshd.runbook_target_yaml("box"),
+                pid_file.display()
+            ),
+        )
+        .unwrap();
+        let state = dir.path().join("state");
+        let mut bg = Background::start(
+            &state,
+            &["run", "--yes", rb.to_str().unwrap()],
+            &[("RB_SECRET", HOSTILE[attempt % 2])],
+        );
+        assert!(
+            common::eventually(Duration::from_secs(30), || std::fs::read_to_string(
+                &pid_file
+            )
+            .is_ok_and(|p| p.ends_with('\n'))),
+            "the step never started:\n{}",
+            bg.output()
+        );
+        assert!(common::remote_pid_alive(&sshd, &pid_file));
+        // SAFETY: kill(2) of the child this test started.
+        assert_eq!(unsafe { libc::kill(bg.pid(), libc::SIGINT) }, 0);
+        let status = bg
+            .wait(Duration::from_secs(30))
+            .unwrap_or_else(|| panic!("still running 30 s after SIGINT:\n{}", bg.output()));
+        assert_eq!(status.code(), Some(130), "try {attempt}:\n{}", bg.output());
+        assert!(
+            common::eventually(Duration::from_secs(10), || !common::remote_pid_alive(
+                &sshd, &pid_file
+            )),
+            "try {attempt}: the remote shell survived Ctrl-C"
+        );
+    }
+}
