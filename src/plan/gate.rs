@@ -131,7 +131,7 @@ impl Resolver<'_> {
                     .min(every.max(Duration::from_secs(1)) * 2)
                     .max(Duration::from_secs(2));
                 Probe::Run {
-                    command: super::kinds::remote_command(script, sudo, t, marker, secret),
+                    command: self.remote_command(script, sudo, t, marker, secret),
                     expect: v.expect.as_ref().map(matcher),
                 }
             }
@@ -175,7 +175,7 @@ impl Resolver<'_> {
             };
             GateRemedy {
                 policy,
-                apply: super::kinds::remote_command(script, sudo, t, marker, secret),
+                apply: self.remote_command(script, sudo, t, marker, secret),
             }
         })
     }

@@ -107,20 +107,24 @@ fn rules(kind: Kind) -> Rules {
     }
 }
 
-/// A command for the target: one that holds an `env` value (`secret`) travels on stdin, never
-/// in the command line ([`Command::remote_secret`]), unless it is sent with sudo, which the
-/// resolver refuses (see `no_secret_under_sudo`).
-pub(super) fn remote_command(
-    script: String,
-    sudo: bool,
-    timeout: Duration,
-    marker: &str,
-    secret: bool,
-) -> Command {
-    if secret && !sudo {
-        Command::remote_secret(script, timeout, marker)
-    } else {
-        Command::remote(script, sudo, timeout, marker)
+impl Resolver<'_> {
+    /// A command for the target: one that holds an `env` value (`secret`) travels on stdin,
+    /// never in the command line ([`Command::remote_secret`]), unless it is sent with sudo,
+    /// which the resolver refuses (see `no_secret_under_sudo`).
+    pub(super) fn remote_command(
+        &mut self,
+        script: String,
+        sudo: bool,
+        timeout: Duration,
+        marker: &str,
+        secret: bool,
+    ) -> Command {
+        if secret && !sudo {
+            Command::remote_secret(script, timeout, marker)
+        } else {
+            self.sudo_secret |= secret && sudo;
+            Command::remote(script, sudo, timeout, marker)
+        }
     }
 }
 
@@ -543,7 +547,7 @@ impl Resolver<'_> {
         let sudo = cx.sudo(cx.step.sudo.unwrap_or(false));
         Some(Resolved {
             name: self.name_of(&script),
-            action: Action::Run(remote_command(script, sudo, timeout, &cx.marker, secret)),
+            action: Action::Run(self.remote_command(script, sudo, timeout, &cx.marker, secret)),
             timeout,
             mutates: true,
         })

@@ -151,6 +151,9 @@ pub(super) struct Resolver<'a> {
     pub(super) read_env: bool,
     /// The vars whose value holds an `env` value (directly or through vars).
     pub(super) var_env: std::collections::BTreeSet<String>,
+    /// Set when the step being resolved has a command sent with sudo that read an `env` value
+    /// (however short: redaction does not look for values under 3 bytes).
+    pub(super) sudo_secret: bool,
 }
 
 impl<'a> Resolver<'a> {
@@ -191,7 +194,7 @@ impl<'a> Resolver<'a> {
                         .iter()
                         .any(|m| c.script.contains(&placeholder(m))))
         };
-        if step.commands().iter().any(carries) {
+        if std::mem::take(&mut self.sudo_secret) || step.commands().iter().any(carries) {
             self.err(
                 step.pos,
                 format!(
@@ -397,6 +400,7 @@ pub fn resolve(loaded: &Loaded, opts: &Options) -> Result<Plan, Vec<Problem>> {
         var_unset: Default::default(),
         read_env: false,
         var_env: Default::default(),
+        sudo_secret: false,
     };
 
     // name: used in file names and kill markers.
@@ -589,6 +593,7 @@ pub fn resolve(loaded: &Loaded, opts: &Options) -> Result<Plan, Vec<Problem>> {
         let mut steps = Vec::new();
         for st in &ph.steps.value {
             number += 1;
+            r.sudo_secret = false;
             if let Some(s) = r.step(number, st, &targets, &channels) {
                 r.no_secret_under_sudo(&s);
                 steps.push(s);
