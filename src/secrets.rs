@@ -103,7 +103,18 @@ impl Secrets {
             needles.push(placeholder(name));
         }
         needles.sort_by_key(|n| std::cmp::Reverse(n.len()));
-        Redactor { needles, values }
+        let forms = needles
+            .iter()
+            .map(|n| Needle {
+                text: n.clone(),
+                name: "",
+            })
+            .collect();
+        Redactor {
+            needles,
+            forms,
+            values,
+        }
     }
 
     /// Whether `text` holds a set secret in any of its forms (or the placeholder of any).
@@ -267,6 +278,8 @@ fn url_forms(value: &str) -> Vec<String> {
 #[derive(Clone, Default)]
 pub struct Redactor {
     needles: Vec<String>,
+    /// `needles` as [`replace`] reads them.
+    forms: Vec<Needle<'static>>,
     values: Vec<String>,
 }
 
@@ -284,15 +297,7 @@ impl Redactor {
             return text.to_owned();
         }
         let text = self.base64_runs(text);
-        let needles: Vec<Needle<'_>> = self
-            .needles
-            .iter()
-            .map(|n| Needle {
-                text: n.clone(),
-                name: "",
-            })
-            .collect();
-        let text = replace(&text, &needles, |_| REDACTED.to_owned());
+        let text = replace(&text, &self.forms, |_| REDACTED.to_owned());
         self.cut_edges(&text)
     }
 
@@ -432,10 +437,21 @@ fn replace(text: &str, needles: &[Needle<'_>], with: impl Fn(&str) -> String) ->
     if needles.is_empty() {
         return text.to_owned();
     }
+    // Only where a needle could start is each one tried.
+    let mut first = [false; 256];
+    for n in needles {
+        if let Some(b) = n.text.bytes().next() {
+            first[usize::from(b)] = true;
+        }
+    }
     let mut out = String::with_capacity(text.len());
     let mut i = 0;
     while let Some(rest) = text.get(i..).filter(|r| !r.is_empty()) {
-        if let Some(n) = needles.iter().find(|n| rest.starts_with(n.text.as_str())) {
+        let may = first[usize::from(rest.as_bytes()[0])];
+        if let Some(n) = needles
+            .iter()
+            .find(|n| may && rest.starts_with(n.text.as_str()))
+        {
             out.push_str(&with(n.name));
             i += n.text.len();
             continue;
