@@ -196,7 +196,11 @@ fn a_secret_is_never_in_a_command_line_the_output_or_the_journal() {
                         String::from_utf8_lossy(&g)
                     );
                 }
-                assert!(text.contains("***"), "{what}:\n{text}");
+                // The journal and --json always carry step 1's output (redacted); the plain
+                // reporter shows only some progress lines, as they come.
+                if what == "journal" || json {
+                    assert!(text.contains("***"), "{what}:\n{text}");
+                }
             }
             if json {
                 assert!(
