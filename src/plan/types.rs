@@ -151,11 +151,36 @@ impl TargetSpec {
     }
 }
 
-#[derive(Debug, Clone)]
+/// Its `Debug` shows the webhook's scheme and host only: a webhook URL is often a secret.
+#[derive(Clone)]
 pub struct ChannelSpec {
     pub name: String,
     pub url: String,
     pub format: Format,
+}
+
+impl std::fmt::Debug for ChannelSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChannelSpec")
+            .field("name", &self.name)
+            .field("url", &format_args!("{}", url_shape(&self.url)))
+            .field("format", &self.format)
+            .finish()
+    }
+}
+
+/// A URL for `Debug`: its scheme, host and port, the rest (where a secret may be) left out.
+fn url_shape(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => format!(
+            "{}://{}{}/<{} bytes hidden>",
+            u.scheme(),
+            u.host_str().unwrap_or(""),
+            u.port().map(|p| format!(":{p}")).unwrap_or_default(),
+            url.len()
+        ),
+        Err(_) => format!("<{} bytes hidden>", url.len()),
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -446,7 +471,9 @@ impl Action {
     }
 }
 
-#[derive(Debug, Clone)]
+/// Its `Debug` shows the method, the URL's host, the header names and the body's size: their
+/// values may hold secrets.
+#[derive(Clone)]
 pub struct Request {
     pub method: String,
     pub url: String,
@@ -456,6 +483,21 @@ pub struct Request {
     pub timeout: Duration,
     /// `from: target`: sent by this `curl` command on the target instead of from here.
     pub on_target: Option<Command>,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("Request")
+            .field("method", &self.method)
+            .field("url", &format_args!("{}", url_shape(&self.url)))
+            .field("headers", &names)
+            .field("body", &self.body.as_ref().map(String::len))
+            .field("expect", &self.expect)
+            .field("timeout", &self.timeout)
+            .field("on_target", &self.on_target)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -582,7 +624,11 @@ phases:
             let plan = resolve(&loaded, &opts).expect("resolves");
             let steps: Vec<_> = plan.phases[0].steps.iter().collect();
             let mut shown = vec![format!("{plan:?}"), format!("{:?}", plan.secrets)];
+            shown.push(format!("{:?}", plan.channels));
             for s in &steps {
+                if let Action::Http(r) = &s.action {
+                    shown.push(format!("{r:?}"));
+                }
                 for c in s.commands() {
                     if c.stdin.is_some() {
                         shown.push(format!("{c:?}"));
@@ -613,7 +659,9 @@ phases:
             let debugged = &debugged[1..debugged.len() - 1];
             for text in &shown {
                 assert!(
-                    text.contains("***") || text.contains("holding a secret"),
+                    ["***", "holding a secret", "hidden"]
+                        .iter()
+                        .any(|m| text.contains(m)),
                     "{text}"
                 );
                 for piece in [
