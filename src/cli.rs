@@ -170,7 +170,10 @@ beyond its start limit is skipped, not killed. Takes the run's lock: never besid
     #[command(
         long_about = "Print a sudoers drop-in that permits exactly the commands the runbook sends \
 with `sudo -n`, each with its exact arguments, and nothing else: every `sudo: true` step, \
-drop_caches, each start and its gate, and the remote kill of each on a timeout or Ctrl-C. \
+drop_caches, each start and its gate, and the remote kill of each on a timeout or Ctrl-C; \
+`recover drill`'s SIGKILL of each unit's main process only with --drill. Every program is named \
+in full (/usr/bin/timeout, /bin/sh, /usr/bin/base64, /usr/bin/pkill) and the drop-in sets \
+`Defaults:USER secure_path`, so no sudo command runs a program found in the account's own PATH. \
 Check it with `visudo -cf FILE`, install it on the target as /etc/sudoers.d/NAME (mode 0440). \
 `recover rehearse` reports every sudo command the target's sudoers no longer permits.",
         after_help = sudoers_exit_codes()
@@ -366,6 +369,10 @@ pub struct SudoersArgs {
     /// The user the rules are for (default: each target's `user:`)
     #[arg(long, value_name = "NAME")]
     pub user: Option<String>,
+    /// Also permit `recover drill`'s SIGKILL of each started unit's main process (a runbook
+    /// that is never drilled should not grant it)
+    #[arg(long)]
+    pub drill: bool,
     #[command(flatten)]
     pub resolve: Resolve,
 }

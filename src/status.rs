@@ -336,7 +336,14 @@ async fn exec(
     let t = timeout.max(Duration::from_secs(1));
     match tokio::time::timeout(
         t + Duration::from_secs(2),
-        ssh.exec(&c.wire, c.kill.as_deref(), t, &mut rx, &mut |_| {}),
+        ssh.exec(
+            &c.wire,
+            c.stdin.as_deref(),
+            c.kill.as_deref(),
+            t,
+            &mut rx,
+            &mut |_| {},
+        ),
     )
     .await
     {

@@ -1,6 +1,12 @@
 //! `recover sudoers`: a sudoers drop-in that permits exactly the commands a Plan sends with
 //! `sudo -n`, and nothing else.
 //!
+//! Every program a rule names is written in full (`/usr/bin/timeout`, which runs `/bin/sh`,
+//! which runs `/usr/bin/base64`), and the drop-in sets `Defaults:USER secure_path=...`, so
+//! nothing a sudo command runs is looked up in the account's own `PATH`, even where the box's
+//! sudoers has no `secure_path` of its own. `recover drill`'s SIGKILL of a unit's main process
+//! is permitted only with `--drill`.
+//!
 //! sudo matches a rule's arguments against the command's arguments joined by single spaces, so
 //! a rule is exact only if no argument contains whitespace (otherwise `sh -c 'a b'` and
 //! `sh -c a b` would be the same command to sudo). The wire format guarantees that for every
@@ -8,12 +14,11 @@
 
 use std::fmt::Write as _;
 
-use crate::plan::Plan;
+use crate::plan::wire::{PKILL, SECURE_PATH, TIMEOUT};
+use crate::plan::{Action, Plan};
 
-/// Where a program the wire sends with sudo lives on the target. sudo resolves the name through
-/// its `secure_path` and compares the resolved file with the rule's path.
-pub const PROGRAMS: &[(&str, &str)] =
-    &[("timeout", "/usr/bin/timeout"), ("pkill", "/usr/bin/pkill")];
+/// The programs the wire sends with sudo, each by its full path on the target.
+pub const PROGRAMS: &[&str] = &[TIMEOUT, PKILL];
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SudoersError {
@@ -36,14 +41,14 @@ pub struct Rule {
     pub what: String,
     /// The command as the operator wrote it, shown in the comment (may span lines).
     pub plain: String,
-    /// The program's absolute path on the target.
+    /// The program's absolute path on the target, as sent.
     pub path: String,
     /// The arguments after the program, each free of whitespace and backslashes.
     pub args: Vec<String>,
 }
 
 impl Rule {
-    /// The rule for `sudo -n ARGV...` (`argv[0]` is the program's name as sent).
+    /// The rule for `sudo -n ARGV...` (`argv[0]` is the program's full path as sent).
     pub fn new(what: &str, plain: &str, argv: &[String]) -> Result<Rule, SudoersError> {
         let (program, args) = argv.split_first().ok_or_else(|| SudoersError::Program {
             what: what.to_owned(),
@@ -51,8 +56,8 @@ impl Rule {
         })?;
         let path = PROGRAMS
             .iter()
-            .find(|(name, _)| name == program)
-            .map(|(_, path)| (*path).to_owned())
+            .find(|path| **path == program.as_str())
+            .map(|path| (*path).to_owned())
             .ok_or_else(|| SudoersError::Program {
                 what: what.to_owned(),
                 program: program.clone(),
@@ -117,16 +122,31 @@ fn comment(out: &mut String, text: &str) {
     let _ = writeln!(out, "#{}{line}", if line.is_empty() { "" } else { " " });
 }
 
-/// The drop-in: a header, then per rule its comment and `USER ALL=(root) NOPASSWD: COMMAND`.
-/// A command already permitted to the same user is written once.
+/// The drop-in: a header, per user its `Defaults:USER secure_path=...`, then per rule its
+/// comment and `USER ALL=(root) NOPASSWD: COMMAND`. A command already permitted to the same
+/// user is written once.
 pub fn render(header: &[String], rules: &[(String, Rule)]) -> Result<String, SudoersError> {
     let mut out = String::new();
     for line in header {
         comment(&mut out, line);
     }
+    let mut users: Vec<&str> = Vec::new();
+    for (user, _) in rules {
+        valid_user(user)?;
+        if !users.contains(&user.as_str()) {
+            users.push(user);
+        }
+    }
+    for user in users {
+        out.push('\n');
+        comment(
+            &mut out,
+            "What the commands below find their programs in, whatever PATH the account has.",
+        );
+        let _ = writeln!(out, "Defaults:{user} secure_path=\"{SECURE_PATH}\"");
+    }
     let mut seen: Vec<(String, String)> = Vec::new();
     for (user, rule) in rules {
-        valid_user(user)?;
         let key = (user.clone(), rule.command());
         if seen.contains(&key) {
             continue;
@@ -150,13 +170,21 @@ pub fn render(header: &[String], rules: &[(String, Rule)]) -> Result<String, Sud
 }
 
 /// The drop-in for `plan`: every argument list its commands run with `sudo -n`, for `user`
-/// (default: each target's own user).
-pub fn drop_in(plan: &Plan, user: Option<&str>) -> Result<String, SudoersError> {
+/// (default: each target's own user). `recover drill`'s SIGKILL of each unit's main process
+/// only with `drill` (the same command as a gate's `remedy: kill` is permitted for the remedy).
+pub fn drop_in(plan: &Plan, user: Option<&str>, drill: bool) -> Result<String, SudoersError> {
     let mut rules = Vec::new();
     for step in plan.phases.iter().flat_map(|p| &p.steps) {
         let target = plan.targets.get(step.target);
         let on = target.map(|t| t.name.as_str()).unwrap_or("the target");
+        let drill_kill = match &step.action {
+            Action::Start { drill: d, .. } if !drill => Some(&d.kill),
+            _ => None,
+        };
         for c in step.commands() {
+            if drill_kill.is_some_and(|k| std::ptr::eq(k, c)) {
+                continue;
+            }
             let Some((command, kills)) = c.sudo_argvs.split_first() else {
                 continue;
             };
@@ -198,6 +226,12 @@ pub fn drop_in(plan: &Plan, user: Option<&str>) -> Result<String, SudoersError> 
         "Generate it again when the runbook's sudo commands change: `recover rehearse` lists"
             .into(),
         "every command the installed drop-in no longer permits.".into(),
+        if drill {
+            "With --drill: it also permits `recover drill`'s SIGKILL of each unit's main process."
+                .into()
+        } else {
+            "`recover drill` needs its SIGKILL rules too: `recover sudoers --drill`.".into()
+        },
     ];
     render(&header, &rules)
 }
@@ -215,7 +249,7 @@ mod tests {
         let r = Rule::new(
             "kill",
             "",
-            &argv(&["pkill", "-TERM", "-f", "[r]ecover:a,b=c#d*e?$"]),
+            &argv(&["/usr/bin/pkill", "-TERM", "-f", "[r]ecover:a,b=c#d*e?$"]),
         )
         .unwrap();
         assert_eq!(
@@ -227,20 +261,29 @@ mod tests {
     #[test]
     fn a_rule_refuses_what_it_cannot_match_exactly() {
         for bad in [
-            argv(&["timeout", "sh", "-c", "a b"]),
-            argv(&["timeout", "sh", "-c", "a\tb"]),
-            argv(&["timeout", "sh", "-c", r"a\b"]),
-            argv(&["timeout", ""]),
+            argv(&["/usr/bin/timeout", "sh", "-c", "a b"]),
+            argv(&["/usr/bin/timeout", "sh", "-c", "a\tb"]),
+            argv(&["/usr/bin/timeout", "sh", "-c", r"a\b"]),
+            argv(&["/usr/bin/timeout", ""]),
         ] {
             assert!(
                 matches!(Rule::new("x", "", &bad), Err(SudoersError::Argument { .. })),
                 "{bad:?}"
             );
         }
-        assert!(matches!(
-            Rule::new("x", "", &argv(&["sh", "-c", "id"])),
-            Err(SudoersError::Program { .. })
-        ));
+        // A program by name (looked up in PATH where sudo has no secure_path), or one the
+        // wire never sends with sudo, has no rule.
+        for bad in [
+            argv(&["sh", "-c", "id"]),
+            argv(&["timeout", "5s", "/bin/sh", "-c", "id"]),
+            argv(&["pkill", "-f", "x"]),
+            argv(&["/bin/sh", "-c", "id"]),
+        ] {
+            assert!(
+                matches!(Rule::new("x", "", &bad), Err(SudoersError::Program { .. })),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]
@@ -263,7 +306,12 @@ mod tests {
 
     #[test]
     fn comments_cannot_continue_onto_the_rule() {
-        let r = Rule::new("step 1", "echo a \\\nb\u{7}", &argv(&["pkill", "-f", "x"])).unwrap();
+        let r = Rule::new(
+            "step 1",
+            "echo a \\\nb\u{7}",
+            &argv(&["/usr/bin/pkill", "-f", "x"]),
+        )
+        .unwrap();
         let rules = [("ops".to_owned(), r.clone()), ("ops".to_owned(), r)];
         let text = render(&["head".into()], &rules).unwrap();
         assert!(
@@ -274,5 +322,88 @@ mod tests {
         );
         assert!(text.contains("#     b?\n"), "{text}");
         assert_eq!(text.matches("NOPASSWD").count(), 1, "{text}");
+    }
+
+    fn plan(text: &str) -> Plan {
+        let loaded = crate::runbook::parse(std::path::Path::new("d.yaml"), text, String::new())
+            .expect("parses");
+        crate::plan::resolve(&loaded, &crate::plan::Options::default()).expect("resolves")
+    }
+
+    const DRILLED: &str = r#"
+name: d
+budget: 10m
+targets:
+  box: { host: box.local, user: ops }
+phases:
+  - name: All
+    window: 0m-10m
+    steps:
+      - start: api.service
+        health:
+          run: "true"
+      - start: web.service
+        health:
+          run: "true"
+          remedy: kill
+"#;
+
+    #[test]
+    fn the_drills_sigkill_is_permitted_only_with_drill_and_secure_path_is_set() {
+        let p = plan(DRILLED);
+        let kill_of = |unit: &str| {
+            let s = p
+                .phases
+                .iter()
+                .flat_map(|ph| &ph.steps)
+                .find(|s| matches!(&s.action, Action::Start { unit: u, .. } if u == unit))
+                .unwrap();
+            let Action::Start { drill, .. } = &s.action else {
+                unreachable!()
+            };
+            Rule::new("k", "", &drill.kill.sudo_argvs[0])
+                .unwrap()
+                .command()
+        };
+        let (api, web) = (kill_of("api.service"), kill_of("web.service"));
+        let without = drop_in(&p, None, false).unwrap();
+        let with = drop_in(&p, None, true).unwrap();
+        assert!(!without.contains(&api), "{without}");
+        assert!(with.contains(&api), "{with}");
+        // web's remedy is the same SIGKILL: permitted for the remedy, drill or not.
+        assert!(without.contains(&web) && with.contains(&web), "{without}");
+        assert!(without.contains("recover sudoers --drill"), "{without}");
+        for text in [&without, &with] {
+            let line = format!("Defaults:ops secure_path=\"{SECURE_PATH}\"\n");
+            assert_eq!(text.matches(&line).count(), 1, "{text}");
+            assert!(
+                text.find(&line) < text.find("NOPASSWD"),
+                "the Defaults line comes before the rules:\n{text}"
+            );
+            for rule in text.lines().filter(|l| l.contains("NOPASSWD")) {
+                let cmd = rule.split("NOPASSWD: ").nth(1).unwrap();
+                assert!(
+                    cmd.starts_with("/usr/bin/timeout -k 5s ")
+                        && cmd.contains(" /bin/sh -c ")
+                        && cmd.contains("|/usr/bin/base64${IFS}-d)")
+                        || cmd.starts_with("/usr/bin/pkill -"),
+                    "{rule}"
+                );
+            }
+        }
+        // The rehearsal asks sudo about every command but the drill's SIGKILL.
+        for s in p.phases.iter().flat_map(|ph| &ph.steps) {
+            let Action::Start { drill, unit, .. } = &s.action else {
+                continue;
+            };
+            let check = s.sudo_check.as_ref().unwrap();
+            let kill = crate::template::shell_quote(&drill.kill.sudo_argvs[0][7]);
+            assert_eq!(
+                check.script.contains(&kill),
+                unit == "web.service",
+                "{}",
+                check.script
+            );
+        }
     }
 }

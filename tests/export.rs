@@ -574,7 +574,7 @@ fn var_and_target_overrides_reach_the_binder() {
         .unwrap();
     assert!(out.status.success());
     let md = String::from_utf8(out.stdout).unwrap();
-    assert!(md.contains("ops@10.9.8.7 'sudo -n timeout"));
+    assert!(md.contains("ops@10.9.8.7 'sudo -n /usr/bin/timeout"));
     assert!(md.contains("http://10.9.8.7:8000/v1/chat/completions"));
     assert!(!md.contains("ops@spark.local"));
 }

@@ -490,6 +490,122 @@ fn only_the_drop_in(lab: &Lab, sc: &Scenario, args: &[&str]) {
     ));
 }
 
+/// Issue 20's lab proof: the guest's sudoers without `secure_path` (sudo's own default, where
+/// the caller's PATH reaches what sudo runs), programs planted first in `ops`'s PATH
+/// (`~/bin/sh`, `timeout`, `base64`, `systemctl`, ...; each leaves `/var/tmp/planted/NAME-UID`
+/// and runs the real one), and `ops` holding the generated drop-in alone. [`HostilePath::check`]
+/// then requires that no planted file ran as root, and that `ops`'s own commands did run the
+/// planted ones (the PATH was in force). Dropping it puts the guest back.
+struct HostilePath {
+    lab_ssh: Vec<String>,
+}
+
+const PLANTED_DIR: &str = "/var/tmp/planted";
+
+impl HostilePath {
+    fn plant(lab: &Lab) -> HostilePath {
+        let h = HostilePath {
+            lab_ssh: vec![
+                "-F".into(),
+                lab.get("LAB_SSH_CONFIG").into(),
+                "-l".into(),
+                "root".into(),
+                "-o".into(),
+                "BatchMode=yes".into(),
+                lab.get("LAB_HOST").into(),
+            ],
+        };
+        h.root(&format!(
+            r#"set -eu
+mkdir -p {PLANTED_DIR} && chmod 1777 {PLANTED_DIR} && rm -f {PLANTED_DIR}/*
+[ -f /etc/sudoers.recover-test ] || cp -p /etc/sudoers /etc/sudoers.recover-test
+sed -i 's/^\(Defaults[[:space:]]*secure_path\)/#\1/' /etc/sudoers
+visudo -cq
+if grep -q '^[^#]*secure_path' /etc/sudoers; then echo "secure_path still set" >&2; exit 1; fi
+install -d -o ops -g ops -m 0755 /home/ops/bin
+for n in sh dash bash base64 timeout pkill systemctl journalctl dmesg sync grep cat id fsck tail sleep curl printf echo env sed; do
+  real=
+  for d in /usr/bin /bin /usr/sbin /sbin; do [ -x "$d/$n" ] && real=$d/$n && break; done
+  [ -n "$real" ] || continue
+  printf '#!/bin/sh\n/usr/bin/touch "{PLANTED_DIR}/%s-$(/usr/bin/id -u)"\nexec %s "$@"\n' "$n" "$real" > /home/ops/bin/$n
+  chmod 0755 /home/ops/bin/$n && chown ops:ops /home/ops/bin/$n
+done
+[ -f /home/ops/.bashrc.recover-test ] || cp -p /home/ops/.bashrc /home/ops/.bashrc.recover-test
+sed -i '1i PATH=/home/ops/bin:$PATH' /home/ops/.bashrc
+"#
+        ));
+        // What an ssh command of ops (as recover sends them) finds first.
+        let found = lab.ssh("command -v sh timeout base64");
+        assert_eq!(
+            found.lines().collect::<Vec<_>>(),
+            [
+                "/home/ops/bin/sh",
+                "/home/ops/bin/timeout",
+                "/home/ops/bin/base64"
+            ],
+            "the planted PATH is not in force for ops's ssh commands"
+        );
+        say(
+            "lab e2e:   the guest's sudoers has no secure_path; ops has sh, timeout, base64, systemctl, ... planted first in its PATH",
+        );
+        h
+    }
+
+    /// `script` as root in the guest (bash reads it from stdin); its stdout.
+    fn root(&self, script: &str) -> String {
+        let file = tempfile::NamedTempFile::new().expect("a temp file");
+        fs::write(file.path(), script).expect("write the script");
+        let mut cmd = Command::new("ssh");
+        cmd.args(&self.lab_ssh)
+            .arg("bash -s")
+            .stdin(fs::File::open(file.path()).expect("open the script"));
+        let out = run_bounded(cmd, Duration::from_secs(60));
+        assert!(
+            out.status.success(),
+            "as root in the guest:\n{script}\n{}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    }
+
+    /// No planted file ran as root; ops's own commands ran planted ones.
+    fn check(&self) {
+        let marks = self.root(&format!("ls -1 {PLANTED_DIR}"));
+        let marks: Vec<&str> = marks.lines().collect();
+        let as_root: Vec<&&str> = marks.iter().filter(|m| m.ends_with("-0")).collect();
+        assert!(
+            as_root.is_empty(),
+            "planted programs ran as root through the drop-in: {as_root:?} (all: {marks:?})"
+        );
+        assert!(
+            marks
+                .iter()
+                .any(|m| m.starts_with("timeout-") || m.starts_with("sh-")),
+            "ops's commands never ran the planted programs, so this proved nothing: {marks:?}"
+        );
+        say(&format!(
+            "lab e2e:   no planted program ran as root; ops's own ran {} of them",
+            marks.len()
+        ));
+    }
+}
+
+impl Drop for HostilePath {
+    fn drop(&mut self) {
+        let undo = format!(
+            "set -u
+[ -f /etc/sudoers.recover-test ] && mv /etc/sudoers.recover-test /etc/sudoers
+[ -f /home/ops/.bashrc.recover-test ] && mv /home/ops/.bashrc.recover-test /home/ops/.bashrc
+rm -rf /home/ops/bin {PLANTED_DIR}
+visudo -cq"
+        );
+        if catch_unwind(AssertUnwindSafe(|| self.root(&undo))).is_err() {
+            say("lab e2e: could not put the guest's sudoers and ops's PATH back (`lab down` does)");
+        }
+    }
+}
+
 // --- the suite ---------------------------------------------------------------------------------
 
 /// Says so on the real stderr: the test harness captures `eprintln!` of passing tests.
@@ -668,6 +784,7 @@ fn full_runbook(lab: &Lab, sc: &Scenario) {
     let mut which = vec![LAB_RUNBOOK];
     which.extend(aim.iter().map(String::as_str));
     only_the_drop_in(lab, sc, &which);
+    let planted = HostilePath::plant(lab);
     let jpath = sc.journal("full");
     let mut args = vec!["run", LAB_RUNBOOK, "--yes", "--journal", p(&jpath)];
     args.extend(aim.iter().map(String::as_str));
@@ -808,6 +925,7 @@ fn full_runbook(lab: &Lab, sc: &Scenario) {
     assert_eq!(posts.len(), 1, "{posts:?}");
     assert!(posts[0].starts_with("We are back"), "{posts:?}");
     assert!(!posts[0].contains("{{"), "{posts:?}");
+    planted.check();
 }
 
 // --- 6. rehearse -------------------------------------------------------------------------------

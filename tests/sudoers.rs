@@ -75,8 +75,14 @@ impl SudoUser {
 
     /// Installs `text` as a drop-in, after visudo accepted it.
     fn install(&mut self, text: &str) {
-        let path = PathBuf::from(format!("/etc/sudoers.d/zz-recover-test-{}", self.name));
-        let staged = std::env::temp_dir().join(format!("recover-test-{}.sudoers", self.name));
+        let file = format!("zz-recover-test-{}", self.name);
+        self.install_as(&file, text);
+    }
+
+    /// Installs `text` as /etc/sudoers.d/FILE (sudo reads them in the order of their names).
+    fn install_as(&mut self, file: &str, text: &str) {
+        let path = PathBuf::from(format!("/etc/sudoers.d/{file}"));
+        let staged = std::env::temp_dir().join(format!("recover-test-{file}.sudoers"));
         std::fs::write(&staged, text).unwrap();
         let out = run("visudo", &["-cf", staged.to_str().unwrap()]);
         assert!(out.status.success(), "visudo -cf:\n{}\n{text}", show(&out));
@@ -104,6 +110,17 @@ impl SudoUser {
     fn shell(&self, line: &str) -> Output {
         run("sudo", &["-u", &self.name, "sh", "-c", line])
     }
+
+    /// Removes every drop-in installed so far.
+    fn uninstall(&mut self) {
+        for p in self.dropins.drain(..) {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+
+    fn home(&self) -> PathBuf {
+        PathBuf::from(format!("/home/{}", self.name))
+    }
 }
 
 impl Drop for SudoUser {
@@ -117,10 +134,14 @@ impl Drop for SudoUser {
 }
 
 /// Every `sudo -n ...` the dry-run shows (the kill lines hold two, joined by `; `), but the
-/// rehearsal's `sudo -n -l` questions about them.
+/// rehearsal's `sudo -n -l` questions about them and `recover drill`'s lines (`sudoers
+/// --drill` permits them, see [`drill_lines`]).
 fn sudo_lines(dry_run: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for line in dry_run.lines() {
+        if line.trim_start().starts_with("drill ") {
+            continue;
+        }
         let mut rest = line;
         while let Some(i) = rest.find("sudo -n ") {
             let seg = &rest[i..];
@@ -133,6 +154,17 @@ fn sudo_lines(dry_run: &str) -> Vec<String> {
         }
     }
     out
+}
+
+/// The `sudo -n` lines of `recover drill` (its SIGKILL of the unit's main process).
+fn drill_lines(dry_run: &str) -> Vec<String> {
+    dry_run
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("drill "))
+        .map(str::trim)
+        .filter(|l| l.starts_with("sudo -n "))
+        .map(str::to_owned)
+        .collect()
 }
 
 /// `sudo -n ARGS` as `sudo -n -l ARGS`: asks whether it is permitted, runs nothing.
@@ -226,6 +258,31 @@ fn the_drop_in_permits_every_sudo_line_of_the_plan_and_nothing_else() {
         let out = root_lists(&user, line);
         assert!(out.status.success(), "sudo -l -U: {line}\n{}", show(&out));
     }
+    // The drill's SIGKILL only with `--drill`.
+    let drills = drill_lines(&dry);
+    assert_eq!(drills.len(), 1, "{dry}");
+    let out = user.shell(&listed(&drills[0]));
+    assert!(
+        !out.status.success(),
+        "permitted without --drill: {}",
+        drills[0]
+    );
+    let with_drill = stdout_of(dir.path(), &["sudoers", "--drill", rb]);
+    assert_eq!(
+        with_drill.matches("NOPASSWD").count(),
+        lines.len() + 1,
+        "{with_drill}"
+    );
+    user.uninstall();
+    user.install(&with_drill);
+    for line in lines.iter().chain(&drills) {
+        let out = user.shell(&listed(line));
+        assert!(
+            out.status.success(),
+            "not permitted: {line}\n{}",
+            show(&out)
+        );
+    }
 
     // The lines really run as root, with the runbook's quoting intact.
     let whoami = lines
@@ -289,6 +346,185 @@ fn base64_of(script: &str) -> String {
         .output()
         .unwrap();
     text(&out.stdout)
+}
+
+/// Programs an account could plant first in its PATH, to be run as root by a sudo rule that
+/// names a program sudo (or what it runs) looks up in that PATH.
+const PLANTED: &[&str] = &[
+    "sh",
+    "dash",
+    "bash",
+    "base64",
+    "timeout",
+    "pkill",
+    "id",
+    "printf",
+    "echo",
+    "sync",
+    "grep",
+    "systemctl",
+    "journalctl",
+    "cat",
+    "env",
+    "sleep",
+    "tail",
+];
+
+/// `~/bin/NAME` for each of [`PLANTED`]: each leaves `MARKS/NAME-UID` behind, then runs the
+/// real program. The names of what ran as root: those ending in `-0`.
+struct Planted {
+    marks: tempfile::TempDir,
+    bin: PathBuf,
+}
+
+impl Planted {
+    fn plant(user: &SudoUser) -> Planted {
+        use std::os::unix::fs::PermissionsExt;
+        let marks = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(marks.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let bin = user.home().join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        for name in PLANTED {
+            let real = ["/usr/bin", "/bin", "/usr/sbin", "/sbin"]
+                .iter()
+                .map(|d| format!("{d}/{name}"))
+                .find(|p| Path::new(p).exists())
+                .unwrap_or_else(|| "/bin/false".into());
+            let path = bin.join(name);
+            std::fs::write(
+                &path,
+                format!(
+                    "#!/bin/sh\n/usr/bin/touch \"{}/{name}-$(/usr/bin/id -u)\"\nexec {real} \"$@\"\n",
+                    marks.path().display()
+                ),
+            )
+            .unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let out = run(
+            "chown",
+            &["-R", &format!("{0}:{0}", user.name), bin.to_str().unwrap()],
+        );
+        assert!(out.status.success(), "{}", show(&out));
+        Planted { marks, bin }
+    }
+
+    /// `line` run by `user` with the planted programs first in its PATH.
+    fn shell(&self, user: &SudoUser, line: &str) -> Output {
+        user.shell(&format!(
+            "PATH={}:$PATH; export PATH; {line}",
+            self.bin.display()
+        ))
+    }
+
+    /// The planted programs that ran as root since the last call (and forgets them).
+    fn ran_as_root(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(self.marks.path()).unwrap() {
+            let e = e.unwrap();
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(program) = name.strip_suffix("-0") {
+                out.push(program.to_owned());
+            }
+            let _ = std::fs::remove_file(e.path());
+        }
+        out.sort();
+        out
+    }
+}
+
+/// Issue 20: where the box's sudo has no `secure_path` (sudo's own default; here
+/// `Defaults:USER !secure_path`, read before the drop-in), the account's PATH reaches what sudo
+/// runs. With programs planted first in that PATH, every sudo line of the Plan, run with only
+/// the generated drop-in, never runs a planted file as root: the wire names `/usr/bin/timeout`,
+/// `/bin/sh` and `/usr/bin/base64` in full, and the drop-in's `Defaults:USER secure_path` is
+/// what the runbook's own commands (`id`, `systemctl`) are found in. Two controls show the
+/// planted files would run: a rule for a program by name (the wire before this fix), and the
+/// drop-in without its `Defaults` line.
+#[test]
+fn a_planted_sh_first_in_path_never_runs_as_root_where_sudo_has_no_secure_path() {
+    let Some(mut user) = SudoUser::create() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let target = format!("  box:\n    host: 127.0.0.1\n    user: {}\n", user.name);
+    let rb = runbook(dir.path(), "sudo-p", &target, STEPS);
+    let rb = rb.to_str().unwrap();
+    let dropin = stdout_of(dir.path(), &["sudoers", rb]);
+    let defaults = format!(
+        "Defaults:{} secure_path=\"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\"\n",
+        user.name
+    );
+    assert_eq!(dropin.matches(&defaults).count(), 1, "{dropin}");
+    let lines = sudo_lines(&stdout_of(dir.path(), &["run", "--dry-run", rb]));
+    assert!(lines.len() >= 10, "{lines:#?}");
+    let whoami = lines
+        .iter()
+        .find(|l| l.ends_with("recover:sudo-p:1"))
+        .unwrap()
+        .clone();
+    let planted = Planted::plant(&user);
+    // Sorted before the drop-in: the box's sudoers, without secure_path for this account.
+    let no_secure_path = format!("zz-recover-test-0nosp-{}", user.name);
+    let nosp = format!("Defaults:{} !secure_path\n", user.name);
+
+    // Control 1: a rule whose command runs `sh` by name (as the wire did) runs the planted sh
+    // as root. (sudo itself finds `timeout` by PATH too: the planted one would not match the
+    // rule, so an attacker plants only what comes after it.)
+    user.install_as(&no_secure_path, &nosp);
+    user.install(&format!(
+        "{} ALL=(root) NOPASSWD: /usr/bin/timeout 5s sh -c true\n",
+        user.name
+    ));
+    let out = planted.shell(&user, "sudo -n /usr/bin/timeout 5s sh -c true");
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(
+        planted.ran_as_root(),
+        ["sh"],
+        "the setup cannot catch a planted sh"
+    );
+    user.uninstall();
+
+    // Control 2: the drop-in without its secure_path runs the planted `id` as root, not the
+    // wire's programs: those are named in full.
+    user.install_as(&no_secure_path, &nosp);
+    user.install(&dropin.replace(&defaults, ""));
+    let out = planted.shell(&user, &whoami);
+    assert_eq!(text(&out.stdout), "0\n", "{}", show(&out));
+    assert_eq!(planted.ran_as_root(), ["id"], "{}", show(&out));
+    user.uninstall();
+
+    // The drop-in alone: nothing planted runs as root, and every line does what it did.
+    user.install_as(&no_secure_path, &nosp);
+    user.install(&dropin);
+    for line in &lines {
+        let out = planted.shell(&user, &listed(line));
+        assert!(
+            out.status.success(),
+            "not permitted: {line}\n{}",
+            show(&out)
+        );
+        let out = planted.shell(&user, line);
+        assert_eq!(
+            planted.ran_as_root(),
+            Vec::<String>::new(),
+            "{line}\n{}",
+            show(&out)
+        );
+    }
+    let out = planted.shell(&user, &whoami);
+    assert_eq!(text(&out.stdout), "0\n", "{}", show(&out));
+    // The planted PATH was in force: the account's own `id` is the planted one.
+    let out = planted.shell(&user, "sh -c true; id -u");
+    assert!(out.status.success(), "{}", show(&out));
+    let names: Vec<String> = std::fs::read_dir(planted.marks.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().any(|n| n.starts_with("id-") && n != "id-0"),
+        "the planted PATH was not in force: {names:?}"
+    );
 }
 
 #[test]
@@ -425,11 +661,18 @@ fn a_sudo_command_that_carries_a_secret_is_refused_before_anything_runs() {
         "  box:\n    host: 127.0.0.1\n    user: ops\n",
         steps,
     );
-    for args in [&["check"][..], &["sudoers"], &["run", "--dry-run"]] {
+    // A secret too short for redaction to look for is refused all the same.
+    for (args, token) in [
+        (&["check"][..], "s3cret-token"),
+        (&["sudoers"], "s3cret-token"),
+        (&["run", "--dry-run"], "s3cret-token"),
+        (&["check"], "x'"),
+        (&["sudoers"], "x'"),
+    ] {
         let out = recover_in(dir.path())
             .args(args)
             .arg(&rb)
-            .env("API_TOKEN", "s3cret-token")
+            .env("API_TOKEN", token)
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", show(&out));

@@ -165,13 +165,19 @@ impl Engine<'_> {
                 }
             }
             Ok(f) => {
+                let refused = drill.kill.sudo && f.output.stderr.contains("a password is required");
                 m.kill_error = Some(format!(
-                    "exit {}: {}",
+                    "exit {}: {}{}",
                     f.output
                         .exit
                         .map(|c| c.to_string())
                         .unwrap_or_else(|| "none".into()),
-                    super::first_line(&f.output.stderr)
+                    super::first_line(&f.output.stderr),
+                    if refused {
+                        " (a drop-in permits the drill's SIGKILL only when made with `recover sudoers --drill`)"
+                    } else {
+                        ""
+                    }
                 ));
                 return m;
             }

@@ -354,6 +354,7 @@ impl Engine<'_> {
                 left,
                 t.exec(
                     &status.wire,
+                    status.stdin.as_deref(),
                     status.kill.as_deref(),
                     left,
                     &mut cancel,

@@ -76,6 +76,7 @@ impl Engine<'_> {
         let res = t
             .exec(
                 &curl.wire,
+                curl.stdin.as_deref(),
                 curl.kill.as_deref(),
                 req.timeout + CURL_GRACE,
                 &mut cancel,

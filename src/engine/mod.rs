@@ -124,14 +124,17 @@ impl Settings {
 #[derive(Clone)]
 pub struct Emitter {
     sink: Arc<Mutex<Box<dyn Sink>>>,
-    secrets: Arc<Secrets>,
+    /// Every form of every secret, worked out once.
+    redactor: Arc<crate::secrets::Redactor>,
+    any: bool,
 }
 
 impl Emitter {
     pub fn new(sink: Box<dyn Sink>, secrets: Secrets) -> Self {
         Emitter {
             sink: Arc::new(Mutex::new(sink)),
-            secrets: Arc::new(secrets),
+            redactor: Arc::new(secrets.redactor()),
+            any: !secrets.values.is_empty(),
         }
     }
 
@@ -139,9 +142,9 @@ impl Emitter {
     /// the event's own strings, before any sink serializes it, so there is no form of the
     /// event that could carry a secret through.
     pub fn emit(&self, mut event: Event) {
-        if !self.secrets.values.is_empty() {
+        if self.any {
             event.each_string(&mut |s| {
-                let red = self.secrets.redact(s);
+                let red = self.redactor.redact(s);
                 if red != *s {
                     *s = red;
                 }

@@ -413,6 +413,7 @@ impl Engine<'_> {
         };
         let exec = t.exec(
             &c.wire,
+            c.stdin.as_deref(),
             c.kill.as_deref(),
             timeout,
             &mut cancel,
@@ -440,7 +441,17 @@ impl Engine<'_> {
             seen.push(&line);
             out.emit(Event::StepProgress { step: number, line })
         };
-        match local::run(&c.script, s.timeout, &mut cancel, &mut progress).await {
+        let run = match &c.stdin {
+            Some(text) => local::run(
+                crate::plan::wire::STDIN_PROGRAM,
+                Some(text),
+                s.timeout,
+                &mut cancel,
+                &mut progress,
+            ),
+            None => local::run(&c.script, None, s.timeout, &mut cancel, &mut progress),
+        };
+        match run.await {
             Ok(f) => finished_result(s, &f),
             Err(ExecError::Interrupted) => {
                 StepResult::with(StepOutcome::Interrupted, "interrupted")
@@ -625,7 +636,7 @@ pub fn describe(s: &Step) -> Option<String> {
         Action::Manual { text, .. } => format!("ask the operator: {}", super::first_line(text)),
         Action::Run(c) | Action::DropCaches(c) => sent(c),
         Action::PreviousBoot { command, .. } => sent(command),
-        Action::Local(c) => c.wire.clone(),
+        Action::Local(c) => sent(c),
         Action::WaitSsh { .. } => crate::plan::BOOT_ID_COMMAND.to_owned(),
         Action::Start { start, .. } => sent(start),
         Action::Http(r) => r.curl(),
@@ -643,8 +654,12 @@ pub fn describe(s: &Step) -> Option<String> {
     })
 }
 
-/// The line sent; with sudo, it travels encoded, so what it runs as root follows it.
+/// The line sent; with sudo, it travels encoded, so what it runs as root follows it; a
+/// command that holds a secret travels on stdin, and follows it too.
 fn sent(c: &Command) -> String {
+    if let Some(stdin) = &c.stdin {
+        return format!("{} (the command, on its stdin: {stdin})", c.wire);
+    }
     if !c.sudo {
         return c.wire.clone();
     }

@@ -174,10 +174,14 @@ fn step_text(o: &mut String, plan: &Plan, s: &Step) {
         }
     };
     // A command sent with sudo travels encoded (see `wire`): what it runs is shown below it.
+    // One that holds a secret travels on stdin: that is shown below it too.
     let command = |o: &mut String, label: &str, c: &Command| {
         line(o, label, &c.wire);
         if c.sudo {
             line(o, "as root", &c.script);
+        }
+        if let Some(s) = &c.stdin {
+            line(o, "on stdin", s.trim_end());
         }
     };
     match &s.action {
@@ -193,7 +197,7 @@ fn step_text(o: &mut String, plan: &Plan, s: &Step) {
             line(o, "unattended", unattended_text(*unattended));
         }
         Action::Run(c) => command(o, &format!("on {target}"), c),
-        Action::Local(c) => line(o, "local", &c.wire),
+        Action::Local(c) => command(o, "local", c),
         Action::WaitSsh {
             every,
             timeout,
@@ -287,7 +291,7 @@ fn step_text(o: &mut String, plan: &Plan, s: &Step) {
                     }
                     if let Some(r) = &g.remedy {
                         line(o, "remedy", &crate::remedy::when(&r.policy));
-                        line(o, "remedy", &r.apply.wire);
+                        command(o, "remedy", &r.apply);
                     }
                 }
                 None => {
@@ -415,6 +419,9 @@ fn request_lines(
     line(o, &from, &r.curl());
     if let Some(c) = &r.on_target {
         line(o, "sent as", &c.wire);
+        if let Some(s) = &c.stdin {
+            line(o, "on stdin", s.trim_end());
+        }
     }
     line(o, "expect", &http_expect_text(&r.expect));
 }
@@ -490,9 +497,37 @@ phases:
 "#;
 
     fn plan(path: &str, text: &str) -> Plan {
-        let loaded = crate::runbook::parse(Path::new(path), text, String::new()).expect("parses");
-        resolve(&loaded, &Options::default()).expect("resolves")
+        plan_env(path, text, &[])
     }
+
+    fn plan_env(path: &str, text: &str, env: &[(&str, &str)]) -> Plan {
+        let loaded = crate::runbook::parse(Path::new(path), text, String::new()).expect("parses");
+        let mut opts = Options::default();
+        for (k, v) in env {
+            opts.env.insert((*k).to_owned(), (*v).to_owned());
+        }
+        resolve(&loaded, &opts).expect("resolves")
+    }
+
+    /// Commands that hold a secret: sent on stdin.
+    const SECRET: &str = r#"
+name: secret
+budget: 10m
+targets:
+  box: { host: box.local, user: ops }
+phases:
+  - name: All
+    window: 0m-10m
+    steps:
+      - run: "test -n {{ env.TOKEN }}"
+      - local: "test -n {{ env.TOKEN }}"
+      - http: { url: "http://127.0.0.1:9/ready", from: target, headers: { X-Token: "{{ env.TOKEN }}" } }
+      - start: api.service
+        sudo: false
+        health:
+          run: "curl -fsS -H 'X: {{ env.TOKEN }}' http://127.0.0.1:9/"
+          remedy: { run: "echo {{ env.TOKEN }}" }
+"#;
 
     /// Every line the engine may send, as the Plan holds it, is printed by `--dry-run`.
     #[test]
@@ -508,7 +543,9 @@ phases:
                 include_str!("../../runbooks/lab.yaml"),
             ),
             plan("small.yaml", SMALL),
+            plan_env("secret.yaml", SECRET, &[("TOKEN", r#"a'b"c$d\e"#)]),
         ];
+        let mut on_stdin = 0;
         for p in &plans {
             let text = plan_text(p);
             for t in &p.targets {
@@ -519,6 +556,22 @@ phases:
                 for c in s.commands() {
                     let wire = p.secrets.redact(&c.wire);
                     assert!(text.contains(&wire), "{} step {}: {wire}", p.name, s.number);
+                    // What it reads on stdin is shown too, every line of it.
+                    if let Some(stdin) = &c.stdin {
+                        on_stdin += 1;
+                        let shown = p.secrets.redact(stdin);
+                        let mut lines = shown.trim_end().lines();
+                        let first = format!("on stdin  {}", lines.next().unwrap());
+                        assert!(
+                            text.contains(&first),
+                            "{} step {}: {first}",
+                            p.name,
+                            s.number
+                        );
+                        for l in lines {
+                            assert!(text.contains(&format!("          {l}\n")), "{l}\n{text}");
+                        }
+                    }
                     if let Some(k) = &c.kill {
                         kills += 1;
                         assert!(text.contains(k), "{} step {}: {k}", p.name, s.number);
@@ -527,6 +580,8 @@ phases:
             }
             assert!(kills > 0, "{}: no remote command", p.name);
         }
+        // run, local, the request from the target, the probe and the remedy.
+        assert_eq!(on_stdin, 5);
         let small = &plans[2];
         let steps: Vec<_> = small.phases[0].steps.iter().collect();
         assert!(matches!(steps[0].rehearse, Rehearse::CheckPaths(_)));

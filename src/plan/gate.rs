@@ -125,12 +125,13 @@ impl Resolver<'_> {
                 Probe::Http(self.request(http, target, Some(DEFAULT_PROBE_TIMEOUT), marker))
             }
             (None, Some(run)) => {
-                let script = self.render(run, Context::Shell, target, false);
+                let (script, secret) =
+                    self.reads_env(|r| r.render(run, Context::Shell, target, false));
                 let t = DEFAULT_PROBE_TIMEOUT
                     .min(every.max(Duration::from_secs(1)) * 2)
                     .max(Duration::from_secs(2));
                 Probe::Run {
-                    command: Command::remote(script, sudo, t, marker),
+                    command: self.remote_command(script, sudo, t, marker, secret),
                     expect: v.expect.as_ref().map(matcher),
                 }
             }
@@ -156,19 +157,25 @@ impl Resolver<'_> {
         h.value.remedy.as_ref().map(|r| {
             let policy = r.value.policy();
             let q = shell_quote(unit);
-            let (script, t) = match &policy.action {
-                crate::remedy::Action::Kill => (crate::remedy::kill_command(&q), UNIT_READ_TIMEOUT),
-                crate::remedy::Action::Restart => {
-                    (crate::remedy::restart_command(&q), UNIT_READ_TIMEOUT)
+            let at = Pos::of(&r.referenced);
+            let ((script, t), secret) = match &policy.action {
+                crate::remedy::Action::Kill => {
+                    ((crate::remedy::kill_command(&q), UNIT_READ_TIMEOUT), false)
                 }
-                crate::remedy::Action::Run(cmd) => (
-                    self.render_at(cmd, Pos::of(&r.referenced), Context::Shell, target, false),
-                    DEFAULT_PROBE_TIMEOUT,
+                crate::remedy::Action::Restart => (
+                    (crate::remedy::restart_command(&q), UNIT_READ_TIMEOUT),
+                    false,
                 ),
+                crate::remedy::Action::Run(cmd) => self.reads_env(|this| {
+                    (
+                        this.render_at(cmd, at, Context::Shell, target, false),
+                        DEFAULT_PROBE_TIMEOUT,
+                    )
+                }),
             };
             GateRemedy {
                 policy,
-                apply: Command::remote(script, sudo, t, marker),
+                apply: self.remote_command(script, sudo, t, marker, secret),
             }
         })
     }

@@ -107,6 +107,44 @@ fn rules(kind: Kind) -> Rules {
     }
 }
 
+impl Resolver<'_> {
+    /// A command for the target: one that holds an `env` value (`secret`) travels on stdin,
+    /// never in the command line ([`Command::remote_secret`]), unless it is sent with sudo,
+    /// which the resolver refuses (see `no_secret_under_sudo`).
+    pub(super) fn remote_command(
+        &mut self,
+        script: String,
+        sudo: bool,
+        timeout: Duration,
+        marker: &str,
+        secret: bool,
+    ) -> Command {
+        if secret && !sudo {
+            Command::remote_secret(script, timeout, marker)
+        } else {
+            self.sudo_secret |= secret && sudo;
+            Command::remote(script, sudo, timeout, marker)
+        }
+    }
+}
+
+/// Whether a template is one `{{ env.NAME }}` and nothing else.
+fn only_env(template: &str) -> bool {
+    let inner = template
+        .trim()
+        .strip_prefix("{{")
+        .and_then(|t| t.strip_suffix("}}"))
+        .map(str::trim);
+    inner
+        .and_then(|t| t.strip_prefix("env."))
+        .is_some_and(|name| {
+            name.chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        })
+}
+
 /// The kinds for which `pick` holds, as the runbook writes them.
 fn kinds_where(pick: impl Fn(&Rules) -> bool) -> String {
     Kind::ALL
@@ -493,8 +531,9 @@ impl Resolver<'_> {
         })
     }
 
-    /// The script of a `run` or `local` step, rendered for the shell.
-    fn script(&mut self, cx: &StepCx, kind: Kind, src: &Spanned<String>) -> String {
+    /// The script of a `run` or `local` step, rendered for the shell, and whether it holds an
+    /// `env` value.
+    fn script(&mut self, cx: &StepCx, kind: Kind, src: &Spanned<String>) -> (String, bool) {
         if src.value.trim().is_empty() {
             self.err(
                 Pos::of(&src.referenced),
@@ -502,31 +541,37 @@ impl Resolver<'_> {
                 "write the shell command to run",
             );
         }
-        let script = self.render(src, Context::Shell, cx.target, false);
+        let (script, secret) = self.reads_env(|r| r.render(src, Context::Shell, cx.target, false));
         self.refuse(
             Pos::of(&src.referenced),
             crate::runbook::validate::command(&script),
         );
-        script
+        (script, secret)
+    }
+
+    /// A step's name from its command: cut after the secrets in it are hidden, so a cut never
+    /// leaves half of one.
+    fn name_of(&self, script: &str) -> String {
+        first_line(&self.secrets.redact(script), 60)
     }
 
     fn run(&mut self, cx: &StepCx) -> Option<Resolved> {
-        let script = self.script(cx, Kind::Run, cx.step.run.as_ref()?);
+        let (script, secret) = self.script(cx, Kind::Run, cx.step.run.as_ref()?);
         let timeout = cx.timeout.unwrap_or(DEFAULT_RUN_TIMEOUT);
         let sudo = cx.sudo(cx.step.sudo.unwrap_or(false));
         Some(Resolved {
-            name: first_line(&script, 60),
-            action: Action::Run(Command::remote(script, sudo, timeout, &cx.marker)),
+            name: self.name_of(&script),
+            action: Action::Run(self.remote_command(script, sudo, timeout, &cx.marker, secret)),
             timeout,
             mutates: true,
         })
     }
 
     fn local(&mut self, cx: &StepCx) -> Option<Resolved> {
-        let script = self.script(cx, Kind::Local, cx.step.local.as_ref()?);
+        let (script, secret) = self.script(cx, Kind::Local, cx.step.local.as_ref()?);
         Some(Resolved {
-            name: format!("local: {}", first_line(&script, 60)),
-            action: Action::Local(Command::local(script, &cx.marker)),
+            name: format!("local: {}", self.name_of(&script)),
+            action: Action::Local(Command::local(script, &cx.marker, secret)),
             timeout: cx.timeout.unwrap_or(DEFAULT_RUN_TIMEOUT),
             mutates: true,
         })
@@ -904,6 +949,14 @@ impl Resolver<'_> {
                     }
                 };
                 let password = match &p.password {
+                    Some(pw) if !only_env(&pw.value) => {
+                        self.err(
+                            Pos::of(&pw.referenced),
+                            "the IPMI password is written in the runbook: it would be in every copy of it (git, the binder, a rehearsal report)",
+                            "write `password: \"{{ env.IPMI_PASSWORD }}\"` and set IPMI_PASSWORD where recover runs (the unattended unit's EnvironmentFile)",
+                        );
+                        String::new()
+                    }
                     Some(pw) => self.render(pw, Context::Text, cx.target, false),
                     None => {
                         self.err(

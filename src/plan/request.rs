@@ -45,6 +45,52 @@ impl Request {
     }
 }
 
+impl Request {
+    /// The `curl` command that sends this request with no part of it in curl's command line:
+    /// URL, method, headers and body are curl's config, read from its stdin (`--config -`, a
+    /// here-document), for a request that holds an `env` secret. The command itself travels on
+    /// stdin too ([`Command::remote_secret`]).
+    pub fn curl_config(&self) -> String {
+        let mut config = vec![format!("url = {}", curl_quote(&self.url))];
+        if self.method != "GET" {
+            config.push(format!("request = {}", curl_quote(&self.method)));
+        }
+        for (k, v) in &self.headers {
+            config.push(format!("header = {}", curl_quote(&format!("{k}: {v}"))));
+        }
+        if let Some(b) = &self.body {
+            config.push(format!("data-raw = {}", curl_quote(b)));
+        }
+        format!(
+            "curl -sS -m {} -w '\\n%{{http_code}}\\n' --config - <<'{CONFIG_END}'\n{}\n{CONFIG_END}\n",
+            self.timeout.as_secs().max(1),
+            config.join("\n")
+        )
+    }
+}
+
+/// The end of the here-document that holds curl's config: every line of the config starts
+/// with an option's name, so no line of it can be this word.
+const CONFIG_END: &str = "RECOVER_CURL_CONFIG";
+
+/// A value in curl's config file: in double quotes, `\\` `"` and line breaks escaped.
+fn curl_quote(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{b}' => out.push_str("\\v"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 /// The URL without its query, and each parameter decoded as `name=value`, when curl can send
 /// the same query from them (`-G`, one `--data-urlencode` each): a person reads and types
 /// `up{instance="spark.local:9100"}`, not `up%7Binstance%3D...`. `None` when a parameter has
@@ -107,6 +153,7 @@ impl Resolver<'_> {
     ) -> Request {
         let v = &h.value;
         let before = self.problems.len();
+        let env_before = std::mem::replace(&mut self.read_env, false);
         let url = self.render(&v.url, Context::Text, target, false);
         // An unset `env.X` at the front is only known when the run starts: not a check error.
         let unset = self
@@ -200,10 +247,16 @@ impl Resolver<'_> {
             timeout,
             on_target: None,
         };
+        let secret = self.read_env;
+        self.read_env |= env_before;
         if v.from == Some(model::From::Target) {
             // curl's own `-m` ends first; the remote timeout is the backstop.
-            let script = r.curl();
-            r.on_target = Some(Command::remote(script, false, timeout + CURL_GRACE, marker));
+            let t = timeout + CURL_GRACE;
+            r.on_target = Some(if secret {
+                Command::remote_secret(r.curl_config(), t, marker)
+            } else {
+                Command::remote(r.curl(), false, t, marker)
+            });
         }
         r
     }

@@ -145,6 +145,15 @@ pub(super) struct Resolver<'a> {
     pub(super) in_var: Option<String>,
     /// For each var, the unset `env` variables its value holds (directly or through vars).
     pub(super) var_unset: std::collections::BTreeMap<String, Vec<String>>,
+    /// Set when a template rendered since it was last cleared read an `env` value, directly or
+    /// through a var: what holds it travels on stdin, never in a command line (see
+    /// [`Resolver::reads_env`]).
+    pub(super) read_env: bool,
+    /// The vars whose value holds an `env` value (directly or through vars).
+    pub(super) var_env: std::collections::BTreeSet<String>,
+    /// Set when the step being resolved has a command sent with sudo that read an `env` value
+    /// (however short: redaction does not look for values under 3 bytes).
+    pub(super) sudo_secret: bool,
 }
 
 impl<'a> Resolver<'a> {
@@ -185,7 +194,7 @@ impl<'a> Resolver<'a> {
                         .iter()
                         .any(|m| c.script.contains(&placeholder(m))))
         };
-        if step.commands().iter().any(carries) {
+        if std::mem::take(&mut self.sudo_secret) || step.commands().iter().any(carries) {
             self.err(
                 step.pos,
                 format!(
@@ -286,8 +295,12 @@ impl<'a> Resolver<'a> {
                 for unset in self.var_unset.get(var).cloned().unwrap_or_default() {
                     self.reads_unset(&unset);
                 }
+                if self.var_env.contains(var) {
+                    self.env_read();
+                }
             }
             if let Some(var) = n.strip_prefix("env.") {
+                self.env_read();
                 let var = var.split('.').next().unwrap_or(var).to_owned();
                 let value = match self.opts.env.get(&var) {
                     Some(v) => {
@@ -385,6 +398,9 @@ pub fn resolve(loaded: &Loaded, opts: &Options) -> Result<Plan, Vec<Problem>> {
         previous_boot: None,
         in_var: None,
         var_unset: Default::default(),
+        read_env: false,
+        var_env: Default::default(),
+        sudo_secret: false,
     };
 
     // name: used in file names and kill markers.
@@ -578,6 +594,7 @@ pub fn resolve(loaded: &Loaded, opts: &Options) -> Result<Plan, Vec<Problem>> {
         let mut steps = Vec::new();
         for st in &ph.steps.value {
             number += 1;
+            r.sudo_secret = false;
             if let Some(s) = r.step(number, st, &targets, &channels) {
                 r.no_secret_under_sudo(&s);
                 steps.push(s);
@@ -639,6 +656,23 @@ pub fn check_overrides(loaded: &Loaded, opts: &Options) -> Result<(), String> {
 }
 
 impl Resolver<'_> {
+    /// What is being rendered reads an `env` value: a var holds it for whoever reads the var.
+    fn env_read(&mut self) {
+        self.read_env = true;
+        if let Some(cur) = &self.in_var {
+            self.var_env.insert(cur.clone());
+        }
+    }
+
+    /// Runs `render` and says whether what it rendered read an `env` value.
+    pub(super) fn reads_env<T>(&mut self, render: impl FnOnce(&mut Self) -> T) -> (T, bool) {
+        let before = std::mem::replace(&mut self.read_env, false);
+        let out = render(self);
+        let read = self.read_env;
+        self.read_env = before || read;
+        (out, read)
+    }
+
     /// What is being rendered reads unset `env` variable `var`: a var holds it for whoever
     /// reads the var; a status post does not need it; anything else does (the run cannot
     /// start without it).

@@ -10,7 +10,8 @@ use crate::runbook::model::{Format, Kind, OnFail, Window};
 use crate::template::shell_quote;
 use crate::verdict::{HttpExpect, Matcher};
 
-#[derive(Debug, Clone)]
+/// Its `Debug` hides every secret it holds (a header, a URL, a command), as `redact` does.
+#[derive(Clone)]
 pub struct Plan {
     pub name: String,
     pub title: String,
@@ -26,6 +27,27 @@ pub struct Plan {
     pub abort: AbortSpec,
     pub phases: Vec<Phase>,
     pub secrets: Secrets,
+}
+
+impl std::fmt::Debug for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = format!(
+            "Plan {{ name: {:?}, title: {:?}, source: {:?}, sha256: {:?}, files: {:?}, budget: {:?}, rehearse_every: {:?}, targets: {:?}, channels: {:?}, abort: {:?}, phases: {:?}, secrets: {:?} }}",
+            self.name,
+            self.title,
+            self.source,
+            self.sha256,
+            self.files,
+            self.budget,
+            self.rehearse_every,
+            self.targets,
+            self.channels,
+            self.abort,
+            self.phases,
+            self.secrets
+        );
+        f.write_str(&self.secrets.redact(&shown))
+    }
 }
 
 impl Plan {
@@ -142,13 +164,38 @@ impl TargetSpec {
     }
 }
 
-#[derive(Debug, Clone)]
+/// Its `Debug` shows the webhook's scheme and host only: a webhook URL is often a secret.
+#[derive(Clone)]
 pub struct ChannelSpec {
     pub name: String,
     pub url: String,
     pub format: Format,
     /// `failures: true`: the failure post goes here (instead of the abort channel).
     pub failures: bool,
+}
+
+impl std::fmt::Debug for ChannelSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChannelSpec")
+            .field("name", &self.name)
+            .field("url", &format_args!("{}", url_shape(&self.url)))
+            .field("format", &self.format)
+            .finish()
+    }
+}
+
+/// A URL for `Debug`: its scheme, host and port, the rest (where a secret may be) left out.
+fn url_shape(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => format!(
+            "{}://{}{}/<{} bytes hidden>",
+            u.scheme(),
+            u.host_str().unwrap_or(""),
+            u.port().map(|p| format!(":{p}")).unwrap_or_default(),
+            url.len()
+        ),
+        Err(_) => format!("<{} bytes hidden>", url.len()),
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -263,8 +310,9 @@ pub struct RetrySpec {
     pub timeout: Duration,
 }
 
-/// A command as the target receives it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A command as the target receives it. Its `Debug` leaves out the command of one that holds
+/// a secret.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Command {
     /// What the runbook asked for, templates rendered.
     pub script: String,
@@ -279,6 +327,29 @@ pub struct Command {
     /// signals), each argument free of blanks: what `recover sudoers` permits and `rehearse`
     /// checks with `sudo -n -l`. Empty without sudo.
     pub sudo_argvs: Vec<Vec<String>>,
+    /// What the command reads on its stdin: the command itself, when it holds an `env` secret
+    /// (the wire then runs [`super::wire::STDIN_PROGRAM`], which reads it). `None`: stdin is
+    /// `/dev/null`.
+    pub stdin: Option<String>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let held = |s: &str| format!("<{} bytes holding a secret>", s.len());
+        let script = match &self.stdin {
+            Some(_) => held(&self.script),
+            None => format!("{:?}", self.script),
+        };
+        f.debug_struct("Command")
+            .field("script", &format_args!("{script}"))
+            .field("sudo", &self.sudo)
+            .field("wire", &self.wire)
+            .field("marker", &self.marker)
+            .field("kill", &self.kill)
+            .field("sudo_argvs", &self.sudo_argvs)
+            .field("stdin", &self.stdin.as_deref().map(held))
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -347,8 +418,8 @@ pub struct UpsWait {
     pub timeout: Duration,
 }
 
-/// A `power_on` step, from the management host.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A `power_on` step, from the management host. Its `Debug` never shows the IPMI password.
+#[derive(Clone, PartialEq, Eq)]
 pub enum PowerOn {
     /// The magic packet for `mac`, by UDP to `address:port`.
     Wol {
@@ -364,6 +435,28 @@ pub enum PowerOn {
         on: String,
         status: String,
     },
+}
+
+impl std::fmt::Debug for PowerOn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PowerOn::Wol { mac, address, port } => f
+                .debug_struct("Wol")
+                .field("mac", mac)
+                .field("address", address)
+                .field("port", port)
+                .finish(),
+            PowerOn::Ipmi {
+                bmc, on, status, ..
+            } => f
+                .debug_struct("Ipmi")
+                .field("bmc", bmc)
+                .field("password", &crate::secrets::REDACTED)
+                .field("on", on)
+                .field("status", status)
+                .finish(),
+        }
+    }
 }
 
 impl PowerOn {
@@ -397,7 +490,9 @@ impl Action {
     }
 }
 
-#[derive(Debug, Clone)]
+/// Its `Debug` shows the method, the URL's host, the header names and the body's size: their
+/// values may hold secrets.
+#[derive(Clone)]
 pub struct Request {
     pub method: String,
     pub url: String,
@@ -407,6 +502,21 @@ pub struct Request {
     pub timeout: Duration,
     /// `from: target`: sent by this `curl` command on the target instead of from here.
     pub on_target: Option<Command>,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("Request")
+            .field("method", &self.method)
+            .field("url", &format_args!("{}", url_shape(&self.url)))
+            .field("headers", &names)
+            .field("body", &self.body.as_ref().map(String::len))
+            .field("expect", &self.expect)
+            .field("timeout", &self.timeout)
+            .field("on_target", &self.on_target)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -487,5 +597,102 @@ mod state_key_tests {
             ]),
             "spark-power@my_night"
         );
+    }
+}
+
+#[cfg(test)]
+mod debug_tests {
+    use std::path::Path;
+
+    use crate::plan::{Action, Options, resolve};
+
+    /// A plan whose run, local, probe, remedy, from-target and from-here requests, webhook
+    /// and IPMI password hold the secret.
+    const HOLDS: &str = r#"
+name: d
+budget: 10m
+targets:
+  box: { host: box.local, user: ops }
+notify:
+  ops: { webhook: "http://127.0.0.1:9/hook?k={{ env.S }}", format: json }
+vars:
+  auth: "Bearer {{ env.S }}"
+phases:
+  - name: All
+    window: 0m-10m
+    steps:
+      - run: "test -n {{ env.S }}"
+      - local: "test -n {{ vars.auth }}"
+      - http: { url: "http://127.0.0.1:9/x", from: target, headers: { Authorization: "{{ vars.auth }}" } }
+      - http: { url: "http://127.0.0.1:9/y?t={{ env.S }}" }
+      - start: api.service
+        sudo: false
+        health:
+          run: "curl -fsS -H 'X: {{ env.S }}' http://127.0.0.1:9/"
+          remedy: { run: "echo {{ env.S }}" }
+      - power_on: { ipmi: bmc.local, user: admin, password: "{{ env.S }}" }
+"#;
+
+    #[test]
+    fn no_debug_of_a_plan_or_its_parts_shows_a_secret() {
+        for secret in [r#"a'b"c$d\e"#, r#"Sx9a'b"c$d\eQz"#] {
+            let loaded =
+                crate::runbook::parse(Path::new("d.yaml"), HOLDS, String::new()).expect("parses");
+            let mut opts = Options::default();
+            opts.env.insert("S".into(), secret.into());
+            let plan = resolve(&loaded, &opts).expect("resolves");
+            let steps: Vec<_> = plan.phases[0].steps.iter().collect();
+            let mut shown = vec![format!("{plan:?}"), format!("{:?}", plan.secrets)];
+            shown.push(format!("{:?}", plan.channels));
+            for s in &steps {
+                if let Action::Http(r) = &s.action {
+                    shown.push(format!("{r:?}"));
+                }
+                for c in s.commands() {
+                    if c.stdin.is_some() {
+                        shown.push(format!("{c:?}"));
+                    }
+                }
+                if let Action::PowerOn(p) = &s.action {
+                    shown.push(format!("{p:?}"));
+                }
+            }
+            // Every command that read the secret travels on stdin.
+            let Action::Run(run) = &steps[0].action else {
+                panic!()
+            };
+            let Action::Local(local) = &steps[1].action else {
+                panic!()
+            };
+            let Action::Http(from_target) = &steps[2].action else {
+                panic!()
+            };
+            assert!(
+                run.stdin.is_some() && local.stdin.is_some(),
+                "{run:?} {local:?}"
+            );
+            assert!(from_target.on_target.as_ref().unwrap().stdin.is_some());
+            let once = secret.replace('\'', r"'\''");
+            // As Debug writes a string holding it (`"` and `\` escaped).
+            let debugged = format!("{secret:?}");
+            let debugged = &debugged[1..debugged.len() - 1];
+            for text in &shown {
+                assert!(
+                    ["***", "holding a secret", "hidden"]
+                        .iter()
+                        .any(|m| text.contains(m)),
+                    "{text}"
+                );
+                for piece in [
+                    secret,
+                    once.as_str(),
+                    debugged,
+                    &secret[..4],
+                    &debugged[3..],
+                ] {
+                    assert!(!text.contains(piece), "{piece:?} in {text}");
+                }
+            }
+        }
     }
 }

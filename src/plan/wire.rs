@@ -18,6 +18,20 @@ pub fn marker(runbook: &str, step: usize) -> String {
     format!("recover:{runbook}:{step}")
 }
 
+/// Where the programs a command sent with sudo names live on the target, written in full: sudo
+/// looks a relative name up in the caller's `PATH` where its sudoers has no `secure_path`
+/// (sudo's own default), so the account could put its own `sh` first and every rule would run
+/// it as root. These are the paths of Debian, Ubuntu and DGX OS (`/bin` is `/usr/bin` there).
+pub const TIMEOUT: &str = "/usr/bin/timeout";
+pub const SH: &str = "/bin/sh";
+pub const BASE64: &str = "/usr/bin/base64";
+pub const PKILL: &str = "/usr/bin/pkill";
+/// The `PATH` sudo gives the commands it runs for the drop-in's user (`Defaults:USER
+/// secure_path=...`, written by `recover sudoers`): what the runbook's sudo commands find their
+/// programs in. Debian's and Ubuntu's own `secure_path` (tools installed by hand live in
+/// /usr/local/bin): directories only root can write. A program elsewhere is named in full.
+pub const SECURE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// `timeout -k 5s 60s sh -c 'CMD' MARKER`: the remote side dies at its deadline. A command
 /// sent with sudo is `sudo -n` and [`sudo_argv`] instead.
 pub fn remote_wire(script: &str, timeout: Duration, marker: &str) -> String {
@@ -30,21 +44,31 @@ pub fn remote_wire(script: &str, timeout: Duration, marker: &str) -> String {
     )
 }
 
+/// The `sh -c` program of a command that holds an `env` secret: it reads the command from its
+/// stdin (to the end), gives the command `/dev/null` as stdin, as every command has, and runs
+/// it. So the secret is never in a command line (`ps` shows every user of the box every command
+/// line, `/proc/PID/cmdline`); it travels on the SSH channel (or the local pipe) and lives in
+/// the shell's memory. A program the command hands it to as an argument shows it in its own
+/// command line: have such programs read it from stdin or a file (`curl --config -`).
+pub const STDIN_PROGRAM: &str = r#"s=$(cat; echo .) && s=${s%.} && exec </dev/null && eval "$s""#;
+
 /// The `sh -c` program of every command sent with sudo: it decodes its `$0`, the command in
 /// base64, and evaluates it. `${IFS}` stands for a blank: no argument of a sudo command holds
 /// whitespace, so a sudoers rule matches it exactly (sudo compares the arguments joined by
 /// spaces, which could not tell `sh -c 'a b'` from `sh -c a b`) and `recover sudoers` can
 /// permit each command and nothing else.
-pub const SUDO_PROGRAM: &str = r#"eval${IFS}"$(printf${IFS}%s${IFS}"$0"|base64${IFS}-d)""#;
+/// `printf` and `eval` are built into `sh`; `base64` is named in full ([`BASE64`]).
+pub const SUDO_PROGRAM: &str = r#"eval${IFS}"$(printf${IFS}%s${IFS}"$0"|/usr/bin/base64${IFS}-d)""#;
 
-/// What `sudo -n` runs for `script`: `timeout -k 5s T sh -c PROGRAM BASE64 MARKER`.
+/// What `sudo -n` runs for `script`: `/usr/bin/timeout -k 5s T /bin/sh -c PROGRAM BASE64
+/// MARKER`, every program named in full.
 pub fn sudo_argv(script: &str, timeout: Duration, marker: &str) -> Vec<String> {
     [
-        "timeout",
+        TIMEOUT,
         "-k",
         &format!("{}s", KILL_GRACE.as_secs()),
         &format!("{}s", timeout.as_secs().max(1)),
-        "sh",
+        SH,
         "-c",
         SUDO_PROGRAM,
         &base64(script.as_bytes()),
@@ -54,9 +78,10 @@ pub fn sudo_argv(script: &str, timeout: Duration, marker: &str) -> Vec<String> {
     .to_vec()
 }
 
-/// `pkill -SIGNAL -f PATTERN`: one signal to a step's remote processes, as sent with sudo.
+/// `/usr/bin/pkill -SIGNAL -f PATTERN`: one signal to a step's remote processes, as sent with
+/// sudo.
 pub fn kill_argv(signal: &str, marker: &str) -> Vec<String> {
-    ["pkill", &format!("-{signal}"), "-f", &kill_pattern(marker)]
+    [PKILL, &format!("-{signal}"), "-f", &kill_pattern(marker)]
         .map(str::to_owned)
         .to_vec()
 }
@@ -84,6 +109,12 @@ pub fn sudo_line(argv: &[String]) -> String {
         s.push_str(&shell_quote(a));
     }
     s
+}
+
+/// [`base64`], for tests elsewhere in the crate.
+#[cfg(test)]
+pub fn tests_base64(bytes: &[u8]) -> String {
+    base64(bytes)
 }
 
 /// Standard base64 (RFC 4648, with padding, no line breaks): what `base64 -d` reads.
@@ -143,18 +174,44 @@ impl Command {
             sudo,
             marker: marker.to_owned(),
             sudo_argvs,
+            stdin: None,
         }
     }
 
-    /// A command run on the management host (`local:`), killed as a process group.
-    pub fn local(script: String, marker: &str) -> Command {
+    /// A command run on the target that holds an `env` secret: `timeout -k 5s T sh -c
+    /// PROGRAM MARKER` ([`STDIN_PROGRAM`]), the command itself sent on its stdin. Never with
+    /// sudo (the resolver refuses a secret there: a rule must name the exact command).
+    pub fn remote_secret(script: String, timeout: Duration, marker: &str) -> Command {
         Command {
-            wire: format!("sh -c {}", shell_quote(&script)),
+            wire: remote_wire(STDIN_PROGRAM, timeout, marker),
+            kill: Some(kill_line(marker, false)),
+            stdin: Some(script.clone()),
+            script,
+            sudo: false,
+            marker: marker.to_owned(),
+            sudo_argvs: Vec::new(),
+        }
+    }
+
+    /// A command run on the management host (`local:`), killed as a process group. One that
+    /// holds an `env` secret is `sh -c PROGRAM`, the command on its stdin, as on the target.
+    pub fn local(script: String, marker: &str, secret: bool) -> Command {
+        let (wire, stdin) = if secret {
+            (
+                format!("sh -c {}", shell_quote(STDIN_PROGRAM)),
+                Some(script.clone()),
+            )
+        } else {
+            (format!("sh -c {}", shell_quote(&script)), None)
+        };
+        Command {
+            wire,
             kill: None,
             script,
             sudo: false,
             marker: marker.to_owned(),
             sudo_argvs: Vec::new(),
+            stdin,
         }
     }
 }
@@ -172,7 +229,7 @@ mod tests {
         let line = kill_line("recover:spark-power:4", true);
         assert_eq!(
             line,
-            "sudo -n pkill -TERM -f '[r]ecover:spark-power:4$'; sleep 1; sudo -n pkill -KILL -f '[r]ecover:spark-power:4$'; true"
+            "sudo -n /usr/bin/pkill -TERM -f '[r]ecover:spark-power:4$'; sleep 1; sudo -n /usr/bin/pkill -KILL -f '[r]ecover:spark-power:4$'; true"
         );
         let c = Command::remote(
             "true".into(),
@@ -203,12 +260,23 @@ mod tests {
         }
         assert_eq!(c.wire, sudo_line(&c.sudo_argvs[0]));
         assert!(
-            c.wire.starts_with("sudo -n timeout -k 5s 30s sh -c "),
+            c.wire
+                .starts_with("sudo -n /usr/bin/timeout -k 5s 30s /bin/sh -c "),
             "{}",
             c.wire
         );
         assert!(c.wire.ends_with(" recover:x:4"), "{}", c.wire);
-        assert_eq!(c.sudo_argvs[1], ["pkill", "-TERM", "-f", "[r]ecover:x:4$"]);
+        assert_eq!(
+            c.sudo_argvs[1],
+            ["/usr/bin/pkill", "-TERM", "-f", "[r]ecover:x:4$"]
+        );
+        // Every program a sudo command runs as root is named in full: none is looked up in
+        // the caller's PATH (where sudo has no secure_path).
+        for argv in &c.sudo_argvs {
+            assert!(argv[0].starts_with('/'), "{argv:?}");
+        }
+        assert_eq!(c.sudo_argvs[0][4], SH);
+        assert!(c.sudo_argvs[0][6].contains("|/usr/bin/base64${IFS}-d"));
     }
 
     #[test]

@@ -12,9 +12,12 @@ use crate::verdict::Output;
 /// Grace between TERM and KILL for a local process group.
 const GRACE: Duration = Duration::from_secs(2);
 
-/// Run `script` with `sh -c`, killing its whole process group at `timeout` or on cancel.
+/// Run `script` with `sh -c`, killing its whole process group at `timeout` or on cancel. With
+/// `stdin` (a command that holds a secret), `script` is the program that reads the command
+/// from stdin (`plan::wire::STDIN_PROGRAM`), and `stdin` is written to it and closed.
 pub async fn run(
     script: &str,
+    stdin: Option<&str>,
     timeout: Duration,
     cancel: &mut watch::Receiver<bool>,
     progress: &mut (dyn FnMut(String) + Send),
@@ -23,7 +26,11 @@ pub async fn run(
     let mut child = tokio::process::Command::new("sh")
         .arg("-c")
         .arg(script)
-        .stdin(Stdio::null())
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
@@ -39,6 +46,17 @@ pub async fn run(
         .stderr
         .take()
         .ok_or_else(|| ExecError::Spawn("no stderr".into()))?;
+    let mut input = child.stdin.take();
+    let feeding = async {
+        if let (Some(text), Some(w)) = (stdin, input.as_mut()) {
+            use tokio::io::AsyncWriteExt;
+            let _ = w.write_all(text.as_bytes()).await;
+            let _ = w.shutdown().await;
+        }
+        drop(input.take());
+    };
+    tokio::pin!(feeding);
+    let mut fed = stdin.is_none();
     let (mut so, mut se) = (Capture::default(), Capture::default());
     let (mut obuf, mut ebuf) = ([0u8; 8192], [0u8; 8192]);
     let (mut odone, mut edone) = (false, false);
@@ -51,6 +69,7 @@ pub async fn run(
     let mut interrupted = false;
     let status = loop {
         tokio::select! {
+            _ = &mut feeding, if !fed => fed = true,
             n = out.read(&mut obuf), if !odone => match n {
                 Ok(0) | Err(_) => odone = true,
                 Ok(n) => { so.push(&obuf[..n]); if let Some(l) = last_line(&obuf[..n]) { progress(l) } }

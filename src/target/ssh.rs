@@ -246,6 +246,7 @@ impl Ssh {
     pub async fn exec(
         &self,
         wire: &str,
+        stdin: Option<&str>,
         kill: Option<&str>,
         timeout: Duration,
         cancel: &mut watch::Receiver<bool>,
@@ -259,7 +260,11 @@ impl Ssh {
         };
         let child = session
             .raw_command(wire)
-            .stdin(openssh::Stdio::null())
+            .stdin(if stdin.is_some() {
+                openssh::Stdio::piped()
+            } else {
+                openssh::Stdio::null()
+            })
             .stdout(openssh::Stdio::piped())
             .stderr(openssh::Stdio::piped())
             .spawn()
@@ -288,6 +293,20 @@ impl Ssh {
             .stderr()
             .take()
             .ok_or_else(|| ExecError::Spawn("no stderr".into()))?;
+        // The command itself, for one that holds a secret (`plan::wire::STDIN_PROGRAM` reads
+        // it to the end): written while the output is read, then closed.
+        let mut feed = stdin.map(|s| s.as_bytes().to_vec());
+        let mut input = child.stdin().take();
+        let feeding = async {
+            if let (Some(bytes), Some(w)) = (feed.take(), input.as_mut()) {
+                use tokio::io::AsyncWriteExt;
+                let _ = w.write_all(&bytes).await;
+                let _ = w.shutdown().await;
+            }
+            drop(input.take());
+        };
+        tokio::pin!(feeding);
+        let mut fed = stdin.is_none();
         let (mut so, mut se) = (Capture::default(), Capture::default());
         let (mut obuf, mut ebuf) = ([0u8; 8192], [0u8; 8192]);
         let (mut odone, mut edone) = (false, false);
@@ -296,6 +315,7 @@ impl Ssh {
         tokio::pin!(backstop);
         let result = loop {
             tokio::select! {
+                _ = &mut feeding, if !fed => fed = true,
                 n = out.read(&mut obuf), if !odone => match n {
                     Ok(0) | Err(_) => odone = true,
                     Ok(n) => { so.push(&obuf[..n]); if let Some(l) = last_line(&obuf[..n]) { progress(l) } }
