@@ -3,7 +3,7 @@
 //! Each lock is a file held with `flock(2)`: the kernel releases it when the holder exits,
 //! however it exits, so a crashed run never blocks the next one. The files live in one
 //! directory for the whole machine, `/run/lock/recover` (or `$RECOVER_LOCK_DIR`), made at boot
-//! by systemd-tmpfiles from `contrib/recover-lock.conf` ([`TMPFILES_LINE`]: root's, group
+//! by systemd-tmpfiles from `contrib/recover.tmpfiles` ([`TMPFILES_LINE`]: root's, group
 //! `recover`, mode 1770), so that the service account and the operators who run `recover` (the
 //! group's members) see each other's runs, and nobody else can make, hold or jam a lock file
 //! in it. A directory any other account could write (world-writable, group-writable without
@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 /// The machine-wide lock directory.
 pub const SHARED_DIR: &str = "/run/lock/recover";
 
-/// The systemd-tmpfiles line that makes [`SHARED_DIR`] at boot, as `contrib/recover-lock.conf`
+/// The systemd-tmpfiles line that makes [`SHARED_DIR`] at boot, as `contrib/recover.tmpfiles`
 /// ships it.
 pub const TMPFILES_LINE: &str = "d /run/lock/recover 1770 root recover -";
 
@@ -87,7 +87,7 @@ impl Dir {
             Err(Unusable::Io(e)) => Dir {
                 shared: shared.to_path_buf(),
                 warning: Some(format!(
-                    "the machine-wide lock directory {} cannot be used ({e}): this run's locks are in {}, which runs of other accounts (the automatic start, another operator) do not see. To share it: install contrib/recover-lock.conf as /etc/tmpfiles.d/recover.conf (`{TMPFILES_LINE}`), `sudo systemd-tmpfiles --create recover.conf`, and add the accounts that run recover to the group `{GROUP}`",
+                    "the machine-wide lock directory {} cannot be used ({e}): this run's locks are in {}, which runs of other accounts (the automatic start, another operator) do not see. To share it: install contrib/recover.tmpfiles as /etc/tmpfiles.d/recover.conf (`{TMPFILES_LINE}`), `sudo systemd-tmpfiles --create recover.conf`, and add the accounts that run recover to the group `{GROUP}`",
                     shared.display(),
                     own.display(),
                 )),
@@ -165,7 +165,7 @@ fn unsafe_dir(meta: &std::fs::Metadata) -> Option<String> {
     };
     what.map(|what| {
         format!(
-            "it is {what}; expected a directory owned by root (or this account), writable by no other account but its group's members, with the sticky bit: as systemd-tmpfiles makes it from contrib/recover-lock.conf (`{TMPFILES_LINE}`)"
+            "it is {what}; expected a directory owned by root (or this account), writable by no other account but its group's members, with the sticky bit: as systemd-tmpfiles makes it from contrib/recover.tmpfiles (`{TMPFILES_LINE}`)"
         )
     })
 }
@@ -907,7 +907,7 @@ mod tests {
 
     #[test]
     fn the_shipped_tmpfiles_line_makes_a_directory_recover_accepts() {
-        let conf = include_str!("../contrib/recover-lock.conf");
+        let conf = include_str!("../contrib/recover.tmpfiles");
         let lines: Vec<&str> = conf
             .lines()
             .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))

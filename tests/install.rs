@@ -347,7 +347,7 @@ fn the_installed_watch_unit_is_hardened_enabled_at_boot_and_ships_the_lock_direc
     assert!(
         tmpfiles
             .lines()
-            .any(|l| l == "d /run/lock/recover 1770 root recover"),
+            .any(|l| l.trim_end_matches(" -") == "d /run/lock/recover 1770 root recover"),
         "{tmpfiles}"
     );
     for conf in ["watch.conf", "upsmon-hook.conf"] {

@@ -491,7 +491,7 @@ fn a_run_held_by_root_refuses_another_accounts_run_naming_the_holder() {
     let theirs = dir.path().join("nobody-state");
     fs::create_dir(&theirs).unwrap();
     fs::set_permissions(&theirs, fs::Permissions::from_mode(0o777)).unwrap();
-    // The machine-wide directory as contrib/recover-lock.conf has systemd-tmpfiles make it:
+    // The machine-wide directory as contrib/recover.tmpfiles has systemd-tmpfiles make it:
     // root's, mode 1770, its group the other account's (nogroup standing in for `recover`).
     let locks = dir.path().join(common::LOCK_DIR);
     fs::create_dir(&locks).unwrap();
