@@ -96,7 +96,7 @@ impl Show {
             props
                 .entry(k.to_string())
                 .or_default()
-                .push(crate::report::one_line(v));
+                .push(crate::text::one_line(v));
         }
         Show { props }
     }

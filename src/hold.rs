@@ -53,10 +53,10 @@ impl Hold {
     pub fn describe(&self) -> String {
         format!(
             "held by {} until {} (since {}): {}",
-            crate::status::clean(&self.by, 80),
+            crate::text::bounded(&self.by, 80),
             self.until,
             self.since,
-            crate::status::clean(&self.why, 300)
+            crate::text::bounded(&self.why, 300)
         )
     }
 }

@@ -29,6 +29,7 @@ pub mod status;
 pub mod sudoers;
 pub mod target;
 pub mod template;
+pub mod text;
 pub mod verdict;
 pub mod watch;
 

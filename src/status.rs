@@ -278,18 +278,7 @@ impl Report {
 
 /// Control characters out, at most `max` characters: remote text is shown, never obeyed.
 pub fn clean(text: &str, max: usize) -> String {
-    let line: String = text
-        .trim()
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if line.chars().count() > max {
-        let mut s: String = line.chars().take(max).collect();
-        s.push('…');
-        s
-    } else {
-        line
-    }
+    crate::text::bounded(text, max)
 }
 
 /// Why a verdict failed, or `None` when it passed.

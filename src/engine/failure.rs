@@ -480,18 +480,9 @@ impl Engine<'_> {
     }
 }
 
-/// Where the failure post goes: every channel marked `failures: true`, else the abort channel.
+/// Where the failure post goes: see [`crate::plan::Plan::failure_channels`].
 pub fn failure_channels(plan: &crate::plan::Plan) -> Vec<&ChannelSpec> {
-    let marked: Vec<&ChannelSpec> = plan.channels.iter().filter(|c| c.failures).collect();
-    if !marked.is_empty() {
-        return marked;
-    }
-    plan.abort
-        .channel
-        .as_ref()
-        .and_then(|name| plan.channels.iter().find(|c| &c.name == name))
-        .into_iter()
-        .collect()
+    plan.failure_channels()
 }
 
 fn channels_count(plan: &crate::plan::Plan) -> usize {

@@ -89,7 +89,7 @@ pub fn lint(loaded: &Loaded, plan: &Plan) -> Vec<Problem> {
     // A run that fails, aborts or is stopped is posted to the failure channels: with channels
     // but none of them for failures, nobody would be told.
     if let Some((name, _)) = loaded.runbook.notify.iter().next()
-        && crate::engine::failure::failure_channels(plan).is_empty()
+        && plan.failure_channels().is_empty()
     {
         out.push(
             Problem::warning(

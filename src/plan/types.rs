@@ -56,6 +56,21 @@ impl Plan {
         self.phases.iter().flat_map(|p| &p.steps)
     }
 
+    /// Where the failure post goes: every channel marked `failures: true`, else the abort
+    /// channel (none: nobody is told).
+    pub fn failure_channels(&self) -> Vec<&ChannelSpec> {
+        let marked: Vec<&ChannelSpec> = self.channels.iter().filter(|c| c.failures).collect();
+        if !marked.is_empty() {
+            return marked;
+        }
+        self.abort
+            .channel
+            .as_ref()
+            .and_then(|name| self.channels.iter().find(|c| &c.name == name))
+            .into_iter()
+            .collect()
+    }
+
     /// The `start` steps, in order, with the unit each starts.
     pub fn started_units(&self) -> impl Iterator<Item = (&Step, &str)> {
         self.steps().filter_map(|s| match &s.action {

@@ -4,6 +4,7 @@
 use console::{measure_text_width, truncate_str};
 
 pub use crate::duration::{clock, duration, left, span, window};
+pub use crate::text::{clean, one_line};
 
 /// Cut `s` to `width` columns, ending with `…` when cut. Escape codes are kept and not counted.
 pub fn fit(s: &str, width: usize) -> String {
@@ -17,21 +18,6 @@ pub fn fit_pair(left: &str, right: &str, width: usize) -> String {
         return fit(&format!("{left}  {right}"), width);
     }
     format!("{}  {right}", fit(left, width - rw - 2))
-}
-
-/// One line of someone else's output made safe for a single terminal line: no escape codes,
-/// no control characters, tabs as spaces.
-pub fn one_line(s: &str) -> String {
-    console::strip_ansi_codes(s)
-        .chars()
-        .map(|c| match c {
-            '\t' | '\n' | '\r' => ' ',
-            c if c.is_control() => '?',
-            c => c,
-        })
-        .collect::<String>()
-        .trim()
-        .to_owned()
 }
 
 /// What a drill measured on one unit, in words: `restarted after 6.2s, healthy again after
@@ -64,19 +50,6 @@ pub fn drilled(e: &crate::engine::Event) -> String {
         l.push_str(&format!(" (NRestarts {b} → {a})"));
     }
     l
-}
-
-/// Text made safe to print as several lines: no escape codes, no control characters but newlines.
-pub fn clean(s: &str) -> String {
-    console::strip_ansi_codes(s)
-        .chars()
-        .map(|c| match c {
-            '\t' => ' ',
-            '\n' => '\n',
-            c if c.is_control() => '?',
-            c => c,
-        })
-        .collect()
 }
 
 /// The last `n` non-empty lines of some output, cleaned.
