@@ -146,8 +146,10 @@ fn plan_items(plan: &Plan) -> Vec<(usize, String)> {
                 add(r.url.split('?').next().unwrap_or(&r.url).to_owned());
                 add(r.curl());
             }
-            // `{{ run.elapsed }}` is what the person fills in as `$ELAPSED`.
-            Action::Notify { message, .. } => add(message.replace("{{ run.elapsed }}", "$ELAPSED")),
+            // `{{ run.elapsed }}` and `{{ run.events }}`: what the person fills in.
+            Action::Notify { message, .. } => add(message
+                .replace("{{ run.elapsed }}", "$ELAPSED")
+                .replace("{{ run.events }}", "$EVENTS")),
             Action::Ups(w) => {
                 let at = format!("{}@{}:{}", w.ups.name, w.ups.host, w.ups.port);
                 add(format!("upsc {at} \"$1\""));

@@ -886,10 +886,14 @@ impl Builder<'_> {
                     .flat_map(|p| &p.steps)
                     .rfind(|x| matches!(x.action, Action::Notify { .. }))
                     .is_some_and(|x| x.number == s.number);
-                let message = if last {
-                    posts::last_post(message.trim())
+                // `{{ run.events }}` is the person's `EVENTS`, as the engine fills it in.
+                let message = message
+                    .trim()
+                    .replace("{{ run.events }}", posts::EVENTS.token);
+                let message = if last && !message.contains(posts::EVENTS.token) {
+                    posts::last_post(&message)
                 } else {
-                    message.trim().to_owned()
+                    message
                 };
                 text = Some(Labelled {
                     label: "Message".into(),
