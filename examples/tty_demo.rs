@@ -51,7 +51,12 @@ impl Demo {
     }
 
     fn start(&mut self, step: usize, name: &str, timeout: f64) {
-        let (phase, name, kind, target) = (self.phase.0, name.into(), "run".into(), "spark".into());
+        let (phase, name, kind, target) = (
+            self.phase.0,
+            name.into(),
+            recover::runbook::model::Kind::Run,
+            "spark".into(),
+        );
         let at = self.at;
         self.emit(Event::StepStarted {
             step,
@@ -153,6 +158,7 @@ fn main() {
         unattended: false,
         started_by: None,
         first_step: 1,
+        origin_step: None,
         targets: vec![spark],
         files: Vec::new(),
     });

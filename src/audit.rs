@@ -92,7 +92,11 @@ impl Show {
             if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric()) {
                 continue;
             }
-            props.entry(k.to_string()).or_default().push(v.to_string());
+            // The box's text: cleaned as step output is before any reporter prints it.
+            props
+                .entry(k.to_string())
+                .or_default()
+                .push(crate::report::one_line(v));
         }
         Show { props }
     }

@@ -176,6 +176,43 @@ Check it with `visudo -cf FILE`, install it on the target as /etc/sudoers.d/NAME
         after_help = sudoers_exit_codes()
     )]
     Sudoers(SudoersArgs),
+    /// One read-only pass: is the box back? (reachable, boot id, units, probes, UPS, runs, hold)
+    #[command(
+        long_about = "One read-only pass over what the runbook brings back, bounded to a few \
+seconds: is each target reachable and what is its boot id; for each unit the runbook starts, is \
+it active and does its health gate's probe pass once; the UPS when the runbook has an `ups` step; \
+a run in progress (who holds the lock); a hold (`recover hold`); the last run and how it ended. \
+Nothing on the box is changed: only the runbook's own read-only lines are sent. A table for \
+people, --json for scripts.",
+        after_help = status_exit_codes()
+    )]
+    Status(StatusArgs),
+    /// Planned maintenance: `recover watch` starts nothing for the runbook until it ends
+    #[command(
+        long_about = "Planned maintenance: while a hold stands, `recover watch` starts nothing \
+for the runbook, so a box shut down on purpose is not \"recovered\". Recorded in the state \
+directory with who put it, why and until when (at most 30 days); shown by `status` and `check`. \
+`--release` ends it at once.",
+        after_help = hold_exit_codes()
+    )]
+    Hold(HoldArgs),
+    /// The service that starts `run --unattended` when a power event needs it (level, not edge)
+    #[command(
+        long_about = "The service that brings the box back by itself: every --every (and at once \
+on a nudge: SIGUSR1, or `recover watch RUNBOOK --nudge`, which the upsmon hook sends) it looks at \
+the box as `recover status` does, and starts `recover run --unattended` of the runbook (as a \
+child process) when a power event needs it: the box is unreachable, or its boot id changed since \
+it was last seen healthy (kept in the state directory, so it survives this host's own reboot); \
+and mains is stable by the runbook's `ups` step's terms, when it has one; and no run is in \
+progress; and no hold stands. A unit down on a box that did not reboot is not a power event: \
+it is posted once (\"degraded, not recovering\") and nothing is started. After a failed run it \
+waits (10 minutes, then doubling) and runs at most 3 times per power event, then waits for a \
+person. Each decision is one line of the watch journal (watch/KEY.jsonl under the state \
+directory); each change of decision is posted to the abort channel. SIGTERM stops it (and the \
+run it started, cleanly).",
+        after_help = watch_exit_codes()
+    )]
+    Watch(WatchArgs),
     /// Print the runbook's JSON Schema (draft 2020-12), for editors
     #[command(
         long_about = "Print the runbook's JSON Schema (draft 2020-12), generated from the types \
@@ -202,6 +239,114 @@ recover completions fish > ~/.config/fish/completions/recover.fish"
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
+}
+
+fn status_exit_codes() -> String {
+    Exit::table(&[
+        (
+            Exit::Ok,
+            "healthy: every target reachable, every started unit active and its probe passing, the UPS on line",
+        ),
+        (
+            Exit::StepFailed,
+            "degraded: reachable, but a unit is not active, a probe fails, or the UPS is not on line",
+        ),
+        (Exit::Usage, "usage or runbook error: nothing was checked"),
+        (Exit::Aborted, "down: a target does not answer"),
+    ])
+}
+
+fn hold_exit_codes() -> String {
+    Exit::table(&[
+        (Exit::Ok, "the hold was recorded (or released)"),
+        (
+            Exit::Usage,
+            "usage or runbook error, or no state directory: nothing was recorded",
+        ),
+    ])
+}
+
+fn watch_exit_codes() -> String {
+    Exit::table(&[
+        (
+            Exit::Ok,
+            "stopped by SIGTERM or SIGINT (a run it started was stopped cleanly); with --nudge: the watch was nudged",
+        ),
+        (
+            Exit::StepFailed,
+            "with --nudge: no watch of this runbook is listening",
+        ),
+        (Exit::Usage, "usage or runbook error: nothing was watched"),
+    ])
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The runbook (YAML)
+    pub runbook: PathBuf,
+    /// One JSON object on stdout, for scripts
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub resolve: Resolve,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["length", "release"])))]
+pub struct HoldArgs {
+    /// The runbook (YAML)
+    pub runbook: PathBuf,
+    /// How long: `2h`, `45m`, `1d` (at most 30 days)
+    #[arg(long = "for", value_name = "DURATION", value_parser = hold_length, requires = "why")]
+    pub length: Option<std::time::Duration>,
+    /// Why, for whoever reads `status` at 3am
+    #[arg(long, value_name = "TEXT", value_parser = started_by)]
+    pub why: Option<String>,
+    /// End the hold now
+    #[arg(long, conflicts_with_all = ["length", "why"])]
+    pub release: bool,
+    /// Lay an overlay over the runbook (its state is kept apart: `name@overlay`)
+    #[arg(long = "overlay", value_name = "FILE")]
+    pub overlays: Vec<PathBuf>,
+}
+
+fn hold_length(s: &str) -> Result<std::time::Duration, String> {
+    let d = crate::runbook::model::parse_duration(s)?;
+    if d.is_zero() {
+        return Err("a hold of no time holds nothing: say how long, e.g. 2h".into());
+    }
+    if d > crate::hold::MAX {
+        return Err("at most 30d: a forgotten hold would keep every recovery out".into());
+    }
+    Ok(d)
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// The runbook (YAML)
+    pub runbook: PathBuf,
+    /// How often to look (a nudge looks at once)
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = watch_every)]
+    pub every: std::time::Duration,
+    /// Make the running watch of this runbook look now (what the upsmon hook does), and exit
+    #[arg(long)]
+    pub nudge: bool,
+    /// The first wait after a failed run (then doubling); for tests
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = watch_every, hide = true)]
+    pub backoff: std::time::Duration,
+    /// Look this many times, then exit; for tests
+    #[arg(long, value_name = "N", hide = true)]
+    pub checks: Option<u64>,
+    #[command(flatten)]
+    pub resolve: Resolve,
+}
+
+fn watch_every(s: &str) -> Result<std::time::Duration, String> {
+    let d = crate::runbook::model::parse_duration(s)?;
+    if d < std::time::Duration::from_millis(100) || d > std::time::Duration::from_secs(86400) {
+        return Err("between 100ms and 1d".into());
+    }
+    Ok(d)
 }
 
 fn sudoers_exit_codes() -> String {

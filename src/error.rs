@@ -154,6 +154,23 @@ pub enum Error {
         "there is no state directory to find journals in: set XDG_STATE_HOME to an absolute path or HOME, or give the journal's path"
     )]
     NoStateDirForReport,
+
+    /// `status`, `hold` and `watch`: what cannot be done, in a sentence.
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl From<crate::runbook::LoadError> for Error {
+    fn from(e: crate::runbook::LoadError) -> Self {
+        match e {
+            crate::runbook::LoadError::Runbook { path, problems } => {
+                Error::Runbook { path, problems }
+            }
+            crate::runbook::LoadError::Unreadable { path, source } => {
+                Error::Unreadable { path, source }
+            }
+        }
+    }
 }
 
 impl Error {
@@ -188,7 +205,8 @@ impl Error {
             | Error::Sudoers(_)
             | Error::Incident(_)
             | Error::NoRunOf { .. }
-            | Error::NoStateDirForReport => Exit::Usage,
+            | Error::NoStateDirForReport
+            | Error::Usage(_) => Exit::Usage,
         }
     }
 }

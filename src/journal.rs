@@ -1,7 +1,7 @@
 //! The journal: JSON Lines, one event a line, flushed as written. `--resume` reads it.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -24,13 +24,15 @@ impl Journal {
     /// ended first, so that the next run's first event starts a line of its own.
     pub fn open(path: &Path) -> std::io::Result<Journal> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
+            crate::private::create_dir_all(dir)?;
         }
-        let mut file = OpenOptions::new()
+        // 0600 whatever the umask: it holds what the box printed.
+        let mut file = crate::private::options()
             .create(true)
             .read(true)
             .append(true)
             .open(path)?;
+        crate::private::narrow(&file)?;
         if ends_cut_short(&mut file)? {
             file.write_all(b"\n")?;
         }
@@ -111,6 +113,11 @@ pub struct Unfinished {
     pub outcome: Option<RunOutcome>,
     /// The highest step the journal records as finished (0: none).
     pub last_finished: usize,
+    /// The first step of the chain of runs (a resumed run's `origin_step`, else its
+    /// `first_step`): where the run starts again when the box rebooted since.
+    pub origin_step: usize,
+    /// Its last line was cut short (a crash or a kill mid-write) and ignored.
+    pub torn: bool,
 }
 
 /// The longest timeline a journal may claim, in seconds: a year.
@@ -127,6 +134,10 @@ pub enum JournalError {
     },
     #[error("{} holds no run: it is empty, or not a journal of recover. Start afresh without --resume, or start at a step with --from N", path.display())]
     NoRun { path: PathBuf },
+    /// The file holds not one whole line: the run was stopped (killed, or its machine lost
+    /// power) between creating its journal and writing its first event, so nothing ran.
+    #[error("{} is empty: its run was stopped before it began", path.display())]
+    NeverStarted { path: PathBuf },
     #[error("journal {} is damaged at line {line}: {what}. {}", path.display(), way_on(*last_finished))]
     Damaged {
         path: PathBuf,
@@ -184,6 +195,12 @@ enum Line {
         run_id: String,
         sha256: String,
         first_step: usize,
+        #[serde(default)]
+        origin_step: Option<usize>,
+    },
+    /// The run started again from `to_step` (its box rebooted under it).
+    Rewound {
+        to_step: usize,
     },
     Connected {
         target: String,
@@ -234,6 +251,7 @@ fn implausible(line: &Line) -> Option<String> {
             run_id,
             sha256,
             first_step,
+            origin_step,
         } => word("the run id", run_id)
             .or_else(|| {
                 let hex = sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit());
@@ -246,7 +264,9 @@ fn implausible(line: &Line) -> Option<String> {
                     )
                 })
             })
-            .or_else(|| step(*first_step)),
+            .or_else(|| step(*first_step))
+            .or_else(|| origin_step.and_then(step)),
+        Line::Rewound { to_step } => step(*to_step),
         Line::Connected { target, boot_id } => {
             word("the target", target).or_else(|| word("the boot id", boot_id))
         }
@@ -304,7 +324,12 @@ pub fn unfinished(path: &Path) -> Result<Option<Unfinished>, JournalError> {
         };
         let ev = match parse(raw) {
             Ok(ev) => ev,
-            Err(_) if last && cut_short => break,
+            Err(_) if last && cut_short => {
+                if let Some(s) = state.as_mut() {
+                    s.torn = true;
+                }
+                break;
+            }
             Err(_) if before_a_run(i) => continue,
             Err(e) => return Err(damaged(format!("not a journal event ({e})"))),
         };
@@ -316,8 +341,11 @@ pub fn unfinished(path: &Path) -> Result<Option<Unfinished>, JournalError> {
                 run_id,
                 sha256,
                 first_step,
+                origin_step,
             } => {
                 state = Some(Unfinished {
+                    origin_step: origin_step.unwrap_or(first_step).min(first_step),
+                    torn: false,
                     journal: path.to_path_buf(),
                     run_id,
                     sha256,
@@ -332,6 +360,12 @@ pub fn unfinished(path: &Path) -> Result<Option<Unfinished>, JournalError> {
                 done_ok = false;
                 last_passed = first_step.saturating_sub(1);
                 last_finished = last_passed;
+            }
+            Line::Rewound { to_step } => {
+                // Everything from `to_step` on runs again: what was done before is void.
+                last_passed = to_step.saturating_sub(1);
+                last_finished = last_passed;
+                open_step = None;
             }
             Line::Connected { target, boot_id } => {
                 if let Some(s) = state.as_mut() {
@@ -389,6 +423,12 @@ pub fn unfinished(path: &Path) -> Result<Option<Unfinished>, JournalError> {
         }
     }
     let Some(mut s) = state else {
+        // Not one whole line: a run killed between opening its journal and its first event.
+        if !bytes.contains(&b'\n') {
+            return Err(JournalError::NeverStarted {
+                path: path.to_path_buf(),
+            });
+        }
         return Err(JournalError::NoRun {
             path: path.to_path_buf(),
         });
@@ -483,6 +523,42 @@ mod tests {
     }
 
     #[test]
+    fn a_run_that_started_again_after_a_reboot_resumes_from_its_new_walk() {
+        // Steps 1-3 passed on the old boot; the box rebooted; step 1 passed again, step 2 was
+        // interrupted: what step 3 did is void.
+        let text = format!(
+            "{}\n{}\n{}\n{}\n{}\n{}\n",
+            started(SHA),
+            step(1, "passed", "1.0"),
+            step(2, "passed", "2.0"),
+            step(3, "passed", "3.0"),
+            r#"{"event":"rewound","target":"t","reason":"t rebooted","from_step":4,"to_step":1,"old_boot_id":"a","new_boot_id":"b","at":4.0}"#,
+            step(1, "passed", "5.0"),
+        ) + &step(2, "interrupted", "6.0")
+            + "\n";
+        let u = read(&text).unwrap().unwrap();
+        assert_eq!((u.step, u.last_finished, u.origin_step), (2, 1, 1));
+        // A rewind to step 0 is not a place in a run.
+        let bad = format!(
+            "{}\n{}\n",
+            started(SHA),
+            r#"{"event":"rewound","target":"t","reason":"r","from_step":2,"to_step":0,"old_boot_id":null,"new_boot_id":null,"at":1.0}"#
+        );
+        assert!(matches!(
+            read(&bad),
+            Err(JournalError::Damaged { line: 2, .. })
+        ));
+    }
+
+    #[test]
+    fn a_resumed_run_keeps_the_first_step_of_its_chain() {
+        let text =
+            started(SHA).replace(r#""first_step":1"#, r#""first_step":3,"origin_step":2"#) + "\n";
+        let u = read(&text).unwrap().unwrap();
+        assert_eq!((u.step, u.origin_step), (3, 2));
+    }
+
+    #[test]
     fn a_last_line_cut_by_a_crash_is_ignored() {
         let text = format!(
             "{}\n{}\n{{\"event\":\"step_sta",
@@ -491,9 +567,16 @@ mod tests {
         );
         let u = read(&text).unwrap().unwrap();
         assert_eq!(u.step, 2);
-        assert!(matches!(read(""), Err(JournalError::NoRun { .. })));
+        assert!(u.torn, "the cut line is said");
+        let whole = format!("{}\n{}\n", started(SHA), step(1, "passed", "1"));
+        assert!(!read(&whole).unwrap().unwrap().torn);
+        assert!(matches!(read(""), Err(JournalError::NeverStarted { .. })));
         assert!(matches!(
             read("{\"event\":\"run_sta"),
+            Err(JournalError::NeverStarted { .. })
+        ));
+        assert!(matches!(
+            read("{\"event\":\"other\"}\n"),
             Err(JournalError::NoRun { .. })
         ));
     }

@@ -2,20 +2,25 @@
 //!
 //! Each lock is a file held with `flock(2)`: the kernel releases it when the holder exits,
 //! however it exits, so a crashed run never blocks the next one. The files live in one
-//! directory for the whole machine, `/run/lock/recover` (or `$RECOVER_LOCK_DIR`), made
-//! world-writable with the sticky bit like `/tmp`, so that two operators on two accounts, or a
-//! person and the automatic start (root), see each other's runs; where it cannot be made, the
-//! user's own directory is used with a warning saying other accounts will not see the run.
+//! directory for the whole machine, `/run/lock/recover` (or `$RECOVER_LOCK_DIR`), made at boot
+//! by systemd-tmpfiles from `contrib/recover-lock.conf` ([`TMPFILES_LINE`]: root's, group
+//! `recover`, mode 1770), so that the service account and the operators who run `recover` (the
+//! group's members) see each other's runs, and nobody else can make, hold or jam a lock file
+//! in it. A directory any other account could write (world-writable, group-writable without
+//! the sticky bit, owned by someone other than root or this account, a symbolic link) is
+//! refused, naming it and what is expected: whoever wrote it could keep every run out. Where
+//! it is missing and cannot be made safely, or this account cannot write it, the account's own
+//! directory is used with a warning saying other accounts will not see the run.
 //!
-//! The file records who holds it (pid, start time, journal), readable and writable by every
-//! account (mode 0666: the next holder may be another user), so a second run can say who is
-//! driving the target; a record left by a process that is gone (the run crashed or was killed)
-//! is taken over with a warning naming it. Whether a lock is held is always asked of the
-//! kernel (a non-blocking `flock`), never guessed from a recorded pid that may have been
-//! reused. Lock files are never removed, only emptied on release: removing a file that another
-//! process has open would let two processes hold "the same" lock on two inodes. In a directory
-//! anyone can write, a lock file is opened without following a symbolic link and must be a
-//! plain file with one link, so root's run never writes its record through a planted link.
+//! The file records who holds it (pid, start time, journal), mode 0660 in the directory's
+//! group (the next holder may be another member), so a second run can say who is driving the
+//! target; a record left by a process that is gone (the run crashed or was killed) is taken
+//! over with a warning naming it. Whether a lock is held is always asked of the kernel (a
+//! non-blocking `flock`), never guessed from a recorded pid that may have been reused. Lock
+//! files are never removed, only emptied on release: removing a file that another process has
+//! open would let two processes hold "the same" lock on two inodes. A lock file is opened
+//! with `O_NOFOLLOW|O_NONBLOCK` and must be a plain file with one link: root's run never writes
+//! its record through a planted link, and a planted FIFO never blocks `rehearse` or a dry run.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
@@ -28,6 +33,13 @@ use serde::{Deserialize, Serialize};
 
 /// The machine-wide lock directory.
 pub const SHARED_DIR: &str = "/run/lock/recover";
+
+/// The systemd-tmpfiles line that makes [`SHARED_DIR`] at boot, as `contrib/recover-lock.conf`
+/// ships it.
+pub const TMPFILES_LINE: &str = "d /run/lock/recover 1770 root recover -";
+
+/// The group whose members share the machine-wide directory.
+pub const GROUP: &str = "recover";
 
 /// The variable that names another machine-wide lock directory (an absolute path).
 pub const DIR_VAR: &str = "RECOVER_LOCK_DIR";
@@ -49,27 +61,38 @@ pub struct Dir {
     pub shared: PathBuf,
     /// Set when `path` is this account's own directory, not the machine-wide one.
     pub warning: Option<String>,
+    /// Set when the machine-wide directory is one other accounts could write: no lock is
+    /// taken ([`Dir::acquire`] refuses), and why.
+    pub refused: Option<String>,
 }
 
 impl Dir {
-    /// The machine-wide directory `shared`, made if missing (mode 1777, as `/tmp`); where it
-    /// cannot be made or written, `own` (this account's) with a warning.
+    /// The machine-wide directory `shared`, made if missing where that is safe (as root, or
+    /// in a parent only this account writes: mode 1770); where it cannot be made or written,
+    /// `own` (this account's) with a warning; refused when other accounts could write it.
     pub fn for_run(shared: &Path, own: PathBuf) -> Dir {
         match prepare_shared(shared) {
             Ok(()) => Dir {
                 path: shared.to_path_buf(),
                 shared: shared.to_path_buf(),
                 warning: None,
+                refused: None,
             },
-            Err(e) => Dir {
+            Err(Unusable::Unsafe(why)) => Dir {
+                path: shared.to_path_buf(),
+                shared: shared.to_path_buf(),
+                warning: None,
+                refused: Some(why),
+            },
+            Err(Unusable::Io(e)) => Dir {
                 shared: shared.to_path_buf(),
                 warning: Some(format!(
-                    "the machine-wide lock directory {} cannot be used ({e}): this run's locks are in {}, which runs of other accounts (the automatic start as root, another operator) do not see. To share it: `sudo install -d -m 1777 {}`",
+                    "the machine-wide lock directory {} cannot be used ({e}): this run's locks are in {}, which runs of other accounts (the automatic start, another operator) do not see. To share it: install contrib/recover-lock.conf as /etc/tmpfiles.d/recover.conf (`{TMPFILES_LINE}`), `sudo systemd-tmpfiles --create recover.conf`, and add the accounts that run recover to the group `{GROUP}`",
                     shared.display(),
                     own.display(),
-                    shared.display()
                 )),
                 path: own,
+                refused: None,
             },
         }
     }
@@ -79,6 +102,12 @@ impl Dir {
     /// [`acquire`] in `path`; when that is this account's own directory, a run holding a lock
     /// in the machine-wide one (readable even where it is not writable) is still refused.
     pub fn acquire(&self, keys: &[Key], me: &Owner) -> Result<(Held, Vec<TakenOver>), LockError> {
+        if let Some(why) = &self.refused {
+            return Err(LockError::UnsafeDir {
+                dir: self.shared.clone(),
+                why: why.clone(),
+            });
+        }
         if self.path != self.shared {
             for key in keys {
                 let path = self.shared.join(&key.file);
@@ -94,37 +123,117 @@ impl Dir {
     }
 }
 
-/// Makes `dir` world-writable with the sticky bit if it does not exist (under a temporary
-/// name, then renamed, so that it never exists with other permissions), and checks that this
-/// account can make files in it.
-fn prepare_shared(dir: &Path) -> std::io::Result<()> {
+/// Why the machine-wide directory is not used.
+enum Unusable {
+    /// Missing and not made, or not writable by this account: its own directory instead.
+    Io(std::io::Error),
+    /// Other accounts could write it: refused.
+    Unsafe(String),
+}
+
+impl From<std::io::Error> for Unusable {
+    fn from(e: std::io::Error) -> Self {
+        Unusable::Io(e)
+    }
+}
+
+/// This process's effective uid.
+fn euid() -> u32 {
+    // SAFETY: geteuid(2) cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Why directory `meta` is one another account could write, if it is: not a directory (a
+/// symbolic link included), owned by someone other than root or this account, writable by
+/// others, or by its group without the sticky bit (a member could remove another's lock).
+fn unsafe_dir(meta: &std::fs::Metadata) -> Option<String> {
+    let mode = meta.mode() & 0o7777;
+    let what = if meta.file_type().is_symlink() {
+        Some("a symbolic link".to_owned())
+    } else if !meta.is_dir() {
+        None
+    } else if meta.uid() != 0 && meta.uid() != euid() {
+        Some(format!("owned by uid {}", meta.uid()))
+    } else if mode & 0o002 != 0 {
+        Some(format!("writable by every account (mode {mode:04o})"))
+    } else if mode & 0o020 != 0 && mode & 0o1000 == 0 {
+        Some(format!(
+            "writable by its group without the sticky bit (mode {mode:04o})"
+        ))
+    } else {
+        None
+    };
+    what.map(|what| {
+        format!(
+            "it is {what}; expected a directory owned by root (or this account), writable by no other account but its group's members, with the sticky bit: as systemd-tmpfiles makes it from contrib/recover-lock.conf (`{TMPFILES_LINE}`)"
+        )
+    })
+}
+
+/// The gid of group `name`, if it exists.
+fn group_id(name: &str) -> Option<u32> {
+    let c = std::ffi::CString::new(name).ok()?;
+    // SAFETY: `group` is plain C data; all zeroes is a valid value for getgrnam_r to fill.
+    let mut grp: libc::group = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    let mut out: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: getgrnam_r(3) with a NUL-terminated name and a buffer this function owns; the
+    // result points into `grp` and `buf`, read before they go.
+    let r =
+        unsafe { libc::getgrnam_r(c.as_ptr(), &mut grp, buf.as_mut_ptr(), buf.len(), &mut out) };
+    (r == 0 && !out.is_null()).then_some(grp.gr_gid)
+}
+
+/// Makes `dir` (mode 1770; as root, in the group [`GROUP`] when it exists) if it does not
+/// exist and that is safe: as root, or in a parent no other account can write. Under a
+/// temporary name, then renamed, so that it never exists with other permissions. Then checks
+/// that no other account could write it, and that this account can make files in it.
+fn prepare_shared(dir: &Path) -> Result<(), Unusable> {
     use std::os::unix::fs::DirBuilderExt;
     if std::fs::symlink_metadata(dir).is_err() {
         let name = dir.file_name().ok_or_else(|| {
             std::io::Error::new(std::io::ErrorKind::InvalidInput, "no directory name")
         })?;
+        let parent = dir.parent().unwrap_or(Path::new("/"));
+        let private = std::fs::symlink_metadata(parent)
+            .is_ok_and(|m| m.is_dir() && unsafe_dir(&m).is_none() && m.mode() & 0o022 == 0);
+        if euid() != 0 && !private {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "it does not exist, and an account other than root does not make it where other accounts could make it first",
+            )
+            .into());
+        }
         let tmp = dir.with_file_name(format!(
             ".{}.{}.tmp",
             name.to_string_lossy(),
             std::process::id()
         ));
         std::fs::DirBuilder::new().mode(0o700).create(&tmp)?;
-        let made = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777))
-            .and_then(|_| std::fs::rename(&tmp, dir));
+        let group = if euid() == 0 { group_id(GROUP) } else { None };
+        let made = match group {
+            Some(gid) => std::os::unix::fs::chown(&tmp, Some(0), Some(gid)),
+            None => Ok(()),
+        }
+        .and_then(|_| std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1770)))
+        .and_then(|_| std::fs::rename(&tmp, dir));
         if made.is_err() {
-            // Another process made it first, or the rename is not allowed: use what is there.
+            // Another process made it first, or the rename is not allowed: check what is there.
             let _ = std::fs::remove_dir(&tmp);
         }
     }
-    let meta = std::fs::metadata(dir)?;
+    let meta = std::fs::symlink_metadata(dir)?;
+    if let Some(why) = unsafe_dir(&meta) {
+        return Err(Unusable::Unsafe(why));
+    }
     if !meta.is_dir() {
-        return Err(std::io::Error::other("not a directory"));
+        return Err(std::io::Error::other("not a directory").into());
     }
     let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     // SAFETY: access(2) on a NUL-terminated path this function owns.
     if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
-        return Err(std::io::Error::last_os_error());
+        return Err(std::io::Error::last_os_error().into());
     }
     Ok(())
 }
@@ -223,6 +332,12 @@ pub enum LockError {
         key: Box<Key>,
         owner: Option<Box<Owner>>,
     },
+    #[error(
+        "refusing the machine-wide lock directory {}: {why}. Any account that can write it could hold a lock and keep every run out. Nothing was contacted. Remove it (`sudo rm -r {}`) and let systemd-tmpfiles make it (`sudo systemd-tmpfiles --create recover.conf`)",
+        dir.display(),
+        crate::template::shell_quote(&dir.display().to_string())
+    )]
+    UnsafeDir { dir: PathBuf, why: String },
     #[error("cannot take the lock {}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -319,18 +434,19 @@ fn try_flock(f: &File, op: libc::c_int) -> std::io::Result<bool> {
     }
 }
 
-/// Opens lock file `path`, never through a symbolic link, and checks it is a plain file with
-/// one link. `write`: read-write, made (mode 0666) if missing; else read-only.
+/// Opens lock file `path`, never through a symbolic link and never waiting (`O_NONBLOCK`: a
+/// FIFO opens at once, and is refused), and checks it is a plain file with one link. `write`:
+/// read-write, made (mode 0660, in the directory's group) if missing; else read-only.
 fn open_lock(path: &Path, write: bool) -> std::io::Result<File> {
     let open = |create: bool| {
         let mut o = OpenOptions::new();
         o.read(true)
             .write(write)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK);
         if create {
             // Exclusive: an existing file is opened without O_CREAT, which a sticky directory
             // refuses for another account's file when `fs.protected_regular` is set.
-            o.create_new(true).mode(0o666);
+            o.create_new(true).mode(0o660);
         }
         o.open(path)
     };
@@ -341,8 +457,18 @@ fn open_lock(path: &Path, write: bool) -> std::io::Result<File> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && write && tries < 3 => {
                 match open(true) {
                     Ok(f) => {
-                        // Every account may hold it next: not narrowed by this one's umask.
-                        f.set_permissions(std::fs::Permissions::from_mode(0o666))?;
+                        // The directory's other members may hold it next: its group, and
+                        // not narrowed by this account's umask.
+                        let dir_gid = path
+                            .parent()
+                            .and_then(|d| std::fs::metadata(d).ok())
+                            .map(|m| m.gid());
+                        if let Some(gid) =
+                            dir_gid.filter(|g| f.metadata().is_ok_and(|m| m.gid() != *g))
+                        {
+                            let _ = std::os::unix::fs::fchown(&f, None, Some(gid));
+                        }
+                        f.set_permissions(std::fs::Permissions::from_mode(0o660))?;
                         break f;
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
@@ -355,8 +481,13 @@ fn open_lock(path: &Path, write: bool) -> std::io::Result<File> {
     let meta = f.metadata()?;
     if !meta.is_file() || meta.nlink() != 1 {
         return Err(std::io::Error::other(
-            "not a plain lock file (a directory, a device or a hard link): remove it",
+            "not a plain lock file (a FIFO, a directory, a device or a hard link): remove it",
         ));
+    }
+    // A file of this account left readable by every account (mode 0666, an older recover's):
+    // narrowed to its group.
+    if write && meta.uid() == euid() && meta.mode() & 0o007 != 0 {
+        let _ = f.set_permissions(std::fs::Permissions::from_mode(0o660));
     }
     Ok(f)
 }
@@ -629,35 +760,186 @@ mod tests {
     }
 
     #[test]
-    fn the_shared_directory_is_made_sticky_and_world_writable_and_lock_files_0666() {
+    fn the_shared_directory_is_made_1770_and_lock_files_0660_whatever_the_umask() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let shared = dir.path().join("recover");
+        // SAFETY: umask(2) cannot fail; restored below (this test's files only).
+        let old = unsafe { libc::umask(0o077) };
         let d = Dir::for_run(&shared, dir.path().join("own"));
         assert_eq!(
             d,
             Dir {
                 path: shared.clone(),
                 shared: shared.clone(),
-                warning: None
+                warning: None,
+                refused: None,
             }
         );
         let mode = std::fs::metadata(&shared).unwrap().permissions().mode();
-        assert_eq!(mode & 0o7777, 0o1777, "{mode:o}");
+        assert_eq!(mode & 0o7777, 0o1770, "{mode:o}");
         // Made again: the existing directory is used as it is.
         assert_eq!(Dir::for_run(&shared, dir.path().join("own")).warning, None);
         let k = keys("spark-power", []);
         let _held = acquire(&shared, &k, &owner(std::process::id(), "/j")).unwrap();
-        let mode = std::fs::metadata(shared.join(&k[0].file))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o666, "{mode:o}");
+        // SAFETY: as above.
+        unsafe { libc::umask(old) };
+        let meta = std::fs::metadata(shared.join(&k[0].file)).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+        assert_eq!(meta.gid(), std::fs::metadata(&shared).unwrap().gid());
         let leftovers: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(leftovers, vec![std::ffi::OsString::from("recover")]);
+    }
+
+    /// `Dir::for_run` of `shared` refuses it, naming it and what is expected, and takes no lock.
+    fn refused(shared: &Path, what: &str) {
+        let d = Dir::for_run(shared, shared.with_file_name("own"));
+        let why = d
+            .refused
+            .clone()
+            .unwrap_or_else(|| panic!("{what}: not refused: {d:?}"));
+        assert!(why.contains(what), "{why}");
+        let k = keys("spark-power", []);
+        let e = d.acquire(&k, &owner(std::process::id(), "/j")).unwrap_err();
+        let msg = e.to_string();
+        for s in [
+            format!(
+                "refusing the machine-wide lock directory {}: it is {what}",
+                shared.display()
+            ),
+            "expected a directory owned by root (or this account)".to_owned(),
+            TMPFILES_LINE.to_owned(),
+            "Nothing was contacted".to_owned(),
+        ] {
+            assert!(msg.contains(&s), "no `{s}` in: {msg}");
+        }
+        assert!(
+            !shared.join(&k[0].file).exists(),
+            "{what}: a lock file was made"
+        );
+        assert!(!shared.with_file_name("own").exists(), "{what}: fell back");
+    }
+
+    #[test]
+    fn a_directory_other_accounts_could_write_is_refused_naming_it() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        for (name, mode, what) in [
+            ("world", 0o1777, "writable by every account (mode 1777)"),
+            ("open", 0o0777, "writable by every account (mode 0777)"),
+            (
+                "group",
+                0o0770,
+                "writable by its group without the sticky bit (mode 0770)",
+            ),
+        ] {
+            let d = dir.path().join(name);
+            std::fs::create_dir(&d).unwrap();
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode)).unwrap();
+            refused(&d, what);
+        }
+        // A link to a directory root owns and nobody else writes is still a link.
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink("/etc", &link).unwrap();
+        refused(&link, "a symbolic link");
+        // Another account's directory, mode 1770 or not (root can make one to test it).
+        if euid() == 0 {
+            let theirs = dir.path().join("theirs");
+            std::fs::create_dir(&theirs).unwrap();
+            std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o1770)).unwrap();
+            std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+            refused(&theirs, "owned by uid 65534");
+        } else {
+            eprintln!("skipped: another account's directory needs root to make");
+        }
+        // Stricter than 1770 is fine.
+        let strict = dir.path().join("strict");
+        std::fs::create_dir(&strict).unwrap();
+        std::fs::set_permissions(&strict, std::fs::Permissions::from_mode(0o0700)).unwrap();
+        assert_eq!(Dir::for_run(&strict, dir.path().join("own")).refused, None);
+    }
+
+    #[test]
+    fn a_missing_directory_where_others_could_make_it_first_is_made_only_by_root() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let open = dir.path().join("tmp");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let shared = open.join("recover");
+        let d = Dir::for_run(&shared, dir.path().join("own"));
+        if euid() == 0 {
+            assert_eq!(d.path, shared, "{d:?}");
+            let mode = std::fs::metadata(&shared).unwrap().permissions().mode();
+            assert_eq!(mode & 0o7777, 0o1770, "{mode:o}");
+        } else {
+            assert_eq!(d.path, dir.path().join("own"), "{d:?}");
+            assert!(!shared.exists());
+            assert!(d.warning.unwrap().contains("does not exist"));
+        }
+    }
+
+    #[test]
+    fn a_planted_fifo_is_refused_at_once_and_never_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = keys("spark-power", []);
+        let fifo = dir.path().join(&k[0].file);
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo(3) on a NUL-terminated path in this test's directory.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o666) }, 0);
+        let path = dir.path().to_path_buf();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let seen = in_progress(std::slice::from_ref(&path), &k);
+            let taken = acquire(&path, &k, &owner(std::process::id(), "/j")).map(|_| ());
+            let _ = tx.send((seen, taken.map_err(|e| e.to_string())));
+        });
+        let (seen, taken) = rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("opening a FIFO lock file blocked");
+        assert_eq!(seen, None);
+        let e = taken.unwrap_err();
+        assert!(e.contains("not a plain lock file (a FIFO"), "{e}");
+    }
+
+    #[test]
+    fn the_shipped_tmpfiles_line_makes_a_directory_recover_accepts() {
+        let conf = include_str!("../contrib/recover-lock.conf");
+        let lines: Vec<&str> = conf
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+            .collect();
+        assert_eq!(lines, vec![TMPFILES_LINE]);
+        let fields: Vec<&str> = TMPFILES_LINE.split_whitespace().collect();
+        assert_eq!(fields[..5], ["d", SHARED_DIR, "1770", "root", GROUP]);
+        // The real systemd-tmpfiles, as root, with the path moved and the group one that
+        // exists here (nogroup standing in for `recover`).
+        let tool = Path::new("/usr/bin/systemd-tmpfiles");
+        if euid() != 0 || !tool.exists() {
+            eprintln!("skipped: systemd-tmpfiles as root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path().join("recover");
+        let line = TMPFILES_LINE
+            .replace(SHARED_DIR, &shared.display().to_string())
+            .replace(" recover -", " 65534 -");
+        std::fs::write(dir.path().join("recover.conf"), format!("{line}\n")).unwrap();
+        let st = std::process::Command::new(tool)
+            .arg("--create")
+            .arg(dir.path().join("recover.conf"))
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let d = Dir::for_run(&shared, dir.path().join("own"));
+        assert_eq!((&d.refused, &d.warning), (&None, &None));
+        let k = keys("spark-power", []);
+        let _held = d.acquire(&k, &owner(std::process::id(), "/j")).unwrap();
+        let meta = std::fs::metadata(shared.join(&k[0].file)).unwrap();
+        assert_eq!((meta.mode() & 0o777, meta.gid()), (0o660, 65534));
     }
 
     #[test]
@@ -675,11 +957,13 @@ mod tests {
             )),
             "{w}"
         );
-        assert!(w.contains("which runs of other accounts (the automatic start as root, another operator) do not see"), "{w}");
         assert!(
-            w.contains(&format!("sudo install -d -m 1777 {}", shared.display())),
+            w.contains(
+                "which runs of other accounts (the automatic start, another operator) do not see"
+            ),
             "{w}"
         );
+        assert!(w.contains(TMPFILES_LINE), "{w}");
         // A file where the directory should be is not a directory.
         let file = dir.path().join("file");
         std::fs::write(&file, "").unwrap();
@@ -722,6 +1006,7 @@ mod tests {
             path: dir.path().join("own"),
             shared: shared.clone(),
             warning: Some("own".into()),
+            refused: None,
         };
         let me = owner(std::process::id(), "/j");
         let e = fallback.acquire(&k, &me).unwrap_err();

@@ -2,8 +2,16 @@
 //! closed terminal or a dropped ssh session to the management host (SIGHUP). Each stops the
 //! run the same way (the remote command killed, the journal flushed, the resume command
 //! printed); the exit code says which, 128 + the signal's number, as a shell reports it.
+//!
+//! One stop often arrives more than once: a closed terminal sends SIGHUP to the foreground
+//! process group and the shell sends it again to its jobs; `timeout`, and supervisors like it,
+//! signal the process and then its group. The two deliveries come microseconds apart and,
+//! when the kernel has not merged them, the second used to be taken for "again to quit at
+//! once": `recover` exited without killing the remote command or finishing the journal. A
+//! second signal now quits at once only when it is a deliberate one ([`Stop::quits_at_once`]).
 
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
@@ -61,6 +69,22 @@ impl Stop {
         }
     }
 
+    /// Whether this signal, arriving `after` the one that stopped the run, quits at once. Only
+    /// a deliberate second Ctrl-C or SIGTERM does, at least [`REPEAT_WINDOW`] after the first:
+    /// within it, a signal is the same stop delivered twice; a SIGHUP never does (nobody is
+    /// left at the closed terminal to send it on purpose).
+    pub fn quits_at_once(self, after: Duration) -> bool {
+        self != Stop::Hangup && after >= REPEAT_WINDOW
+    }
+
+    /// What the line printed at the first signal says about a second one.
+    pub fn again(self) -> &'static str {
+        match self {
+            Stop::Hangup => "",
+            Stop::Interrupt | Stop::Terminate => " (again to quit at once)",
+        }
+    }
+
     /// "Interrupted (Ctrl-C)", for the line printed when it arrives.
     pub fn describe(self) -> &'static str {
         match self {
@@ -70,6 +94,11 @@ impl Stop {
         }
     }
 }
+
+/// How long after the first stop a second signal is taken for the same stop delivered twice
+/// (the kernel's and the shell's SIGHUP, `timeout`'s signal to the process and to its group)
+/// and changes nothing. A person's second Ctrl-C comes later than this.
+pub const REPEAT_WINDOW: Duration = Duration::from_secs(1);
 
 /// Which signal stopped a run: set once by whoever cancels the run, before it cancels, and
 /// read by the engine to say so and exit with the signal's code.
@@ -129,6 +158,22 @@ mod tests {
         cause.set(Stop::Hangup);
         cause.set(Stop::Interrupt);
         assert_eq!(cause.get(), Some(Stop::Hangup));
+    }
+
+    #[test]
+    fn only_a_deliberate_second_signal_quits_at_once() {
+        let soon = Duration::from_millis(1);
+        let later = REPEAT_WINDOW + Duration::from_millis(1);
+        for s in [Stop::Interrupt, Stop::Terminate, Stop::Hangup] {
+            assert!(!s.quits_at_once(Duration::ZERO), "{s:?}");
+            assert!(!s.quits_at_once(soon), "{s:?}");
+        }
+        assert!(Stop::Interrupt.quits_at_once(later));
+        assert!(Stop::Terminate.quits_at_once(later));
+        assert!(!Stop::Hangup.quits_at_once(later));
+        assert!(!Stop::Hangup.quits_at_once(Duration::from_secs(3600)));
+        assert_eq!(Stop::Hangup.again(), "");
+        assert!(Stop::Interrupt.again().contains("again"));
     }
 
     #[tokio::test]

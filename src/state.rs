@@ -46,13 +46,38 @@ impl StateDir {
 
     /// Where the last rehearsal of runbook `name` is recorded.
     pub fn rehearsal(&self, name: &str) -> PathBuf {
-        self.0.join("rehearsals").join(format!("{name}.json"))
+        self.0
+            .join("rehearsals")
+            .join(format!("{}.json", file_name(name)))
     }
 
     /// Where the drills of runbook `name` are recorded (`crate::drill::record`).
     pub fn drill(&self, name: &str) -> PathBuf {
-        self.0.join("drills").join(format!("{name}.json"))
+        self.0
+            .join("drills")
+            .join(format!("{}.json", file_name(name)))
     }
+}
+
+/// A state key as a file name inside its directory: a key read from a journal may be anything
+/// (`../../x`), and must not lead outside the state directory. A runbook's own key (letters,
+/// digits, `.`, `_`, `-`, `@`, `+`, never a leading `.`) is itself; other characters become
+/// `_`, and so does a leading dot.
+pub fn file_name(key: &str) -> String {
+    let mut out: String = key
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-@+".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if out.is_empty() || out.starts_with('.') {
+        out.insert(0, '_');
+    }
+    out
 }
 
 #[cfg(test)]
@@ -62,6 +87,38 @@ mod tests {
     fn dir(xdg: Option<&str>, home: Option<&str>) -> Option<PathBuf> {
         StateDir::resolve(xdg.map(OsString::from), home.map(OsString::from))
             .map(|d| d.path().to_owned())
+    }
+
+    #[test]
+    fn a_key_from_a_journal_never_leads_outside_the_state_directory() {
+        let s = StateDir(PathBuf::from("/state/recover"));
+        for key in [
+            "../../x",
+            "..",
+            "/etc/passwd",
+            "a/../../b",
+            ".hidden",
+            "",
+            "a\0b",
+        ] {
+            for p in [s.rehearsal(key), s.drill(key)] {
+                let parent = p.parent().unwrap();
+                assert!(
+                    parent == s.path().join("rehearsals") || parent == s.path().join("drills"),
+                    "{key:?}: {}",
+                    p.display()
+                );
+                let name = p.file_name().unwrap().to_str().unwrap();
+                assert!(
+                    !name.starts_with('.') && !name.contains('/'),
+                    "{key:?}: {name}"
+                );
+            }
+        }
+        assert_eq!(
+            s.rehearsal("spark-power@lab+night"),
+            PathBuf::from("/state/recover/rehearsals/spark-power@lab+night.json")
+        );
     }
 
     #[test]

@@ -159,6 +159,7 @@ const CASES: &[Case] = &[
     // Values that cannot work, or would be read as something else (issue 10).
     with_help("zero-step-timeout", 10, 18, "a timeout of 0s leaves the step no time", "like `timeout: 30s`"),
     with_help("negative-step-timeout", 10, 18, "`-5s` is a negative duration", "like 15s, 5m"),
+    with_help("huge-step-timeout", 10, 18, "`1000000000h` is too long a duration: the longest is 365d", "like 15s, 5m"),
     with_help("zero-http-timeout", 9, 68, "an HTTP timeout of 0s leaves the request no time", "like `timeout: 30s`"),
     with_help("gate-every-zero", 12, 18, "a health gate that probes every 0s never pauses between probes", "like `every: 10s`"),
     with_help("gate-timeout-zero", 12, 20, "a health gate that waits 0s can never see the unit healthy", "like `timeout: 8m`"),

@@ -46,6 +46,11 @@ const LINTS: &[Lint] = &[
         help: "shorten the step's timeout to 5m or less, or widen the phase's `window:`",
     },
     Lint {
+        file: "no-failure-channel", line: 6, column: 3,
+        message: "no channel gets the failure post: a run that fails, aborts or is stopped tells nobody",
+        help: "name a channel in `abort: { notify: operators }`, or mark one `failures: true`",
+    },
+    Lint {
         file: "timeline-gap-at-the-start", line: 7, column: 13,
         message: "gap in the timeline: 0s to 2m belongs to no phase (before the first phase)",
         help: "start the first window at 0s",

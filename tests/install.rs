@@ -309,3 +309,80 @@ fn the_installed_upsmon_hook_starts_the_installed_binary_unattended_and_only_on_
     );
     assert!(!output.contains("Done?"), "it prompted:\n{output}");
 }
+
+/// The watch's unit as installed: enabled at boot after the network, as `recover`, with the
+/// hardening issue 20 asks for and an exposure `systemd-analyze security` puts at most at 4.0;
+/// the tmpfiles entry of the machine-wide lock directory, exactly; the hook's and the watch's
+/// example configurations.
+#[test]
+fn the_installed_watch_unit_is_hardened_enabled_at_boot_and_ships_the_lock_directory() {
+    let prefix = install();
+    let p = prefix.path();
+    let path = p.join("lib/systemd/system/recover-watch.service");
+    let unit = std::fs::read_to_string(&path).expect("the watch unit is installed");
+    let lines: Vec<&str> = unit.lines().map(str::trim).collect();
+    for want in [
+        format!(
+            "ExecStart={} watch $RECOVER_ARGS ${{RECOVER_RUNBOOK}}",
+            p.join("bin/recover").display()
+        ),
+        "[Install]".into(),
+        "WantedBy=multi-user.target".into(),
+        "After=network-online.target nut-monitor.service systemd-tmpfiles-setup.service".into(),
+        "Wants=network-online.target".into(),
+        "User=recover".into(),
+        "NoNewPrivileges=yes".into(),
+        "ProtectSystem=strict".into(),
+        "ReadWritePaths=-/run/lock/recover".into(),
+        "StateDirectory=recover".into(),
+        "PrivateTmp=yes".into(),
+        "UMask=0077".into(),
+        "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6".into(),
+        "CapabilityBoundingSet=".into(),
+        "KillMode=mixed".into(),
+    ] {
+        assert!(lines.contains(&want.as_str()), "no `{want}` in\n{unit}");
+    }
+    let tmpfiles = std::fs::read_to_string(p.join("lib/tmpfiles.d/recover.conf")).unwrap();
+    assert!(
+        tmpfiles
+            .lines()
+            .any(|l| l == "d /run/lock/recover 1770 root recover"),
+        "{tmpfiles}"
+    );
+    for conf in ["watch.conf", "upsmon-hook.conf"] {
+        let text = std::fs::read_to_string(p.join("share/recover").join(conf)).unwrap();
+        assert!(
+            text.contains(&format!(
+                "RECOVER_RUNBOOK=\"{}/share/recover/runbooks/spark-power.yaml\"",
+                p.display()
+            )),
+            "{conf}: {text}"
+        );
+    }
+    assert!(p.join("share/man/man1/recover-watch.1").is_file());
+    // The exposure, where systemd-analyze can judge a unit file offline (systemd 250 and later).
+    if let Some(analyze) = common::find_tool(&["systemd-analyze"]) {
+        let out = Command::new(analyze)
+            .args(["security", "--offline=yes", "--threshold=40", "--no-pager"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !text.contains("Unknown command")
+            && !String::from_utf8_lossy(&out.stderr).contains("unrecognized option")
+        {
+            assert!(out.status.success(), "exposure above 4.0:\n{}", show(&out));
+            let level = text
+                .lines()
+                .find_map(|l| {
+                    l.split("Overall exposure level for recover-watch.service: ")
+                        .nth(1)
+                })
+                .and_then(|r| r.split_whitespace().next())
+                .and_then(|n| n.parse::<f64>().ok())
+                .unwrap_or_else(|| panic!("no exposure level:\n{}", show(&out)));
+            assert!(level <= 4.0, "{level}");
+        }
+    }
+}

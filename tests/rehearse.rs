@@ -138,6 +138,25 @@ fn a_rehearsal_runs_read_only_steps_skips_the_rest_and_is_recorded() {
         check_err.contains("last rehearsed 0 days ago"),
         "{check_err}"
     );
+
+    // A report that cannot be written is said; the rehearsal ran, and its verdict (0) stays.
+    let out = recover_in(&state)
+        .args([
+            "rehearse",
+            rb.to_str().unwrap(),
+            "--report",
+            dir.path().join("no-such-dir/report.md").to_str().unwrap(),
+        ])
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("warning:") && stderr.contains("no-such-dir"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("rehearsal recorded"), "{stderr}");
 }
 
 #[test]

@@ -19,7 +19,7 @@
 mod common;
 
 // `src/report/scenarios.rs` names the event types as `crate::engine::...`: here, the library's.
-use recover::engine;
+use recover::{engine, runbook};
 
 // `all()` and the constants are the reporters'.
 #[allow(dead_code)]

@@ -151,22 +151,35 @@ fn an_unattended_skip_goes_on_and_the_journal_and_the_channel_say_nobody_confirm
     assert_eq!(last_event(&journal)["exit_code"], 0);
     assert!(remote_file(&sshd, &dir.path().join("after-ran")).is_some());
 
+    // "We are back" (the runbook's own post), then the failure post at the end of the run,
+    // once: nobody confirmed step 2.
     let posts = posts(&hook);
     assert_eq!(posts.len(), 2, "{posts:?}");
+    assert!(posts[0].starts_with("We are back after "), "{}", posts[0]);
+    let lines: Vec<&str> = posts[1].lines().collect();
+    assert_eq!(lines.len(), 5, "{}", posts[1]);
     assert!(
-        posts[0].starts_with(
-            "Unattended skip: step 2 (read the UPS panel) was NOT confirmed by anyone: unattended run, `unattended: skip`; the recovery goes on. Check by hand: Read the UPS panel and note the battery charge."
-        ),
+        lines[0].starts_with("NOT CONFIRMED: Unattended skip finished after ")
+            && lines[0].ends_with(&format!(
+                " of the 10m budget, on lab ({}@127.0.0.1), but nobody confirmed step 2 (read the UPS panel) (unattended run, `unattended: skip`).",
+                sshd.user()
+            )),
         "{}",
-        posts[0]
+        posts[1]
     );
-    assert!(posts[1].starts_with("We are back after "), "{}", posts[1]);
-    for post in &posts {
-        assert!(
-            post.ends_with("\n(unattended run, started by the test's cron)"),
-            "{post}"
-        );
-    }
+    assert_eq!(
+        lines[1..],
+        [
+            "Not confirmed by anyone: step 2 (read the UPS panel). Check by hand: Read the UPS panel and note the battery charge.",
+            "Units: none (the runbook starts no units).",
+            "Nothing to resume: the run finished. Check the steps above by hand.",
+            "(unattended run, started by the test's cron)",
+        ]
+    );
+    assert!(posts[0].ends_with("\n(unattended run, started by the test's cron)"));
+    let notified = events(&journal, "notified");
+    assert_eq!(notified.len(), 2, "{}", dump(&journal));
+    assert_eq!(journal[journal.len() - 2]["event"], "notified");
 }
 
 #[test]

@@ -78,10 +78,9 @@ fn corrupt_journals_are_refused_with_the_line_and_a_way_on() {
         run_started("@SHA@"),
         step_lines("1", "passed", "1.0")
     );
-    refused("empty", "", &["holds no run"]);
     refused(
-        "cut inside its first line",
-        &run_started("@SHA@")[..40],
+        "a line that is no run",
+        "{\"event\":\"warning\",\"step\":null,\"message\":\"m\"}\n",
         &["holds no run"],
     );
     refused(
@@ -121,6 +120,48 @@ fn corrupt_journals_are_refused_with_the_line_and_a_way_on() {
         &format!("{}\n", run_started(&format!("a{}", "é".repeat(40)))),
         &["line 1: the runbook hash `aéé", "is not a sha256"],
     );
+}
+
+/// A journal without one whole line is a run killed between creating it and its first event
+/// (SIGKILL, or the management host losing power): nothing ran, so `--resume` starts afresh,
+/// saying so, as the operator would have to.
+#[test]
+fn an_empty_or_cut_first_line_journal_starts_afresh() {
+    for (name, text) in [
+        ("empty", String::new()),
+        (
+            "cut inside its first line",
+            run_started("@SHA@")[..40].to_owned(),
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let rb = write_runbook(
+            dir.path(),
+            "j",
+            "  lab: { host: 127.0.0.1, port: 9 }\n",
+            "",
+            "      - local: echo one >> @DIR@/trace\n      - local: echo two >> @DIR@/trace\n",
+        );
+        let journal = dir.path().join("old.jsonl");
+        fs::write(&journal, text.replace("@SHA@", &sha256_file(&rb))).unwrap();
+        let out = recover_in(dir.path())
+            .args(["run", "--yes", "--resume", "--journal"])
+            .arg(&journal)
+            .arg(&rb)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{name}: {stderr}");
+        assert!(
+            stderr.contains("Nothing to resume: starting from step 1"),
+            "{name}: {stderr}"
+        );
+        assert_eq!(
+            fs::read_to_string(dir.path().join("trace")).unwrap(),
+            "one\ntwo\n",
+            "{name}"
+        );
+    }
 }
 
 #[test]
@@ -444,16 +485,19 @@ fn a_run_held_by_root_refuses_another_accounts_run_naming_the_holder() {
     };
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
-    // Another account may read the runbook and reach the lock directory, nothing more.
+    // Another account may read the runbook and reach the lock directory (as a member of its
+    // group), nothing more.
     fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
     let theirs = dir.path().join("nobody-state");
     fs::create_dir(&theirs).unwrap();
     fs::set_permissions(&theirs, fs::Permissions::from_mode(0o777)).unwrap();
-    // The machine-wide directory does not exist yet: root's run makes it, for every account.
+    // The machine-wide directory as contrib/recover-lock.conf has systemd-tmpfiles make it:
+    // root's, mode 1770, its group the other account's (nogroup standing in for `recover`).
     let locks = dir.path().join(common::LOCK_DIR);
+    fs::create_dir(&locks).unwrap();
+    std::os::unix::fs::chown(&locks, Some(0), Some(65534)).unwrap();
+    fs::set_permissions(&locks, fs::Permissions::from_mode(0o1770)).unwrap();
     let (mut first, rb, journal, _) = start_hanging(dir.path(), "shared", &sshd);
-    let mode = fs::metadata(&locks).unwrap().permissions().mode();
-    assert_eq!(mode & 0o7777, 0o1777, "{mode:o}");
     let before = logins(&sshd);
 
     let (code, stderr) = as_nobody(dir.path(), &theirs, &locks, &["run", "--yes", p(&rb)]);
@@ -487,8 +531,13 @@ fn a_run_held_by_root_refuses_another_accounts_run_naming_the_holder() {
         "      - run: \"true\"\n        timeout: 5s\n",
     );
     let lock_file = locks.join("runbook-shared.lock");
-    let mode = fs::metadata(&lock_file).unwrap().permissions().mode();
-    assert_eq!(mode & 0o777, 0o666, "{mode:o}");
+    let meta = fs::metadata(&lock_file).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        (meta.mode() & 0o777, meta.uid(), meta.gid()),
+        (0o660, 0, 65534),
+        "root's lock file, in the directory's group"
+    );
     let (code, stderr) = as_nobody(dir.path(), &theirs, &locks, &["run", "--yes", p(&rb2)]);
     assert_ne!(code, Some(2), "{stderr}");
     assert!(!stderr.contains("lock"), "{stderr}");

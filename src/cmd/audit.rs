@@ -6,6 +6,7 @@ use crate::engine::event::{Event, Sink};
 use crate::engine::{self, Emitter};
 use crate::error::Error;
 use crate::exit::Exit;
+use crate::report::one_line;
 
 /// Says on stderr what goes wrong with the connection; the audit itself goes to stdout.
 struct Stderr;
@@ -14,9 +15,12 @@ impl Sink for Stderr {
     fn emit(&mut self, event: &Event) {
         match event {
             Event::ConnectionLost { target, error } => {
-                eprintln!("warning: lost the connection to {target}: {error}");
+                eprintln!(
+                    "warning: lost the connection to {target}: {}",
+                    one_line(error)
+                );
             }
-            Event::Warning { message, .. } => eprintln!("warning: {message}"),
+            Event::Warning { message, .. } => eprintln!("warning: {}", one_line(message)),
             _ => {}
         }
     }
@@ -42,7 +46,7 @@ pub fn audit(a: &AuditArgs) -> Result<Exit, Error> {
             Ok(x) => audits.push(x),
             Err(e) => {
                 unread += 1;
-                eprintln!("error: step {} ({}): {e}", r.step, r.unit);
+                eprintln!("error: step {} ({}): {}", r.step, r.unit, one_line(&e));
             }
         }
     }

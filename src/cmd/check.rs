@@ -17,6 +17,11 @@ pub fn check(a: &CheckArgs) -> Result<Exit, Error> {
     super::print_problems(&warnings);
     super::print_rehearsal_notice(StateDir::from_env().as_ref(), &plan);
     super::print_drill_notice(StateDir::from_env().as_ref(), &plan);
+    if let Some(s) = StateDir::from_env()
+        && let Some(h) = crate::hold::current(&s, &plan.state_key())
+    {
+        eprintln!("hold: {} (`recover watch` starts nothing)", h.describe());
+    }
     if plan.files.len() > 1 {
         for f in &plan.files {
             eprintln!(

@@ -7,11 +7,14 @@ mod audit;
 mod check;
 mod drill;
 mod export;
+mod hold;
 mod rehearse;
 mod report;
 mod run;
+mod status;
 mod sudoers;
 mod tools;
+mod watch;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -39,6 +42,9 @@ pub fn main(cli: Cli) -> Result<Exit, Error> {
         Cmd::Audit(a) => audit::audit(&a),
         Cmd::Drill(a) => drill::drill(&a),
         Cmd::Report(a) => report::report(&a),
+        Cmd::Status(a) => status::status(&a),
+        Cmd::Hold(a) => hold::hold(&a),
+        Cmd::Watch(a) => watch::watch(&a),
     }
 }
 
@@ -82,7 +88,7 @@ pub fn render_problem(p: &Problem) -> String {
 }
 
 fn handler() -> miette::GraphicalReportHandler {
-    let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let color = std::io::stderr().is_terminal() && !crate::report::no_color();
     let theme = if color {
         miette::GraphicalTheme::unicode()
     } else {
@@ -130,7 +136,7 @@ fn print_drill_notice(state: Option<&StateDir>, plan: &Plan) {
     });
     let now = chrono::Utc::now();
     let mut never = Vec::new();
-    for s in plan.phases.iter().flat_map(|p| &p.steps) {
+    for s in plan.steps() {
         let plan::Action::Start { unit, .. } = &s.action else {
             continue;
         };

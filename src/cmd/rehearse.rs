@@ -55,13 +55,20 @@ pub fn rehearse(a: &RehearseArgs) -> Result<Exit, Error> {
         Ok(p) => eprintln!("rehearsal recorded: {} ({})", p.display(), rec.result),
         Err(e) => eprintln!("warning: cannot record the rehearsal: {e}"),
     }
+    // The rehearsal ran: a report that cannot be written is said, and the rehearsal's own
+    // verdict stays the exit code (a 2 would claim nothing was run).
     if let Some(path) = &a.report {
         let md = crate::rehearsal::markdown(&plan, &rec, &events);
-        std::fs::write(path, md).map_err(|source| Error::Report {
-            path: path.clone(),
-            source,
-        })?;
-        eprintln!("report: {}", path.display());
+        match crate::private::write(path, md) {
+            Ok(()) => eprintln!("report: {}", path.display()),
+            Err(source) => eprintln!(
+                "warning: {}",
+                Error::Report {
+                    path: path.clone(),
+                    source,
+                }
+            ),
+        }
     }
     eprintln!("journal: {}", journal_path.display());
     Ok(exit)

@@ -89,7 +89,7 @@ fn runbook_name(arg: &str) -> Result<String, Error> {
 fn write(output: Option<&Path>, doc: &str, what: &str) -> Result<Exit, Error> {
     match output {
         Some(path) => {
-            std::fs::write(path, doc).map_err(|source| Error::Write {
+            crate::private::write(path, doc).map_err(|source| Error::Write {
                 path: path.to_owned(),
                 source,
             })?;

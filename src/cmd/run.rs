@@ -63,7 +63,18 @@ impl<'a> Start<'a> {
                     }
                     (None, None) => return Err(Error::NoStateDir),
                 };
-                let Some(u) = journal::unfinished(&path)? else {
+                let u = match journal::unfinished(&path) {
+                    // Nothing ran: what an operator would do is start afresh, so do that.
+                    Err(journal::JournalError::NeverStarted { path }) => {
+                        eprintln!(
+                            "journal {}: empty, its run was stopped before its first step. Nothing to resume: starting from step 1.",
+                            path.display()
+                        );
+                        return Ok((1, None));
+                    }
+                    other => other?,
+                };
+                let Some(u) = u else {
                     return Err(Error::AlreadyFinished {
                         runbook: plan.name.clone(),
                         journal: path,
@@ -78,6 +89,12 @@ impl<'a> Start<'a> {
                         now: short(&plan.sha256),
                     });
                 }
+                if u.torn {
+                    eprintln!(
+                        "journal {}: its last line was cut short (a crash or kill mid-write): ignored; everything before it stands.",
+                        path.display()
+                    );
+                }
                 eprintln!(
                     "Resuming run {} from step {}{} (journal {}).",
                     u.run_id,
@@ -90,6 +107,7 @@ impl<'a> Start<'a> {
                     path.display()
                 );
                 let resume = Resume {
+                    origin_step: u.origin_step,
                     elapsed: u.elapsed(),
                     run_id: u.run_id,
                     boot_ids: u.boot_ids,
@@ -102,7 +120,7 @@ impl<'a> Start<'a> {
 
 /// Which step `--from` names: a number, a name (any case), or a unique part of a name.
 pub fn find_step(plan: &Plan, want: &str) -> Result<usize, Error> {
-    let steps: Vec<&plan::Step> = plan.phases.iter().flat_map(|p| &p.steps).collect();
+    let steps: Vec<&plan::Step> = plan.steps().collect();
     if let Ok(n) = want.trim().parse::<usize>() {
         if steps.iter().any(|s| s.number == n) {
             return Ok(n);
@@ -182,6 +200,7 @@ fn resume_command(a: &RunArgs, confirm: &Confirm<()>) -> String {
 }
 
 pub fn run(a: &RunArgs) -> Result<Exit, Error> {
+    let stoppable = Stoppable::new()?;
     let opts = plan::Options {
         unattended: a.unattended,
         ..super::options(&a.resolve)
@@ -205,9 +224,7 @@ pub fn run(a: &RunArgs) -> Result<Exit, Error> {
     let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
     let confirm = Confirm::decide(a.yes, a.unattended, interactive);
     let manual: Vec<String> = plan
-        .phases
-        .iter()
-        .flat_map(|p| &p.steps)
+        .steps()
         .filter(|s| s.number >= first_step && matches!(s.action, plan::Action::Manual { .. }))
         .map(|s| format!("{} ({})", s.number, s.name))
         .collect();
@@ -251,46 +268,93 @@ pub fn run(a: &RunArgs) -> Result<Exit, Error> {
         stop: crate::signals::StopCause::default(),
         warnings,
     };
-    let exit = execute(&plan, settings, out)?;
+    let exit = execute_on(stoppable, &plan, settings, out)?;
     // After SIGHUP the terminal may be gone: a failed write must not turn the exit into a panic.
     let _ = writeln!(std::io::stderr(), "journal: {}", journal_path.display());
     Ok(exit)
 }
 
+/// The engine's runtime, with Ctrl-C, SIGTERM and SIGHUP listened to from the moment it is
+/// made: made first thing, so that a signal while the plan loads or the lock is taken stops
+/// the run before its first step (it was the default action, dying at once with a journal
+/// that has no `run_started`).
+pub(super) struct Stoppable {
+    rt: tokio::runtime::Runtime,
+    signals: Signals,
+}
+
+impl Stoppable {
+    pub(super) fn new() -> Result<Stoppable, Error> {
+        let rt = super::runtime()?;
+        let signals = {
+            let _in = rt.enter();
+            Signals::listen().map_err(Error::Runtime)?
+        };
+        Ok(Stoppable { rt, signals })
+    }
+}
+
 /// Run the engine on a runtime, with Ctrl-C, SIGTERM and SIGHUP wired to cancellation: the
-/// first stops the run cleanly, a second one quits at once.
+/// first stops the run cleanly, a deliberate second one quits at once.
 pub(super) fn execute(plan: &Plan, settings: Settings, out: Emitter) -> Result<Exit, Error> {
-    let rt = super::runtime()?;
+    execute_on(Stoppable::new()?, plan, settings, out)
+}
+
+/// [`execute`] on a runtime listening since the command started.
+pub(super) fn execute_on(
+    on: Stoppable,
+    plan: &Plan,
+    settings: Settings,
+    out: Emitter,
+) -> Result<Exit, Error> {
+    let Stoppable { rt, signals } = on;
     rt.block_on(async move {
         let stopped = settings.stop.clone();
-        let rx = cancel_on_signals(settings.stop.clone(), "the current step")?;
+        let rx = cancel_on(signals, settings.stop.clone(), "the current step");
         let engine = engine::Engine::new(plan, settings, out, rx);
         Ok(engine.run().await.exit_after(stopped.get()))
     })
 }
 
 /// Within the runtime: the first Ctrl-C, SIGTERM or SIGHUP is recorded in `cause` and cancels
-/// (the receiver turns true), saying that it is stopping `what`; a second one quits at once.
+/// (the receiver turns true), saying that it is stopping `what`; a deliberate second one quits
+/// at once ([`crate::signals::Stop::quits_at_once`]).
 pub(super) fn cancel_on_signals(
     cause: crate::signals::StopCause,
     what: &'static str,
 ) -> Result<tokio::sync::watch::Receiver<bool>, Error> {
-    let mut signals = Signals::listen().map_err(Error::Runtime)?;
+    let signals = Signals::listen().map_err(Error::Runtime)?;
+    Ok(cancel_on(signals, cause, what))
+}
+
+fn cancel_on(
+    mut signals: Signals,
+    cause: crate::signals::StopCause,
+    what: &'static str,
+) -> tokio::sync::watch::Receiver<bool> {
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         let stop = signals.next().await;
+        let first = std::time::Instant::now();
         cause.set(stop);
         let _ = tx.send(true);
         // The terminal may be gone (SIGHUP): a failed write must not end the run.
         let _ = writeln!(
             std::io::stderr(),
-            "\n{}: stopping {what} (again to quit at once)…",
-            stop.describe()
+            "\n{}: stopping {what}{}…",
+            stop.describe(),
+            stop.again()
         );
-        let again = signals.next().await;
-        std::process::exit(again.exit().code().into());
+        // The same stop delivered twice (a terminal's hang-up from the kernel and the shell,
+        // a signal to the process and to its group) is not a second one.
+        loop {
+            let again = signals.next().await;
+            if again.quits_at_once(first.elapsed()) {
+                std::process::exit(again.exit().code().into());
+            }
+        }
     });
-    Ok(rx)
+    rx
 }
 
 /// One warning per unset variable that only status posts read, naming the channels that will
@@ -346,6 +410,11 @@ fn own_lock_dir(state: Option<&StateDir>) -> PathBuf {
             std::env::temp_dir().join(format!("recover-{uid}-locks"))
         }
     }
+}
+
+/// Every directory a run's lock may be in: the machine-wide one and this account's own.
+pub(super) fn lock_dirs(state: Option<&StateDir>) -> Vec<PathBuf> {
+    vec![lock::shared_dir(), own_lock_dir(state)]
 }
 
 /// For the commands that take no lock (`rehearse`, `--dry-run`): say that a run is in progress.

@@ -120,10 +120,10 @@ pub fn save(path: &Path, entries: Vec<(String, UnitDrill)>) -> std::io::Result<(
     };
     rec.units.extend(entries);
     if let Some(d) = path.parent() {
-        std::fs::create_dir_all(d)?;
+        crate::private::create_dir_all(d)?;
     }
     let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_string_pretty(&rec).unwrap_or_default())?;
+    crate::private::write(&tmp, serde_json::to_string_pretty(&rec).unwrap_or_default())?;
     std::fs::rename(&tmp, path)
 }
 

@@ -15,15 +15,7 @@ pub struct Audited {
 impl Engine<'_> {
     /// The `start` steps of the plan, in its order: (step, unit).
     fn start_steps(&self) -> Vec<(&Step, &str)> {
-        self.plan
-            .phases
-            .iter()
-            .flat_map(|p| &p.steps)
-            .filter_map(|s| match &s.action {
-                Action::Start { unit, .. } => Some((s, unit.as_str())),
-                _ => None,
-            })
-            .collect()
+        self.plan.started_units().collect()
     }
 
     /// Audits the unit of one start step.

@@ -17,13 +17,9 @@ impl Engine<'_> {
     pub async fn drill(self, units: &[String]) -> Vec<Measured> {
         let steps: Vec<&Step> = self
             .plan
-            .phases
-            .iter()
-            .flat_map(|p| &p.steps)
-            .filter(|s| match &s.action {
-                Action::Start { unit, .. } => units.is_empty() || units.contains(unit),
-                _ => false,
-            })
+            .started_units()
+            .filter(|(_, unit)| units.is_empty() || units.iter().any(|u| u == unit))
+            .map(|(s, _)| s)
             .collect();
         // A drill journal reads like a run's: `run_started` (mode `drill`, no budget: a drill
         // is not on the recovery's timeline), one `drill_measured` per unit, `run_finished`.

@@ -103,6 +103,10 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         started_by: Option<String>,
         first_step: usize,
+        /// A resumed run: the first step of the run it continues (and of that one's, back to
+        /// the run that was not a resume), for the record: where the chain began.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        origin_step: Option<usize>,
         targets: Vec<TargetInfo>,
         /// For an overlay: every file read, each with its sha256 (`sha256` is of them all).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -150,7 +154,7 @@ pub enum Event {
         step: usize,
         phase: usize,
         name: String,
-        kind: String,
+        kind: crate::runbook::model::Kind,
         target: String,
         mutates: bool,
         /// The exact command or request, secrets redacted.
@@ -245,6 +249,28 @@ pub enum Event {
         attempts: u32,
         error: Option<String>,
     },
+    /// The box rebooted under the run (its boot id changed, or a resumed run found it not
+    /// answering): every step tied to its old boot is void, and the run starts again from
+    /// `to_step`. Steps marked `survives_reboot` that were done before `from_step` are not
+    /// repeated.
+    Rewound {
+        target: String,
+        /// Why, in one line.
+        reason: String,
+        /// Where the run stood.
+        from_step: usize,
+        to_step: usize,
+        old_boot_id: Option<String>,
+        new_boot_id: Option<String>,
+        at: f64,
+    },
+    /// The end check of a run: every unit the runbook starts, active and its gate's probe
+    /// passing once more. A run claims success only when `ok`.
+    Verified {
+        ok: bool,
+        units: Vec<UnitCheck>,
+        at: f64,
+    },
     /// The abort handler ran: the operator must follow `message`.
     AbortProcedure {
         step: usize,
@@ -275,6 +301,8 @@ impl Event {
             | Event::StepStarted { at, .. }
             | Event::StepFinished { at, .. }
             | Event::GateProbe { at, .. }
+            | Event::Rewound { at, .. }
+            | Event::Verified { at, .. }
             | Event::RunFinished { at, .. } => Some(*at),
             _ => None,
         }
@@ -305,6 +333,7 @@ impl Event {
                 unattended: _,
                 started_by,
                 first_step: _,
+                origin_step: _,
                 targets,
                 files,
             } => {
@@ -378,7 +407,7 @@ impl Event {
                 step: _,
                 phase: _,
                 name,
-                kind,
+                kind: _,
                 target,
                 mutates: _,
                 command,
@@ -386,7 +415,6 @@ impl Event {
                 at: _,
             } => {
                 f(name);
-                f(kind);
                 f(target);
                 opt(command, f);
             }
@@ -461,6 +489,40 @@ impl Event {
                 f(channel);
                 opt(error, f);
             }
+            Event::Rewound {
+                target,
+                reason,
+                from_step: _,
+                to_step: _,
+                old_boot_id,
+                new_boot_id,
+                at: _,
+            } => {
+                f(target);
+                f(reason);
+                opt(old_boot_id, f);
+                opt(new_boot_id, f);
+            }
+            Event::Verified {
+                ok: _,
+                units,
+                at: _,
+            } => {
+                for UnitCheck {
+                    step: _,
+                    unit,
+                    target,
+                    state,
+                    probe,
+                    healthy: _,
+                } in units
+                {
+                    f(unit);
+                    f(target);
+                    f(state);
+                    opt(probe, f);
+                }
+            }
             Event::AbortProcedure {
                 step: _,
                 reason,
@@ -493,6 +555,21 @@ pub struct FileInfo {
     pub role: crate::runbook::Role,
     pub path: String,
     pub sha256: String,
+}
+
+/// One unit in a run's end check ([`Event::Verified`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnitCheck {
+    /// The `start` step of the unit.
+    pub step: usize,
+    pub unit: String,
+    pub target: String,
+    /// `ActiveState (SubState)` as the box said it, or why it could not be read.
+    pub state: String,
+    /// The gate's probe: `None` without a gate (or not probed: the unit is not active),
+    /// `passed`, or why it failed.
+    pub probe: Option<String>,
+    pub healthy: bool,
 }
 
 /// A target as the run-started event names it.

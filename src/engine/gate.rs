@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use super::step::verdict_result;
 use super::{Engine, Event, StepOutcome, StepResult};
-use crate::plan::{Action, Command, Gate, GateRemedy, Probe, Step, fmt_duration};
+use crate::plan::{Command, Gate, GateRemedy, Probe, Step, fmt_duration};
 use crate::target::ExecError;
 use crate::verdict::judge_http;
 
@@ -236,12 +236,14 @@ impl Engine<'_> {
                 // for the command's whole timeout: waiting out a gate of minutes would only
                 // hide that. End the step now; the run says how to resume.
                 Err(ExecError::Connect { target, reason }) => {
-                    return StepResult::with(
+                    let mut res = StepResult::with(
                         StepOutcome::Failed,
                         format!(
-                            "lost the connection to {target} while waiting for {unit}, and reconnecting failed ({reason}): the target may have lost power or rebooted. Once SSH answers, resume from this step"
+                            "lost the connection to {target} while waiting for {unit}, and reconnecting failed ({reason}): the target may have lost power or rebooted. Once SSH answers, resume"
                         ),
                     );
+                    res.connection_lost = true;
+                    return res;
                 }
                 // A lost master (or a failed spawn) is retried: the next command reconnects.
                 Err(e) => {
@@ -249,6 +251,16 @@ impl Engine<'_> {
                     UnitState::default()
                 }
             };
+            // The box rebooted under the gate: what it waits for is on a boot the run no
+            // longer stands on. End the step now; the run starts again (see `Engine::run`).
+            if self.reboot_pending() {
+                let mut res = StepResult::with(
+                    StepOutcome::Failed,
+                    format!("the target rebooted while waiting for {unit}"),
+                );
+                res.connection_lost = true;
+                return res;
+            }
             if let Some(why) = state.fatal() {
                 return self.unit_failed(s, unit, journal, &state, &why).await;
             }
@@ -360,16 +372,7 @@ impl Engine<'_> {
             );
         }
         let deps = UnitDeps::parse(&text);
-        let order: Vec<&str> = self
-            .plan
-            .phases
-            .iter()
-            .flat_map(|p| &p.steps)
-            .filter_map(|st| match &st.action {
-                Action::Start { unit, .. } => Some(unit.as_str()),
-                _ => None,
-            })
-            .collect();
+        let order: Vec<&str> = self.plan.started_units().map(|(_, u)| u).collect();
         let (errors, warnings) = order_problems(unit, &order, &deps);
         for w in &warnings {
             self.out.emit(Event::Warning {

@@ -5,10 +5,12 @@ pub mod audit;
 mod boot;
 mod drill;
 pub mod event;
+pub mod failure;
 pub mod gate;
 mod http;
 mod power;
 mod step;
+mod verify;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -16,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-pub use event::{Event, FileInfo, Mode, RunOutcome, Sink, StepOutcome, TargetInfo};
+pub use event::{Event, FileInfo, Mode, RunOutcome, Sink, StepOutcome, TargetInfo, UnitCheck};
 
 use crate::plan::Plan;
 use crate::secrets::Secrets;
@@ -86,6 +88,8 @@ pub struct Resume {
     pub elapsed: Duration,
     /// Boot ids it recorded, per target name.
     pub boot_ids: BTreeMap<String, String>,
+    /// The first step of the chain of runs it continues (journaled in `run_started`).
+    pub origin_step: usize,
 }
 
 /// How this run goes.
@@ -198,6 +202,9 @@ pub(crate) struct StepResult {
     /// Seconds a retried step spent before its last attempt (failed attempts and the pauses
     /// between them): waiting on the box, not the command's work.
     pub waited: Option<f64>,
+    /// It failed because the box went away (the connection lost, or a reboot seen), not
+    /// because a check said no: `on_fail: abort` does not make that an abort.
+    pub connection_lost: bool,
 }
 
 impl StepResult {
@@ -209,6 +216,7 @@ impl StepResult {
             stdout: None,
             stderr: None,
             waited: None,
+            connection_lost: false,
         }
     }
     pub fn with(outcome: StepOutcome, reason: impl Into<String>) -> Self {
@@ -232,6 +240,37 @@ pub struct Engine<'a> {
     pub(crate) rehearsal_problems: usize,
     /// What this run's last `previous_boot` step said: `when: unclean_shutdown` reads it.
     pub(crate) previous_boot: Option<crate::previous_boot::State>,
+    /// What the failure post at the end of the run will say (see [`failure`]).
+    pub(crate) failure: failure::Record,
+    /// A reboot of a target noticed since the run last looked (its boot id changed).
+    reboot: Mutex<Option<BootChange>>,
+}
+
+/// A target's boot id changed under the run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BootChange {
+    pub target: String,
+    pub old: Option<String>,
+    pub new: Option<String>,
+    /// In one line, for the journal and the operator.
+    pub reason: String,
+}
+
+/// How often a run starts again after its box rebooted under it, before it gives up.
+pub const MAX_REWINDS: u32 = 3;
+
+/// How one walk of the plan ended.
+enum Walk {
+    Done {
+        outcome: RunOutcome,
+        failed_step: Option<usize>,
+        message: String,
+    },
+    /// The box rebooted: start again.
+    Rewind {
+        from_step: usize,
+        change: BootChange,
+    },
 }
 
 /// Output kept in events and the journal, per stream.
@@ -283,7 +322,22 @@ impl<'a> Engine<'a> {
             clock: Instant::now(),
             rehearsal_problems: 0,
             previous_boot: None,
+            failure: failure::Record::default(),
+            reboot: Mutex::new(None),
         }
+    }
+
+    /// Whether a target rebooted under this run since it last started again: the steps done
+    /// on the old boot are void. Only a real run starts again; a rehearsal or drill goes on.
+    pub(crate) fn reboot_pending(&self) -> bool {
+        self.reboot
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    fn take_reboot(&self) -> Option<BootChange> {
+        self.reboot.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
     /// The line every status post of this run ends with when nobody typed the command: the
@@ -334,20 +388,72 @@ impl<'a> Engine<'a> {
                         error,
                     },
                 };
-                let rebooted_under_resume =
-                    matches!(e, Event::BootIdChanged { .. }) && self.settings.resume.is_some();
+                if let (Event::BootIdChanged { target, old, new }, Mode::Run) =
+                    (&e, self.settings.mode)
+                {
+                    let mut r = self.reboot.lock().unwrap_or_else(|e| e.into_inner());
+                    if r.is_none() {
+                        *r = Some(BootChange {
+                            target: target.clone(),
+                            old: Some(old.clone()),
+                            new: Some(new.clone()),
+                            reason: format!(
+                                "{target} rebooted (boot id {} is now {})",
+                                short_id(old),
+                                short_id(new)
+                            ),
+                        });
+                    }
+                }
                 self.out.emit(e);
-                if rebooted_under_resume {
-                    self.out.emit(Event::Warning {
-                        step: None,
-                        message: format!(
-                            "{} rebooted since the run being resumed: the steps before step {} (kernel log and filesystem checks, page-cache drop, units started earlier) ran on the previous boot. If the reboot was a power cut, start again with --from 1.",
-                            t.spec.name, self.settings.first_step
+            }
+        }
+    }
+
+    /// A resumed run: whether the box rebooted (or went away) since the run it continues.
+    /// Each target that run saw is asked for its boot id once, bounded by the connect
+    /// timeout. A target that does not answer counts as rebooted: what the steps left on it
+    /// cannot be known, and starting again is safe (a unit already active starts at once).
+    async fn reboot_since_resumed_run(&self) -> Option<BootChange> {
+        let resume = self.settings.resume.as_ref()?;
+        for t in &self.targets {
+            let Some(known) = resume.boot_ids.get(&t.spec.name) else {
+                continue;
+            };
+            let connect = t.connect(crate::target::ssh::CONNECT_TIMEOUT);
+            let mut cancel = self.cancel.clone();
+            let r = tokio::select! {
+                r = connect => r,
+                _ = cancel.wait_for(|c| *c) => return None,
+            };
+            match r {
+                Ok(_) => {
+                    self.drain_notes();
+                    if let Some(change) = self.take_reboot() {
+                        return Some(BootChange {
+                            reason: format!("{} since the run being resumed", change.reason),
+                            ..change
+                        });
+                    }
+                }
+                Err(e) => {
+                    self.drain_notes();
+                    // Whatever boot it comes back on is the one the run starts again on.
+                    t.set_known_boot_id(None);
+                    return Some(BootChange {
+                        target: t.spec.name.clone(),
+                        old: Some(known.clone()),
+                        new: None,
+                        reason: format!(
+                            "{} does not answer as the run being resumed left it ({}): it may have lost power or rebooted again",
+                            t.spec.name,
+                            first_line(&e.to_string())
                         ),
                     });
                 }
             }
         }
+        None
     }
 
     /// The `run_started` event of this run (or drill: `mode`), with `steps` and `phases` it
@@ -367,6 +473,7 @@ impl<'a> Engine<'a> {
             unattended: self.settings.confirm.is_unattended(),
             started_by: self.settings.started_by.clone(),
             first_step: self.settings.first_step,
+            origin_step: self.settings.resume.as_ref().map(|r| r.origin_step),
             targets: plan
                 .targets
                 .iter()
@@ -391,6 +498,13 @@ impl<'a> Engine<'a> {
     }
 
     /// Walk the plan. Returns how the run ended; every event has been emitted.
+    ///
+    /// A real run whose box reboots under it (its boot id changes, or a resumed run finds it
+    /// rebooted or not answering) starts again from the first step: every step tied to the
+    /// old boot (the kernel-log and filesystem checks, the page-cache drop, every `start` and
+    /// its gate, the smoke tests, and the UPS wait, since a second cut is a new outage) is
+    /// void. Only steps marked `survives_reboot` that were done before are not repeated. At
+    /// most [`MAX_REWINDS`] times; then the run fails.
     pub async fn run(mut self) -> RunOutcome {
         let plan = self.plan;
         let total: usize = plan.phases.iter().map(|p| p.steps.len()).sum();
@@ -403,17 +517,133 @@ impl<'a> Engine<'a> {
             });
         }
 
+        // After a reboot every step tied to the box's boot is void, whether recover did it or
+        // the operator skipped it with `--from` (done by hand, on the old boot): the run starts
+        // again from the first step, and only `survives_reboot` steps done before are kept.
+        let origin = 1;
+        let mut start_at = self.settings.first_step;
+        // Steps before this one were done in this run or an earlier one of its chain.
+        let mut done_before = start_at;
+        let mut rewinds = 0u32;
+        if self.settings.mode == Mode::Run
+            && start_at > origin
+            && let Some(change) = self.reboot_since_resumed_run().await
+        {
+            self.rewound(&change, start_at, origin);
+            start_at = origin;
+        }
+
+        let (mut outcome, failed_step, mut message) = loop {
+            match self.walk(start_at, done_before).await {
+                Walk::Done {
+                    outcome,
+                    failed_step,
+                    message,
+                } => break (outcome, failed_step, message),
+                Walk::Rewind { from_step, change } => {
+                    rewinds += 1;
+                    if rewinds > MAX_REWINDS {
+                        let message = format!(
+                            "{} rebooted {rewinds} times during this run, the last time at step {from_step}: stopping. Check its power and console, then start again: {}",
+                            change.target, self.settings.resume_command
+                        );
+                        break (RunOutcome::Failed, Some(from_step), message);
+                    }
+                    self.rewound(&change, from_step, origin);
+                    done_before = done_before.max(from_step);
+                    start_at = origin;
+                    self.previous_boot = None;
+                }
+            }
+        };
+
+        if outcome == RunOutcome::Success && self.rehearsal_problems > 0 {
+            outcome = RunOutcome::Failed;
+            message = format!(
+                "Rehearsal found {} problem(s): the runbook does not match the target. See the failed steps above.",
+                self.rehearsal_problems
+            );
+        }
+        let stop = self.settings.stop.get();
+        if outcome == RunOutcome::Interrupted {
+            message = format!(
+                "{} at step {}. The remote command was stopped. To continue from this step: {}",
+                stop.map_or("Interrupted", |s| s.describe()),
+                failed_step.unwrap_or(0),
+                self.settings.resume_command
+            );
+        } else if outcome == RunOutcome::Success {
+            message = match self.settings.mode {
+                Mode::Run => format!(
+                    "Recovered in {} of the {} budget.",
+                    crate::plan::fmt_duration(Duration::from_secs(self.elapsed().as_secs())),
+                    crate::plan::fmt_duration(plan.budget)
+                ),
+                Mode::Rehearse => "Rehearsal finished: every read-only step passed.".to_owned(),
+                Mode::Drill => "Drill finished.".to_owned(),
+            };
+        }
+        let resume = matches!(outcome, RunOutcome::Failed | RunOutcome::Interrupted)
+            .then(|| self.settings.resume_command.clone());
+        self.post_failure(outcome, failed_step, &message).await;
+        self.out.emit(Event::RunFinished {
+            outcome,
+            exit_code: i32::from(outcome.exit_after(stop).code()),
+            at: self.at(),
+            budget: plan.budget.as_secs_f64(),
+            failed_step,
+            message,
+            resume,
+        });
+        for t in &self.targets {
+            t.close().await;
+        }
+        outcome
+    }
+
+    /// Say (and journal) that the run starts again, and why.
+    fn rewound(&self, change: &BootChange, from_step: usize, to_step: usize) {
+        self.out.emit(Event::Rewound {
+            target: change.target.clone(),
+            reason: format!(
+                "{}: the steps done on the old boot are void; starting again from step {to_step}",
+                change.reason
+            ),
+            from_step,
+            to_step,
+            old_boot_id: change.old.clone(),
+            new_boot_id: change.new.clone(),
+            at: self.at(),
+        });
+    }
+
+    /// The step before which a real run checks that every unit it starts is healthy: the
+    /// first of the notify steps that end the plan (the "we are back" post must be true), or
+    /// none, and the check comes after the last step.
+    fn verify_before(&self) -> Option<usize> {
+        let steps: Vec<&crate::plan::Step> = self.plan.steps().collect();
+        let trailing = steps
+            .iter()
+            .rev()
+            .take_while(|s| matches!(s.action, crate::plan::Action::Notify { .. }))
+            .last()?;
+        Some(trailing.number)
+    }
+
+    /// One walk of the plan from `start_at`. Steps before it were done before this walk;
+    /// `survives_reboot` steps before `done_before` are not repeated.
+    async fn walk(&mut self, start_at: usize, done_before: usize) -> Walk {
+        let plan = self.plan;
+        let verify_at = (self.settings.mode == Mode::Run).then(|| self.verify_before());
+        let mut verified = false;
         let mut outcome = RunOutcome::Success;
         let mut failed_step = None;
         let mut message = String::new();
+        let mut rewind = None;
 
         'phases: for (pi, phase) in plan.phases.iter().enumerate() {
             let pnum = pi + 1;
-            if phase
-                .steps
-                .iter()
-                .all(|s| s.number < self.settings.first_step)
-            {
+            if phase.steps.iter().all(|s| s.number < start_at) {
                 for s in &phase.steps {
                     self.skipped(pnum, s, "already done before this run");
                 }
@@ -434,7 +664,7 @@ impl<'a> Engine<'a> {
             let overrun = self.watch_window(pnum, &phase.name, phase.window.end);
             let mut phase_result = StepOutcome::Passed;
             for s in &phase.steps {
-                if s.number < self.settings.first_step {
+                if s.number < start_at {
                     self.skipped(pnum, s, "already done before this run");
                     continue;
                 }
@@ -444,12 +674,45 @@ impl<'a> Engine<'a> {
                     phase_result = StepOutcome::Interrupted;
                     break;
                 }
+                if s.survives_reboot && s.number < done_before {
+                    self.skipped(
+                        pnum,
+                        s,
+                        "done before the box rebooted, and it does not depend on the box's boot (survives_reboot: true): not repeated",
+                    );
+                    continue;
+                }
+                if let Some(Some(v)) = verify_at
+                    && !verified
+                    && s.number >= v
+                {
+                    verified = true;
+                    let end = self.verify().await;
+                    self.drain_notes();
+                    if let Some(change) = self.take_reboot() {
+                        rewind = Some((s.number, change));
+                        break;
+                    }
+                    if let Some((step, why)) = end {
+                        outcome = RunOutcome::Failed;
+                        failed_step = Some(step);
+                        phase_result = StepOutcome::Failed;
+                        message = self.not_recovered(&why, step);
+                        break;
+                    }
+                }
                 if let Some(why) = self.not_needed(s) {
                     self.skipped(pnum, s, &why);
                     continue;
                 }
                 let res = self.step(pnum, s).await;
                 self.drain_notes();
+                if !matches!(res.outcome, StepOutcome::Interrupted | StepOutcome::Aborted)
+                    && let Some(change) = self.take_reboot()
+                {
+                    rewind = Some((s.number, change));
+                    break;
+                }
                 match res.outcome {
                     StepOutcome::Passed
                     | StepOutcome::Skipped
@@ -510,52 +773,45 @@ impl<'a> Engine<'a> {
                 window_end: we,
                 result: phase_result,
             });
-            if outcome != RunOutcome::Success {
+            if rewind.is_some() || outcome != RunOutcome::Success {
                 break 'phases;
             }
         }
-
-        if outcome == RunOutcome::Success && self.rehearsal_problems > 0 {
-            outcome = RunOutcome::Failed;
-            message = format!(
-                "Rehearsal found {} problem(s): the runbook does not match the target. See the failed steps above.",
-                self.rehearsal_problems
-            );
+        if let Some((from_step, change)) = rewind {
+            return Walk::Rewind { from_step, change };
         }
-        let stop = self.settings.stop.get();
-        if outcome == RunOutcome::Interrupted {
-            message = format!(
-                "{} at step {}. The remote command was stopped. To continue from this step: {}",
-                stop.map_or("Interrupted", |s| s.describe()),
-                failed_step.unwrap_or(0),
-                self.settings.resume_command
-            );
-        } else if outcome == RunOutcome::Success {
-            message = match self.settings.mode {
-                Mode::Run => format!(
-                    "Recovered in {} of the {} budget.",
-                    crate::plan::fmt_duration(Duration::from_secs(self.elapsed().as_secs())),
-                    crate::plan::fmt_duration(plan.budget)
-                ),
-                Mode::Rehearse => "Rehearsal finished: every read-only step passed.".to_owned(),
-                Mode::Drill => "Drill finished.".to_owned(),
-            };
+        // No notify step ends the plan: the check comes after the last step.
+        if outcome == RunOutcome::Success && verify_at == Some(None) && !self.cancelled() {
+            let end = self.verify().await;
+            self.drain_notes();
+            let last = plan.steps().count();
+            if let Some(change) = self.take_reboot() {
+                return Walk::Rewind {
+                    from_step: last,
+                    change,
+                };
+            }
+            if let Some((step, why)) = end {
+                return Walk::Done {
+                    outcome: RunOutcome::Failed,
+                    failed_step: Some(step),
+                    message: self.not_recovered(&why, step),
+                };
+            }
         }
-        let resume = matches!(outcome, RunOutcome::Failed | RunOutcome::Interrupted)
-            .then(|| self.settings.resume_command.clone());
-        self.out.emit(Event::RunFinished {
+        Walk::Done {
             outcome,
-            exit_code: i32::from(outcome.exit_after(stop).code()),
-            at: self.at(),
-            budget: plan.budget.as_secs_f64(),
             failed_step,
             message,
-            resume,
-        });
-        for t in &self.targets {
-            t.close().await;
         }
-        outcome
+    }
+
+    /// The run's last word when its end check failed.
+    fn not_recovered(&self, why: &str, step: usize) -> String {
+        format!(
+            "Not recovered: at the end of the run {why}. No \"we are back\" was posted. Once the cause is fixed, continue from step {step}: {}",
+            self.settings.resume_command
+        )
     }
 
     /// Why a `when: unclean_shutdown` step is skipped: only when this run's `previous_boot`
@@ -608,36 +864,15 @@ impl<'a> Engine<'a> {
         task.abort_handle()
     }
 
-    /// The abort handler: show the procedure, notify its channel.
+    /// The abort handler: show the procedure (the abort channel is told by the failure post
+    /// at the end of the run).
     async fn abort(&self, s: &crate::plan::Step, reason: &str) {
-        let plan = self.plan;
         self.out.emit(Event::AbortProcedure {
             step: s.number,
             reason: reason.to_owned(),
             step_message: s.abort_message.clone(),
-            message: plan.abort.message.clone(),
+            message: self.plan.abort.message.clone(),
         });
-        if let Some(ch) = &plan.abort.channel {
-            let mut text = format!(
-                "ABORT: {} stopped at step {} ({}) after {}: {}",
-                plan.title,
-                s.number,
-                s.name,
-                crate::plan::fmt_duration(Duration::from_secs(self.elapsed().as_secs())),
-                first_line(reason)
-            );
-            if let Some(m) = &s.abort_message {
-                text.push('\n');
-                text.push_str(m.trim());
-            }
-            let elapsed = crate::plan::fmt_duration(Duration::from_secs(self.elapsed().as_secs()));
-            text.push_str("\nThe abort procedure is being followed:\n");
-            text.push_str(&first_paragraph(
-                &plan.abort.message.replace("{{ run.elapsed }}", &elapsed),
-            ));
-            self.notify(ch, &text, crate::plan::DEFAULT_NOTIFY_TIMEOUT)
-                .await;
-        }
     }
 }
 
@@ -656,6 +891,11 @@ pub(crate) fn first_paragraph(procedure: &str) -> String {
     } else {
         format!("{first}\n(see the binder)")
     }
+}
+
+/// The first 8 characters of a boot id, enough to tell two apart in a line.
+pub(crate) fn short_id(id: &str) -> String {
+    id.chars().take(8).collect()
 }
 
 pub(crate) fn first_line(s: &str) -> String {

@@ -22,7 +22,7 @@ impl Engine<'_> {
             step: s.number,
             phase,
             name: s.name.clone(),
-            kind: s.action.kind().name().to_owned(),
+            kind: s.action.kind(),
             target,
             mutates: s.mutates,
             command: describe(s),
@@ -73,6 +73,9 @@ impl Engine<'_> {
         } else if res.outcome == StepOutcome::Failed {
             match s.on_fail {
                 OnFail::Stop => {}
+                // A box that went away did not fail the check: the run says how to go on
+                // (and starts again by itself when it sees the box rebooted).
+                OnFail::Abort if res.connection_lost || self.reboot_pending() => {}
                 OnFail::Abort => res.outcome = StepOutcome::Aborted,
                 OnFail::Continue => res.outcome = StepOutcome::FailedContinued,
             }
@@ -90,6 +93,7 @@ impl Engine<'_> {
             stderr: res.stderr.as_deref().and_then(truncate),
             waited: res.waited,
         });
+        self.failure.step_ended(s.number, &res);
         res
     }
 
@@ -282,8 +286,9 @@ impl Engine<'_> {
         }
     }
 
-    /// An unattended run at a manual step: nobody is asked. `skip` goes on, the journal and
-    /// the abort channel saying that nobody confirmed the step; `abort` stops the run here.
+    /// An unattended run at a manual step: nobody is asked. `skip` goes on, the journal saying
+    /// that nobody confirmed the step, and the failure post at the end of the run; `abort`
+    /// stops the run here.
     async fn nobody_to_confirm(
         &mut self,
         s: &Step,
@@ -302,17 +307,7 @@ impl Engine<'_> {
                         super::first_line(text)
                     ),
                 });
-                if let Some(ch) = self.plan.abort.channel.clone() {
-                    let post = format!(
-                        "{}: step {} ({}) was NOT confirmed by anyone: unattended run, `unattended: skip`; the recovery goes on. Check by hand: {}",
-                        self.plan.title,
-                        s.number,
-                        s.name,
-                        text.trim_end()
-                    );
-                    self.notify(&ch, &post, crate::plan::DEFAULT_NOTIFY_TIMEOUT)
-                        .await;
-                }
+                self.failure.unconfirmed(s, text);
                 StepResult::with(StepOutcome::Skipped, reason)
             }
             Some(Unattended::Abort) => StepResult::with(
@@ -340,7 +335,7 @@ impl Engine<'_> {
             if n > 1 {
                 res.waited = Some(before.as_secs_f64());
             }
-            if res.outcome != StepOutcome::Failed || self.cancelled() {
+            if res.outcome != StepOutcome::Failed || self.cancelled() || self.reboot_pending() {
                 return res;
             }
             let Some(r) = s.retry else { return res };
@@ -376,6 +371,11 @@ impl Engine<'_> {
             Err(ExecError::Interrupted) => {
                 StepResult::with(StepOutcome::Interrupted, "interrupted")
             }
+            Err(e @ (ExecError::Connect { .. } | ExecError::Lost { .. })) => {
+                let mut res = StepResult::with(StepOutcome::Failed, e.to_string());
+                res.connection_lost = true;
+                res
+            }
             Err(e) => StepResult::with(StepOutcome::Failed, e.to_string()),
         };
         if matches!(s.action, Action::DropCaches(_)) && res.outcome == StepOutcome::Passed {
@@ -408,7 +408,11 @@ impl Engine<'_> {
         let mut cancel = self.cancel.clone();
         let out = self.out.clone();
         let number = s.number;
-        let mut progress = move |line: String| out.emit(Event::StepProgress { step: number, line });
+        let seen = self.failure.seen(number);
+        let mut progress = move |line: String| {
+            seen.push(&line);
+            out.emit(Event::StepProgress { step: number, line })
+        };
         let exec = t.exec(
             &c.wire,
             c.kill.as_deref(),
@@ -433,7 +437,11 @@ impl Engine<'_> {
         let mut cancel = self.cancel.clone();
         let out = self.out.clone();
         let number = s.number;
-        let mut progress = move |line: String| out.emit(Event::StepProgress { step: number, line });
+        let seen = self.failure.seen(number);
+        let mut progress = move |line: String| {
+            seen.push(&line);
+            out.emit(Event::StepProgress { step: number, line })
+        };
         match local::run(&c.script, s.timeout, &mut cancel, &mut progress).await {
             Ok(f) => finished_result(s, &f),
             Err(ExecError::Interrupted) => {

@@ -5,20 +5,44 @@ use super::history::HistoryRow;
 use super::view::{self, short_sha};
 use crate::duration::{clock, duration, span};
 
-/// A table cell: one line, pipes escaped, long text cut.
+/// A table cell (or a list item's text): one line, long text cut, and nothing in it read as
+/// Markdown or HTML: a step name or reason from the journal may hold anything (`<script>`,
+/// `[a link](…)`, `**`, a `|` that would end the cell).
 fn cell(s: &str) -> String {
+    escape(&cut(s))
+}
+
+/// Markdown's inline punctuation backslash-escaped, `&`, `<` and `>` as entities.
+fn escape(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '\\' | '`' | '*' | '_' | '[' | ']' | '|' | '~' => {
+                o.push('\\');
+                o.push(c);
+            }
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+/// One line, cut to 240 characters.
+fn cut(s: &str) -> String {
     let one: String = s
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
     let one = one.trim();
     let cut: String = one.chars().take(240).collect();
-    let cut = if cut.len() < one.len() {
+    if cut.len() < one.len() {
         format!("{cut}…")
     } else {
         cut
-    };
-    cut.replace('|', "\\|")
+    }
 }
 
 pub fn markdown(r: &Report) -> String {
@@ -164,5 +188,25 @@ pub(super) fn sha_cell(h: &HistoryRow) -> String {
         Some(true) => format!("{sha} CHANGED"),
         Some(false) => format!("{sha} same"),
         None => sha,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cell_is_never_read_as_markdown_or_html() {
+        let hostile = "<script>alert(1)</script> [x](http://evil) **b** `c` a|b \\ _u_ ~~s~~ &amp;";
+        let c = cell(hostile);
+        for bad in ["<script", "x](", "**", "`c`", "a|b", "_u_", "~~", "&amp;amp"] {
+            if bad == "&amp;amp" {
+                assert!(c.contains("&amp;amp;"), "{c}");
+            } else {
+                assert!(!c.contains(bad), "{bad} in {c}");
+            }
+        }
+        assert_eq!(cell("wait_ssh | 5"), "wait\\_ssh \\| 5");
+        assert_eq!(cell("line\nbreak"), "line break");
     }
 }

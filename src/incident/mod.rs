@@ -66,12 +66,8 @@ impl Report {
         let steps = self.incident.steps();
         TimeSplit::with_retries(
             self.incident.wall(),
-            steps.iter().filter(|s| s.ran()).map(|s| {
-                (
-                    s.kind.as_str(),
-                    s.duration.unwrap_or(0.0),
-                    s.waited.unwrap_or(0.0),
-                )
+            steps.iter().filter(|s| s.ran()).filter_map(|s| {
+                Some((s.kind?, s.duration.unwrap_or(0.0), s.waited.unwrap_or(0.0)))
             }),
         )
     }

@@ -63,8 +63,8 @@ pub struct Step {
     pub number: usize,
     pub phase: usize,
     pub name: String,
-    /// `run`, `wait_ssh`, `start`, ...; empty for a step only seen finishing (a skipped one).
-    pub kind: String,
+    /// `run`, `wait_ssh`, `start`, ...; `None` for a step only seen finishing (a skipped one).
+    pub kind: Option<crate::runbook::model::Kind>,
     pub target: String,
     pub mutates: bool,
     pub command: Option<String>,
@@ -226,12 +226,16 @@ impl Incident {
     /// segment's record of it.
     pub fn steps(&self) -> Vec<&Step> {
         let mut out: Vec<&Step> = Vec::new();
+        let mut at: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
         for seg in &self.segments {
             for s in &seg.steps {
-                match out.iter().position(|o| o.number == s.number) {
+                match at.get(&s.number).copied() {
                     Some(i) if s.outcome == Some(StepOutcome::Skipped) && out[i].ran() => {}
                     Some(i) => out[i] = s,
-                    None => out.push(s),
+                    None => {
+                        at.insert(s.number, out.len());
+                        out.push(s);
+                    }
                 }
             }
         }

@@ -198,11 +198,12 @@ fn place(recs: &[Rec]) -> Vec<f64> {
     for (i, r) in recs.iter().enumerate() {
         let at = r.at.or_else(|| {
             let ts = r.ts?;
-            let (_, a, t) = anchors
-                .iter()
-                .rev()
-                .find(|(j, _, _)| *j < i)
-                .or_else(|| anchors.iter().find(|(j, _, _)| *j > i))?;
+            // The anchors are in order: the last one before `i`, else the first after it.
+            let k = anchors.partition_point(|(j, _, _)| *j < i);
+            let (_, a, t) = k
+                .checked_sub(1)
+                .and_then(|k| anchors.get(k))
+                .or_else(|| anchors.get(k))?;
             let delta = ts.signed_duration_since(*t).num_milliseconds() as f64 / 1000.0;
             Some((a + delta).max(0.0))
         });
@@ -384,7 +385,7 @@ fn apply(run: &mut Run, e: &Event, at: f64) {
             number: *step,
             phase: *phase,
             name: name.clone(),
-            kind: kind.clone(),
+            kind: Some(*kind),
             target: target.clone(),
             mutates: *mutates,
             command: command.clone(),
@@ -418,7 +419,7 @@ fn apply(run: &mut Run, e: &Event, at: f64) {
                     number: *step,
                     phase: *phase,
                     name: name.clone(),
-                    kind: String::new(),
+                    kind: None,
                     target: String::new(),
                     mutates: false,
                     command: None,
@@ -439,6 +440,33 @@ fn apply(run: &mut Run, e: &Event, at: f64) {
             s.reason = reason.clone();
             s.waited = waited.filter(|w| w.is_finite() && *w >= 0.0);
         }
+        Event::Rewound {
+            reason, from_step, ..
+        } => mark(
+            run,
+            Some(*from_step),
+            MarkKind::Warning {
+                message: format!("starting again: {reason}"),
+            },
+        ),
+        Event::Verified { ok: true, .. } => {}
+        Event::Verified {
+            ok: false, units, ..
+        } => mark(
+            run,
+            None,
+            MarkKind::Warning {
+                message: format!(
+                    "end check failed: {}",
+                    units
+                        .iter()
+                        .filter(|u| !u.healthy)
+                        .map(|u| format!("{} {}", u.unit, u.state))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+            },
+        ),
         Event::Warning { step, message } => mark(
             run,
             *step,

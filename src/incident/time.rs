@@ -2,6 +2,7 @@
 //! operator, and `recover`'s own overhead. Shared by the report and the end-of-run summary.
 
 use crate::duration::duration;
+use crate::runbook::model::Kind;
 
 /// What a step's time is spent on, by its kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,11 +17,17 @@ pub enum Share {
 }
 
 impl Share {
-    pub fn of(kind: &str) -> Share {
+    pub fn of(kind: Kind) -> Share {
         match kind {
-            "wait_ssh" | "start" | "ups" => Share::Waiting,
-            "manual" => Share::Operator,
-            _ => Share::Commands,
+            Kind::WaitSsh | Kind::Start | Kind::Ups => Share::Waiting,
+            Kind::Manual => Share::Operator,
+            Kind::Run
+            | Kind::Local
+            | Kind::DropCaches
+            | Kind::PreviousBoot
+            | Kind::Http
+            | Kind::Notify
+            | Kind::PowerOn => Share::Commands,
         }
     }
 }
@@ -37,7 +44,7 @@ pub struct TimeSplit {
 
 impl TimeSplit {
     /// The split of `wall` seconds given each step that ran, as (kind, seconds).
-    pub fn of<'a>(wall: f64, steps: impl IntoIterator<Item = (&'a str, f64)>) -> TimeSplit {
+    pub fn of(wall: f64, steps: impl IntoIterator<Item = (Kind, f64)>) -> TimeSplit {
         TimeSplit::with_retries(wall, steps.into_iter().map(|(k, s)| (k, s, 0.0)))
     }
 
@@ -45,10 +52,7 @@ impl TimeSplit {
     /// its last attempt). A retried command (`retry:` on `run`, `local`, `http`) is waiting on
     /// the box until its last attempt (the failed attempts, the pauses between them: the model
     /// still loading, the endpoint not up yet); only the last attempt is the command's work.
-    pub fn with_retries<'a>(
-        wall: f64,
-        steps: impl IntoIterator<Item = (&'a str, f64, f64)>,
-    ) -> TimeSplit {
+    pub fn with_retries(wall: f64, steps: impl IntoIterator<Item = (Kind, f64, f64)>) -> TimeSplit {
         let clean = |s: f64| if s.is_finite() { s.max(0.0) } else { 0.0 };
         let mut t = TimeSplit::default();
         for (kind, secs, waited) in steps {
@@ -107,15 +111,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_kind_has_its_share_by_name_and_the_event_names_round_trip() {
+        for k in Kind::ALL {
+            assert_eq!(Kind::from_name(k.name()), Some(k));
+            let json = serde_json::to_string(&k).unwrap();
+            assert_eq!(json, format!("\"{}\"", k.name()));
+        }
+        assert_eq!(Share::of(Kind::Ups), Share::Waiting);
+        assert_eq!(Share::of(Kind::PowerOn), Share::Commands);
+        assert_eq!(Share::of(Kind::Manual), Share::Operator);
+    }
+
+    #[test]
     fn steps_are_shared_by_kind_and_the_rest_is_overhead() {
         let t = TimeSplit::of(
             100.0,
             [
-                ("manual", 20.0),
-                ("wait_ssh", 30.0),
-                ("run", 5.0),
-                ("start", 40.0),
-                ("http", 1.5),
+                (Kind::Manual, 20.0),
+                (Kind::WaitSsh, 30.0),
+                (Kind::Run, 5.0),
+                (Kind::Start, 40.0),
+                (Kind::Http, 1.5),
             ],
         );
         assert_eq!(t.operator, 20.0);
@@ -136,10 +152,10 @@ mod tests {
         let t = TimeSplit::with_retries(
             50.0,
             [
-                ("http", 42.0, 40.0),
-                ("run", 3.0, 0.0),
-                ("run", 1.0, f64::NAN),
-                ("local", 2.0, 9.0),
+                (Kind::Http, 42.0, 40.0),
+                (Kind::Run, 3.0, 0.0),
+                (Kind::Run, 1.0, f64::NAN),
+                (Kind::Local, 2.0, 9.0),
             ],
         );
         assert_eq!(
@@ -152,7 +168,14 @@ mod tests {
 
     #[test]
     fn nonsense_durations_do_not_make_negative_shares() {
-        let t = TimeSplit::of(1.0, [("run", f64::NAN), ("run", -3.0), ("manual", 5.0)]);
+        let t = TimeSplit::of(
+            1.0,
+            [
+                (Kind::Run, f64::NAN),
+                (Kind::Run, -3.0),
+                (Kind::Manual, 5.0),
+            ],
+        );
         assert_eq!(t.commands, 0.0);
         assert_eq!(t.overhead, 0.0);
         assert_eq!(TimeSplit::default().percent(0.0), "-");

@@ -134,7 +134,7 @@ pub fn phase_rows(r: &Report) -> Vec<PhaseRow> {
     let inc = &r.incident;
     let phases = inc.phases();
     let end = inc.end_at();
-    let mut seen: Vec<String> = Vec::new();
+    let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     let last_seen = phases.iter().map(|p| p.number).max().unwrap_or(0);
     let not_reached = (last_seen + 1..=inc.last().phases_total).map(|n| PhaseRow {
         number: n,
@@ -149,8 +149,8 @@ pub fn phase_rows(r: &Report) -> Vec<PhaseRow> {
     phases
         .iter()
         .map(|p| {
-            let nth = seen.iter().filter(|n| **n == p.name).count();
-            seen.push(p.name.clone());
+            let nth = seen.get(&p.name).copied().unwrap_or(0);
+            *seen.entry(p.name.clone()).or_insert(0) += 1;
             let ended = p.ended.unwrap_or(end);
             let took = ended - p.started;
             let result = match p.result {
@@ -209,12 +209,12 @@ pub struct StepRow {
 
 pub fn step_rows(r: &Report) -> Vec<StepRow> {
     let steps = r.incident.steps();
-    let mut seen: Vec<&str> = Vec::new();
+    let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     steps
         .iter()
         .map(|s| {
-            let nth = seen.iter().filter(|n| **n == s.name).count();
-            seen.push(&s.name);
+            let nth = seen.get(s.name.as_str()).copied().unwrap_or(0);
+            *seen.entry(&s.name).or_insert(0) += 1;
             StepRow {
                 number: s.number,
                 name: s.name.clone(),

@@ -321,6 +321,7 @@ impl Resolver<'_> {
             abort_message,
             expected: s.expected.clone().unwrap_or_default(),
             when_unclean,
+            survives_reboot: s.survives_reboot.as_ref().is_some_and(|k| k.value),
             pos: spos,
             sudo_check: None,
         };
@@ -414,6 +415,19 @@ impl Resolver<'_> {
                     a_kind(kind)
                 ),
                 "remove `unattended`; an unattended run does every other step as written",
+            );
+        }
+        if let (false, Some(k)) = (
+            matches!(kind, Kind::Manual | Kind::Local),
+            &s.survives_reboot,
+        ) {
+            self.err(
+                self.key_at(spos, "survives_reboot", Pos::of(&k.referenced)),
+                format!(
+                    "`survives_reboot` does not apply to {} step: what it does is tied to the box's boot (or to the outage), and runs again after a reboot",
+                    a_kind(kind)
+                ),
+                "remove `survives_reboot`; only a manual or local step (the management host's side) can be kept across a reboot of the box",
             );
         }
         if let (Kind::WaitSsh, Some(t)) = (kind, &s.timeout) {

@@ -8,7 +8,7 @@ use crate::runbook::{Field, Loaded};
 pub fn lint(loaded: &Loaded, plan: &Plan) -> Vec<Problem> {
     let src = &loaded.source;
     let mut out = Vec::new();
-    let steps: Vec<_> = plan.phases.iter().flat_map(|p| p.steps.iter()).collect();
+    let steps: Vec<_> = plan.steps().collect();
 
     // Starting services before the page cache is dropped defeats the drop.
     if let Some(drop) = steps
@@ -84,6 +84,24 @@ pub fn lint(loaded: &Loaded, plan: &Plan) -> Vec<Problem> {
                     .help("read it from the environment: `webhook: \"{{ env.RECOVER_WEBHOOK }}\"`, so it never lands in the journal, a printout or git"),
             );
         }
+    }
+
+    // A run that fails, aborts or is stopped is posted to the failure channels: with channels
+    // but none of them for failures, nobody would be told.
+    if let Some((name, _)) = loaded.runbook.notify.iter().next()
+        && crate::engine::failure::failure_channels(plan).is_empty()
+    {
+        out.push(
+            Problem::warning(
+                loaded.source_of(&Field::Webhook(name.value.clone())),
+                Pos::of(&name.referenced),
+                "no channel gets the failure post: a run that fails, aborts or is stopped tells nobody",
+            )
+            .help(format!(
+                "name a channel in `abort: {{ notify: {} }}`, or mark one `failures: true`",
+                name.value
+            )),
+        );
     }
 
     // Gaps in the timeline: time nobody planned for.

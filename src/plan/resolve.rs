@@ -504,6 +504,7 @@ pub fn resolve(loaded: &Loaded, opts: &Options) -> Result<Plan, Vec<Problem>> {
             name: cname.value.clone(),
             url,
             format: c.format.unwrap_or(Format::Json),
+            failures: c.failures.unwrap_or(false),
         });
     }
 

@@ -29,6 +29,19 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Every step, in order, across the phases.
+    pub fn steps(&self) -> impl Iterator<Item = &Step> {
+        self.phases.iter().flat_map(|p| &p.steps)
+    }
+
+    /// The `start` steps, in order, with the unit each starts.
+    pub fn started_units(&self) -> impl Iterator<Item = (&Step, &str)> {
+        self.steps().filter_map(|s| match &s.action {
+            Action::Start { unit, .. } => Some((s, unit.as_str())),
+            _ => None,
+        })
+    }
+
     /// The name this runbook's records go by (journal file names, the rehearsal and drill
     /// records, `report --last` and `--history`): see [`state_key`].
     pub fn state_key(&self) -> String {
@@ -134,6 +147,8 @@ pub struct ChannelSpec {
     pub name: String,
     pub url: String,
     pub format: Format,
+    /// `failures: true`: the failure post goes here (instead of the abort channel).
+    pub failures: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -169,6 +184,10 @@ pub struct Step {
     /// `when: unclean_shutdown`: the number of the earlier `previous_boot` step whose verdict
     /// decides; the step is skipped (and says so) only when that step found a clean shutdown.
     pub when_unclean: Option<usize>,
+    /// `survives_reboot: true` (manual and local steps only): when the box rebooted under the
+    /// run, the run starts again from its beginning but does not repeat this step if it was
+    /// done before.
+    pub survives_reboot: bool,
     /// What `rehearse` does with it.
     pub rehearse: Rehearse,
     /// Rehearsal's `sudo -n -l` of every command the step runs with sudo (it runs nothing):

@@ -38,10 +38,10 @@ pub struct Record {
 pub fn save(state: &StateDir, r: &Record) -> std::io::Result<PathBuf> {
     let p = state.rehearsal(&r.runbook);
     if let Some(d) = p.parent() {
-        std::fs::create_dir_all(d)?;
+        crate::private::create_dir_all(d)?;
     }
     let tmp = p.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_string_pretty(r).unwrap_or_default())?;
+    crate::private::write(&tmp, serde_json::to_string_pretty(r).unwrap_or_default())?;
     std::fs::rename(&tmp, &p)?;
     Ok(p)
 }

@@ -20,11 +20,11 @@ use std::io::IsTerminal;
 
 use indicatif::MultiProgress;
 
-pub use fmt::{clock, duration, span, window};
+pub use fmt::{clean, clock, duration, one_line, span, window};
 pub use json::{Json, record, record_at};
 pub use plain::Plain;
 pub use summary::Summary;
-pub use tty::Tty;
+pub use tty::{Tty, no_color};
 
 use crate::engine::event::{Event, Fanout, Sink};
 

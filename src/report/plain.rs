@@ -95,6 +95,7 @@ impl<W: Write + Send> Plain<W> {
                 unattended,
                 started_by,
                 first_step,
+                origin_step: _,
                 targets,
                 files,
             } => {
@@ -146,15 +147,18 @@ impl<W: Write + Send> Plain<W> {
                 boot_id,
                 reconnect,
             } => vec![format!(
-                "{} to {target} ({destination}), boot id {boot_id}",
+                "{} to {target} ({destination}), boot id {}",
                 if *reconnect {
                     "reconnected"
                 } else {
                     "connected"
-                }
+                },
+                one_line(boot_id)
             )],
             Event::BootIdChanged { target, old, new } => vec![format!(
-                "WARNING {target} rebooted: boot id was {old}, now {new}"
+                "WARNING {target} rebooted: boot id was {}, now {}",
+                one_line(old),
+                one_line(new)
             )],
             Event::ConnectionLost { target, error } => {
                 vec![format!("connection to {target} lost: {}", one_line(error))]
@@ -211,10 +215,29 @@ impl<W: Write + Send> Plain<W> {
                     self.commands.insert(*step, c.clone());
                 }
                 self.progress.remove(step);
-                let on = match kind.as_str() {
-                    "manual" | "local" | "http" | "notify" => String::new(),
-                    _ if target.is_empty() => String::new(),
-                    _ => format!(" on {target}"),
+                // Where it runs: the management host's own kinds name no target.
+                use crate::runbook::model::Kind;
+                let on = match kind {
+                    Kind::Manual
+                    | Kind::Local
+                    | Kind::Http
+                    | Kind::Notify
+                    | Kind::Ups
+                    | Kind::PowerOn => String::new(),
+                    Kind::Run
+                    | Kind::WaitSsh
+                    | Kind::DropCaches
+                    | Kind::PreviousBoot
+                    | Kind::Start
+                        if !target.is_empty() =>
+                    {
+                        format!(" on {target}")
+                    }
+                    Kind::Run
+                    | Kind::WaitSsh
+                    | Kind::DropCaches
+                    | Kind::PreviousBoot
+                    | Kind::Start => String::new(),
                 };
                 vec![format!(
                     "step {step} start: {name} ({kind}{on}, timeout {})",
@@ -300,6 +323,30 @@ impl<W: Write + Send> Plain<W> {
             } => vec![format!(
                 "REMEDY (step {step}): {unit} active again with main pid {new_pid} after {after:.1}s"
             )],
+            Event::Rewound { reason, .. } => vec![format!("STARTING AGAIN: {}", one_line(reason))],
+            Event::Verified { ok, units, .. } => {
+                let mut v = vec![if *ok {
+                    format!(
+                        "end check: all {} units the runbook starts are active and healthy",
+                        units.len()
+                    )
+                } else {
+                    "END CHECK FAILED: not every unit the runbook starts is healthy".to_owned()
+                }];
+                v.extend(units.iter().filter(|u| !u.healthy).map(|u| {
+                    format!(
+                        "  | {} (step {}): {}{}",
+                        clean(&u.unit),
+                        u.step,
+                        one_line(&u.state),
+                        u.probe
+                            .as_deref()
+                            .map(|p| format!(", probe: {}", one_line(p)))
+                            .unwrap_or_default()
+                    )
+                }));
+                v
+            }
             Event::Warning { step, message } => {
                 let on = step.map(|s| format!(" (step {s})")).unwrap_or_default();
                 let text = clean(message);

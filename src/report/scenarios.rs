@@ -238,6 +238,7 @@ impl Script {
             unattended: false,
             started_by: None,
             first_step,
+            origin_step: from.map(|_| 1),
             targets: vec![TargetInfo {
                 name: "spark".into(),
                 destination: "ops@spark.local".into(),
@@ -295,7 +296,7 @@ impl Script {
             step: n,
             phase,
             name: name.into(),
-            kind: kind.into(),
+            kind: crate::runbook::model::Kind::from_name(kind).expect("a step kind"),
             target: "spark".into(),
             mutates,
             command: command.map(String::from),
@@ -522,7 +523,13 @@ pub fn failure() -> Vec<Event> {
             Some("{\"detail\":\"starting\"}\n503\n"),
             Some("curl: (7) Failed to connect to spark.local port 8080 after 2 ms: Connection refused\n"),
         )
-        .end_phase(3, StepOutcome::Failed);
+        .end_phase(3, StepOutcome::Failed)
+        .push(Event::Notified {
+            channel: "operators".into(),
+            ok: true,
+            attempts: 1,
+            error: None,
+        });
     s.finish(
         RunOutcome::Failed,
         "Step 13 (start dispatcher.service) failed: fix the unit on spark, then resume.",
@@ -557,13 +564,13 @@ pub fn abort() -> Vec<Event> {
             ),
             message: ABORT_MESSAGE.into(),
         })
+        .end_phase(2, StepOutcome::Aborted)
         .push(Event::Notified {
             channel: "operators".into(),
             ok: true,
             attempts: 1,
             error: None,
-        })
-        .end_phase(2, StepOutcome::Aborted);
+        });
     s.finish(
         RunOutcome::Aborted,
         "Aborted at step 5: off the 30-minute timeline; follow the abort procedure above.",
@@ -586,7 +593,13 @@ pub fn interrupted() -> Vec<Event> {
             None,
             None,
         )
-        .end_phase(3, StepOutcome::Interrupted);
+        .end_phase(3, StepOutcome::Interrupted)
+        .push(Event::Notified {
+            channel: "operators".into(),
+            ok: true,
+            attempts: 1,
+            error: None,
+        });
     s.finish(
         RunOutcome::Interrupted,
         "Interrupted at step 11 (start vllm-qwen36.service); the journal is complete.",

@@ -18,9 +18,9 @@ pub struct Summary {
     outcomes: Vec<StepOutcome>,
     end: Option<(RunOutcome, f64)>,
     /// Each started step's kind, for where the time went.
-    kinds: Vec<(usize, String)>,
+    kinds: Vec<(usize, crate::runbook::model::Kind)>,
     /// (kind, seconds, seconds before its last attempt) of every step that ran.
-    ran: Vec<(String, f64, f64)>,
+    ran: Vec<(crate::runbook::model::Kind, f64, f64)>,
     /// Where this run's timeline began (later than 0 for a resumed run).
     first_at: Option<f64>,
     /// Every remedy a gate applied, in order, with the unit's return when it was seen.
@@ -213,8 +213,7 @@ impl Summary {
             return None;
         }
         let wall = end - self.first_at.unwrap_or(0.0);
-        let split =
-            TimeSplit::with_retries(wall, self.ran.iter().map(|(k, d, w)| (k.as_str(), *d, *w)));
+        let split = TimeSplit::with_retries(wall, self.ran.iter().copied());
         Some(format!("Time   {}", split.line()))
     }
 
@@ -396,7 +395,7 @@ impl Sink for Summary {
             }
             Event::StepStarted { step, kind, at, .. } => {
                 self.first_at.get_or_insert(*at);
-                self.kinds.push((*step, kind.clone()));
+                self.kinds.push((*step, *kind));
             }
             Event::StepFinished {
                 step,
@@ -410,8 +409,7 @@ impl Sink for Summary {
                 if let Some((_, kind)) = started
                     && !matches!(outcome, StepOutcome::Skipped | StepOutcome::WouldRun)
                 {
-                    self.ran
-                        .push((kind.clone(), *duration, waited.unwrap_or(0.0)));
+                    self.ran.push((*kind, *duration, waited.unwrap_or(0.0)));
                 }
             }
             Event::RunFinished {

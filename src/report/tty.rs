@@ -106,8 +106,9 @@ fn st() -> Style {
     Style::new().for_stderr()
 }
 
-/// `true` when `NO_COLOR` is set to something: https://no-color.org
-fn no_color() -> bool {
+/// `true` when `NO_COLOR` is set to something (https://no-color.org: set but empty does not
+/// count). The one reading of it: the live view and the diagnostics agree.
+pub fn no_color() -> bool {
     std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
 }
 
@@ -538,7 +539,7 @@ impl Sink for Tty {
                 };
                 let l = format!(
                     "  ● {verb} to {target} ({destination}), boot id {}",
-                    boot_id.get(..8).unwrap_or(boot_id)
+                    short_id(boot_id)
                 );
                 self.print(fit(&st().dim().apply_to(l).to_string(), self.width()));
                 self.step.set_message("");
@@ -546,8 +547,8 @@ impl Sink for Tty {
             Event::BootIdChanged { target, old, new } => {
                 let l = format!(
                     "  ! {target} REBOOTED: boot id {} → {}",
-                    old.get(..8).unwrap_or(old),
-                    new.get(..8).unwrap_or(new)
+                    short_id(old),
+                    short_id(new)
                 );
                 self.print(st().yellow().bold().apply_to(l).to_string());
             }
@@ -665,6 +666,39 @@ impl Sink for Tty {
                 );
                 self.print(format!("  {}", st().magenta().apply_to(text)));
             }
+            Event::Rewound { reason, .. } => {
+                let text = format!("↺ STARTING AGAIN: {}", clean(reason).trim());
+                for l in wrap(&text, self.width().saturating_sub(2)) {
+                    self.print(format!("  {}", st().yellow().bold().apply_to(l)));
+                }
+            }
+            Event::Verified { ok, units, .. } => {
+                if *ok {
+                    let l = format!(
+                        "  ✓ end check: all {} units active and healthy",
+                        units.len()
+                    );
+                    self.print(st().green().apply_to(l).to_string());
+                } else {
+                    let l = "  ✗ END CHECK FAILED: not every unit is healthy";
+                    self.print(st().red().bold().apply_to(l).to_string());
+                    for u in units.iter().filter(|u| !u.healthy) {
+                        let text = format!(
+                            "{} (step {}): {}{}",
+                            clean(&u.unit),
+                            u.step,
+                            one_line(&u.state),
+                            u.probe
+                                .as_deref()
+                                .map(|p| format!(", probe: {}", one_line(p)))
+                                .unwrap_or_default()
+                        );
+                        for l in wrap(&text, self.width().saturating_sub(6)) {
+                            self.print(format!("      {}", st().red().apply_to(l)));
+                        }
+                    }
+                }
+            }
             Event::Warning { step, message } => {
                 let on = step.map(|s| format!(" (step {s})")).unwrap_or_default();
                 let text = format!("! warning{on}: {}", clean(message).trim());
@@ -708,6 +742,11 @@ impl Sink for Tty {
             } => self.run_finished(*outcome, *exit_code, message, resume.as_deref()),
         }
     }
+}
+
+/// The first 8 characters of a boot id, cleaned (a journal's may be anything).
+fn short_id(id: &str) -> String {
+    one_line(id).chars().take(8).collect()
 }
 
 #[cfg(test)]

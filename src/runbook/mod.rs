@@ -3,6 +3,7 @@
 pub mod diag;
 pub mod model;
 pub mod overlay;
+pub mod remedy;
 pub mod validate;
 
 pub use overlay::Field;
@@ -70,6 +71,19 @@ impl Loaded {
 }
 
 /// Why a runbook could not be read at all (as opposed to what is wrong inside it).
+/// Why a runbook could not be loaded: this layer's own error, so that loading YAML depends on
+/// nothing above it. The crate's [`crate::Error`] wraps it (`From`), with the same words.
+#[derive(Debug)]
+pub enum LoadError {
+    /// The file has errors: each a diagnostic with file:line:column.
+    Runbook {
+        path: PathBuf,
+        problems: Vec<diag::Problem>,
+    },
+    /// The file cannot be read.
+    Unreadable { path: PathBuf, source: ReadError },
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
     #[error("cannot read runbook {path}: {}", describe_io(source))]
@@ -97,15 +111,15 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Read and parse a runbook file (and what it extends). Problems carry file, line, column and
 /// a fix.
-pub fn load(path: &Path) -> Result<Loaded, crate::Error> {
+pub fn load(path: &Path) -> Result<Loaded, LoadError> {
     load_with(path, &[])
 }
 
 /// Read a runbook file, then lay each `--overlay` file over it, the last one winning.
-pub fn load_with(path: &Path, overlays: &[PathBuf]) -> Result<Loaded, crate::Error> {
+pub fn load_with(path: &Path, overlays: &[PathBuf]) -> Result<Loaded, LoadError> {
     let as_error = |path: &Path| {
         let path = path.to_path_buf();
-        move |problems| crate::Error::Runbook { path, problems }
+        move |problems| LoadError::Runbook { path, problems }
     };
     let bytes = read(path)?;
     let mut loaded = parse_bytes(path, &bytes).map_err(as_error(path))?;
@@ -118,8 +132,8 @@ pub fn load_with(path: &Path, overlays: &[PathBuf]) -> Result<Loaded, crate::Err
 }
 
 /// A file's bytes.
-fn read(path: &Path) -> Result<Vec<u8>, crate::Error> {
-    std::fs::read(path).map_err(|source| crate::Error::Unreadable {
+fn read(path: &Path) -> Result<Vec<u8>, LoadError> {
+    std::fs::read(path).map_err(|source| LoadError::Unreadable {
         path: path.to_path_buf(),
         source: ReadError::Io {
             path: path.display().to_string(),

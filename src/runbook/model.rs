@@ -83,7 +83,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "`{t}` has no unit\nwrite {t}s, {t}m or {t}h: durations always carry a unit"
         ));
     }
-    humantime::parse_duration(t).map_err(|e| match e {
+    let d = humantime::parse_duration(t).map_err(|e| match e {
         humantime::DurationError::UnknownUnit { unit, .. } if !unit.is_empty() => {
             format!("`{t}` is not a duration: `{unit}` is not a unit\n{HOW}")
         }
@@ -91,8 +91,19 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             format!("`{t}` is too long a duration\n{HOW}")
         }
         _ => format!("`{t}` is not a duration\n{HOW}"),
-    })
+    })?;
+    if d > MAX_DURATION {
+        return Err(format!(
+            "`{t}` is too long a duration: the longest is 365d\n{HOW}"
+        ));
+    }
+    Ok(d)
 }
+
+/// The longest duration a runbook may write (a timeout, a budget, a window): a year. A
+/// deadline this far ahead still fits an `Instant` on every platform; `1000000000h` would
+/// overflow it and panic the run.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
 
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -364,6 +375,9 @@ pub struct Channel {
     #[schemars(with = "String")]
     pub webhook: Spanned<String>,
     pub format: Option<Format>,
+    /// `failures: true`: this channel gets the failure post (a run that failed, aborted, was
+    /// interrupted, or skipped a manual step unattended) instead of the abort channel.
+    pub failures: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -514,8 +528,8 @@ pub struct Health {
     pub timeout: Option<Spanned<HumanDuration>>,
     pub successes: Option<u32>,
     /// What to do when the unit is active but its probe keeps failing (a hang).
-    #[schemars(with = "Option<crate::remedy::Spec>")]
-    pub remedy: Option<Spanned<crate::remedy::Spec>>,
+    #[schemars(with = "Option<super::remedy::Spec>")]
+    pub remedy: Option<Spanned<super::remedy::Spec>>,
 }
 
 /// What a `previous_boot:` step does when the box was cut off rather than shut down.
@@ -626,6 +640,12 @@ pub struct Step {
     /// manual step without it cannot run unattended.
     #[schemars(with = "Option<Unattended>")]
     pub unattended: Option<Spanned<Unattended>>,
+    /// `manual` and `local` steps: what they did holds when the box reboots (a step of the
+    /// management host, say). A run that finds the box rebooted under it starts again from
+    /// the beginning and skips such a step when it was done before; every other step is tied
+    /// to the box's boot and runs again.
+    #[schemars(with = "Option<bool>")]
+    pub survives_reboot: Option<Spanned<bool>>,
 }
 
 impl Step {
@@ -657,8 +677,10 @@ impl Step {
     }
 }
 
-/// What a step does: the one kind key it carries. Resolution dispatches on it (`plan::kinds`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a step does: the one kind key it carries. Resolution dispatches on it (`plan::kinds`);
+/// events carry it (`step_started.kind`, the same names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Kind {
     Manual,
     Run,
@@ -688,6 +710,11 @@ impl Kind {
         Kind::Ups,
         Kind::PowerOn,
     ];
+
+    /// The kind a runbook key names.
+    pub fn from_name(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.name() == name)
+    }
 
     /// The key that names the kind in a runbook.
     pub const fn name(self) -> &'static str {

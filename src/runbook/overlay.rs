@@ -89,6 +89,7 @@ struct TargetPatch {
 struct ChannelPatch {
     webhook: Option<Spanned<String>>,
     format: Option<Format>,
+    failures: Option<bool>,
 }
 
 /// `extends:` when the text is an overlay, `None` for a whole runbook (or text that does not
@@ -192,6 +193,7 @@ fn overlay_onto(mut base: Loaded, source: &Source, file: File) -> Result<Loaded,
                     base.origins.insert(Field::Webhook(n), source.clone());
                 }
                 c.format = patch.format.or(c.format);
+                c.failures = patch.failures.or(c.failures);
             }
             None => match patch.webhook {
                 Some(webhook) => {
@@ -200,6 +202,7 @@ fn overlay_onto(mut base: Loaded, source: &Source, file: File) -> Result<Loaded,
                         super::model::Channel {
                             webhook,
                             format: patch.format,
+                            failures: patch.failures,
                         },
                     ));
                     base.origins.insert(Field::Webhook(n), source.clone());

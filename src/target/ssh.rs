@@ -22,6 +22,8 @@ use crate::verdict::Output;
 pub const KEEPALIVE: Duration = Duration::from_secs(2);
 /// How long one connection attempt may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long killing a step's remote command may take, a new connection for it included.
+pub const KILL_BUDGET: Duration = Duration::from_secs(10);
 
 /// Something about the connection the engine should report.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,21 +112,34 @@ impl Ssh {
         .map_err(|_| self.connect_error(format!("no answer within {}s", timeout.as_secs())))?
         .map_err(|e| self.connect_error(error_chain(&e)))?;
         let session = Arc::new(session);
-        let out = tokio::time::timeout(
+        let out = bounded_output(
+            &session,
+            &self.spec.boot_id,
             timeout.max(Duration::from_secs(5)),
-            session.raw_command(&self.spec.boot_id).output(),
         )
         .await
-        .map_err(|_| self.connect_error("connected, but reading the boot id timed out".into()))?
-        .map_err(|e| self.connect_error(error_chain(&e)))?;
-        if !out.status.success() {
+        .map_err(|e| match e {
+            None => self.connect_error("connected, but reading the boot id timed out".into()),
+            Some(e) => self.connect_error(e),
+        })?;
+        if out.exit != Some(0) || out.overflowed {
             return Err(self.connect_error(format!(
-                "connected, but `{}` failed: {}",
+                "connected, but `{}` failed{}: {}",
                 self.spec.boot_id,
-                String::from_utf8_lossy(&out.stderr).trim()
+                if out.overflowed {
+                    format!(" (more than {READ_LIMIT} bytes of output)")
+                } else {
+                    String::new()
+                },
+                shown(&out.stderr)
             )));
         }
-        let boot_id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let boot_id = parse_boot_id(&out.stdout).map_err(|came| {
+            self.connect_error(format!(
+                "connected, but `{}` printed {came}, {NOT_A_BOOT_ID}: a start-up file of the login shell (~/.bashrc, /etc/bash.bashrc) may print to stdout",
+                self.spec.boot_id
+            ))
+        })?;
         let reconnect = {
             let mut once = self
                 .connected_once
@@ -212,7 +227,9 @@ impl Ssh {
                 }
                 Err(e) => {
                     let left = deadline.saturating_duration_since(Instant::now());
-                    let fatal = matches!(&e, ExecError::Connect { reason, .. } if reason.contains("host key"));
+                    // Reconnecting changes neither a wrong host key nor what the login shell prints.
+                    let fatal = matches!(&e, ExecError::Connect { reason, .. }
+                        if reason.contains("host key") || reason.contains(NOT_A_BOOT_ID));
                     if fatal || left <= backoff {
                         return Err(e);
                     }
@@ -351,13 +368,27 @@ impl Ssh {
     }
 
     /// Kill the remote process tree of a step with its kill line (it finds the marker word).
+    /// A stop that reached the whole control group (`systemctl stop`, KillMode=control-group)
+    /// killed the ssh master with `recover`: the kill then goes over a new connection, the
+    /// remote command must not outlive the run. Bounded: [`KILL_BUDGET`] in all.
     pub async fn kill_remote(&self, kill: &str) -> bool {
-        let session = { self.session.lock().await.clone() };
-        let Some(session) = session else { return false };
-        matches!(
-            tokio::time::timeout(Duration::from_secs(10), session.raw_command(kill).output()).await,
-            Ok(Ok(o)) if o.status.success()
-        )
+        let deadline = Instant::now() + KILL_BUDGET;
+        // Twice at most: the master may pass its check and die before the kill reaches it.
+        for _ in 0..2 {
+            let Ok(session) = self.session(deadline).await else {
+                return false;
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            match bounded_output(&session, kill, left).await {
+                Ok(o) => return o.exit == Some(0),
+                Err(Some(error)) => {
+                    self.note(Note::Lost { error });
+                    self.forget().await;
+                }
+                Err(None) => return false,
+            }
+        }
+        false
     }
 
     /// Close the master connection.
@@ -368,6 +399,120 @@ impl Ssh {
         {
             let _ = s.close().await;
         }
+    }
+}
+
+/// What a connection error says when the boot id command printed something else.
+const NOT_A_BOOT_ID: &str = "not a boot id (a UUID)";
+
+/// How much of each stream of a short command (the boot id, a remote kill) is read: a box that
+/// prints without end cannot fill the management host's memory.
+pub const READ_LIMIT: usize = 4096;
+
+/// What a short command printed, at most [`READ_LIMIT`] bytes of each stream.
+struct Short {
+    exit: Option<i32>,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    /// A stream had more: the command is not waited for.
+    overflowed: bool,
+}
+
+/// Runs `cmd` over `session`, reading at most [`READ_LIMIT`] bytes of each stream, within
+/// `timeout`. Err(None): timed out; Err(Some(why)): the channel failed.
+async fn bounded_output(
+    session: &Session,
+    cmd: &str,
+    timeout: Duration,
+) -> Result<Short, Option<String>> {
+    let run = async {
+        let mut child = session
+            .raw_command(cmd)
+            .stdin(openssh::Stdio::null())
+            .stdout(openssh::Stdio::piped())
+            .stderr(openssh::Stdio::piped())
+            .spawn()
+            .await
+            .map_err(|e| Some(error_chain(&e)))?;
+        let (Some(mut out), Some(mut err)) = (child.stdout().take(), child.stderr().take()) else {
+            return Err(Some("no stdout or stderr".to_owned()));
+        };
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        let (mut obuf, mut ebuf) = ([0u8; 1024], [0u8; 1024]);
+        let (mut odone, mut edone) = (false, false);
+        // Both streams at once, until both end or either passes the limit.
+        while !(odone && edone) && stdout.len() <= READ_LIMIT && stderr.len() <= READ_LIMIT {
+            tokio::select! {
+                n = out.read(&mut obuf), if !odone => match n {
+                    Ok(0) | Err(_) => odone = true,
+                    Ok(n) => stdout.extend_from_slice(&obuf[..n]),
+                },
+                n = err.read(&mut ebuf), if !edone => match n {
+                    Ok(0) | Err(_) => edone = true,
+                    Ok(n) => stderr.extend_from_slice(&ebuf[..n]),
+                },
+            }
+        }
+        let overflowed = stdout.len() > READ_LIMIT || stderr.len() > READ_LIMIT;
+        let exit = if overflowed {
+            None
+        } else {
+            child
+                .wait()
+                .await
+                .map_err(|e| Some(error_chain(&e)))?
+                .code()
+        };
+        Ok(Short {
+            exit,
+            stdout,
+            stderr,
+            overflowed,
+        })
+    };
+    tokio::time::timeout(timeout, run).await.map_err(|_| None)?
+}
+
+/// Remote bytes as one line for a message, every control character shown as an escape
+/// (`\e`, `\a`, `\n`, `\x..`: what came, and nothing the terminal acts on), cut to 200
+/// characters.
+fn shown(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let mut out = String::new();
+    for (n, c) in text.trim().chars().enumerate() {
+        if n == 200 {
+            out.push('…');
+            break;
+        }
+        match c {
+            '\x1b' => out.push_str("\\e"),
+            '\x07' => out.push_str("\\a"),
+            '\n' => out.push_str("\\n"),
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The boot id in what the boot id command printed: one UUID (`/proc/sys/kernel/random/boot_id`
+/// prints `8-4-4-4-12` lowercase hex digits), alone on its line. Err: what came instead,
+/// cleaned and quoted, for the message.
+fn parse_boot_id(stdout: &[u8]) -> Result<String, String> {
+    let text = String::from_utf8_lossy(stdout);
+    let id = text.trim();
+    let groups: Vec<&str> = id.split('-').collect();
+    let uuid = groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.chars().all(|c| c.is_ascii_hexdigit()));
+    if uuid {
+        Ok(id.to_ascii_lowercase())
+    } else if id.is_empty() {
+        Err("nothing".to_owned())
+    } else {
+        Err(format!("`{}`", shown(stdout)))
     }
 }
 
@@ -383,4 +528,35 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s.trim().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_uuid_is_a_boot_id_and_what_came_is_shown_cleaned() {
+        let id = "282545b8-b608-44e2-9226-95f9d390cec3";
+        assert_eq!(parse_boot_id(format!("{id}\n").as_bytes()).unwrap(), id);
+        assert_eq!(
+            parse_boot_id(b"282545B8-B608-44E2-9226-95F9D390CEC3\r\n").unwrap(),
+            id
+        );
+        let hostile = format!("\x1b]0;pwned\x07\x1b[2J{id}\n");
+        let e = parse_boot_id(hostile.as_bytes()).unwrap_err();
+        assert!(!e.contains('\x1b') && !e.contains('\x07'), "{e:?}");
+        assert!(e.contains(&format!("\\e]0;pwned\\a\\e[2J{id}")), "{e}");
+        for bad in [
+            "",
+            "not-a-uuid",
+            "282545b8-b608-44e2-9226-95f9d390cec3 extra",
+            "282545b8b60844e2922695f9d390cec3",
+            "282545b8-b608-44e2-9226-95f9d390cecg",
+        ] {
+            assert!(parse_boot_id(bad.as_bytes()).is_err(), "{bad:?}");
+        }
+        let huge = "A".repeat(100_000);
+        let e = parse_boot_id(huge.as_bytes()).unwrap_err();
+        assert!(e.chars().count() < 210, "{}", e.len());
+    }
 }

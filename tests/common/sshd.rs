@@ -23,6 +23,11 @@ use tempfile::TempDir;
 
 use super::require_tool;
 
+thread_local! {
+    /// The boot id file of the daemon [`Sshd::start_with_boot_id`] is starting.
+    static BOOT_ID_FILE: std::cell::RefCell<Option<PathBuf>> = const { std::cell::RefCell::new(None) };
+}
+
 /// The host alias that `ssh_config()` defines.
 pub const ALIAS: &str = "recover-test";
 
@@ -52,6 +57,9 @@ pub struct Sshd {
     user: String,
     child: Option<Child>,
     starts: u32,
+    /// Set by [`Sshd::start_with_boot_id`]: the file bind-mounted over the kernel's boot id
+    /// in the daemon's own mount namespace.
+    boot_id_file: Option<PathBuf>,
 }
 
 impl Sshd {
@@ -79,6 +87,7 @@ impl Sshd {
             user: current_user(),
             child: None,
             starts: 0,
+            boot_id_file: None,
         };
         keygen(&sshd.host_key());
         keygen(&sshd.identity());
@@ -99,6 +108,44 @@ impl Sshd {
             }
         }
         unreachable!("the loop returns or panics")
+    }
+
+    /// Like [`Sshd::start`], but the daemon and its sessions read the boot id
+    /// (`/proc/sys/kernel/random/boot_id`) from a file of the test's, bind-mounted over the
+    /// kernel's in a mount namespace of the daemon's own (`unshare -m`, root only): so a test
+    /// can make the target look rebooted ([`Sshd::set_boot_id`]) while every command still
+    /// runs on a real sshd. `None` (after saying why) without root or `unshare`.
+    pub fn start_with_boot_id(id: &str) -> Option<Sshd> {
+        let installed = [SSHD, "ssh", "ssh-keygen", "unshare", "mount"]
+            .iter()
+            .all(|tool| require_tool(&[tool]).is_some());
+        if !installed {
+            return None;
+        }
+        if !super::skip::require_root() {
+            return None;
+        }
+        let file = std::env::temp_dir().join(format!(
+            "recover-boot-id-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        fs::write(&file, format!("{id}\n")).expect("write the boot id file");
+        BOOT_ID_FILE.with(|f| *f.borrow_mut() = Some(file));
+        let sshd = Sshd::start();
+        BOOT_ID_FILE.with(|f| f.borrow_mut().take());
+        Some(sshd)
+    }
+
+    /// What the target's boot id reads from now on (a [`Sshd::start_with_boot_id`] daemon): a
+    /// new id is a reboot, as far as a client can tell.
+    pub fn set_boot_id(&self, id: &str) {
+        let file = self
+            .boot_id_file
+            .as_ref()
+            .expect("set_boot_id needs Sshd::start_with_boot_id");
+        // In place (same inode): the bind mount shows the new text at once.
+        fs::write(file, format!("{id}\n")).expect("write the boot id file");
     }
 
     /// Starts the daemon again after `stop()`: same port, same host key, same client files.
@@ -134,6 +181,22 @@ impl Sshd {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
+    }
+
+    /// Makes every later session's shell read `rc` first, as bash reads a login account's
+    /// `~/.bashrc` (`SetEnv BASH_ENV=FILE` in sshd_config; the daemon is restarted). Returns
+    /// the file: rewrite it to change what later sessions read.
+    pub fn set_shell_rc(&mut self, rc: &str) -> PathBuf {
+        let path = self.dir.path().join("shell-rc");
+        fs::write(&path, rc).expect("write the shell rc");
+        let mut cfg = fs::read_to_string(self.sshd_config()).expect("read sshd_config");
+        if !cfg.contains("SetEnv BASH_ENV=") {
+            cfg.push_str(&format!("SetEnv BASH_ENV={}\n", path.display()));
+            fs::write(self.sshd_config(), cfg).expect("write sshd_config");
+            self.stop();
+            self.start_again();
+        }
+        path
     }
 
     /// Freezes (SIGSTOP) the daemon and its sessions: TCP still connects, but nothing answers,
@@ -368,7 +431,28 @@ impl Sshd {
         );
         let log_len = log.metadata().map(|m| m.len()).unwrap_or(0);
 
-        let child = Command::new(SSHD)
+        if self.boot_id_file.is_none() {
+            self.boot_id_file = BOOT_ID_FILE.with(|f| f.borrow().clone());
+        }
+        let mut command = match &self.boot_id_file {
+            // unshare(1) execs its command (no fork): the child is still the daemon itself.
+            Some(file) => {
+                let mut c = Command::new("unshare");
+                c.args([
+                    "-m",
+                    "--propagation",
+                    "private",
+                    "sh",
+                    "-c",
+                    "mount --bind \"$0\" /proc/sys/kernel/random/boot_id && exec \"$@\"",
+                ])
+                .arg(file)
+                .arg(SSHD);
+                c
+            }
+            None => Command::new(SSHD),
+        };
+        let child = command
             .args(["-D", "-e", "-f"])
             .arg(self.sshd_config())
             .stdin(Stdio::null())

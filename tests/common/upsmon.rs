@@ -68,6 +68,20 @@ impl Upsmon {
         notifycmd: &Path,
         env: &[(&str, &str)],
     ) -> Option<Upsmon> {
+        Upsmon::start_as("root", ups, user, password, notifycmd, env)
+    }
+
+    /// [`Upsmon::start`] with `RUN_AS_USER run_as`: upsmon's monitoring child (which runs the
+    /// `NOTIFYCMD`) drops to that account, as Debian's nut-client runs it as `nut`. Its
+    /// directory is then readable by that account and its state directory owned by it.
+    pub fn start_as(
+        run_as: &str,
+        ups: &str,
+        user: &str,
+        password: &str,
+        notifycmd: &Path,
+        env: &[(&str, &str)],
+    ) -> Option<Upsmon> {
         require_tool(&[UPSMON])?;
         // SAFETY: geteuid(2) has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
@@ -93,8 +107,18 @@ impl Upsmon {
             .tempdir()
             .expect("create the upsmon tempdir");
         fs::create_dir(dir.path().join("state")).expect("create upsmon's state dir");
+        if run_as != "root" {
+            fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))
+                .expect("chmod upsmon's dir");
+            let chown = Command::new("chown")
+                .arg(run_as)
+                .arg(dir.path().join("state"))
+                .status()
+                .expect("run chown");
+            assert!(chown.success(), "chown {run_as} upsmon's state dir");
+        }
         let mut conf = format!(
-            "RUN_AS_USER root\n\
+            "RUN_AS_USER {run_as}\n\
              MONITOR {ups} 1 {user} {password} primary\n\
              MINSUPPLIES 1\n\
              SHUTDOWNCMD \"/bin/true\"\n\
