@@ -199,7 +199,9 @@ mod tests {
     fn a_cell_is_never_read_as_markdown_or_html() {
         let hostile = "<script>alert(1)</script> [x](http://evil) **b** `c` a|b \\ _u_ ~~s~~ &amp;";
         let c = cell(hostile);
-        for bad in ["<script", "x](", "**", "`c`", "a|b", "_u_", "~~", "&amp;amp"] {
+        for bad in [
+            "<script", "x](", "**", "`c`", "a|b", "_u_", "~~", "&amp;amp",
+        ] {
             if bad == "&amp;amp" {
                 assert!(c.contains("&amp;amp;"), "{c}");
             } else {
