@@ -1,7 +1,7 @@
 //! The posts a person sends from the binder when a recovery stops: the ABORT post and the
-//! failure (escalation) post. Their wording is here and only here, written to say what the
-//! engine's own posts say (the abort post of `Engine::abort`, the failure post of the engine's
-//! failure handler), with blanks where only the person knows the value.
+//! failure (escalation) post. Their wording is here and only here, in the words of the
+//! engine's failure post (`engine::failure::compose`), with blanks where only the person knows
+//! the value; change the two together.
 //!
 //! A blank is a token in the message (`__N__`); in the typed `curl` line it becomes the shell
 //! variable the person sets first (`N=__`), or one the binder's own lines fill in (`OUT`: the
