@@ -10,7 +10,7 @@ use minijinja::{Environment, UndefinedBehavior, Value};
 /// Names a template may use, checked before anything runs.
 pub const TOP_LEVEL: [&str; 4] = ["vars", "env", "target", "run"];
 pub const TARGET_FIELDS: [&str; 4] = ["name", "host", "user", "port"];
-pub const RUN_FIELDS: [&str; 1] = ["elapsed"];
+pub const RUN_FIELDS: [&str; 2] = ["elapsed", "events"];
 
 /// Quote `s` for a POSIX shell: left alone when it is made only of safe characters.
 pub fn shell_quote(s: &str) -> String {

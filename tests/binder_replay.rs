@@ -785,21 +785,42 @@ fn the_printed_failure_and_abort_posts_reach_the_channel_with_every_blank_filled
         Some((p, _)) => format!("{}\n(the rest of the procedure: see the binder)", p.trim()),
         None => format!("{procedure}\n(see the binder)"),
     };
+    // The engine's failure post's words (`engine::failure::compose`), with the blanks filled.
+    let t = &plan.targets[0];
+    let target = format!("{} ({})", t.name, t.destination());
+    let budget = recover::plan::fmt_duration(plan.budget);
+    let opening = |word: &str, s: &Step| {
+        format!(
+            "{word}: {title} stopped at step {} ({}) after 12m of the {budget} budget, on {target}.\nReason: {why}",
+            s.number, s.name
+        )
+    };
+    let closing = |s: &Step, resume: &str| {
+        format!(
+            "Last output of step {n}:\n> {out}\nUnits: {states}\n{resume}: recover run {source} --from {n}\n(run by hand, from the binder)",
+            n = s.number
+        )
+    };
     let cases = [
         (
             failure_section,
             gpu,
             format!(
-                "FAILED: {title} stopped at step {} ({}) on spark after 12m: {why}\nLast output: {out}\nUnits: {states}\nRun by hand from the binder.\nResume: recover run {source} --from {}",
-                gpu.number, gpu.name, gpu.number
+                "{}\n{}",
+                opening("FAILED", gpu),
+                closing(gpu, "Fix the cause, then continue from this step")
             ),
         ),
         (
             abort_section,
             dmesg,
             format!(
-                "ABORT: {title} stopped at step {} ({}) after 12m: {why}\nLast output: {out}\nThe abort procedure is being followed:\n{first}",
-                dmesg.number, dmesg.name
+                "{}\nThe abort procedure is being followed:\n{first}\n{}",
+                opening("ABORT", dmesg),
+                closing(
+                    dmesg,
+                    "Once the abort procedure is done, to continue from this step"
+                )
             ),
         ),
     ];

@@ -1425,3 +1425,83 @@ fn a_when_unclean_shutdown_step_runs_only_after_a_hard_cut() {
         }
     }
 }
+
+/// `{{ run.events }}` in the last post names what happened on the way (issue 22): a step that
+/// failed and was passed over; "none" on a run where nothing did.
+#[test]
+fn the_last_post_says_what_happened_on_the_way() {
+    let Some(sshd) = Sshd::start_or_skip() else {
+        return;
+    };
+    let hook = HttpServer::start();
+    hook.respond("POST", "/hook", 200, "ok");
+    let dir = tempfile::tempdir().unwrap();
+    let head = "notify:\n  ops: { webhook: \"{{ env.RECOVER_WEBHOOK }}\", format: slack }\n";
+    for (name, middle, want) in [
+        (
+            "events",
+            "      - name: it's \"optional\"\n        run: \"false\"\n        on_fail: continue\n        timeout: 10s\n",
+            "Back. On the way: step 2 (it's \"optional\") failed, the run went on.",
+        ),
+        ("quiet", "", "Back. On the way: none."),
+    ] {
+        hook.clear_requests();
+        let rb = write_runbook(
+            dir.path(),
+            name,
+            &sshd.runbook_target_yaml("lab"),
+            head,
+            &format!(
+                "      - wait_ssh: {{ every: 1s, timeout: 10s }}\n{middle}      - notify: ops\n        message: \"Back. On the way: {{{{ run.events }}}}.\"\n"
+            ),
+        );
+        let ran = run_to_end(
+            dir.path(),
+            &["run", p(&rb), "--yes"],
+            &[("RECOVER_WEBHOOK", &hook.url_for("/hook"))],
+            QUICK,
+        );
+        assert!(ran.code.is_some(), "{}", ran.context());
+        let posts = hook.requests_to("/hook");
+        assert_eq!(posts.len(), 1, "{name}: {}", ran.context());
+        assert_eq!(posts[0].json()["text"].as_str(), Some(want), "{name}");
+    }
+}
+
+/// After a real power cut (the lab's capture played by stand-ins), the last post's
+/// `{{ run.events }}` says the previous boot was not clean.
+#[test]
+fn the_last_post_names_an_unclean_shutdown() {
+    let Some(mut sshd) = Sshd::start_or_skip() else {
+        return;
+    };
+    let hook = HttpServer::start();
+    hook.respond("POST", "/hook", 200, "ok");
+    let dir = tempfile::tempdir().unwrap();
+    previous_boot_standins(&mut sshd, dir.path(), "previous-boot-after-powercut.txt");
+    let rb = write_runbook(
+        dir.path(),
+        "cut",
+        &sshd.runbook_target_yaml("lab"),
+        "notify:\n  ops: { webhook: \"{{ env.RECOVER_WEBHOOK }}\", format: ntfy }\n",
+        r#"      - name: how it went down
+        previous_boot: { on_unclean: warn }
+        timeout: 20s
+      - notify: ops
+        message: "On the way: {{ run.events }}"
+"#,
+    );
+    let ran = run_to_end(
+        dir.path(),
+        &["run", p(&rb), "--yes"],
+        &[("RECOVER_WEBHOOK", &hook.url_for("/hook"))],
+        QUICK,
+    );
+    assert_eq!(ran.code, Some(0), "{}", ran.context());
+    let posts = hook.requests_to("/hook");
+    assert_eq!(posts.len(), 1, "{}", ran.context());
+    assert_eq!(
+        posts[0].body,
+        "On the way: step 1: previous boot unclean: journald found the previous boot's journal files uncleanly shut down: the power was cut"
+    );
+}

@@ -146,8 +146,10 @@ fn plan_items(plan: &Plan) -> Vec<(usize, String)> {
                 add(r.url.split('?').next().unwrap_or(&r.url).to_owned());
                 add(r.curl());
             }
-            // `{{ run.elapsed }}` is what the person fills in as `$ELAPSED`.
-            Action::Notify { message, .. } => add(message.replace("{{ run.elapsed }}", "$ELAPSED")),
+            // `{{ run.elapsed }}` and `{{ run.events }}`: what the person fills in.
+            Action::Notify { message, .. } => add(message
+                .replace("{{ run.elapsed }}", "$ELAPSED")
+                .replace("{{ run.events }}", "$EVENTS")),
             Action::Ups(w) => {
                 let at = format!("{}@{}:{}", w.ups.name, w.ups.host, w.ups.port);
                 add(format!("upsc {at} \"$1\""));
@@ -711,12 +713,13 @@ fn the_abort_post_is_this_runbooks_own_and_every_failure_has_a_way_out() {
     );
     // The runbook's own procedure, its first paragraph as the engine posts it.
     assert!(
-        md.contains("--data-raw 'ABORT: Small box stopped at step '\"$N\"' ('\"$NAME\"') after '\"$ELAPSED\"': '\"$WHY\"'\nLast output: '\"$OUT\"'\nThe abort procedure is being followed:\nCall Jo on 555-0100; it'\\''s Jo'\\''s box.\n(the rest of the procedure: see the binder)'"),
+        md.contains("--data-raw 'ABORT: Small box stopped at step '\"$N\"' ('\"$NAME\"') after '\"$ELAPSED\"' of the 10m budget, on box (ops@box.local).\nReason: '\"$WHY\"'\nThe abort procedure is being followed:\nCall Jo on 555-0100; it'\\''s Jo'\\''s box.\n(the rest of the procedure: see the binder)\nLast output of step '\"$N\"':\n> '\"$OUT\"'\nUnits: '\"$UNITS\"'\nOnce the abort procedure is done, to continue from this step: recover run "),
         "{md}"
     );
     assert!(md.contains("## If a step still fails"), "{md}");
     assert!(
-        md.contains("Resume: recover run ") && md.contains(" --from '\"$N\"'"),
+        md.contains("Fix the cause, then continue from this step: recover run ")
+            && md.contains(" --from '\"$N\"'"),
         "{md}"
     );
     for (n, name) in [

@@ -127,6 +127,8 @@ pub struct Emitter {
     /// Every form of every secret, worked out once.
     redactor: Arc<crate::secrets::Redactor>,
     any: bool,
+    /// What happened on the way, for `{{ run.events }}`: see [`noteworthy`].
+    noted: Arc<Mutex<Vec<String>>>,
 }
 
 impl Emitter {
@@ -135,6 +137,17 @@ impl Emitter {
             sink: Arc::new(Mutex::new(sink)),
             redactor: Arc::new(secrets.redactor()),
             any: !secrets.values.is_empty(),
+            noted: Arc::default(),
+        }
+    }
+
+    /// `{{ run.events }}`: what happened on the way so far, or `none`.
+    pub fn events(&self) -> String {
+        let noted = self.noted.lock().unwrap_or_else(|e| e.into_inner());
+        if noted.is_empty() {
+            "none".to_owned()
+        } else {
+            noted.join("; ")
         }
     }
 
@@ -150,8 +163,35 @@ impl Emitter {
                 }
             });
         }
+        if let Some(line) = noteworthy(&event) {
+            self.noted
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(line);
+        }
         let mut sink = self.sink.lock().unwrap_or_else(|e| e.into_inner());
         sink.emit(&event);
+    }
+}
+
+/// An event the last post should name (`{{ run.events }}`): a previous boot that was not clean,
+/// a remedy applied, a step that failed and was passed over.
+fn noteworthy(event: &Event) -> Option<String> {
+    match event {
+        Event::Warning {
+            step: Some(n),
+            message,
+        } if message.starts_with("previous boot ") => Some(format!("step {n}: {message}")),
+        Event::RemedyApplied { step, message, .. } => {
+            Some(format!("step {step}: remedy applied: {message}"))
+        }
+        Event::StepFinished {
+            step,
+            name,
+            outcome: StepOutcome::FailedContinued,
+            ..
+        } => Some(format!("step {step} ({name}) failed, the run went on")),
+        _ => None,
     }
 }
 

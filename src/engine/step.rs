@@ -169,10 +169,12 @@ impl Engine<'_> {
                 .await
             }
             Action::Notify { channel, message } => {
-                let text = message.replace(
-                    "{{ run.elapsed }}",
-                    &fmt_duration(Duration::from_secs(self.elapsed().as_secs())),
-                );
+                let text = message
+                    .replace(
+                        "{{ run.elapsed }}",
+                        &fmt_duration(Duration::from_secs(self.elapsed().as_secs())),
+                    )
+                    .replace("{{ run.events }}", &self.out.events());
                 if self.notify(channel, &text, s.timeout).await {
                     StepResult::passed()
                 } else {

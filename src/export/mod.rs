@@ -340,17 +340,25 @@ impl Binder {
             generated: cx.generated,
         };
         // The runbook's own abort procedure, as the engine posts it, with blanks.
-        let post_text = posts::abort_text(&plan.title, &plan.abort.message);
-        let boxes = plan
+        let target = plan
             .targets
-            .iter()
-            .map(|t| t.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ");
-        let mut failure_text =
-            posts::failure_text(&plan.title, &boxes, &plan.source.display().to_string());
+            .first()
+            .map(|t| format!("{} ({})", t.name, t.destination()))
+            .unwrap_or_else(|| "?".into());
+        let budget = fmt_duration(plan.budget);
+        let source = plan.source.display().to_string();
+        let run = posts::Run {
+            title: &plan.title,
+            budget: &budget,
+            target: &target,
+            source: &source,
+        };
+        let mut post_text = posts::abort_text(&run, &plan.abort.message);
+        let mut failure_text = posts::failure_text(&run);
         if b.units_line().is_none() {
-            failure_text = failure_text.replace(posts::UNITS.token, "none started by this runbook");
+            let none = "none (the runbook starts no units).";
+            failure_text = failure_text.replace(posts::UNITS.token, none);
+            post_text = post_text.replace(posts::UNITS.token, none);
         }
         // Failures go where aborts go; without an abort channel, to the first channel.
         let channel = plan
@@ -886,10 +894,14 @@ impl Builder<'_> {
                     .flat_map(|p| &p.steps)
                     .rfind(|x| matches!(x.action, Action::Notify { .. }))
                     .is_some_and(|x| x.number == s.number);
-                let message = if last {
-                    posts::last_post(message.trim())
+                // `{{ run.events }}` is the person's `EVENTS`, as the engine fills it in.
+                let message = message
+                    .trim()
+                    .replace("{{ run.events }}", posts::EVENTS.token);
+                let message = if last && !message.contains(posts::EVENTS.token) {
+                    posts::last_post(&message)
                 } else {
-                    message.trim().to_owned()
+                    message
                 };
                 text = Some(Labelled {
                     label: "Message".into(),

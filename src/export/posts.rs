@@ -1,7 +1,7 @@
 //! The posts a person sends from the binder when a recovery stops: the ABORT post and the
-//! failure (escalation) post. Their wording is here and only here, written to say what the
-//! engine's own posts say (the abort post of `Engine::abort`, the failure post of the engine's
-//! failure handler), with blanks where only the person knows the value.
+//! failure (escalation) post. Their wording is here and only here, in the words of the
+//! engine's failure post (`engine::failure::compose`), with blanks where only the person knows
+//! the value; change the two together.
 //!
 //! A blank is a token in the message (`__N__`); in the typed `curl` line it becomes the shell
 //! variable the person sets first (`N=__`), or one the binder's own lines fill in (`OUT`: the
@@ -57,32 +57,57 @@ pub const BLANKS: [Blank; 7] = [N, NAME, WHY, ELAPSED, EVENTS, OUT, UNITS];
 /// How many of the step's last output lines the posts carry.
 pub const OUTPUT_LINES: usize = 5;
 
-/// The ABORT post: the engine's (`ABORT: TITLE stopped at step N (NAME) after ELAPSED:
-/// REASON`, then the first paragraph of the abort procedure), with the step's last output.
-pub fn abort_text(title: &str, procedure: &str) -> String {
+/// The facts both posts open with, as the engine's failure post (`engine::failure::compose`)
+/// words them.
+pub struct Run<'a> {
+    pub title: &'a str,
+    /// `30m`.
+    pub budget: &'a str,
+    /// `spark (ops@spark.local)`.
+    pub target: &'a str,
+    /// `runbooks/spark-power.yaml`.
+    pub source: &'a str,
+}
+
+fn opening(word: &str, r: &Run) -> String {
     format!(
-        "ABORT: {title} stopped at step {} ({}) after {}: {}\nLast output: {}\nThe abort procedure is being followed:\n{}",
-        N.token,
-        NAME.token,
-        ELAPSED.token,
-        WHY.token,
+        "{word}: {} stopped at step {} ({}) after {} of the {} budget, on {}.\nReason: {}",
+        r.title, N.token, NAME.token, ELAPSED.token, r.budget, r.target, WHY.token
+    )
+}
+
+fn closing(r: &Run, resume: &str) -> String {
+    format!(
+        "Last output of step {n}:\n> {}\nUnits: {}\n{resume}: recover run {} --from {n}\n(run by hand, from the binder)",
         OUT.token,
-        crate::engine::first_paragraph(procedure)
+        UNITS.token,
+        r.source,
+        n = N.token,
+    )
+}
+
+/// The ABORT post, as the engine's: what stopped where, the reason, the first paragraph of
+/// the abort procedure, the step's last output, the units, how to continue.
+pub fn abort_text(r: &Run, procedure: &str) -> String {
+    format!(
+        "{}\nThe abort procedure is being followed:\n{}\n{}",
+        opening("ABORT", r),
+        crate::engine::first_paragraph(procedure),
+        closing(
+            r,
+            "Once the abort procedure is done, to continue from this step"
+        )
     )
 }
 
 /// The failure post, sent when a step still fails and the run stops there: the box, the
 /// step, the reason, its last output lines, which units are active, how long it ran, and the
 /// resume command.
-pub fn failure_text(title: &str, boxes: &str, source: &str) -> String {
+pub fn failure_text(r: &Run) -> String {
     format!(
-        "FAILED: {title} stopped at step {n} ({}) on {boxes} after {}: {}\nLast output: {}\nUnits: {}\nRun by hand from the binder.\nResume: recover run {source} --from {n}",
-        NAME.token,
-        ELAPSED.token,
-        WHY.token,
-        OUT.token,
-        UNITS.token,
-        n = N.token,
+        "{}\n{}",
+        opening("FAILED", r),
+        closing(r, "Fix the cause, then continue from this step")
     )
 }
 
@@ -123,14 +148,25 @@ mod tests {
 
     #[test]
     fn the_blanks_are_shown_as_variables() {
-        let t = abort_text("Box", "Stop.\n\nThen more.");
+        let r = Run {
+            title: "Box",
+            budget: "30m",
+            target: "spark (ops@spark.local)",
+            source: "rb.yaml",
+        };
+        let t = abort_text(&r, "Stop.\n\nThen more.");
         assert_eq!(
             shown(&t),
-            "ABORT: Box stopped at step $N ($NAME) after $ELAPSED: $WHY\nLast output: $OUT\nThe abort procedure is being followed:\nStop.\n(the rest of the procedure: see the binder)"
+            "ABORT: Box stopped at step $N ($NAME) after $ELAPSED of the 30m budget, on spark (ops@spark.local).\nReason: $WHY\nThe abort procedure is being followed:\nStop.\n(the rest of the procedure: see the binder)\nLast output of step $N:\n> $OUT\nUnits: $UNITS\nOnce the abort procedure is done, to continue from this step: recover run rb.yaml --from $N\n(run by hand, from the binder)"
         );
-        let f = shown(&failure_text("Box", "spark", "rb.yaml"));
-        assert!(f.ends_with("Resume: recover run rb.yaml --from $N"), "{f}");
-        assert!(f.contains("Units: $UNITS"), "{f}");
+        let f = shown(&failure_text(&r));
+        assert!(f.starts_with("FAILED: Box stopped at step $N"), "{f}");
+        assert!(
+            f.contains(
+                "Fix the cause, then continue from this step: recover run rb.yaml --from $N"
+            ),
+            "{f}"
+        );
     }
 
     #[test]

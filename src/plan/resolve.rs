@@ -276,7 +276,7 @@ impl<'a> Resolver<'a> {
                 } else if n.starts_with("run.") {
                     "commands are fixed before the run starts; only notify and abort messages are rendered as they are sent"
                 } else {
-                    "templates read vars.X (from `vars:`), env.X (the environment, kept secret), target.host/user/port/name and run.elapsed"
+                    "templates read vars.X (from `vars:`), env.X (the environment, kept secret), target.host/user/port/name, run.elapsed and run.events"
                 };
                 let at = self
                     .src
@@ -324,6 +324,9 @@ impl<'a> Resolver<'a> {
             values
                 .run
                 .insert("elapsed".into(), "{{ run.elapsed }}".into());
+            values
+                .run
+                .insert("events".into(), "{{ run.events }}".into());
         }
         if let Some(t) = target {
             values.target = target_values(t);
