@@ -317,6 +317,12 @@ pub fn finished(
         ));
         return None;
     }
+    // This post says what the next decision would: it is not posted again.
+    memory.posted = Some(if e.runs >= MAX_RUNS {
+        format!("waiting_for_a_person:{}", e.runs)
+    } else {
+        format!("backing_off:{}", e.runs)
+    });
     if e.runs >= MAX_RUNS {
         return Some(format!(
             "{runbook}: the recovery failed (exit {exit}), run {} of {MAX_RUNS}: no more runs for this power event; waiting for a person",

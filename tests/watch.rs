@@ -589,9 +589,14 @@ fn a_failing_run_backs_off_doubling_and_stops_after_three_runs() {
             .iter()
             .filter(|p| p.contains("waiting for a person"))
             .count(),
-        2,
-        "the run-3 failure and the decision: {posts:#?}"
+        1,
+        "one post per change, the run-3 failure's: {posts:#?}"
     );
+    assert!(
+        !posts.iter().any(|p| p.contains("the next one not before")),
+        "the backoff is said once, with the failure: {posts:#?}"
+    );
+    assert_eq!(posts.len(), 6, "3 starts, 3 failures: {posts:#?}");
     // The backoff was kept: the second run came at least 2 s after the first ended.
     let d = lab.decisions();
     let at = |i: usize| chrono::DateTime::parse_from_rfc3339(d[i]["at"].as_str().unwrap()).unwrap();
