@@ -1000,3 +1000,59 @@ fn a_watch_of_a_runbook_that_cannot_run_unattended_is_refused_at_once() {
                 .ends_with(".jsonl"))
     );
 }
+
+/// A box that stops answering: one check without an answer is looked at again, the second in a
+/// row is a power event, and the run waits for the box and recovers it.
+#[test]
+fn a_box_that_stops_answering_is_a_power_event_on_the_second_check() {
+    let Some(mut lab) = Lab::start() else {
+        return;
+    };
+    let rb = lab.runbook(None);
+    lab.up(&["a.service", "b.service"]);
+    let w = lab.watch(&rb, "1s", "1h");
+    assert!(
+        eventually(QUICK, || lab
+            .decision_words()
+            .contains(&"healthy".to_owned())),
+        "{}",
+        lab.context(&w)
+    );
+    lab.sshd.stop();
+    lab.reboot(BOOT_2);
+    assert!(
+        eventually(QUICK, || lab
+            .decision_words()
+            .contains(&"start_run".to_owned())),
+        "{}",
+        lab.context(&w)
+    );
+    lab.sshd.start_again();
+    assert!(
+        eventually(QUICK, || lab
+            .posts()
+            .iter()
+            .any(|p| p.contains("We are back"))),
+        "{}",
+        lab.context(&w)
+    );
+    let words = lab.decision_words();
+    let first_miss = words.iter().position(|d| d == "not_answering").unwrap();
+    let start = words.iter().position(|d| d == "start_run").unwrap();
+    assert_eq!(start, first_miss + 1, "{words:?}");
+    let d = lab.decisions();
+    assert!(
+        d[start]["text"]
+            .as_str()
+            .unwrap()
+            .contains("box does not answer"),
+        "{:#?}",
+        d[start]
+    );
+    assert_eq!(lab.runs(), 1, "{}", lab.context(&w));
+    assert!(
+        !lab.posts().iter().any(|p| p.contains("looking again")),
+        "{}",
+        lab.context(&w)
+    );
+}
