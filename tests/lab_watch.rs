@@ -528,7 +528,9 @@ fn lab_watch() {
     });
     let now = crate::posts();
     let new: Vec<&String> = now.iter().skip(posted_before).map(|(_, t)| t).collect();
-    assert_eq!(new.len(), 1, "{new:#?}");
+    // One post for it (a loaded guest may add one when a probe times out: another set of
+    // units, another decision).
+    assert!(!new.is_empty(), "{new:#?}");
     assert!(
         new[0].contains("degraded, not recovering: caddy.service is inactive"),
         "{new:#?}"

@@ -589,9 +589,14 @@ fn a_failing_run_backs_off_doubling_and_stops_after_three_runs() {
             .iter()
             .filter(|p| p.contains("waiting for a person"))
             .count(),
-        2,
-        "the run-3 failure and the decision: {posts:#?}"
+        1,
+        "one post per change, the run-3 failure's: {posts:#?}"
     );
+    assert!(
+        !posts.iter().any(|p| p.contains("the next one not before")),
+        "the backoff is said once, with the failure: {posts:#?}"
+    );
+    assert_eq!(posts.len(), 6, "3 starts, 3 failures: {posts:#?}");
     // The backoff was kept: the second run came at least 2 s after the first ended.
     let d = lab.decisions();
     let at = |i: usize| chrono::DateTime::parse_from_rfc3339(d[i]["at"].as_str().unwrap()).unwrap();
@@ -993,5 +998,61 @@ fn a_watch_of_a_runbook_that_cannot_run_unattended_is_refused_at_once() {
                 .path()
                 .to_string_lossy()
                 .ends_with(".jsonl"))
+    );
+}
+
+/// A box that stops answering: one check without an answer is looked at again, the second in a
+/// row is a power event, and the run waits for the box and recovers it.
+#[test]
+fn a_box_that_stops_answering_is_a_power_event_on_the_second_check() {
+    let Some(mut lab) = Lab::start() else {
+        return;
+    };
+    let rb = lab.runbook(None);
+    lab.up(&["a.service", "b.service"]);
+    let w = lab.watch(&rb, "1s", "1h");
+    assert!(
+        eventually(QUICK, || lab
+            .decision_words()
+            .contains(&"healthy".to_owned())),
+        "{}",
+        lab.context(&w)
+    );
+    lab.sshd.stop();
+    lab.reboot(BOOT_2);
+    assert!(
+        eventually(QUICK, || lab
+            .decision_words()
+            .contains(&"start_run".to_owned())),
+        "{}",
+        lab.context(&w)
+    );
+    lab.sshd.start_again();
+    assert!(
+        eventually(QUICK, || lab
+            .posts()
+            .iter()
+            .any(|p| p.contains("We are back"))),
+        "{}",
+        lab.context(&w)
+    );
+    let words = lab.decision_words();
+    let first_miss = words.iter().position(|d| d == "not_answering").unwrap();
+    let start = words.iter().position(|d| d == "start_run").unwrap();
+    assert_eq!(start, first_miss + 1, "{words:?}");
+    let d = lab.decisions();
+    assert!(
+        d[start]["text"]
+            .as_str()
+            .unwrap()
+            .contains("box does not answer"),
+        "{:#?}",
+        d[start]
+    );
+    assert_eq!(lab.runs(), 1, "{}", lab.context(&w));
+    assert!(
+        !lab.posts().iter().any(|p| p.contains("looking again")),
+        "{}",
+        lab.context(&w)
     );
 }
