@@ -1290,12 +1290,15 @@ fn zero_touch(lab: &Lab, sc: &Scenario) {
         format!(
             "RECOVER_RUNBOOK=\"{LAB_RUNBOOK}\"\nRECOVER_ARGS=\"{}\"\nRECOVER_START=\"detach\"\n\
              RECOVER_BIN=\"{}\"\nRECOVER_LOG_DIR=\"{}\"\nRECOVER_STATE_DIR=\"{}\"\n\
-             RECOVER_WEBHOOK=\"{}\"\n",
+             RECOVER_WEBHOOK=\"{}\"\nRECOVER_LOCK_DIR=\"{}\"\n",
             aim.join(" "),
             env!("CARGO_BIN_EXE_recover"),
             logs.display(),
             state.display(),
-            sc.webhook()
+            sc.webhook(),
+            // The scenario's own machine-wide lock directory: the host's /run/lock/recover
+            // may be one an older recover made (1777), which the run rightly refuses.
+            sc.dir.join("machine-locks").display()
         ),
     )
     .expect("write the hook's configuration");
