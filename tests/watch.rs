@@ -596,7 +596,16 @@ fn a_failing_run_backs_off_doubling_and_stops_after_three_runs() {
         !posts.iter().any(|p| p.contains("the next one not before")),
         "the backoff is said once, with the failure: {posts:#?}"
     );
-    assert_eq!(posts.len(), 6, "3 starts, 3 failures: {posts:#?}");
+    // Each failed run also sends its own failure post (the step, its output, the units:
+    // `engine::failure`), once: 3 starts, 3 failure posts of the runs, 3 of the watch's
+    // decisions.
+    let run_posts = posts.iter().filter(|p| p.starts_with("FAILED: ")).count();
+    assert_eq!(run_posts, 3, "one failure post per run: {posts:#?}");
+    assert_eq!(
+        posts.len(),
+        9,
+        "3 starts, 3 run failures, 3 decisions: {posts:#?}"
+    );
     // The backoff was kept: the second run came at least 2 s after the first ended.
     let d = lab.decisions();
     let at = |i: usize| chrono::DateTime::parse_from_rfc3339(d[i]["at"].as_str().unwrap()).unwrap();
