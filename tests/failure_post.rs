@@ -530,45 +530,6 @@ fn check_refuses_a_failures_key_that_is_not_a_boolean_and_the_schema_has_it() {
     );
 }
 
-/// A `systemctl` stand-in on the target's PATH, as `tests/reboot.rs` has it (real systemd is
-/// the lab's): `start` marks
-/// the unit active in `@DIR@/units/UNIT`, `show` reports what the file says. The test stops
-/// a unit behind the run's back by removing its file.
-fn systemctl_standin(sshd: &mut Sshd, dir: &Path) {
-    let bin = dir.join("bin");
-    fs::create_dir_all(bin.join("../units")).unwrap();
-    let script = format!(
-        r#"#!/bin/sh
-units={units}
-verb=$1
-for unit in "$@"; do :; done
-case "$verb" in
-  start) echo active > "$units/$unit" ;;
-  show)
-    if [ -e "$units/$unit" ]; then st=$(cat "$units/$unit"); else st=inactive; fi
-    sub=dead; [ "$st" = active ] && sub=running
-    printf 'LoadState=loaded\nActiveState=%s\nSubState=%s\nResult=success\nMainPID=4242\nNRestarts=0\n' "$st" "$sub" ;;
-  is-active) [ "$(cat "$units/$unit" 2>/dev/null)" = active ] ;;
-  *) exit 0 ;;
-esac
-"#,
-        units = dir.join("units").display()
-    );
-    let path = bin.join("systemctl");
-    fs::write(&path, script).unwrap();
-    let mut perm = fs::metadata(&path).unwrap().permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
-    fs::set_permissions(&path, perm).unwrap();
-    let mut cfg = fs::read_to_string(sshd.sshd_config()).unwrap();
-    cfg.push_str(&format!(
-        "SetEnv PATH={}:/usr/local/bin:/usr/bin:/bin\n",
-        bin.display()
-    ));
-    fs::write(sshd.sshd_config(), cfg).unwrap();
-    sshd.stop();
-    sshd.start_again();
-}
-
 /// The lead's end check (every started unit healthy before "we are back") fails the run after
 /// its steps: the failure post says where to continue and which units are active, as the
 /// stand-in reports them, and no "we are back" goes out.
@@ -577,7 +538,7 @@ fn an_end_check_that_finds_a_unit_down_posts_once_with_the_units_as_the_box_says
     let Some((mut sshd, hook, dir)) = peers() else {
         return;
     };
-    systemctl_standin(&mut sshd, dir.path());
+    sshd.systemctl_standin(dir.path());
     let api = HttpServer::start();
     api.respond("GET", "/health", 200, "ok");
     let head = format!("vars:\n  api: {}\n{HEAD}", api.url());

@@ -295,51 +295,13 @@ fn a_reboot_seen_mid_run_starts_the_run_again_by_itself() {
     );
 }
 
-/// A `systemctl` stand-in on the target's PATH (real systemd is the lab's): `start` marks
-/// the unit active in `@DIR@/units/UNIT`, `show` reports what the file says. The test stops
-/// a unit behind the run's back by removing its file.
-fn systemctl_standin(sshd: &mut Sshd, dir: &Path) {
-    let bin = dir.join("bin");
-    fs::create_dir_all(bin.join("../units")).unwrap();
-    let script = format!(
-        r#"#!/bin/sh
-units={units}
-verb=$1
-for unit in "$@"; do :; done
-case "$verb" in
-  start) echo active > "$units/$unit" ;;
-  show)
-    if [ -e "$units/$unit" ]; then st=$(cat "$units/$unit"); else st=inactive; fi
-    sub=dead; [ "$st" = active ] && sub=running
-    printf 'LoadState=loaded\nActiveState=%s\nSubState=%s\nResult=success\nMainPID=4242\nNRestarts=0\n' "$st" "$sub" ;;
-  is-active) [ "$(cat "$units/$unit" 2>/dev/null)" = active ] ;;
-  *) exit 0 ;;
-esac
-"#,
-        units = dir.join("units").display()
-    );
-    let path = bin.join("systemctl");
-    fs::write(&path, script).unwrap();
-    let mut perm = fs::metadata(&path).unwrap().permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
-    fs::set_permissions(&path, perm).unwrap();
-    let mut cfg = fs::read_to_string(sshd.sshd_config()).unwrap();
-    cfg.push_str(&format!(
-        "SetEnv PATH={}:/usr/local/bin:/usr/bin:/bin\n",
-        bin.display()
-    ));
-    fs::write(sshd.sshd_config(), cfg).unwrap();
-    sshd.stop();
-    sshd.start_again();
-}
-
 #[test]
 fn success_needs_every_started_unit_healthy_at_the_end_not_only_every_step_passed() {
     let Some(mut sshd) = Sshd::start_or_skip() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    systemctl_standin(&mut sshd, dir.path());
+    sshd.systemctl_standin(dir.path());
     let api = HttpServer::start();
     api.respond("GET", "/health", 200, "ok");
     let hook = HttpServer::start();

@@ -523,19 +523,7 @@ pub fn fit(facts: &Facts, format: Format) -> String {
     format!("{}…", &text[..cut])
 }
 
-/// One line made safe to post: no escape codes, no control characters, no line breaks.
-fn one_line(s: &str) -> String {
-    console::strip_ansi_codes(s)
-        .chars()
-        .map(|c| match c {
-            '\t' | '\n' | '\r' => ' ',
-            c if c.is_control() => '?',
-            c => c,
-        })
-        .collect::<String>()
-        .trim()
-        .to_owned()
-}
+use crate::text::one_line;
 
 /// At most `n` characters of one cleaned line, `…` where it was cut.
 fn bounded(line: &str, n: usize) -> String {

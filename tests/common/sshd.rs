@@ -148,6 +148,44 @@ impl Sshd {
         fs::write(file, format!("{id}\n")).expect("write the boot id file");
     }
 
+    /// A `systemctl` stand-in on the target's PATH (real systemd is the lab's): `start` marks
+    /// the unit active in `@DIR@/units/UNIT`, `show` reports what the file says. The test stops
+    /// a unit behind the run's back by removing its file.
+    pub fn systemctl_standin(&mut self, dir: &Path) {
+        let bin = dir.join("bin");
+        fs::create_dir_all(bin.join("../units")).unwrap();
+        let script = format!(
+            r#"#!/bin/sh
+units={units}
+verb=$1
+for unit in "$@"; do :; done
+case "$verb" in
+  start) echo active > "$units/$unit" ;;
+  show)
+    if [ -e "$units/$unit" ]; then st=$(cat "$units/$unit"); else st=inactive; fi
+    sub=dead; [ "$st" = active ] && sub=running
+    printf 'LoadState=loaded\nActiveState=%s\nSubState=%s\nResult=success\nMainPID=4242\nNRestarts=0\n' "$st" "$sub" ;;
+  is-active) [ "$(cat "$units/$unit" 2>/dev/null)" = active ] ;;
+  *) exit 0 ;;
+esac
+"#,
+            units = dir.join("units").display()
+        );
+        let path = bin.join("systemctl");
+        fs::write(&path, script).unwrap();
+        let mut perm = fs::metadata(&path).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+        fs::set_permissions(&path, perm).unwrap();
+        let mut cfg = fs::read_to_string(self.sshd_config()).unwrap();
+        cfg.push_str(&format!(
+            "SetEnv PATH={}:/usr/local/bin:/usr/bin:/bin\n",
+            bin.display()
+        ));
+        fs::write(self.sshd_config(), cfg).unwrap();
+        self.stop();
+        self.start_again();
+    }
+
     /// Starts the daemon again after `stop()`: same port, same host key, same client files.
     /// Waits like `start()`. Does nothing if it is already running.
     pub fn start_again(&mut self) {
