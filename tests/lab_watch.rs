@@ -413,6 +413,7 @@ fn lab_watch() {
          chown recover:recover /var/lib/recover/.ssh/known_hosts; \
          printf 'RECOVER_RUNBOOK=\"/etc/recover/guest.yaml\"\\nRECOVER_ARGS=\"--every 5s\"\\nRECOVER_WEBHOOK=\"http://127.0.0.1:18999/hook\"\\n' > /etc/recover/watch.conf; \
          sudo -u recover recover check --unattended /etc/recover/guest.yaml; \
+         sync; \
          systemctl restart recover-watch.service",
         Duration::from_secs(60),
     );
