@@ -705,7 +705,7 @@ mod tests {
         drop(held);
         once_released(|| match in_progress(&dirs, &k) {
             None => Ok(()),
-            Some(held) => Err(held),
+            Some((key, _)) => Err(key.what.clone()),
         })
         .unwrap();
         // Testing it took nothing: the lock is free for a run.
