@@ -59,7 +59,8 @@ pub struct Dir {
     pub path: PathBuf,
     /// The machine-wide directory (`path` too, unless it could not be used).
     pub shared: PathBuf,
-    /// Set when `path` is this account's own directory, not the machine-wide one.
+    /// What the operator is told: `path` is this account's own directory, not the
+    /// machine-wide one; or root narrowed an older recover's 1777 directory.
     pub warning: Option<String>,
     /// Set when the machine-wide directory is one other accounts could write: no lock is
     /// taken ([`Dir::acquire`] refuses), and why.
@@ -72,10 +73,10 @@ impl Dir {
     /// `own` (this account's) with a warning; refused when other accounts could write it.
     pub fn for_run(shared: &Path, own: PathBuf) -> Dir {
         match prepare_shared(shared) {
-            Ok(()) => Dir {
+            Ok(note) => Dir {
                 path: shared.to_path_buf(),
                 shared: shared.to_path_buf(),
-                warning: None,
+                warning: note,
                 refused: None,
             },
             Err(Unusable::Unsafe(why)) => Dir {
@@ -184,11 +185,36 @@ fn group_id(name: &str) -> Option<u32> {
     (r == 0 && !out.is_null()).then_some(grp.gr_gid)
 }
 
+/// As root, a root-owned directory of mode 1777 (what an older recover made of the
+/// machine-wide one) is narrowed to 1770 in the group [`GROUP`], its root-owned lock files to
+/// 0660: it takes write access away from other accounts, nothing more. Says so.
+fn narrow_legacy(dir: &Path, meta: &std::fs::Metadata) -> std::io::Result<Option<String>> {
+    if !(euid() == 0 && meta.is_dir() && meta.uid() == 0 && meta.mode() & 0o7777 == 0o1777) {
+        return Ok(None);
+    }
+    if let Some(gid) = group_id(GROUP) {
+        let _ = std::os::unix::fs::chown(dir, Some(0), Some(gid));
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o1770))?;
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        if let Ok(m) = std::fs::symlink_metadata(entry.path())
+            && m.is_file()
+            && m.uid() == 0
+        {
+            let _ = std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o660));
+        }
+    }
+    Ok(Some(format!(
+        "the machine-wide lock directory {} was every account's (mode 1777, as an older recover made it): narrowed to 1770, as `{TMPFILES_LINE}` makes it",
+        dir.display()
+    )))
+}
+
 /// Makes `dir` (mode 1770; as root, in the group [`GROUP`] when it exists) if it does not
 /// exist and that is safe: as root, or in a parent no other account can write. Under a
 /// temporary name, then renamed, so that it never exists with other permissions. Then checks
 /// that no other account could write it, and that this account can make files in it.
-fn prepare_shared(dir: &Path) -> Result<(), Unusable> {
+fn prepare_shared(dir: &Path) -> Result<Option<String>, Unusable> {
     use std::os::unix::fs::DirBuilderExt;
     if std::fs::symlink_metadata(dir).is_err() {
         let name = dir.file_name().ok_or_else(|| {
@@ -222,7 +248,14 @@ fn prepare_shared(dir: &Path) -> Result<(), Unusable> {
             let _ = std::fs::remove_dir(&tmp);
         }
     }
-    let meta = std::fs::symlink_metadata(dir)?;
+    let mut meta = std::fs::symlink_metadata(dir)?;
+    let mut note = None;
+    // An older recover made the machine-wide directory 1777 itself: root narrows it (and only
+    // that path: never a 1777 directory such as /tmp given in RECOVER_LOCK_DIR).
+    if dir == Path::new(SHARED_DIR) {
+        note = narrow_legacy(dir, &meta)?;
+        meta = std::fs::symlink_metadata(dir)?;
+    }
     if let Some(why) = unsafe_dir(&meta) {
         return Err(Unusable::Unsafe(why));
     }
@@ -235,7 +268,7 @@ fn prepare_shared(dir: &Path) -> Result<(), Unusable> {
     if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
         return Err(std::io::Error::last_os_error().into());
     }
-    Ok(())
+    Ok(note)
 }
 
 /// Who holds a lock, as its file records it.
@@ -840,6 +873,39 @@ mod tests {
             "{what}: a lock file was made"
         );
         assert!(!shared.with_file_name("own").exists(), "{what}: fell back");
+    }
+
+    #[test]
+    fn root_narrows_an_older_recovers_1777_directory_and_nothing_else() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("recover");
+        std::fs::create_dir(&d).unwrap();
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let f = d.join("runbook-x.lock");
+        std::fs::write(&f, "").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let meta = std::fs::symlink_metadata(&d).unwrap();
+        let note = narrow_legacy(&d, &meta).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        if euid() != 0 {
+            assert_eq!((note, mode(&d)), (None, 0o1777), "only root narrows");
+            return;
+        }
+        assert!(note.unwrap().contains("narrowed to 1770"));
+        assert_eq!((mode(&d), mode(&f)), (0o1770, 0o660));
+        assert!(unsafe_dir(&std::fs::symlink_metadata(&d).unwrap()).is_none());
+        // A 1777 directory that is not the machine-wide one (say /tmp, given in
+        // RECOVER_LOCK_DIR) is refused, never narrowed.
+        let other = dir.path().join("other");
+        std::fs::create_dir(&other).unwrap();
+        std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        assert!(
+            Dir::for_run(&other, dir.path().join("own"))
+                .refused
+                .is_some()
+        );
+        assert_eq!(mode(&other), 0o1777);
     }
 
     #[test]
