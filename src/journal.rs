@@ -292,6 +292,10 @@ pub fn unfinished(path: &Path) -> Result<Option<Unfinished>, JournalError> {
         source,
     })?;
     let mut state: Option<Unfinished> = None;
+    // Each target's boot id as last connected; `Unfinished::boot_ids` is what it was when the
+    // run last began a step: the boot the steps before stood on. A reconnect after that (the
+    // failure post asking a box that came back rebooted) must not pass for it.
+    let mut current_boot: BTreeMap<String, String> = BTreeMap::new();
     let mut open_step: Option<(usize, String)> = None;
     let mut last_passed = 0usize;
     let mut last_finished = 0usize;
@@ -368,14 +372,13 @@ pub fn unfinished(path: &Path) -> Result<Option<Unfinished>, JournalError> {
                 open_step = None;
             }
             Line::Connected { target, boot_id } => {
-                if let Some(s) = state.as_mut() {
-                    s.boot_ids.insert(target, boot_id);
-                }
+                current_boot.insert(target, boot_id);
             }
             Line::StepStarted { step, name, at } => {
                 open_step = Some((step, name));
                 if let Some(s) = state.as_mut() {
                     s.elapsed = at;
+                    s.boot_ids.extend(current_boot.clone());
                 }
             }
             Line::StepFinished {
@@ -548,6 +551,29 @@ mod tests {
             read(&bad),
             Err(JournalError::Damaged { line: 2, .. })
         ));
+    }
+
+    #[test]
+    fn the_boot_id_is_the_one_the_steps_stood_on_not_a_later_reconnect() {
+        // Step 2 began on boot a; the box was cut during it; the failure post's question
+        // reconnected to the rebooted box (boot b). A resume must compare with a, not b
+        // (benches/soak, seed 7, cycle 2: the resumed run skipped the units the cut undid).
+        let connected = |id: &str| {
+            format!(
+                r#"{{"event":"connected","target":"spark","destination":"d","boot_id":"{id}","reconnect":true}}"#
+            )
+        };
+        let text = format!(
+            "{}\n{}\n{}\n{}\n{}\n",
+            started(SHA),
+            connected("aaaa"),
+            step(1, "passed", "1.0"),
+            step(2, "failed", "2.0"),
+            connected("bbbb"),
+        );
+        let u = read(&text).unwrap().unwrap();
+        assert_eq!(u.boot_ids.get("spark").map(String::as_str), Some("aaaa"));
+        assert_eq!(u.step, 2);
     }
 
     #[test]
