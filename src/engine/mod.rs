@@ -262,6 +262,18 @@ pub(crate) struct BootChange {
 /// How often a run starts again after its box rebooted under it, before it gives up.
 pub const MAX_REWINDS: u32 = 3;
 
+/// What the end check found.
+enum EndCheck {
+    Healthy,
+    /// The box rebooted while it was checked: start again.
+    Rebooted(BootChange),
+    /// A unit is not healthy: the run fails at its `start` step, with this message.
+    Unhealthy {
+        step: usize,
+        message: String,
+    },
+}
+
 /// How one walk of the plan ended.
 enum Walk {
     Done {
@@ -690,18 +702,19 @@ impl<'a> Engine<'a> {
                     && s.number >= v
                 {
                     verified = true;
-                    let end = self.verify().await;
-                    self.drain_notes();
-                    if let Some(change) = self.take_reboot() {
-                        rewind = Some((s.number, change));
-                        break;
-                    }
-                    if let Some((step, why)) = end {
-                        outcome = RunOutcome::Failed;
-                        failed_step = Some(step);
-                        phase_result = StepOutcome::Failed;
-                        message = self.not_recovered(&why, step);
-                        break;
+                    match self.end_check().await {
+                        EndCheck::Healthy => {}
+                        EndCheck::Rebooted(change) => {
+                            rewind = Some((s.number, change));
+                            break;
+                        }
+                        EndCheck::Unhealthy { step, message: m } => {
+                            outcome = RunOutcome::Failed;
+                            failed_step = Some(step);
+                            phase_result = StepOutcome::Failed;
+                            message = m;
+                            break;
+                        }
                     }
                 }
                 if let Some(why) = self.not_needed(s) {
@@ -785,27 +798,44 @@ impl<'a> Engine<'a> {
         }
         // No notify step ends the plan: the check comes after the last step.
         if outcome == RunOutcome::Success && verify_at == Some(None) && !self.cancelled() {
-            let end = self.verify().await;
-            self.drain_notes();
-            let last = plan.steps().count();
-            if let Some(change) = self.take_reboot() {
-                return Walk::Rewind {
-                    from_step: last,
-                    change,
-                };
-            }
-            if let Some((step, why)) = end {
-                return Walk::Done {
-                    outcome: RunOutcome::Failed,
-                    failed_step: Some(step),
-                    message: self.not_recovered(&why, step),
-                };
+            match self.end_check().await {
+                EndCheck::Healthy => {}
+                EndCheck::Rebooted(change) => {
+                    return Walk::Rewind {
+                        from_step: plan.steps().count(),
+                        change,
+                    };
+                }
+                EndCheck::Unhealthy { step, message } => {
+                    return Walk::Done {
+                        outcome: RunOutcome::Failed,
+                        failed_step: Some(step),
+                        message,
+                    };
+                }
             }
         }
         Walk::Done {
             outcome,
             failed_step,
             message,
+        }
+    }
+
+    /// The end check ([`verify`]), and whether the box rebooted while it ran: one place for
+    /// the check before the final posts and the one after the last step.
+    async fn end_check(&self) -> EndCheck {
+        let end = self.verify().await;
+        self.drain_notes();
+        if let Some(change) = self.take_reboot() {
+            return EndCheck::Rebooted(change);
+        }
+        match end {
+            Some((step, why)) => EndCheck::Unhealthy {
+                step,
+                message: self.not_recovered(&why, step),
+            },
+            None => EndCheck::Healthy,
         }
     }
 
